@@ -1,0 +1,112 @@
+"""`fedpharma` command line: demo, simulate, report.
+
+Errors from the package arrive as :class:`~fedpharma.errors.FedPharmaError`; they are printed as
+one clear message (no traceback) and mapped to the error's exit code.
+"""
+
+from __future__ import annotations
+
+import sys
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from fedpharma.config import (
+    DatasetConfig,
+    FeaturesConfig,
+    ModelConfig,
+    PartitionConfig,
+    RunConfig,
+    StrategyConfig,
+    TrainingConfig,
+    load_config,
+)
+from fedpharma.errors import FedPharmaError
+
+app = typer.Typer(
+    help="Privacy-preserving federated learning for drug development.",
+    no_args_is_help=True,
+    add_completion=False,
+)
+
+DEMO_CONFIG = RunConfig(
+    dataset=DatasetConfig(name="chembl2321810"),
+    features=FeaturesConfig(fingerprint="morgan", radius=2, n_bits=2048),
+    partition=PartitionConfig(method="scaffold", n_sites=4),
+    model=ModelConfig(kind="mlp", hidden=(256, 64), dropout=0.1),
+    training=TrainingConfig(local_epochs=1, batch_size=32, learning_rate=1e-3),
+    strategy=StrategyConfig(name="fedavg"),
+    rounds=30,
+    seed=0,
+)
+
+
+def _default_out(prefix: str) -> Path:
+    return Path("runs") / f"{prefix}-{datetime.now(UTC).strftime('%Y%m%d-%H%M%S')}"
+
+
+@app.command()
+def demo(
+    out: Annotated[
+        Path | None, typer.Option(help="Run directory (default runs/demo-TIME).")
+    ] = None,
+    rounds: Annotated[
+        int | None, typer.Option(min=1, help="Override the number of rounds.")
+    ] = None,
+) -> None:
+    """Federated QSAR on a real ChEMBL potency series: 4 partners owning different scaffolds."""
+    config = DEMO_CONFIG if rounds is None else _replace(DEMO_CONFIG, rounds=rounds)
+    typer.echo(
+        "fedpharma demo: 4 partners, each owning different chemical series (Bemis–Murcko "
+        "scaffolds) of ChEMBL2321810 (pIC50, shipped with RDKit), train one MLP on ECFP4 "
+        "fingerprints with FedAvg; nobody shares a molecule."
+    )
+    _run(config, out or _default_out("demo"))
+
+
+@app.command()
+def simulate(
+    config_path: Annotated[Path, typer.Argument(metavar="CONFIG.toml", help="Run config.")],
+    out: Annotated[Path | None, typer.Option(help="Run directory (default runs/sim-TIME).")] = None,
+) -> None:
+    """Run any configured experiment in simulation (all sites in this process)."""
+    _run(load_config(config_path), out or _default_out("sim"))
+
+
+@app.command()
+def report(run_dir: Annotated[Path, typer.Argument(help="A run directory.")]) -> None:
+    """Render RUN_DIR/report.html: learning curves, per-partner comparison, metrics, config."""
+    from fedpharma.report.html import render_report
+
+    typer.echo(f"report written to {render_report(run_dir)}")
+
+
+def _replace(config: RunConfig, **changes: Any) -> RunConfig:
+    import dataclasses
+
+    return dataclasses.replace(config, **changes)
+
+
+def _run(config: RunConfig, run_dir: Path) -> None:
+    from fedpharma.cli.display import print_comparison, print_round
+    from fedpharma.sim.engine import simulate as run_simulation
+
+    result = run_simulation(
+        config,
+        run_dir,
+        on_round=print_round,
+        on_status=lambda message: typer.echo(message, err=True),
+    )
+    print_comparison(result.summary)
+    typer.echo(f"\nrun directory: {run_dir}   (summary.json, run.sqlite)")
+    typer.echo(f"look at it:    fedpharma report {run_dir}")
+
+
+def main() -> None:
+    try:
+        app()
+    except FedPharmaError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        sys.exit(exc.exit_code)

@@ -1,0 +1,1 @@
+"""Data layer: molecules (RDKit), tabular CSV, partitioning for simulation, bundled datasets."""

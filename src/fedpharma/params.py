@@ -1,0 +1,169 @@
+"""Model parameters as named float arrays, with a safe binary encoding (never pickle).
+
+Wire format of :func:`encode` (all integers little-endian)::
+
+    magic b"FPP1" | u32 header_len | header (UTF-8 JSON) | raw array bytes, concatenated
+
+The header lists, per array in order, its name, dtype (``<f4`` or ``<f8``) and shape. Decoding
+checks the magic, the header, every dtype, that the byte count matches the shapes exactly, and
+(optionally) that every value is finite. Nothing in the payload can make the decoder run code.
+"""
+
+from __future__ import annotations
+
+import json
+import struct
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+
+import numpy as np
+import numpy.typing as npt
+
+from fedpharma.errors import ProtocolError
+
+FloatArray = npt.NDArray[np.floating]
+
+MAGIC = b"FPP1"
+ALLOWED_DTYPES = ("<f4", "<f8")
+MAX_HEADER_BYTES = 1 << 20
+MAX_ARRAYS = 10_000
+
+
+@dataclass(frozen=True)
+class Parameters:
+    """An ordered, immutable mapping of parameter names to float arrays.
+
+    Arrays are stored read-only so a strategy cannot mutate a site's update in place.
+    """
+
+    names: tuple[str, ...]
+    arrays: tuple[FloatArray, ...]
+
+    def __post_init__(self) -> None:
+        if len(self.names) != len(self.arrays):
+            raise ValueError("names and arrays differ in length")
+        if len(set(self.names)) != len(self.names):
+            raise ValueError("parameter names must be unique")
+        for a in self.arrays:
+            a.flags.writeable = False
+
+    @classmethod
+    def from_dict(cls, named: Mapping[str, npt.ArrayLike]) -> Parameters:
+        return cls(tuple(named), tuple(np.array(v, dtype=np.float32) for v in named.values()))
+
+    def to_dict(self) -> dict[str, FloatArray]:
+        return dict(zip(self.names, self.arrays, strict=True))
+
+    def __iter__(self) -> Iterator[tuple[str, FloatArray]]:
+        return iter(zip(self.names, self.arrays, strict=True))
+
+    def __len__(self) -> int:
+        return len(self.names)
+
+    @property
+    def shapes(self) -> tuple[tuple[int, ...], ...]:
+        return tuple(a.shape for a in self.arrays)
+
+    @property
+    def size(self) -> int:
+        """Total number of scalars."""
+        return sum(int(a.size) for a in self.arrays)
+
+    def flatten(self) -> npt.NDArray[np.float64]:
+        """All parameters as one float64 vector, in name order."""
+        if not self.arrays:
+            return np.zeros(0)
+        return np.concatenate([a.ravel().astype(np.float64) for a in self.arrays])
+
+    def unflatten(self, vector: FloatArray) -> Parameters:
+        """Arrays of this structure (names, shapes, dtypes) filled from ``vector``."""
+        if vector.shape != (self.size,):
+            raise ValueError(f"vector has shape {vector.shape}, expected ({self.size},)")
+        out, start = [], 0
+        for a in self.arrays:
+            out.append(vector[start : start + a.size].reshape(a.shape).astype(a.dtype))
+            start += a.size
+        return Parameters(self.names, tuple(out))
+
+    def same_structure(self, other: Parameters) -> bool:
+        return self.names == other.names and self.shapes == other.shapes
+
+    def check_matches(self, reference: Parameters, what: str = "update") -> None:
+        """Raise :class:`ProtocolError` unless names and shapes match ``reference``, all finite."""
+        if self.names != reference.names:
+            missing = sorted(set(reference.names) - set(self.names))
+            extra = sorted(set(self.names) - set(reference.names))
+            raise ProtocolError(
+                f"{what} has different parameter names (missing {missing}, unexpected {extra}); "
+                "the site must train the model the coordinator sent"
+            )
+        for name, a, ref in zip(self.names, self.arrays, reference.arrays, strict=True):
+            if a.shape != ref.shape:
+                raise ProtocolError(
+                    f"{what}: parameter {name!r} has shape {a.shape}, expected {ref.shape}"
+                )
+        check_finite(self, what)
+
+
+def check_finite(params: Parameters, what: str) -> None:
+    for name, a in params:
+        if not np.all(np.isfinite(a)):
+            raise ProtocolError(f"{what}: parameter {name!r} holds NaN or infinite values")
+
+
+def encode(params: Parameters) -> bytes:
+    """Serialize to the self-describing binary format above (little-endian, no pickle)."""
+    entries, chunks = [], []
+    for name, a in params:
+        le = np.asarray(a, dtype=a.dtype.newbyteorder("<"))
+        dtype = le.dtype.str
+        if dtype not in ALLOWED_DTYPES:
+            raise ProtocolError(f"parameter {name!r} has dtype {a.dtype}; only float32/64 travel")
+        entries.append({"name": name, "dtype": dtype, "shape": list(le.shape)})
+        chunks.append(le.tobytes())
+    header = json.dumps(entries, separators=(",", ":")).encode()
+    return b"".join([MAGIC, struct.pack("<I", len(header)), header, *chunks])
+
+
+def decode(payload: bytes, *, require_finite: bool = True) -> Parameters:
+    """Parse :func:`encode` output, validating every field; raise :class:`ProtocolError`."""
+    view = memoryview(payload)
+    if len(view) < 8 or bytes(view[:4]) != MAGIC:
+        raise ProtocolError("parameter payload does not start with the FPP1 magic bytes")
+    (header_len,) = struct.unpack("<I", view[4:8])
+    if header_len > MAX_HEADER_BYTES or 8 + header_len > len(view):
+        raise ProtocolError("parameter payload header is truncated or oversized")
+    try:
+        entries = json.loads(bytes(view[8 : 8 + header_len]))
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ProtocolError("parameter payload header is not valid JSON") from exc
+    if not isinstance(entries, list) or len(entries) > MAX_ARRAYS:
+        raise ProtocolError("parameter payload header must be a list of array descriptors")
+    names, arrays, offset = [], [], 8 + header_len
+    for e in entries:
+        if not (
+            isinstance(e, dict)
+            and isinstance(e.get("name"), str)
+            and e.get("dtype") in ALLOWED_DTYPES
+            and isinstance(e.get("shape"), list)
+            and all(isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in e["shape"])
+        ):
+            raise ProtocolError(f"malformed array descriptor in parameter payload: {e!r:.200}")
+        dtype = np.dtype(e["dtype"])
+        count = int(np.prod(e["shape"], dtype=np.int64))
+        nbytes = count * dtype.itemsize
+        if offset + nbytes > len(view):
+            raise ProtocolError(f"parameter payload is truncated inside array {e['name']!r}")
+        arr = np.frombuffer(view[offset : offset + nbytes], dtype=dtype).reshape(e["shape"])
+        names.append(e["name"])
+        arrays.append(arr.astype(dtype.newbyteorder("="), copy=True))
+        offset += nbytes
+    if offset != len(view):
+        raise ProtocolError(f"parameter payload has {len(view) - offset} trailing bytes")
+    try:
+        params = Parameters(tuple(names), tuple(arrays))
+    except ValueError as exc:
+        raise ProtocolError(f"invalid parameter payload: {exc}") from exc
+    if require_finite:
+        check_finite(params, "parameter payload")
+    return params

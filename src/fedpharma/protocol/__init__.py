@@ -1,0 +1,27 @@
+"""Versioned messages, their wire codec, and the Channel interface every transport implements."""
+
+from fedpharma.protocol.channel import Channel
+from fedpharma.protocol.messages import (
+    PROTOCOL_VERSION,
+    EvaluateResult,
+    EvaluateTask,
+    Failure,
+    Refusal,
+    Reply,
+    Task,
+    TrainResult,
+    TrainTask,
+)
+
+__all__ = [
+    "PROTOCOL_VERSION",
+    "Channel",
+    "EvaluateResult",
+    "EvaluateTask",
+    "Failure",
+    "Refusal",
+    "Reply",
+    "Task",
+    "TrainResult",
+    "TrainTask",
+]

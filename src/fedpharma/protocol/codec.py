@@ -1,0 +1,127 @@
+"""Wire codec for protocol messages: a JSON header plus raw parameter bytes. Never pickle.
+
+Layout (integers little-endian)::
+
+    b"FPM1" | u32 header_len | header (UTF-8 JSON object) | parameters (fedpharma.params format)
+
+The header holds the message type, the protocol version and the scalar fields. Decoding checks
+every field's type, so a malformed or hostile message becomes a :class:`ProtocolError` that says
+what is wrong, and nothing else.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import struct
+from dataclasses import fields
+from typing import Any
+
+from fedpharma import params as params_codec
+from fedpharma.errors import ProtocolError
+from fedpharma.protocol.messages import (
+    PROTOCOL_VERSION,
+    EvaluateResult,
+    EvaluateTask,
+    Refusal,
+    Reply,
+    Task,
+    TrainResult,
+    TrainTask,
+)
+
+MAGIC = b"FPM1"
+MAX_HEADER_BYTES = 1 << 20
+
+Message = Task | Reply
+_TYPES: dict[str, type[Any]] = {
+    cls.__name__: cls for cls in (TrainTask, EvaluateTask, TrainResult, EvaluateResult, Refusal)
+}
+_PARAMETER_FIELDS = ("parameters", "update")
+_SCALAR_TYPES = {"run_id": str, "site": str, "kind": str, "reason": str}
+_INT_FIELDS = ("round", "n_examples")
+
+
+def encode_message(message: Message) -> bytes:
+    header: dict[str, Any] = {"type": type(message).__name__, "version": PROTOCOL_VERSION}
+    payload = b""
+    for f in fields(message):
+        value = getattr(message, f.name)
+        if f.name in _PARAMETER_FIELDS:
+            payload = params_codec.encode(value)
+        else:
+            header[f.name] = value
+    try:
+        raw = json.dumps(header, separators=(",", ":"), allow_nan=False).encode()
+    except ValueError as exc:
+        raise ProtocolError(
+            f"{header['type']} holds a non-finite number; send finite values"
+        ) from exc
+    return b"".join([MAGIC, struct.pack("<I", len(raw)), raw, payload])
+
+
+def decode_message(data: bytes) -> Message:
+    if len(data) < 8 or data[:4] != MAGIC:
+        raise ProtocolError("message does not start with the FPM1 magic bytes")
+    (header_len,) = struct.unpack("<I", data[4:8])
+    if header_len > MAX_HEADER_BYTES or 8 + header_len > len(data):
+        raise ProtocolError("message header is truncated or oversized")
+    try:
+        header = json.loads(data[8 : 8 + header_len])
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ProtocolError("message header is not valid JSON") from exc
+    if not isinstance(header, dict):
+        raise ProtocolError("message header must be a JSON object")
+    version = header.pop("version", None)
+    if version != PROTOCOL_VERSION:
+        raise ProtocolError(
+            f"message uses protocol version {version!r}, this side speaks {PROTOCOL_VERSION}; "
+            "upgrade the older side"
+        )
+    cls = _TYPES.get(header.pop("type", None))
+    if cls is None:
+        raise ProtocolError(f"unknown message type; expected one of {sorted(_TYPES)}")
+    kwargs: dict[str, Any] = {}
+    for f in fields(cls):
+        if f.name in _PARAMETER_FIELDS:
+            kwargs[f.name] = params_codec.decode(data[8 + header_len :])
+        elif f.name not in header:
+            if f.name in ("config", "metrics"):
+                kwargs[f.name] = {}
+                continue
+            raise ProtocolError(f"{cls.__name__} lacks field {f.name!r}")
+        else:
+            kwargs[f.name] = _check_field(cls.__name__, f.name, header.pop(f.name))
+    if header:
+        raise ProtocolError(f"{cls.__name__} has unexpected fields {sorted(header)}")
+    if not any(f.name in _PARAMETER_FIELDS for f in fields(cls)) and len(data) != 8 + header_len:
+        raise ProtocolError(f"{cls.__name__} carries unexpected trailing bytes")
+    message: Message = cls(**kwargs)
+    return message
+
+
+def _check_field(type_name: str, name: str, value: Any) -> Any:
+    where = f"{type_name}.{name}"
+    if name in _SCALAR_TYPES and not isinstance(value, _SCALAR_TYPES[name]):
+        raise ProtocolError(f"{where} must be a string")
+    if name in _INT_FIELDS and (not isinstance(value, int) or isinstance(value, bool) or value < 0):
+        raise ProtocolError(f"{where} must be a non-negative integer")
+    if name == "metrics":
+        if not isinstance(value, dict) or not all(
+            isinstance(k, str) and _is_number(v) for k, v in value.items()
+        ):
+            raise ProtocolError(f"{where} must map names to finite numbers")
+        return {k: float(v) for k, v in value.items()}
+    if name == "config" and not (
+        isinstance(value, dict)
+        and all(
+            isinstance(k, str) and (isinstance(v, str | bool) or _is_number(v))
+            for k, v in value.items()
+        )
+    ):
+        raise ProtocolError(f"{where} must map names to strings, booleans or finite numbers")
+    return value
+
+
+def _is_number(v: Any) -> bool:
+    return isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v)

@@ -1,0 +1,108 @@
+"""The messages a coordinator and a site exchange, as frozen dataclasses.
+
+A round is a coordinator's :class:`TrainTask` (global parameters + the site's configuration)
+answered by a site's :class:`TrainResult` (its update Δ_k = w_k − w, its example count n_k and
+training metrics), or by a :class:`Refusal` when the site's policy forbids the task. Evaluation
+follows the same pattern with :class:`EvaluateTask` / :class:`EvaluateResult`. A :class:`Failure`
+is what a *channel* reports when it could not get any answer from a site (crash, timeout).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from fedpharma.errors import ProtocolError
+from fedpharma.params import Parameters
+
+PROTOCOL_VERSION = 1
+
+Scalar = bool | int | float | str
+
+
+@dataclass(frozen=True)
+class TrainTask:
+    """Train on local data starting from ``parameters``; ``config`` carries epochs, seed, μ..."""
+
+    run_id: str
+    round: int
+    parameters: Parameters
+    config: dict[str, Scalar] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class EvaluateTask:
+    """Evaluate ``parameters`` on the site's held-out test data."""
+
+    run_id: str
+    round: int
+    parameters: Parameters
+    config: dict[str, Scalar] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class TrainResult:
+    """A site's answer to a :class:`TrainTask`: its model update Δ_k and example count n_k."""
+
+    run_id: str
+    round: int
+    site: str
+    update: Parameters
+    n_examples: int
+    metrics: dict[str, float] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class EvaluateResult:
+    run_id: str
+    round: int
+    site: str
+    n_examples: int
+    metrics: dict[str, float] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Refusal:
+    """A site declined a task before touching its data. ``kind`` names the policy branch."""
+
+    run_id: str
+    round: int
+    site: str
+    kind: str
+    reason: str
+
+
+@dataclass(frozen=True)
+class Failure:
+    """No usable answer from a site (crashed, timed out, or sent something invalid)."""
+
+    site: str
+    reason: str
+
+
+Task = TrainTask | EvaluateTask
+Reply = TrainResult | EvaluateResult | Refusal
+
+
+def validate_reply(task: Task, site: str, reply: Reply) -> Reply:
+    """Check that ``reply`` is a well-formed answer from ``site`` to ``task``; return it.
+
+    Raises :class:`ProtocolError` for an answer to another task, run or round, an answer in
+    another site's name, or an update whose names, shapes or values do not fit the model sent.
+    """
+    expected: tuple[type, ...] = (
+        (TrainResult, Refusal) if isinstance(task, TrainTask) else (EvaluateResult, Refusal)
+    )
+    if not isinstance(reply, expected):
+        raise ProtocolError(f"a {type(task).__name__} was answered with a {type(reply).__name__}")
+    if reply.site != site:
+        raise ProtocolError(f"site {site!r} answered in the name of {reply.site!r}")
+    if (reply.run_id, reply.round) != (task.run_id, task.round):
+        raise ProtocolError(
+            f"answer is for run {reply.run_id!r} round {reply.round}, "
+            f"expected run {task.run_id!r} round {task.round} (stale or replayed)"
+        )
+    if isinstance(reply, TrainResult):
+        reply.update.check_matches(task.parameters, what=f"update from {site!r}")
+        if reply.n_examples < 1:
+            raise ProtocolError(f"update from {site!r} claims {reply.n_examples} examples")
+    return reply

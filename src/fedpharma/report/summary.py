@@ -1,0 +1,317 @@
+"""Read and validate a run's ``summary.json`` into typed objects the report can trust.
+
+The simulation engine writes the file; this module is the one place that knows its shape. Every
+structural problem becomes a :class:`~fedpharma.errors.DataError` naming the offending key, so
+the rendering code never has to guard against a missing field. Unknown keys are ignored: later
+issues add optional sections (privacy budgets, ...) without bumping the format.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+from fedpharma.errors import DataError
+
+SUMMARY_FILE = "summary.json"
+SUPPORTED_FORMAT = 1
+POOLED_NAME = "All sites (pooled)"
+
+Model = Literal["local", "federated", "centralized"]
+MODELS: tuple[Model, ...] = ("local", "federated", "centralized")
+
+
+@dataclass(frozen=True)
+class Metric:
+    """The headline metric of the run and which direction is good."""
+
+    name: str
+    higher_is_better: bool
+
+
+@dataclass(frozen=True)
+class DatasetInfo:
+    """What was learned: dataset name, task type and size."""
+
+    name: str
+    task: str
+    task_names: tuple[str, ...]
+    n_rows: int | None
+    invalid_molecules: int | None
+
+
+@dataclass(frozen=True)
+class Scores:
+    """Headline scores of the three models on one test set, plus every metric of each.
+
+    A score is ``None`` when the model was not trained (baseline switched off) or the metric
+    was undefined (e.g. ROC AUC on a test set holding a single class).
+    """
+
+    headline: Mapping[Model, float | None]
+    metrics: Mapping[Model, Mapping[str, float | None]]
+
+
+@dataclass(frozen=True)
+class Partner:
+    """One test set: a site's own, or the pooled one (``n_train`` is then ``None``)."""
+
+    name: str
+    n_train: int | None
+    n_test: int | None
+    scores: Scores
+
+
+@dataclass(frozen=True)
+class Curves:
+    """Per-round series; all lists are as long as ``rounds`` (NaN marks a missing value)."""
+
+    rounds: tuple[int, ...]
+    train_loss: tuple[float, ...]
+    pooled: tuple[float, ...]
+    sites: Mapping[str, tuple[float, ...]]
+
+
+@dataclass(frozen=True)
+class Timings:
+    """Wall-clock seconds spent on the whole run and its parts."""
+
+    total_seconds: float | None
+    federated_seconds: float | None
+    baseline_seconds: float | None
+
+
+@dataclass(frozen=True)
+class RunSummary:
+    """Everything the report shows, validated."""
+
+    title: str
+    run_id: str | None
+    created: str | None
+    dataset: DatasetInfo
+    metric: Metric
+    strategy: str
+    rounds: int
+    sites: tuple[Partner, ...]
+    pooled: Partner
+    curves: Curves
+    timings: Timings
+    config: object
+
+
+def load_summary(run_dir: Path) -> RunSummary:
+    """Read ``run_dir/summary.json``; raise :class:`DataError` saying what is missing or wrong."""
+    path = run_dir / SUMMARY_FILE
+    if not path.is_file():
+        raise DataError(f"no {SUMMARY_FILE} in {run_dir} (has the run finished?)")
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except UnicodeDecodeError as exc:
+        raise DataError(f"{path} is not UTF-8 text: {exc}") from exc
+    except json.JSONDecodeError as exc:
+        raise DataError(
+            f"{path} is not valid JSON (line {exc.lineno}, column {exc.colno}: {exc.msg})"
+        ) from exc
+    return parse_summary(data, source=str(path))
+
+
+def parse_summary(data: object, source: str = SUMMARY_FILE) -> RunSummary:
+    """Validate an already-decoded summary; ``source`` names it in error messages."""
+    root = _Node(data, "", source)
+    fmt = root.integer("format")
+    if fmt != SUPPORTED_FORMAT:
+        raise DataError(
+            f"{source}: 'format' is {fmt}, but this report understands format {SUPPORTED_FORMAT}"
+        )
+    sites = root.child("sites")
+    return RunSummary(
+        title=root.text("title"),
+        run_id=root.optional_text("run_id"),
+        created=root.optional_text("created"),
+        dataset=_parse_dataset(root.child("dataset")),
+        metric=_parse_metric(root.child("metric")),
+        strategy=root.text("strategy"),
+        rounds=root.integer("rounds"),
+        sites=tuple(_parse_partner(name, sites.child(name)) for name in sites.names()),
+        pooled=_parse_partner(POOLED_NAME, root.child("pooled")),
+        curves=_parse_curves(root.optional_child("curves")),
+        timings=_parse_timings(root.optional_child("timings")),
+        config=root.raw("config"),
+    )
+
+
+def _parse_dataset(node: _Node) -> DatasetInfo:
+    task_names = node.optional_list("task_names")
+    return DatasetInfo(
+        name=node.text("name"),
+        task=node.text("task"),
+        task_names=tuple(str(name) for name in task_names),
+        n_rows=node.optional_integer("n_rows"),
+        invalid_molecules=node.optional_integer("invalid_molecules"),
+    )
+
+
+def _parse_metric(node: _Node) -> Metric:
+    return Metric(name=node.text("name"), higher_is_better=node.flag("higher_is_better"))
+
+
+def _parse_partner(name: str, node: _Node) -> Partner:
+    metrics_node = node.optional_child("metrics")
+    metrics: dict[Model, dict[str, float | None]] = {}
+    for model in MODELS:
+        model_node = metrics_node.optional_child(model) if metrics_node else None
+        if model_node is not None:
+            metrics[model] = {key: model_node.optional_number(key) for key in model_node.names()}
+    return Partner(
+        name=name,
+        n_train=node.optional_integer("n_train"),
+        n_test=node.optional_integer("n_test"),
+        scores=Scores(
+            headline={model: node.optional_number(model) for model in MODELS},
+            metrics=metrics,
+        ),
+    )
+
+
+def _parse_curves(node: _Node | None) -> Curves:
+    if node is None:
+        return Curves(rounds=(), train_loss=(), pooled=(), sites={})
+    rounds = tuple(node.integer_list("round"))
+    sites_node = node.optional_child("sites")
+    sites = {}
+    if sites_node is not None:
+        sites = {name: sites_node.series(name, len(rounds)) for name in sites_node.names()}
+    return Curves(
+        rounds=rounds,
+        train_loss=node.series("train_loss", len(rounds)),
+        pooled=node.series("pooled", len(rounds)),
+        sites=sites,
+    )
+
+
+def _parse_timings(node: _Node | None) -> Timings:
+    if node is None:
+        return Timings(total_seconds=None, federated_seconds=None, baseline_seconds=None)
+    return Timings(
+        total_seconds=node.optional_number("total_seconds"),
+        federated_seconds=node.optional_number("federated_seconds"),
+        baseline_seconds=node.optional_number("baseline_seconds"),
+    )
+
+
+class _Node:
+    """A JSON object plus its dotted key path, with typed getters that fail with that path."""
+
+    def __init__(self, data: object, path: str, source: str) -> None:
+        if not isinstance(data, dict):
+            where = f"'{path}'" if path else "the top level"
+            raise DataError(f"{source}: {where} should be a JSON object, got {_kind(data)}")
+        self._data: dict[str, object] = data
+        self._path = path
+        self._source = source
+
+    def names(self) -> list[str]:
+        """The object's keys, in file order."""
+        return list(self._data)
+
+    def raw(self, key: str) -> object:
+        """The value as decoded, or ``None`` when absent."""
+        return self._data.get(key)
+
+    def text(self, key: str) -> str:
+        value = self._required(key)
+        if not isinstance(value, str):
+            raise self._wrong_type(key, "a string", value)
+        return value
+
+    def optional_text(self, key: str) -> str | None:
+        return None if self._data.get(key) is None else self.text(key)
+
+    def integer(self, key: str) -> int:
+        value = self._required(key)
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise self._wrong_type(key, "an integer", value)
+        return value
+
+    def optional_integer(self, key: str) -> int | None:
+        return None if self._data.get(key) is None else self.integer(key)
+
+    def flag(self, key: str) -> bool:
+        value = self._required(key)
+        if not isinstance(value, bool):
+            raise self._wrong_type(key, "true or false", value)
+        return value
+
+    def optional_number(self, key: str) -> float | None:
+        """A finite number, or ``None`` for absent / null / NaN (metric not computed)."""
+        value = self._data.get(key)
+        if value is None:
+            return None
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise self._wrong_type(key, "a number or null", value)
+        return float(value) if math.isfinite(value) else None
+
+    def child(self, key: str) -> _Node:
+        return _Node(self._required(key), self._key_path(key), self._source)
+
+    def optional_child(self, key: str) -> _Node | None:
+        return None if self._data.get(key) is None else self.child(key)
+
+    def optional_list(self, key: str) -> list[object]:
+        value = self._data.get(key)
+        if value is None:
+            return []
+        if not isinstance(value, list):
+            raise self._wrong_type(key, "a list", value)
+        return value
+
+    def integer_list(self, key: str) -> list[int]:
+        result: list[int] = []
+        for value in self.optional_list(key):
+            if isinstance(value, bool) or not isinstance(value, int):
+                raise self._wrong_type(key, "a list of integers", value)
+            result.append(value)
+        return result
+
+    def series(self, key: str, length: int) -> tuple[float, ...]:
+        """A per-round list of numbers (null → NaN); empty, or exactly ``length`` long."""
+        values = self.optional_list(key)
+        if values and len(values) != length:
+            raise DataError(
+                f"{self._source}: '{self._key_path(key)}' has {len(values)} values "
+                f"but 'curves.round' has {length}"
+            )
+        result: list[float] = []
+        for value in values:
+            if value is None:
+                result.append(math.nan)
+            elif isinstance(value, bool) or not isinstance(value, int | float):
+                raise self._wrong_type(key, "a list of numbers or nulls", value)
+            else:
+                result.append(float(value))
+        return tuple(result)
+
+    def _required(self, key: str) -> object:
+        if key not in self._data:
+            raise DataError(f"{self._source}: key '{self._key_path(key)}' is missing")
+        return self._data[key]
+
+    def _key_path(self, key: str) -> str:
+        return f"{self._path}.{key}" if self._path else key
+
+    def _wrong_type(self, key: str, expected: str, value: object) -> DataError:
+        return DataError(
+            f"{self._source}: '{self._key_path(key)}' should be {expected}, got {_kind(value)}"
+        )
+
+
+def _kind(value: object) -> str:
+    """A short description of a JSON value for error messages."""
+    if value is None:
+        return "null"
+    text = json.dumps(value, default=str)
+    return text if len(text) <= 40 else f"{type(value).__name__} {text[:37]}..."

@@ -1,0 +1,127 @@
+"""The run store: one SQLite database per run directory.
+
+It records the run's config, per-round timings and per-site metrics, refusals and failures, the
+latest model checkpoint with its sha256, and the final comparison of models. It is a
+:class:`~fedpharma.strategy.RoundObserver`, so the round loop writes to it as rounds complete and
+a crash loses at most the round in flight. Only aggregate metrics are stored, never records.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import sqlite3
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from fedpharma import params as params_codec
+from fedpharma.errors import DataError
+from fedpharma.params import Parameters
+from fedpharma.strategy import RoundRecord
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS run (
+    run_id TEXT PRIMARY KEY, created TEXT NOT NULL, config TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS rounds (
+    round INTEGER PRIMARY KEY, seconds REAL NOT NULL, n_updates INTEGER NOT NULL,
+    finished TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS site_metrics (
+    round INTEGER NOT NULL, site TEXT NOT NULL, phase TEXT NOT NULL, name TEXT NOT NULL,
+    value REAL NOT NULL, n_examples INTEGER NOT NULL,
+    PRIMARY KEY (round, site, phase, name)
+);
+CREATE TABLE IF NOT EXISTS incidents (
+    round INTEGER NOT NULL, site TEXT NOT NULL, kind TEXT NOT NULL, reason TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS checkpoints (
+    round INTEGER PRIMARY KEY, sha256 TEXT NOT NULL, parameters BLOB NOT NULL
+);
+CREATE TABLE IF NOT EXISTS comparison (
+    model TEXT NOT NULL, site TEXT NOT NULL, name TEXT NOT NULL, value REAL NOT NULL,
+    PRIMARY KEY (model, site, name)
+);
+"""
+
+
+def _now() -> str:
+    return datetime.now(UTC).isoformat(timespec="seconds")
+
+
+class RunStore:
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        try:
+            self._db = sqlite3.connect(path)
+            self._db.executescript(SCHEMA)
+        except sqlite3.Error as exc:
+            raise DataError(f"cannot open run store {path}: {exc}") from exc
+
+    @classmethod
+    def create(cls, path: Path, run_id: str, config: dict[str, Any]) -> RunStore:
+        store = cls(path)
+        with store._db:
+            store._db.execute(
+                "INSERT INTO run VALUES (?, ?, ?)", (run_id, _now(), json.dumps(config))
+            )
+        return store
+
+    def close(self) -> None:
+        self._db.close()
+
+    def on_round(self, record: RoundRecord) -> None:
+        rows = [
+            (record.round, site, "train", name, value, r.n_examples)
+            for site, r in record.train_results.items()
+            for name, value in r.metrics.items()
+        ] + [
+            (record.round, site, "evaluate", name, value, r.n_examples)
+            for site, r in record.evaluate_results.items()
+            for name, value in r.metrics.items()
+        ]
+        incidents = [
+            (record.round, site, f"refused:{r.kind}", r.reason)
+            for site, r in record.refusals.items()
+        ] + [(record.round, site, "failed", why) for site, why in record.failures.items()]
+        blob = params_codec.encode(record.parameters)
+        with self._db:  # one transaction per round: all of it or none of it
+            self._db.executemany("INSERT INTO site_metrics VALUES (?, ?, ?, ?, ?, ?)", rows)
+            self._db.executemany("INSERT INTO incidents VALUES (?, ?, ?, ?)", incidents)
+            self._db.execute(
+                "INSERT INTO rounds VALUES (?, ?, ?, ?)",
+                (record.round, record.seconds, len(record.train_results), _now()),
+            )
+            self._db.execute("DELETE FROM checkpoints WHERE round < ?", (record.round,))
+            self._db.execute(
+                "INSERT INTO checkpoints VALUES (?, ?, ?)",
+                (record.round, hashlib.sha256(blob).hexdigest(), blob),
+            )
+
+    def record_comparison(self, model: str, site: str, metrics: dict[str, float]) -> None:
+        with self._db:
+            self._db.executemany(
+                "INSERT OR REPLACE INTO comparison VALUES (?, ?, ?, ?)",
+                [(model, site, name, value) for name, value in metrics.items()],
+            )
+
+    def latest_checkpoint(self) -> tuple[int, Parameters] | None:
+        """The last completed round's model, after checking its sha256."""
+        row = self._db.execute(
+            "SELECT round, sha256, parameters FROM checkpoints ORDER BY round DESC LIMIT 1"
+        ).fetchone()
+        if row is None:
+            return None
+        rnd, digest, blob = row
+        if hashlib.sha256(blob).hexdigest() != digest:
+            raise DataError(f"checkpoint of round {rnd} in {self.path} fails its sha256 check")
+        return int(rnd), params_codec.decode(blob)
+
+    def metric_history(self, phase: str) -> list[tuple[int, str, str, float, int]]:
+        """(round, site, metric, value, n_examples) rows of one phase, in round order."""
+        return self._db.execute(
+            "SELECT round, site, name, value, n_examples FROM site_metrics "
+            "WHERE phase = ? ORDER BY round, site, name",
+            (phase,),
+        ).fetchall()

@@ -1,0 +1,309 @@
+"""Run a configured experiment end to end in one process.
+
+Steps: load the dataset → partition it into sites (seeded) → each site splits its own data into
+train / held-out test by scaffold → federated training through the same coordinator loop and site
+runtime a deployment uses, over the in-process channel → the two references a consortium compares
+against: each site's local-only model and a centralized model on the pooled data (which no real
+consortium can train) → every model evaluated on every site's test set and on the pooled test set
+→ ``run.sqlite`` + ``summary.json`` in the run directory.
+"""
+
+from __future__ import annotations
+
+import json
+import secrets
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from fedpharma.config import RunConfig
+from fedpharma.data.dataset import Dataset, SiteData, Task
+from fedpharma.data.datasets import load_dataset
+from fedpharma.data.partition import partition, scaffold_split
+from fedpharma.evaluation.metrics import PRIMARY_METRIC, compute_metrics
+from fedpharma.models.base import Trainer
+from fedpharma.params import Parameters
+from fedpharma.server.store import RunStore
+from fedpharma.site.runtime import SiteRuntime
+from fedpharma.strategy import LoopSettings, RoundRecord, build_strategy
+from fedpharma.strategy.base import site_seed
+from fedpharma.transport.inprocess import InProcessChannel
+
+SUMMARY_FORMAT = 1
+
+
+@dataclass(frozen=True)
+class Simulation:
+    """The sites of a simulated consortium, before any training."""
+
+    sites: dict[str, SiteData]
+    dataset: Dataset
+    invalid_molecules: int
+
+
+@dataclass(frozen=True)
+class SimulationResult:
+    run_dir: Path
+    summary: dict[str, Any]
+    parameters: Parameters
+
+
+def prepare_sites(config: RunConfig) -> Simulation:
+    """Load, partition and split the data, reproducibly from ``config.seed``."""
+    dataset, report = load_dataset(config.dataset, config.features)
+    rng = np.random.default_rng(config.seed)
+    parts = partition(dataset, config.partition, rng)
+    sites = {}
+    for index, rows in enumerate(parts, start=1):
+        name = f"site-{index}"
+        local = dataset.subset(rows, name=name)
+        train, test = scaffold_split(local.groups, config.dataset.test_fraction, rng)
+        sites[name] = SiteData(local.subset(train), local.subset(test))
+    invalid = 0 if report is None else report.n_input - report.n_valid
+    return Simulation(sites, dataset, invalid)
+
+
+def build_trainer(config: RunConfig, dataset: Dataset) -> Trainer:
+    from fedpharma.models.trainer import TorchTrainer  # torch loads only when training
+
+    return TorchTrainer(
+        config.model, config.training, dataset.task, dataset.n_features, dataset.n_tasks
+    )
+
+
+def simulate(
+    config: RunConfig,
+    run_dir: Path,
+    *,
+    on_round: Callable[[RoundRecord, int], None] | None = None,
+    on_status: Callable[[str], None] | None = None,
+) -> SimulationResult:
+    """Run ``config`` and write its run directory; return the summary it wrote."""
+    say = on_status or (lambda _msg: None)
+    started = time.perf_counter()
+    run_dir.mkdir(parents=True, exist_ok=True)
+    run_id = datetime.now(UTC).strftime("%Y%m%d-%H%M%S-") + secrets.token_hex(2)
+    sim = prepare_sites(config)
+    say(_describe_sites(sim))
+    trainer = build_trainer(config, sim.dataset)
+    initial = trainer.initial_parameters(config.seed)
+
+    store = RunStore.create(run_dir / "run.sqlite", run_id, config.to_dict())
+    curves = CurveRecorder(sim.dataset.task)
+    observers: list[Any] = [store, curves]
+    if on_round is not None:
+        observers.append(_Callback(on_round, config.rounds))
+    channel = InProcessChannel(
+        {name: SiteRuntime(name, data, trainer) for name, data in sim.sites.items()}
+    )
+    settings = LoopSettings(
+        local_epochs=config.training.local_epochs,
+        fraction_fit=config.strategy.fraction_fit,
+        min_sites=config.strategy.min_sites,
+        evaluate_every=config.strategy.evaluate_every,
+        seed=config.seed,
+    )
+    strategy = build_strategy(config.strategy, settings)
+    fed_started = time.perf_counter()
+    final = strategy.run(channel, initial, config.rounds, run_id=run_id, observers=observers)
+    federated_seconds = time.perf_counter() - fed_started
+
+    models: dict[str, dict[str, Parameters] | Parameters] = {"federated": final}
+    baseline_started = time.perf_counter()
+    if config.baselines:
+        say("training the references: local-only per site and centralized on pooled data")
+        models |= train_baselines(trainer, initial, sim.sites, config)
+    baseline_seconds = time.perf_counter() - baseline_started
+
+    comparison = compare_models(trainer, models, sim.sites)
+    for model, by_site in comparison.items():
+        for site, metrics in by_site.items():
+            store.record_comparison(model, site, metrics)
+    store.close()
+    summary = build_summary(
+        config,
+        run_id,
+        sim,
+        comparison,
+        curves,
+        {
+            "total_seconds": time.perf_counter() - started,
+            "federated_seconds": federated_seconds,
+            "baseline_seconds": baseline_seconds,
+        },
+    )
+    (run_dir / "summary.json").write_text(json.dumps(summary, indent=2), encoding="utf-8")
+    return SimulationResult(run_dir, summary, final)
+
+
+def train_baselines(
+    trainer: Trainer,
+    initial: Parameters,
+    sites: dict[str, SiteData],
+    config: RunConfig,
+) -> dict[str, dict[str, Parameters] | Parameters]:
+    """Local-only models and a centralized model, each given as many epochs as federated training.
+
+    Every site runs ``rounds × local_epochs`` epochs in the federation, so each reference gets the
+    same number of passes over its own data.
+    """
+    epochs = config.rounds * config.training.local_epochs
+    local = {
+        name: trainer.fit(
+            initial, data.train, epochs=epochs, seed=site_seed(config.seed, 0, name)
+        ).parameters
+        for name, data in sites.items()
+    }
+    pooled = concatenate([data.train for data in sites.values()], "pooled")
+    central = trainer.fit(initial, pooled, epochs=epochs, seed=config.seed).parameters
+    return {"local": local, "centralized": central}
+
+
+def compare_models(
+    trainer: Trainer,
+    models: dict[str, dict[str, Parameters] | Parameters],
+    sites: dict[str, SiteData],
+) -> dict[str, dict[str, dict[str, float]]]:
+    """Metrics of each model on each site's test set and on the pooled test set.
+
+    A per-site model family (local-only) is evaluated at its own site; the pooled figure then
+    concatenates each local model's predictions on its own site's test set.
+    """
+    out: dict[str, dict[str, dict[str, float]]] = {}
+    for model, params in models.items():
+        predictions = {
+            name: trainer.predict(params[name] if isinstance(params, dict) else params, data.test)
+            for name, data in sites.items()
+        }
+        by_site = {
+            name: compute_metrics(data.test.task, data.test.labels, predictions[name])
+            for name, data in sites.items()
+        }
+        task = next(iter(sites.values())).test.task
+        labels = np.concatenate([data.test.labels for data in sites.values()])
+        pooled_predictions = np.concatenate([predictions[name] for name in sites])
+        by_site["pooled"] = compute_metrics(task, labels, pooled_predictions)
+        out[model] = by_site
+    return out
+
+
+def concatenate(parts: list[Dataset], name: str) -> Dataset:
+    first = parts[0]
+    return Dataset(
+        features=np.concatenate([p.features for p in parts]),
+        labels=np.concatenate([p.labels for p in parts]),
+        task=first.task,
+        task_names=first.task_names,
+        groups=np.concatenate([p.groups for p in parts]),
+        name=name,
+        feature_names=first.feature_names,
+    )
+
+
+class CurveRecorder:
+    """Learning curves: per round, train loss and each site's primary test metric."""
+
+    def __init__(self, task: Task) -> None:
+        self.metric = PRIMARY_METRIC[task][0]
+        self.rounds: list[int] = []
+        self.train_loss: list[float | None] = []
+        self.pooled: list[float | None] = []
+        self.sites: dict[str, list[float | None]] = {}
+
+    def on_round(self, record: RoundRecord) -> None:
+        if not record.evaluate_results:
+            return
+        self.rounds.append(record.round)
+        self.train_loss.append(record.train_metrics.get("train_loss"))
+        self.pooled.append(record.evaluate_metrics.get(self.metric))
+        for site, result in record.evaluate_results.items():
+            series = self.sites.setdefault(site, [None] * (len(self.rounds) - 1))
+            series.append(result.metrics.get(self.metric))
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "round": self.rounds,
+            "train_loss": self.train_loss,
+            "pooled": self.pooled,
+            "pooled_is": "test-size-weighted mean of the sites' metrics",
+            "sites": self.sites,
+        }
+
+
+class _Callback:
+    def __init__(self, fn: Callable[[RoundRecord, int], None], rounds: int) -> None:
+        self.fn, self.rounds = fn, rounds
+
+    def on_round(self, record: RoundRecord) -> None:
+        self.fn(record, self.rounds)
+
+
+def build_summary(
+    config: RunConfig,
+    run_id: str,
+    sim: Simulation,
+    comparison: dict[str, dict[str, dict[str, float]]],
+    curves: CurveRecorder,
+    timings: dict[str, float],
+) -> dict[str, Any]:
+    task = sim.dataset.task
+    metric, higher_is_better = PRIMARY_METRIC[task]
+    models = ("local", "federated", "centralized")
+
+    def entry(site: str) -> dict[str, Any]:
+        values = {
+            m: _json_float(comparison[m][site].get(metric)) if m in comparison else None
+            for m in models
+        }
+        details = {
+            m: {k: _json_float(v) for k, v in comparison[m][site].items()}
+            if m in comparison
+            else None
+            for m in models
+        }
+        return values | {"metrics": details}
+
+    sites = {
+        name: {"n_train": len(data.train), "n_test": len(data.test)} | entry(name)
+        for name, data in sim.sites.items()
+    }
+    pooled = {"n_test": sum(len(d.test) for d in sim.sites.values())} | entry("pooled")
+    name = config.dataset.name or Path(config.dataset.path or "").name
+    return {
+        "format": SUMMARY_FORMAT,
+        "run_id": run_id,
+        "created": datetime.now(UTC).isoformat(timespec="seconds"),
+        "title": f"{name} · {len(sim.sites)} sites · {config.strategy.name}",
+        "dataset": {
+            "name": name,
+            "task": task,
+            "task_names": list(sim.dataset.task_names),
+            "n_rows": len(sim.dataset),
+            "invalid_molecules": sim.invalid_molecules,
+        },
+        "metric": {"name": metric, "higher_is_better": higher_is_better},
+        "strategy": config.strategy.name,
+        "rounds": config.rounds,
+        "sites": sites,
+        "pooled": pooled,
+        "curves": curves.as_dict(),
+        "timings": timings,
+        "config": config.to_dict(),
+    }
+
+
+def _json_float(value: float | None) -> float | None:
+    return None if value is None or not np.isfinite(value) else float(value)
+
+
+def _describe_sites(sim: Simulation) -> str:
+    sizes = ", ".join(f"{n}: {len(d.train)}+{len(d.test)}" for n, d in sim.sites.items())
+    dropped = (
+        f"; {sim.invalid_molecules} invalid molecule(s) excluded" if sim.invalid_molecules else ""
+    )
+    return f"{len(sim.dataset)} records → {len(sim.sites)} sites (train+test) {sizes}{dropped}"

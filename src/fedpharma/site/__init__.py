@@ -1,0 +1,1 @@
+"""A site's runtime: its data, its trainer, its policy; it answers tasks."""

@@ -1,0 +1,37 @@
+"""Strategies: the base class owns the round loop; each strategy configures and aggregates."""
+
+from __future__ import annotations
+
+from fedpharma.config import StrategyConfig
+from fedpharma.strategy.base import LoopSettings, RoundObserver, RoundRecord, Strategy
+from fedpharma.strategy.fedavg import FedAvg, FedProx
+from fedpharma.strategy.fedopt import FedOpt
+
+
+def build_strategy(config: StrategyConfig, settings: LoopSettings) -> Strategy:
+    """The strategy a run config names."""
+    if config.name == "fedavg":
+        return FedAvg(settings)
+    if config.name == "fedprox":
+        return FedProx(settings, config.proximal_mu)
+    variant = config.name.removeprefix("fed")
+    return FedOpt(
+        settings,
+        variant=variant,
+        eta=1e-2 if config.server_learning_rate is None else config.server_learning_rate,
+        beta1=config.beta1,
+        beta2=config.beta2,
+        tau=config.tau,
+    )
+
+
+__all__ = [
+    "FedAvg",
+    "FedOpt",
+    "FedProx",
+    "LoopSettings",
+    "RoundObserver",
+    "RoundRecord",
+    "Strategy",
+    "build_strategy",
+]

@@ -1,0 +1,211 @@
+"""The Strategy base class owns the round loop (a template method, as in Flower).
+
+A concrete strategy only *configures* what each site is asked to do and *aggregates* what comes
+back; selection, validation of replies, minimum-participation checks, evaluation and reporting to
+observers live here once. The loop talks to sites only through a
+:class:`~fedpharma.protocol.Channel`, so the same code runs in simulation and deployment.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+import zlib
+from abc import ABC, abstractmethod
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Protocol
+
+import numpy as np
+
+from fedpharma.errors import ProtocolError, RoundFailed
+from fedpharma.params import Parameters
+from fedpharma.protocol import (
+    Channel,
+    EvaluateResult,
+    EvaluateTask,
+    Failure,
+    Refusal,
+    Reply,
+    Task,
+    TrainResult,
+    TrainTask,
+)
+from fedpharma.protocol.messages import Scalar, validate_reply
+from fedpharma.strategy.aggregate import weighted_mean_metrics
+
+
+@dataclass(frozen=True)
+class RoundRecord:
+    """Everything that happened in one round, handed to observers (store, progress display)."""
+
+    round: int
+    parameters: Parameters
+    train_results: dict[str, TrainResult]
+    evaluate_results: dict[str, EvaluateResult]
+    refusals: dict[str, Refusal] = field(default_factory=dict)
+    failures: dict[str, str] = field(default_factory=dict)
+    seconds: float = 0.0
+
+    @property
+    def train_metrics(self) -> dict[str, float]:
+        results = list(self.train_results.values())
+        return weighted_mean_metrics([r.metrics for r in results], [r.n_examples for r in results])
+
+    @property
+    def evaluate_metrics(self) -> dict[str, float]:
+        """Test metrics averaged over sites, weighted by each site's number of test examples."""
+        results = list(self.evaluate_results.values())
+        return weighted_mean_metrics([r.metrics for r in results], [r.n_examples for r in results])
+
+
+class RoundObserver(Protocol):
+    def on_round(self, record: RoundRecord) -> None: ...
+
+
+@dataclass(frozen=True)
+class LoopSettings:
+    """How the round loop runs, independent of the aggregation rule."""
+
+    local_epochs: int = 1
+    fraction_fit: float = 1.0
+    min_sites: int = 1
+    evaluate_every: int = 1  # 0: evaluate only after the last round
+    timeout: float | None = None
+    seed: int = 0
+
+
+class Strategy(ABC):
+    """Template: ``run`` → per round select → configure → exchange → validate → aggregate."""
+
+    def __init__(self, settings: LoopSettings) -> None:
+        self.settings = settings
+
+    # ----- the round loop (not to be overridden) -----------------------------------------------
+
+    def run(
+        self,
+        channel: Channel,
+        initial: Parameters,
+        rounds: int,
+        *,
+        run_id: str,
+        observers: Sequence[RoundObserver] = (),
+        first_round: int = 1,
+    ) -> Parameters:
+        parameters = initial
+        for rnd in range(first_round, rounds + 1):
+            started = time.perf_counter()
+            parameters, train, refusals, failures = self._train_round(
+                channel, parameters, rnd, run_id
+            )
+            evaluate: dict[str, EvaluateResult] = {}
+            every = self.settings.evaluate_every
+            if rnd == rounds or (every > 0 and rnd % every == 0):
+                evaluate, eval_refusals, eval_failures = self.evaluate(
+                    channel, parameters, rnd, run_id
+                )
+                refusals |= eval_refusals
+                failures |= eval_failures
+            record = RoundRecord(
+                rnd,
+                parameters,
+                train,
+                evaluate,
+                refusals,
+                failures,
+                time.perf_counter() - started,
+            )
+            for observer in observers:
+                observer.on_round(record)
+        return parameters
+
+    def _train_round(
+        self, channel: Channel, parameters: Parameters, rnd: int, run_id: str
+    ) -> tuple[Parameters, dict[str, TrainResult], dict[str, Refusal], dict[str, str]]:
+        sites = self.select_sites(channel.available_sites(), rnd)
+        if len(sites) < self.settings.min_sites:
+            raise RoundFailed(
+                f"round {rnd}: {len(sites)} site(s) available, at least "
+                f"{self.settings.min_sites} needed; start more sites or lower min_sites"
+            )
+        tasks: dict[str, Task] = {
+            site: TrainTask(run_id, rnd, parameters, self.configure_train(rnd, site))
+            for site in sites
+        }
+        replies = channel.exchange(tasks, self.settings.timeout)
+        results, refusals, failures = _sort_replies(tasks, replies)
+        train = {site: r for site, r in results.items() if isinstance(r, TrainResult)}
+        if len(train) < self.settings.min_sites:
+            reasons = "; ".join(f"{s}: {why}" for s, why in sorted(failures.items()))
+            reasons += "; ".join(f"{s} refused: {r.reason}" for s, r in sorted(refusals.items()))
+            raise RoundFailed(
+                f"round {rnd}: {len(train)} of {len(sites)} site(s) returned an update, "
+                f"at least {self.settings.min_sites} needed ({reasons or 'no reason given'})"
+            )
+        ordered = [train[s] for s in sorted(train)]
+        return self.aggregate_train(rnd, parameters, ordered), train, refusals, failures
+
+    def evaluate(
+        self, channel: Channel, parameters: Parameters, rnd: int, run_id: str
+    ) -> tuple[dict[str, EvaluateResult], dict[str, Refusal], dict[str, str]]:
+        """Ask every available site to evaluate ``parameters`` on its held-out data."""
+        tasks: dict[str, Task] = {
+            site: EvaluateTask(run_id, rnd, parameters) for site in channel.available_sites()
+        }
+        replies = channel.exchange(tasks, self.settings.timeout)
+        results, refusals, failures = _sort_replies(tasks, replies)
+        evaluate = {s: r for s, r in results.items() if isinstance(r, EvaluateResult)}
+        return evaluate, refusals, failures
+
+    # ----- what a strategy may customise -----------------------------------------------------
+
+    def select_sites(self, available: Sequence[str], rnd: int) -> list[str]:
+        """A seeded random fraction of the available sites (all of them by default)."""
+        count = max(self.settings.min_sites, math.ceil(self.settings.fraction_fit * len(available)))
+        if count >= len(available):
+            return sorted(available)
+        rng = np.random.default_rng([self.settings.seed, rnd])
+        return sorted(rng.choice(sorted(available), size=count, replace=False).tolist())
+
+    def configure_train(self, rnd: int, site: str) -> dict[str, Scalar]:
+        """The per-site training configuration of round ``rnd``; strategies add their keys."""
+        return {
+            "epochs": self.settings.local_epochs,
+            "seed": site_seed(self.settings.seed, rnd, site),
+        }
+
+    @abstractmethod
+    def aggregate_train(
+        self, rnd: int, parameters: Parameters, results: Sequence[TrainResult]
+    ) -> Parameters:
+        """New global parameters from the current ones and the sites' validated updates."""
+
+
+def site_seed(run_seed: int, rnd: int, site: str) -> int:
+    """A reproducible 31-bit seed for one site's local training in one round."""
+    entropy = [run_seed, rnd, zlib.crc32(site.encode())]
+    return int(np.random.SeedSequence(entropy).generate_state(1)[0] >> 1)
+
+
+def _sort_replies(
+    tasks: Mapping[str, Task], replies: Mapping[str, Reply | Failure]
+) -> tuple[dict[str, Reply], dict[str, Refusal], dict[str, str]]:
+    results: dict[str, Reply] = {}
+    refusals: dict[str, Refusal] = {}
+    failures: dict[str, str] = {}
+    for site, task in tasks.items():
+        reply = replies.get(site, Failure(site, "no reply"))
+        if isinstance(reply, Failure):
+            failures[site] = reply.reason
+            continue
+        try:
+            checked = validate_reply(task, site, reply)
+        except ProtocolError as exc:
+            failures[site] = f"rejected: {exc}"
+            continue
+        if isinstance(checked, Refusal):
+            refusals[site] = checked
+        else:
+            results[site] = checked
+    return results, refusals, failures

@@ -1,0 +1,42 @@
+"""FedAvg and FedProx.
+
+FedAvg: McMahan et al. 2017, "Communication-Efficient Learning of Deep Networks from Decentralized
+Data", Algorithm 1 — the new global model is the sample-weighted mean of the sites' models, i.e.
+w + Σ n_k Δ_k / Σ n_k.
+
+FedProx: Li et al. 2020, "Federated Optimization in Heterogeneous Networks", §3 — the same
+aggregation, but each site minimises its loss plus (μ/2)‖w − w_global‖², which keeps local models
+near the global one under heterogeneous data. The term is applied at the site; the strategy only
+sends μ.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from fedpharma.params import Parameters
+from fedpharma.protocol import TrainResult
+from fedpharma.protocol.messages import Scalar
+from fedpharma.strategy.aggregate import Vector, weighted_average
+from fedpharma.strategy.base import LoopSettings, Strategy
+
+
+def average_update(results: Sequence[TrainResult]) -> Vector:
+    """The sample-weighted mean update Σ n_k Δ_k / Σ n_k."""
+    return weighted_average([r.update.flatten() for r in results], [r.n_examples for r in results])
+
+
+class FedAvg(Strategy):
+    def aggregate_train(
+        self, rnd: int, parameters: Parameters, results: Sequence[TrainResult]
+    ) -> Parameters:
+        return parameters.unflatten(parameters.flatten() + average_update(results))
+
+
+class FedProx(FedAvg):
+    def __init__(self, settings: LoopSettings, proximal_mu: float) -> None:
+        super().__init__(settings)
+        self.proximal_mu = proximal_mu
+
+    def configure_train(self, rnd: int, site: str) -> dict[str, Scalar]:
+        return super().configure_train(rnd, site) | {"proximal_mu": self.proximal_mu}

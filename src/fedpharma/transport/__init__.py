@@ -1,0 +1,1 @@
+"""Transports implementing :class:`fedpharma.protocol.Channel`: in-process (simulation) and gRPC."""
