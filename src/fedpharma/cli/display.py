@@ -6,6 +6,7 @@ from typing import Any
 
 import typer
 
+from fedpharma.evaluation.metrics import PRIMARY_METRIC
 from fedpharma.strategy import RoundRecord
 
 
@@ -14,8 +15,9 @@ def print_round(record: RoundRecord, rounds: int) -> None:
     loss = record.train_metrics.get("train_loss")
     if loss is not None:
         parts.append(f"train loss {loss:.3f}")
-    for name, value in sorted(record.evaluate_metrics.items())[:2]:
-        parts.append(f"test {name} {value:.3f}")
+    for name, _ in PRIMARY_METRIC.values():
+        if name in record.evaluate_metrics:
+            parts.append(f"test {name} {record.evaluate_metrics[name]:.3f}")
     if record.refusals or record.failures:
         parts.append(f"{len(record.refusals)} refused, {len(record.failures)} failed")
     parts.append(f"{record.seconds:.1f} s")

@@ -6,7 +6,8 @@ one clear message (no traceback) and mapped to the error's exit code.
 
 from __future__ import annotations
 
-import sys
+import functools
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated, Any
@@ -43,11 +44,26 @@ DEMO_CONFIG = RunConfig(
 )
 
 
+def _friendly_errors(command: Callable[..., None]) -> Callable[..., None]:
+    """Print a FedPharmaError as one clear message and exit with its code (no traceback)."""
+
+    @functools.wraps(command)
+    def wrapper(*args: Any, **kwargs: Any) -> None:
+        try:
+            command(*args, **kwargs)
+        except FedPharmaError as exc:
+            typer.echo(f"error: {exc}", err=True)
+            raise typer.Exit(exc.exit_code) from exc
+
+    return wrapper
+
+
 def _default_out(prefix: str) -> Path:
     return Path("runs") / f"{prefix}-{datetime.now(UTC).strftime('%Y%m%d-%H%M%S')}"
 
 
 @app.command()
+@_friendly_errors
 def demo(
     out: Annotated[
         Path | None, typer.Option(help="Run directory (default runs/demo-TIME).")
@@ -67,6 +83,7 @@ def demo(
 
 
 @app.command()
+@_friendly_errors
 def simulate(
     config_path: Annotated[Path, typer.Argument(metavar="CONFIG.toml", help="Run config.")],
     out: Annotated[Path | None, typer.Option(help="Run directory (default runs/sim-TIME).")] = None,
@@ -76,6 +93,7 @@ def simulate(
 
 
 @app.command()
+@_friendly_errors
 def report(run_dir: Annotated[Path, typer.Argument(help="A run directory.")]) -> None:
     """Render RUN_DIR/report.html: learning curves, per-partner comparison, metrics, config."""
     from fedpharma.report.html import render_report
@@ -102,11 +120,3 @@ def _run(config: RunConfig, run_dir: Path) -> None:
     print_comparison(result.summary)
     typer.echo(f"\nrun directory: {run_dir}   (summary.json, run.sqlite)")
     typer.echo(f"look at it:    fedpharma report {run_dir}")
-
-
-def main() -> None:
-    try:
-        app()
-    except FedPharmaError as exc:
-        typer.echo(f"error: {exc}", err=True)
-        sys.exit(exc.exit_code)

@@ -82,13 +82,18 @@ def simulate(
     *,
     on_round: Callable[[RoundRecord, int], None] | None = None,
     on_status: Callable[[str], None] | None = None,
+    prepared: Simulation | None = None,
 ) -> SimulationResult:
-    """Run ``config`` and write its run directory; return the summary it wrote."""
+    """Run ``config`` and write its run directory; return the summary it wrote.
+
+    ``prepared`` reuses sites made by :func:`prepare_sites` (with the same data, partition and
+    seed settings), e.g. to compare strategies on identical sites without reloading data.
+    """
     say = on_status or (lambda _msg: None)
     started = time.perf_counter()
     run_dir.mkdir(parents=True, exist_ok=True)
     run_id = datetime.now(UTC).strftime("%Y%m%d-%H%M%S-") + secrets.token_hex(2)
-    sim = prepare_sites(config)
+    sim = prepared or prepare_sites(config)
     say(_describe_sites(sim))
     trainer = build_trainer(config, sim.dataset)
     initial = trainer.initial_parameters(config.seed)

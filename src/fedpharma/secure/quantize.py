@@ -1,0 +1,151 @@
+"""Fixed-point quantization of clipped float updates into the ring Z_{2^k} (k = 32 or 64).
+
+Pairwise masking (Bonawitz et al. 2017, §3) works in a finite group: masks are uniform elements of
+Z_{2^k}, which hide a value perfectly, and they cancel exactly in the sum. Float updates are
+therefore mapped to integers first.
+
+**Encoding.** A value is clipped to [-c, c], multiplied by ``scale = L / c`` and rounded to an
+integer q with |q| ≤ L, stored in two's complement modulo 2^k (numpy ``uint32`` / ``uint64``,
+whose arithmetic wraps modulo 2^k for free). ``L = ⌊(2^(k−1) − 1) / max_sites⌋`` is the largest
+magnitude one site may contribute.
+
+**No overflow.** The ring sum of n ≤ max_sites encodings is the two's complement of the true
+integer sum S, with |S| ≤ n·L ≤ 2^(k−1) − 1, so reading the ring sum back as a signed integer
+recovers S exactly. This is the brief's bound n·(2c·scale + 1) < 2^k in its centred form
+(q ranges over the 2L + 1 = 2c·scale + 1 integers of [−L, L]).
+
+**Weighting (FedAvg).** A site cannot multiply by n_k / Σn (it does not know Σn), and multiplying
+by n_k itself would need k to grow with log2(max n_k). Instead a site sends its *clipped* update
+pre-multiplied by the weight ``n_k / max_examples`` ∈ (0, 1] — still in [−c, c], so the bound above
+is unchanged — followed by one extra coordinate holding the integer n_k. The coordinate sum
+is Σ n_k ≤ max_sites · max_examples ≤ 2^(k−1) − 1 (checked when the codec is made). The decoder
+divides the first sum by Σ n_k / max_examples and obtains the FedAvg mean Σ n_k Δ_k / Σ n_k. An
+individual n_k stays hidden under the mask like the rest of the update; only Σ n_k is revealed.
+
+**Error.** Round-to-nearest errs by at most 1/(2·scale) per site and coordinate, stochastic
+rounding (unbiased: E[q] = x·scale, as in QSGD, Alistarh et al. 2017) by less than 1/scale. The
+dequantized sum of n sites is within n/(2·scale) (resp. n/scale) of the sum of the *clipped*
+values; the weighted mean is within n · max_examples / (2·scale·Σn_k) (resp. twice that). Example:
+k = 32, max_sites = 100, c = 1 gives L = 21,474,836 and 1/scale ≈ 4.7e-8.
+
+Clipping itself is lossy when a coordinate exceeds c; pick c from the L2 clip norm of the update
+(each coordinate of a vector of norm ≤ C lies in [−C, C]) or a tighter, measured bound.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import numpy.typing as npt
+
+from fedpharma.errors import CryptoError
+
+RingVector = npt.NDArray[np.unsignedinteger]
+RING_DTYPES: dict[int, np.dtype[np.unsignedinteger]] = {
+    32: np.dtype("<u4"),
+    64: np.dtype("<u8"),
+}
+_SIGNED_DTYPES: dict[int, np.dtype[np.signedinteger]] = {32: np.dtype("<i4"), 64: np.dtype("<i8")}
+
+
+@dataclass(frozen=True)
+class FixedPoint:
+    """Quantizer into Z_{2^bits} whose sums over up to ``max_sites`` sites cannot overflow."""
+
+    bits: int = 32
+    clip: float = 1.0
+    max_sites: int = 100
+    max_examples: int = 1_000_000
+
+    def __post_init__(self) -> None:
+        problems = []
+        if self.bits not in RING_DTYPES:
+            problems.append(f"bits must be 32 or 64, got {self.bits}")
+        if not (math.isfinite(self.clip) and self.clip > 0):
+            problems.append(f"clip must be a finite number > 0, got {self.clip}")
+        if self.max_sites < 1 or self.max_examples < 1:
+            problems.append("max_sites and max_examples must be ≥ 1")
+        if not problems and self.max_sites * self.max_examples > 2 ** (self.bits - 1) - 1:
+            problems.append(
+                f"max_sites · max_examples = {self.max_sites * self.max_examples} does not fit "
+                f"the {self.bits}-bit ring's example-count coordinate; use bits=64 or lower a bound"
+            )
+        if problems:
+            raise CryptoError("invalid fixed-point codec: " + "; ".join(problems))
+
+    @property
+    def modulus(self) -> int:
+        """The ring modulus 2^bits."""
+        return 1 << self.bits
+
+    @property
+    def dtype(self) -> np.dtype[np.unsignedinteger]:
+        """Little-endian unsigned integer type of the ring elements."""
+        return RING_DTYPES[self.bits]
+
+    @property
+    def max_level(self) -> int:
+        """L: the largest integer magnitude one site contributes per coordinate."""
+        return ((1 << (self.bits - 1)) - 1) // self.max_sites
+
+    @property
+    def scale(self) -> float:
+        """Quantization steps per unit: a value x in [−c, c] becomes ≈ x · scale."""
+        return self.max_level / self.clip
+
+    def quantize(self, values: npt.ArrayLike, rng: np.random.Generator | None = None) -> RingVector:
+        """Clip to [−c, c] and encode in Z_{2^bits}; stochastic rounding when ``rng`` is given."""
+        array = np.asarray(values, dtype=np.float64)
+        if not np.all(np.isfinite(array)):
+            raise CryptoError("cannot quantize NaN or infinite values; check the update first")
+        scaled = np.clip(array, -self.clip, self.clip) * self.scale
+        if rng is None:
+            rounded = np.rint(scaled)
+        else:
+            floor = np.floor(scaled)
+            rounded = floor + (rng.random(scaled.shape) < scaled - floor)
+        # clamp after the integer conversion: for 64-bit rings float64 cannot represent L exactly
+        integers = np.clip(rounded.astype(np.int64), -self.max_level, self.max_level)
+        return integers.astype(self.dtype)
+
+    def dequantize(self, total: RingVector) -> npt.NDArray[np.float64]:
+        """Float values of a ring vector (one encoding, or a sum of up to max_sites of them)."""
+        signed = self._signed(total)
+        return signed.astype(np.float64) / self.scale
+
+    def encode_weighted(
+        self,
+        update: npt.ArrayLike,
+        n_examples: int,
+        rng: np.random.Generator | None = None,
+    ) -> RingVector:
+        """``(n_k / max_examples) · clip(Δ_k)`` quantized, then n_k: one element longer than Δ_k."""
+        if not 1 <= n_examples <= self.max_examples:
+            raise CryptoError(
+                f"n_examples = {n_examples} is outside [1, max_examples = {self.max_examples}]; "
+                "raise max_examples in the secure-aggregation settings"
+            )
+        clipped = np.clip(np.asarray(update, dtype=np.float64), -self.clip, self.clip)
+        weighted = self.quantize(clipped * (n_examples / self.max_examples), rng)
+        count = np.array([n_examples], dtype=self.dtype)
+        return np.concatenate([weighted, count])
+
+    def decode_weighted_mean(self, total: RingVector) -> tuple[npt.NDArray[np.float64], int]:
+        """The FedAvg mean Σ n_k Δ_k / Σ n_k and Σ n_k from a sum of :meth:`encode_weighted`."""
+        if total.ndim != 1 or total.size < 1:
+            raise CryptoError("a weighted sum needs at least the example-count coordinate")
+        total_examples = int(self._signed(total[-1:])[0])
+        if total_examples < 1:
+            raise CryptoError(
+                f"decoded example count {total_examples} is not positive: the sum is corrupt, "
+                "or more than max_sites sites were summed"
+            )
+        weighted_sum = self.dequantize(total[:-1])
+        return weighted_sum * (self.max_examples / total_examples), total_examples
+
+    def _signed(self, total: RingVector) -> npt.NDArray[np.signedinteger]:
+        if total.dtype != self.dtype:
+            raise CryptoError(f"ring vector has dtype {total.dtype}, this codec uses {self.dtype}")
+        return total.view(_SIGNED_DTYPES[self.bits])

@@ -1,0 +1,50 @@
+import json
+
+from typer.testing import CliRunner
+
+from fedpharma.cli.main import app
+
+runner = CliRunner()
+
+
+def test_demo_writes_summary_and_report(tmp_path):
+    out = tmp_path / "demo"
+    result = runner.invoke(app, ["demo", "--out", str(out), "--rounds", "2"])
+    assert result.exit_code == 0, result.output
+    assert "pooled" in result.output and "federated" in result.output
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["rounds"] == 2 and len(summary["sites"]) == 4
+    result = runner.invoke(app, ["report", str(out)])
+    assert result.exit_code == 0, result.output
+    assert (out / "report.html").stat().st_size > 10_000
+
+
+def test_simulate_lists_every_config_problem(tmp_path):
+    config = tmp_path / "bad.toml"
+    config.write_text('rounds = 0\n[model]\nkind = "cnn"\n[trainig]\nlocal_epochs = 1\n')
+    result = runner.invoke(app, ["simulate", str(config)])
+    assert result.exit_code == 2
+    text = result.output
+    assert "3 problem(s)" in text
+    assert "rounds = 0" in text and "'cnn'" in text and "did you mean 'training'" in text
+
+
+def test_simulate_runs_a_tabular_config(tmp_path):
+    config = tmp_path / "bc.toml"
+    config.write_text(
+        'rounds = 3\n[dataset]\nname = "breast-cancer"\nkind = "tabular"\n'
+        '[partition]\nmethod = "dirichlet"\nn_sites = 3\nalpha = 1.0\n'
+        '[model]\nkind = "linear"\n[strategy]\nname = "fedprox"\n'
+    )
+    out = tmp_path / "run"
+    result = runner.invoke(app, ["simulate", str(config), "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["metric"]["name"] == "roc_auc"
+    assert summary["pooled"]["federated"] > 0.9
+
+
+def test_report_on_missing_run_dir_is_a_clear_error(tmp_path):
+    result = runner.invoke(app, ["report", str(tmp_path / "nope")])
+    assert result.exit_code != 0
+    assert "summary.json" in result.output

@@ -1,0 +1,346 @@
+"""Pairwise-mask secure aggregation (Bonawitz et al. 2017): sums, dropouts, refusals, tampering.
+
+Every message crosses a simulated wire (``to_bytes`` → ``from_bytes``), as over gRPC.
+"""
+
+from dataclasses import dataclass, field, replace
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from fedpharma.errors import CryptoError, ProtocolError, RoundFailed
+from fedpharma.secure import shamir
+from fedpharma.secure.quantize import FixedPoint
+from fedpharma.secure.secagg import (
+    KeyAdvertisement,
+    KeyRoster,
+    MaskedInput,
+    RevealedShare,
+    RoundSetup,
+    SecAggServer,
+    SecAggSite,
+    ShareBundle,
+    ShareDelivery,
+    SurvivorList,
+    UnmaskingShares,
+    minimum_threshold,
+)
+
+SITES = ("site-a", "site-b", "site-c", "site-d", "site-e")
+LENGTH = 2_000
+CODEC = FixedPoint(bits=32, clip=1.0, max_sites=len(SITES), max_examples=1_000)
+
+
+def wire(message):
+    return type(message).from_bytes(message.to_bytes())
+
+
+@dataclass
+class Round:
+    """One round driven phase by phase; ``masked`` records what the server received."""
+
+    threshold: int = 3
+    sites: tuple[str, ...] = SITES
+    setup: RoundSetup = field(init=False)
+    parties: dict[str, SecAggSite] = field(init=False)
+    server: SecAggServer = field(init=False)
+    contributions: dict[str, np.ndarray] = field(init=False)
+    updates: dict[str, np.ndarray] = field(init=False)
+    masked: dict[str, MaskedInput] = field(default_factory=dict)
+
+    def __post_init__(self):
+        self.setup = RoundSetup("run-1", 4, self.threshold, LENGTH + 1, CODEC.bits)
+        self.parties = {s: SecAggSite(self.setup, s) for s in self.sites}
+        self.server = SecAggServer(self.setup)
+        rng = np.random.default_rng(7)
+        self.updates = {s: rng.uniform(-1.2, 1.2, LENGTH) for s in self.sites}
+        self.counts = {s: 100 * (i + 1) for i, s in enumerate(self.sites)}
+        self.contributions = {
+            s: CODEC.encode_weighted(self.updates[s], self.counts[s]) for s in self.sites
+        }
+
+    def run(self, *, drop_before_sharing=(), drop_before_masking=(), drop_before_unmasking=()):
+        ads = [wire(p.advertise_keys()) for p in self.parties.values()]
+        roster = wire(self.server.roster(ads))
+        alive = [s for s in self.sites if s not in drop_before_sharing]
+        bundles = [wire(self.parties[s].share_keys(roster)) for s in alive]
+        deliveries = self.server.route_shares(bundles)
+        alive = [s for s in alive if s not in drop_before_masking]
+        for s in alive:
+            self.masked[s] = wire(
+                self.parties[s].masked_input(wire(deliveries[s]), self.contributions[s])
+            )
+        survivors = wire(self.server.collect_masked_inputs(list(self.masked.values())))
+        alive = [s for s in alive if s not in drop_before_unmasking]
+        responses = [wire(self.parties[s].unmask(survivors)) for s in alive]
+        return self.server.unmask(responses)
+
+    def expected_ring_sum(self, contributors):
+        total = np.zeros(LENGTH + 1, dtype=np.uint32)
+        for s in contributors:
+            total += self.contributions[s]
+        return total
+
+    def expected_mean(self, contributors):
+        weights = np.array([self.counts[s] for s in contributors], dtype=float)
+        stacked = np.clip(np.array([self.updates[s] for s in contributors]), -1, 1)
+        return (stacked * weights[:, None]).sum(axis=0) / weights.sum()
+
+
+def test_five_sites_sum_exactly_in_the_ring_and_to_the_fedavg_mean_in_floats():
+    rnd = Round()
+    result = rnd.run()
+    assert result.contributors == SITES
+    np.testing.assert_array_equal(result.total, rnd.expected_ring_sum(SITES))
+    mean, total_examples = CODEC.decode_weighted_mean(result.total)
+    assert total_examples == sum(rnd.counts.values())
+    bound = len(SITES) * CODEC.max_examples / (2 * CODEC.scale * total_examples)
+    assert np.max(np.abs(mean - rnd.expected_mean(SITES))) <= bound
+
+
+@pytest.mark.parametrize("dropped", [("site-b",), ("site-a", "site-e")])
+def test_sites_dropping_after_sharing_keys_are_unmasked_out_of_the_sum(dropped):
+    rnd = Round()
+    result = rnd.run(drop_before_masking=dropped)
+    contributors = tuple(s for s in SITES if s not in dropped)
+    assert result.contributors == contributors
+    np.testing.assert_array_equal(result.total, rnd.expected_ring_sum(contributors))
+
+
+@pytest.mark.parametrize("dropped", [("site-c",), ("site-b", "site-d")])
+def test_sites_dropping_after_sending_masked_input_still_count_in_the_sum(dropped):
+    rnd = Round()
+    result = rnd.run(drop_before_unmasking=dropped)
+    assert result.contributors == SITES
+    np.testing.assert_array_equal(result.total, rnd.expected_ring_sum(SITES))
+
+
+def test_sites_dropping_in_every_phase_at_once():
+    rnd = Round(threshold=4, sites=(*SITES, "site-f", "site-g"))
+    result = rnd.run(
+        drop_before_sharing=("site-g",),
+        drop_before_masking=("site-a",),
+        drop_before_unmasking=("site-f",),
+    )
+    contributors = ("site-b", "site-c", "site-d", "site-e", "site-f")
+    assert result.contributors == contributors
+    np.testing.assert_array_equal(result.total, rnd.expected_ring_sum(contributors))
+
+
+@pytest.mark.parametrize(
+    "drops",
+    [
+        {"drop_before_sharing": ("site-a", "site-b", "site-c")},
+        {"drop_before_masking": ("site-a", "site-b", "site-c")},
+        {"drop_before_masking": ("site-a",), "drop_before_unmasking": ("site-b", "site-c")},
+    ],
+)
+def test_fewer_than_threshold_survivors_fail_the_round_cleanly(drops):
+    with pytest.raises(RoundFailed, match="at least t = 3"):
+        Round().run(**drops)
+
+
+def test_server_only_ever_receives_uniform_looking_masked_vectors_and_keeps_none():
+    rnd = Round()
+    result = rnd.run()
+    for site, masked in rnd.masked.items():
+        vector = masked.vector()
+        assert np.mean(vector == rnd.contributions[site]) < 0.01
+        top_bits = np.bincount((vector >> 28).astype(np.int64), minlength=16)
+        expected = vector.size / 16
+        chi_square = float(((top_bits - expected) ** 2 / expected).sum())
+        assert chi_square < 50  # 15 degrees of freedom: p ≈ 1e-5
+    held = [v for v in vars(rnd.server).values() if isinstance(v, np.ndarray)]
+    assert len(held) == 1  # the running masked sum, nothing per site
+    for contribution in rnd.contributions.values():
+        assert np.mean(held[0] == contribution) < 0.01
+    assert not result.total.flags.writeable
+
+
+def test_a_late_masked_input_is_refused_after_the_survivor_list():
+    rnd = Round()
+    rnd.run(drop_before_masking=("site-b",))
+    late = rnd.masked["site-a"]
+    with pytest.raises(ProtocolError, match="late"):
+        rnd.server.collect_masked_inputs([late])
+
+
+def test_a_survivor_refuses_to_reveal_both_kinds_of_share_for_one_site():
+    rnd = Round()
+    ads = [p.advertise_keys() for p in rnd.parties.values()]
+    roster = rnd.server.roster(ads)
+    deliveries = rnd.server.route_shares([p.share_keys(roster) for p in rnd.parties.values()])
+    site = rnd.parties["site-a"]
+    site.masked_input(deliveries["site-a"], rnd.contributions["site-a"])
+    site.unmask(SurvivorList("run-1", 4, SITES))
+    again = site.unmask(SurvivorList("run-1", 4, SITES))  # a retry of the same answer is fine
+    assert [r.owner for r in again.self_mask_shares] == list(SITES)
+    lying = SurvivorList("run-1", 4, ("site-a", "site-b", "site-c", "site-d"))
+    with pytest.raises(CryptoError, match="already revealed its self-mask seed share"):
+        site.unmask(lying)
+
+
+def test_survivor_lists_that_omit_the_site_or_name_strangers_are_refused():
+    rnd = Round()
+    roster = rnd.server.roster([p.advertise_keys() for p in rnd.parties.values()])
+    deliveries = rnd.server.route_shares([p.share_keys(roster) for p in rnd.parties.values()])
+    site = rnd.parties["site-a"]
+    site.masked_input(deliveries["site-a"], rnd.contributions["site-a"])
+    with pytest.raises(CryptoError, match="omits"):
+        site.unmask(SurvivorList("run-1", 4, SITES[1:]))
+    with pytest.raises(CryptoError, match="never shared keys"):
+        site.unmask(SurvivorList("run-1", 4, (*SITES, "site-z")))
+    with pytest.raises(ProtocolError, match="stale or replayed"):
+        site.unmask(SurvivorList("run-1", 3, SITES))
+
+
+def _flip(data: bytes, position: int) -> bytes:
+    altered = bytearray(data)
+    altered[position] ^= 0x01
+    return bytes(altered)
+
+
+def test_tampered_or_truncated_masked_vectors_are_rejected():
+    rnd = Round()
+    rnd.run()
+    data = rnd.masked["site-a"].to_bytes()
+    with pytest.raises(CryptoError, match="digest"):
+        MaskedInput.from_bytes(_flip(data, len(data) // 2))
+    with pytest.raises(CryptoError, match="truncated"):
+        MaskedInput.from_bytes(data[:-100])
+    with pytest.raises(CryptoError, match="expected a MASKED_INPUT"):
+        MaskedInput.from_bytes(SurvivorList("r", 1, ("a",)).to_bytes())
+    with pytest.raises(CryptoError, match="format version"):
+        MaskedInput.from_bytes(data[:5] + b"\x09\x00" + data[7:])
+    with pytest.raises(CryptoError, match="ends inside a ring element"):
+        replace(rnd.masked["site-a"], masked=b"\x00" * 7)
+
+
+def test_masked_vectors_of_the_wrong_length_or_ring_are_rejected_by_the_server():
+    rnd = Round()
+    roster = rnd.server.roster([p.advertise_keys() for p in rnd.parties.values()])
+    rnd.server.route_shares([p.share_keys(roster) for p in rnd.parties.values()])
+    short = MaskedInput("run-1", 4, "site-a", 32, bytes(4 * LENGTH))
+    with pytest.raises(CryptoError, match="the round expects"):
+        rnd.server.collect_masked_inputs([short])
+    wide = MaskedInput("run-1", 4, "site-a", 64, bytes(8 * (LENGTH + 1)))
+    with pytest.raises(CryptoError, match="the round expects"):
+        rnd.server.collect_masked_inputs([wide])
+
+
+def test_tampered_sealed_shares_are_rejected_by_their_recipient():
+    rnd = Round()
+    roster = rnd.server.roster([p.advertise_keys() for p in rnd.parties.values()])
+    deliveries = rnd.server.route_shares([p.share_keys(roster) for p in rnd.parties.values()])
+    delivery = deliveries["site-c"]
+    first = delivery.shares[0]
+    altered = replace(first, sealed=_flip(first.sealed, 40))
+    tampered = replace(delivery, shares=(altered, *delivery.shares[1:]))
+    with pytest.raises(CryptoError, match="fail authentication"):
+        rnd.parties["site-c"].masked_input(tampered, rnd.contributions["site-c"])
+    redirected = ShareDelivery(
+        "run-1",
+        4,
+        "site-d",
+        tuple(replace(s, recipient="site-d") for s in delivery.shares if s.sender != "site-d"),
+    )
+    with pytest.raises(CryptoError, match="fail authentication"):
+        rnd.parties["site-d"].masked_input(redirected, rnd.contributions["site-d"])
+    with pytest.raises(CryptoError, match="truncated"):
+        ShareDelivery.from_bytes(delivery.to_bytes()[:-40])
+
+
+@pytest.mark.parametrize("kind", ["self_mask_shares", "mask_key_shares"])
+def test_tampered_revealed_shares_are_caught_by_the_commitment_or_public_key(kind):
+    rnd = Round()
+    roster = rnd.server.roster([p.advertise_keys() for p in rnd.parties.values()])
+    alive = SITES[:4]  # site-e drops after sharing: its mask key is revealed
+    deliveries = rnd.server.route_shares([p.share_keys(roster) for p in rnd.parties.values()])
+    inputs = [rnd.parties[s].masked_input(deliveries[s], rnd.contributions[s]) for s in alive]
+    survivors = rnd.server.collect_masked_inputs(inputs)
+    responses = [rnd.parties[s].unmask(survivors) for s in alive]
+    revealed = getattr(responses[0], kind)
+    share = revealed[0].share
+    # (a change of the low 3 bits of an X25519 key can be harmless: clamping clears them)
+    altered = shamir.Share(share.x, (share.value + (1 << 100)) % shamir.PRIME)
+    bad = RevealedShare(revealed[0].owner, altered)
+    responses[0] = replace(responses[0], **{kind: (bad, *revealed[1:])})
+    with pytest.raises(CryptoError, match=r"share was altered|share is wrong"):
+        rnd.server.unmask(responses)
+
+
+def test_a_response_revealing_the_wrong_kind_of_share_is_rejected():
+    rnd = Round()
+    roster = rnd.server.roster([p.advertise_keys() for p in rnd.parties.values()])
+    deliveries = rnd.server.route_shares([p.share_keys(roster) for p in rnd.parties.values()])
+    inputs = [rnd.parties[s].masked_input(deliveries[s], rnd.contributions[s]) for s in SITES]
+    survivors = rnd.server.collect_masked_inputs(inputs)
+    responses = [rnd.parties[s].unmask(survivors) for s in SITES]
+    responses[1] = replace(responses[1], mask_key_shares=responses[1].self_mask_shares[:1])
+    with pytest.raises(CryptoError, match="exactly the dropped sites"):
+        rnd.server.unmask(responses)
+
+
+def test_rosters_are_checked_by_sites_and_server():
+    rnd = Round()
+    ads = [p.advertise_keys() for p in rnd.parties.values()]
+    roster = rnd.server.roster(ads)
+    impostor = SecAggSite(rnd.setup, "site-a").advertise_keys()
+    swapped = replace(roster, advertisements=(impostor, *roster.advertisements[1:]))
+    with pytest.raises(CryptoError, match="own keys"):
+        rnd.parties["site-a"].share_keys(swapped)
+    with pytest.raises(CryptoError, match="threshold 2 differs"):
+        rnd.parties["site-b"].share_keys(replace(roster, threshold=2))
+    with pytest.raises(CryptoError, match="fresh per round"):
+        SecAggServer(rnd.setup).roster([ads[0], replace(ads[0], site="site-z")])
+    with pytest.raises(CryptoError, match="does not exceed half"):
+        SecAggServer(RoundSetup("run-1", 4, 2, LENGTH + 1)).roster(ads)
+    assert minimum_threshold(5) == 3 and minimum_threshold(6) == 4
+
+
+def test_phases_run_in_order_and_once():
+    rnd = Round()
+    with pytest.raises(ProtocolError, match="after the key roster"):
+        rnd.server.route_shares([])
+    with pytest.raises(ProtocolError, match="must share its keys"):
+        rnd.parties["site-a"].masked_input(ShareDelivery("run-1", 4, "site-a", ()), np.zeros(1))
+    rnd.run()
+    with pytest.raises(ProtocolError, match="once"):
+        rnd.server.unmask([])
+
+
+names = st.text(st.characters(codec="utf-8", exclude_categories=("Cs",)), max_size=12)
+keys = st.binary(min_size=32, max_size=32)
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    run_id=names,
+    rnd=st.integers(0, 2**64 - 1),
+    sites=st.lists(names, max_size=4),
+    key=keys,
+    values=st.binary(max_size=64).map(lambda b: b[: len(b) // 4 * 4]),
+)
+def test_every_message_round_trips_through_its_binary_encoding(run_id, rnd, sites, key, values):
+    ads = tuple(KeyAdvertisement(run_id, rnd, s, key, key) for s in sites)
+    sealed = tuple(replace(_sealed_example(), sender="x", recipient=s) for s in sites)
+    share = shamir.Share(3, int.from_bytes(key, "little"))
+    messages = [
+        *ads,
+        KeyRoster(run_id, rnd, 2, ads),
+        ShareBundle(run_id, rnd, "x", key, sealed),
+        ShareDelivery(run_id, rnd, "y", tuple(replace(s, recipient="y") for s in sealed)),
+        MaskedInput(run_id, rnd, "x", 32, values),
+        SurvivorList(run_id, rnd, tuple(sites)),
+        UnmaskingShares(run_id, rnd, "x", tuple(RevealedShare(s, share) for s in sites), ()),
+    ]
+    for message in messages:
+        assert wire(message) == message
+
+
+def _sealed_example():
+    from fedpharma.secure.secagg import SEALED_SHARE_BYTES, EncryptedShares
+
+    return EncryptedShares("x", "y", bytes(SEALED_SHARE_BYTES))
