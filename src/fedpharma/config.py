@@ -79,6 +79,9 @@ class TrainingConfig:
     learning_rate: float = _bounded(1e-3, 0.0, 10.0)
     optimizer: str = _choice("adam", "sgd", default="adam")
     weight_decay: float = _bounded(0.0, 0.0, 1.0)
+    # Start the output layer at the consortium's pooled label mean / spread (sites release three
+    # sums per task once; skipped under differential privacy, where it would be unaccounted).
+    calibrate_output: bool = True
 
 
 @dataclass(frozen=True)
@@ -98,6 +101,55 @@ class StrategyConfig:
 
 
 @dataclass(frozen=True)
+class PrivacyConfig:
+    """Differential privacy the coordinator asks of the sites (each site still enforces its own
+    budget, see :class:`SitePolicyConfig`).
+
+    Record level (``record_level``): every site trains with DP-SGD (Abadi et al. 2016), so one
+    record's influence is bounded. Site level (``site_level``): each site's whole update is
+    clipped to ``clip_norm`` and the sum carries Gaussian noise σ·C (McMahan et al. 2018; Geyer
+    et al. 2017), added by the coordinator (``noise_placement = "central"``) or in shares by the
+    sites (``"distributed"``, for use with secure aggregation). Give a noise multiplier, or a
+    ``target_epsilon`` to calibrate it for the planned rounds.
+    """
+
+    record_level: bool = False
+    noise_multiplier: float | None = _bounded(None, 0.0, None)  # DP-SGD σ
+    max_grad_norm: float = _bounded(1.0, 1e-6, None)
+    site_level: bool = False
+    site_noise_multiplier: float | None = _bounded(None, 0.0, None)  # σ of the sum, site level
+    clip_norm: float = _bounded(1.0, 1e-9, None)  # C: bound on each site's update norm
+    adaptive_clipping: bool = False  # Andrew et al. 2021: C tracks a quantile of update norms
+    target_quantile: float = _bounded(0.5, 0.0, 1.0)
+    noise_placement: str = _choice("central", "distributed", default="central")
+    target_epsilon: float | None = _bounded(None, 1e-6, None)
+    delta: float = _bounded(1e-5, 1e-15, 0.1)
+    accountant: str = _choice("rdp", "pld", default="rdp")
+
+    @property
+    def enabled(self) -> bool:
+        return self.record_level or self.site_level
+
+
+@dataclass(frozen=True)
+class SitePolicyConfig:
+    """A data owner's rules, applied by its site before it touches data.
+
+    In a deployment each site reads its own policy file; in a simulation the run config's
+    ``[site_policy]`` applies to every simulated site. A relation without a budget accepts no DP
+    task of that relation (secure default); ``require_dp`` refuses tasks with no DP at all.
+    """
+
+    record_epsilon: float | None = _bounded(None, 1e-6, None)
+    record_delta: float = _bounded(1e-5, 1e-15, 0.1)
+    site_epsilon: float | None = _bounded(None, 1e-6, None)
+    site_delta: float = _bounded(1e-5, 1e-15, 0.1)
+    require_dp: bool = False
+    accountant: str = _choice("rdp", "pld", default="rdp")
+    conversion: str = _choice("improved", "classic", default="improved")
+
+
+@dataclass(frozen=True)
 class RunConfig:
     dataset: DatasetConfig = DatasetConfig(name="chembl2321810")
     features: FeaturesConfig = FeaturesConfig()
@@ -105,6 +157,8 @@ class RunConfig:
     model: ModelConfig = ModelConfig()
     training: TrainingConfig = TrainingConfig()
     strategy: StrategyConfig = StrategyConfig()
+    privacy: PrivacyConfig = PrivacyConfig()
+    site_policy: SitePolicyConfig = SitePolicyConfig()
     rounds: int = _bounded(20, 1, 100_000)
     seed: int = 0
     baselines: bool = True  # also train local-only and centralized references
@@ -130,6 +184,34 @@ def load_config(path: str | Path) -> RunConfig:
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError([f"not valid TOML: {exc}"], source=str(p)) from exc
     return config_from_dict(raw, source=str(p))
+
+
+def load_site_policy(path: str | Path) -> SitePolicyConfig:
+    """Read a data owner's policy file (top-level keys of :class:`SitePolicyConfig`)."""
+    p = Path(path)
+    try:
+        raw = tomllib.loads(p.read_text(encoding="utf-8"))
+    except FileNotFoundError as exc:
+        raise ConfigError([f"file {p} does not exist"], source=str(p)) from exc
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError([f"not valid TOML: {exc}"], source=str(p)) from exc
+    problems: list[str] = []
+    policy = _build(SitePolicyConfig, raw, "policy", problems)
+    if problems:
+        raise ConfigError(problems, str(p))
+    assert isinstance(policy, SitePolicyConfig)
+    return policy
+
+
+def site_policy_toml(policy: SitePolicyConfig) -> str:
+    """The policy as a TOML file :func:`load_site_policy` reads back."""
+    lines = ["# A site's privacy policy: its owner's budgets, enforced by the site itself."]
+    for f in dataclasses.fields(policy):
+        value = getattr(policy, f.name)
+        if value is not None:
+            text = "true" if value is True else "false" if value is False else repr(value)
+            lines.append(f"{f.name} = {text}".replace("'", '"'))
+    return "\n".join(lines) + "\n"
 
 
 def config_from_dict(raw: dict[str, Any], source: str = "config") -> RunConfig:
@@ -178,6 +260,18 @@ def cross_check(cfg: RunConfig) -> list[str]:
             f"[strategy] min_sites = {cfg.strategy.min_sites} exceeds "
             f"[partition] n_sites = {cfg.partition.n_sites}; no round could start"
         )
+    dp = cfg.privacy
+    if dp.record_level and dp.noise_multiplier is None and dp.target_epsilon is None:
+        problems.append("[privacy] record_level needs `noise_multiplier` or `target_epsilon`")
+    if dp.site_level and dp.site_noise_multiplier is None and dp.target_epsilon is None:
+        problems.append("[privacy] site_level needs `site_noise_multiplier` or `target_epsilon`")
+    if dp.record_level and dp.site_level and dp.target_epsilon is not None:
+        problems.append(
+            "[privacy] with both record_level and site_level, give each noise multiplier "
+            "explicitly; `target_epsilon` calibrates one mechanism at a time"
+        )
+    if dp.target_epsilon is not None and not dp.enabled:
+        problems.append("[privacy] `target_epsilon` is set but neither record_level nor site_level")
     if (
         ds.kind == "molecules"
         and cfg.features.fingerprint == "none"
@@ -227,6 +321,9 @@ def _owner(f: dataclasses.Field[Any]) -> type:
     for cls in (*SECTIONS.values(), RunConfig):
         if any(g is f for g in dataclasses.fields(cls)):
             return cls
+    for cls in _DEPLOY_OWNERS:  # server.toml / site.toml (defined at the end of this module)
+        if any(g is f for g in dataclasses.fields(cls)):
+            return cls
     raise KeyError(f.name)
 
 
@@ -274,3 +371,205 @@ def _unknown(key: str, known: list[str], where: str) -> str:
     close = difflib.get_close_matches(key, known, n=1)
     hint = f"; did you mean {close[0]!r}?" if close else f"; known keys: {', '.join(sorted(known))}"
     return f"{where}: unknown key {key!r}{hint}"
+
+
+# ----- deployment: server.toml and site.toml ------------------------------------------------
+#
+# Both files point (``run_config``) to the run recipe, a RunConfig TOML: model, features,
+# training, strategy, rounds and seed. The coordinator and every site must use the *same*
+# recipe; a digest check of it is a later issue. Relative paths in these files are resolved
+# against the folder of the file that names them.
+
+
+@dataclass(frozen=True)
+class ServerSection:
+    """How the coordinator serves (``[server]`` of server.toml)."""
+
+    address: str = "127.0.0.1:50051"  # host:port to listen on; port 0 picks a free port
+    tls: str | None = None  # the coordinator folder made by `fedpharma provision`
+    insecure: bool = False  # plaintext, for local tests only; a loud warning is printed
+    heartbeat_seconds: float = _bounded(5.0, 0.05, 3600.0)
+    liveness_timeout: float = _bounded(30.0, 0.1, None)  # a site silent this long is gone
+    max_payload_mb: float = _bounded(2048.0, 0.001, 2048.0)
+    max_workers: int = _bounded(32, 2, 10_000)
+    # Input width of the model, for a tabular file dataset whose width depends on the sites'
+    # data; molecules and bundled datasets derive it from the recipe.
+    n_features: int | None = _bounded(None, 1, None)
+
+
+@dataclass(frozen=True)
+class RoundControlConfig:
+    """Round control (``[round_control]``): deadlines, waiting for sites and retries.
+
+    The minimum number of sites per round is the recipe's ``[strategy] min_sites``.
+    """
+
+    round_timeout: float = _bounded(600.0, 0.1, None)  # per-round deadline, seconds
+    wait_for_sites: float = _bounded(300.0, 0.0, None)  # wait this long for min_sites
+    retries: int = _bounded(3, 0, 1000)  # retries of a round too few sites answered
+
+
+@dataclass(frozen=True)
+class ServerConfig:
+    """server.toml: the coordinator process."""
+
+    run_config: str = "run.toml"  # the run recipe (shared with every site)
+    runs_dir: str = "runs"  # run directories go to runs_dir/<run id>
+    server: ServerSection = ServerSection()
+    round_control: RoundControlConfig = RoundControlConfig()
+
+
+@dataclass(frozen=True)
+class SiteSection:
+    """How a site reaches the coordinator (``[site]`` of site.toml). It never listens."""
+
+    coordinator: str = "127.0.0.1:50051"  # host:port to dial
+    tls: str | None = None  # this site's folder made by `fedpharma provision`
+    name: str | None = None  # optional; must equal the certificate's name (required if insecure)
+    insecure: bool = False  # plaintext, for local tests only
+    pull_wait: float = _bounded(5.0, 0.05, 600.0)
+    backoff_max: float = _bounded(30.0, 0.05, 3600.0)  # longest wait between reconnects
+    give_up_after: float | None = _bounded(None, 0.0, None)  # stop after this long unreachable
+
+
+@dataclass(frozen=True)
+class SiteDataConfig:
+    """The site's own data (``[data]``): a file, or a bundled dataset.
+
+    ``partition_index`` / ``n_partitions`` are a *demo convenience*: the site takes part k of a
+    bundled (or shared) dataset, partitioned exactly as ``fedpharma simulate`` would with the
+    recipe's ``[partition]`` method and ``seed``, so a deployment can reproduce a simulation.
+    A real site has its own file and leaves them unset.
+    """
+
+    name: str | None = None  # bundled dataset name
+    path: str | None = None  # CSV (.csv, .csv.gz) or SDF file
+    kind: str = _choice("molecules", "tabular", default="molecules")
+    smiles_column: str = "smiles"
+    label_columns: tuple[str, ...] = ()
+    task: str | None = field(default=None, metadata={"choices": ("regression", "classification")})
+    test_fraction: float | None = _bounded(None, 0.05, 0.5)  # default: the recipe's
+    partition_index: int | None = _bounded(None, 1, None)  # demo: take this part (1-based)
+    n_partitions: int | None = _bounded(None, 1, None)  # default: recipe's [partition] n_sites
+
+
+@dataclass(frozen=True)
+class SiteConfig:
+    """site.toml: one site process."""
+
+    run_config: str = "run.toml"  # the run recipe (the coordinator's)
+    site: SiteSection = SiteSection()
+    data: SiteDataConfig = SiteDataConfig()
+
+
+_DEPLOY_OWNERS: tuple[type, ...] = (
+    ServerSection,
+    RoundControlConfig,
+    ServerConfig,
+    SiteSection,
+    SiteDataConfig,
+    SiteConfig,
+)
+
+
+def load_server_config(path: str | Path) -> ServerConfig:
+    """Read and validate server.toml; paths in it become absolute (relative to its folder)."""
+    p = Path(path)
+    cfg, problems = _load_deploy(ServerConfig, p)
+    if cfg.server.tls is None and not cfg.server.insecure:
+        problems.append("[server] give `tls` (the coordinator folder of `fedpharma provision`)")
+    if cfg.server.tls is not None and cfg.server.insecure:
+        problems.append("[server] `insecure = true` contradicts `tls`; keep one")
+    if cfg.server.liveness_timeout <= cfg.server.heartbeat_seconds:
+        problems.append("[server] `liveness_timeout` must exceed `heartbeat_seconds`")
+    if problems:
+        raise ConfigError(problems, str(p))
+    base = p.parent
+    return dataclasses.replace(
+        cfg,
+        run_config=_resolve(base, cfg.run_config),
+        runs_dir=_resolve(base, cfg.runs_dir),
+        server=dataclasses.replace(cfg.server, tls=_resolve_optional(base, cfg.server.tls)),
+    )
+
+
+def load_site_config(path: str | Path) -> SiteConfig:
+    """Read and validate site.toml; paths in it become absolute (relative to its folder)."""
+    p = Path(path)
+    cfg, problems = _load_deploy(SiteConfig, p)
+    site, data = cfg.site, cfg.data
+    if site.tls is None and not site.insecure:
+        problems.append("[site] give `tls` (this site's folder of `fedpharma provision`)")
+    if site.tls is not None and site.insecure:
+        problems.append("[site] `insecure = true` contradicts `tls`; keep one")
+    if site.insecure and site.name is None:
+        problems.append("[site] an insecure site needs a `name`")
+    if (data.name is None) == (data.path is None):
+        problems.append("[data] give exactly one of `name` (a bundled dataset) or `path` (a file)")
+    if data.path is not None and not data.label_columns:
+        problems.append("[data] `label_columns` must list the label column(s) of the file")
+    if data.path is not None and data.task is None:
+        problems.append('[data] `task` must be "regression" or "classification" for a file')
+    if data.n_partitions is not None and data.partition_index is None:
+        problems.append("[data] `n_partitions` needs `partition_index`")
+    if (
+        data.partition_index is not None
+        and data.n_partitions is not None
+        and data.partition_index > data.n_partitions
+    ):
+        problems.append(
+            f"[data] partition_index = {data.partition_index} exceeds "
+            f"n_partitions = {data.n_partitions}"
+        )
+    if problems:
+        raise ConfigError(problems, str(p))
+    base = p.parent
+    return dataclasses.replace(
+        cfg,
+        run_config=_resolve(base, cfg.run_config),
+        site=dataclasses.replace(site, tls=_resolve_optional(base, site.tls)),
+        data=dataclasses.replace(data, path=_resolve_optional(base, data.path)),
+    )
+
+
+_Deploy = typing.TypeVar("_Deploy", ServerConfig, SiteConfig)
+
+
+def _load_deploy(cls: type[_Deploy], path: Path) -> tuple[_Deploy, list[str]]:
+    """A top-level config of scalars and section tables, and the problems found in it.
+
+    Invalid values fall back to their defaults, so the caller's cross-checks still run and
+    every problem is reported at once.
+    """
+    try:
+        raw = tomllib.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError as exc:
+        raise ConfigError([f"file {path} does not exist"], source=str(path)) from exc
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError([f"not valid TOML: {exc}"], source=str(path)) from exc
+    hints = typing.get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    sections = {
+        n: h for n, h in hints.items() if isinstance(h, type) and dataclasses.is_dataclass(h)
+    }
+    problems: list[str] = []
+    top: dict[str, Any] = {}
+    for key, value in raw.items():
+        if key in sections:
+            if not isinstance(value, dict):
+                problems.append(f"[{key}] must be a table, got {type(value).__name__}")
+            else:
+                top[key] = _build(sections[key], value, f"[{key}]", problems)
+        elif key in fields:
+            top[key] = _coerce(fields[key], value, key, problems)
+        else:
+            problems.append(_unknown(key, list(fields), "top level"))
+    return cls(**{k: v for k, v in top.items() if v is not _INVALID}), problems
+
+
+def _resolve(base: Path, value: str) -> str:
+    return str((base / Path(value).expanduser()).resolve())
+
+
+def _resolve_optional(base: Path, value: str | None) -> str | None:
+    return None if value is None else _resolve(base, value)

@@ -15,6 +15,7 @@ import json
 import struct
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
+from functools import cached_property
 
 import numpy as np
 import numpy.typing as npt
@@ -85,6 +86,25 @@ class Parameters:
             start += a.size
         return Parameters(self.names, tuple(out))
 
+    @cached_property
+    def wire_parts(self) -> tuple[bytes | memoryview, ...]:
+        """The pieces of :func:`encode`'s output, as zero-copy views of the arrays.
+
+        Joining them gives the encoding; a message codec joins them with its own header in
+        one copy. Cached: the coordinator sends the same parameters to every site.
+        """
+        return _wire_parts(self)
+
+    def minus(self, other: Parameters) -> Parameters:
+        """Element-wise ``self − other`` (e.g. an update Δ = w_local − w_global), same dtypes."""
+        if not self.same_structure(other):
+            raise ValueError("parameters differ in names or shapes")
+        diffs = tuple(
+            (a - b).astype(a.dtype, copy=False)
+            for a, b in zip(self.arrays, other.arrays, strict=True)
+        )
+        return Parameters(self.names, diffs)
+
     def same_structure(self, other: Parameters) -> bool:
         return self.names == other.names and self.shapes == other.shapes
 
@@ -107,26 +127,33 @@ class Parameters:
 
 def check_finite(params: Parameters, what: str) -> None:
     for name, a in params:
-        if not np.all(np.isfinite(a)):
+        if not np.isfinite(a).all():
             raise ProtocolError(f"{what}: parameter {name!r} holds NaN or infinite values")
 
 
 def encode(params: Parameters) -> bytes:
     """Serialize to the self-describing binary format above (little-endian, no pickle)."""
+    return b"".join(params.wire_parts)
+
+
+def _wire_parts(params: Parameters) -> tuple[bytes | memoryview, ...]:
     entries, chunks = [], []
     for name, a in params:
-        le = np.asarray(a, dtype=a.dtype.newbyteorder("<"))
+        le = np.ascontiguousarray(a, dtype=a.dtype.newbyteorder("<"))
         dtype = le.dtype.str
         if dtype not in ALLOWED_DTYPES:
             raise ProtocolError(f"parameter {name!r} has dtype {a.dtype}; only float32/64 travel")
-        entries.append({"name": name, "dtype": dtype, "shape": list(le.shape)})
-        chunks.append(le.tobytes())
+        entries.append({"name": name, "dtype": dtype, "shape": list(a.shape)})
+        chunks.append(le.reshape(-1).view(np.uint8).data)
     header = json.dumps(entries, separators=(",", ":")).encode()
-    return b"".join([MAGIC, struct.pack("<I", len(header)), header, *chunks])
+    return (MAGIC, struct.pack("<I", len(header)), header, *chunks)
 
 
-def decode(payload: bytes, *, require_finite: bool = True) -> Parameters:
-    """Parse :func:`encode` output, validating every field; raise :class:`ProtocolError`."""
+def decode(payload: bytes | memoryview, *, require_finite: bool = True) -> Parameters:
+    """Parse :func:`encode` output, validating every field; raise :class:`ProtocolError`.
+
+    Arrays are read-only views into ``payload`` (no copy) when their byte order is native.
+    """
     view = memoryview(payload)
     if len(view) < 8 or bytes(view[:4]) != MAGIC:
         raise ProtocolError("parameter payload does not start with the FPP1 magic bytes")
@@ -156,7 +183,7 @@ def decode(payload: bytes, *, require_finite: bool = True) -> Parameters:
             raise ProtocolError(f"parameter payload is truncated inside array {e['name']!r}")
         arr = np.frombuffer(view[offset : offset + nbytes], dtype=dtype).reshape(e["shape"])
         names.append(e["name"])
-        arrays.append(arr.astype(dtype.newbyteorder("="), copy=True))
+        arrays.append(arr if dtype.isnative else arr.astype(dtype.newbyteorder("=")))
         offset += nbytes
     if offset != len(view):
         raise ProtocolError(f"parameter payload has {len(view) - offset} trailing bytes")

@@ -32,9 +32,10 @@ def test_simulate_lists_every_config_problem(tmp_path):
 def test_simulate_runs_a_tabular_config(tmp_path):
     config = tmp_path / "bc.toml"
     config.write_text(
-        'rounds = 3\n[dataset]\nname = "breast-cancer"\nkind = "tabular"\n'
+        'rounds = 5\n[dataset]\nname = "breast-cancer"\nkind = "tabular"\n'
         '[partition]\nmethod = "dirichlet"\nn_sites = 3\nalpha = 1.0\n'
-        '[model]\nkind = "linear"\n[strategy]\nname = "fedprox"\n'
+        '[model]\nkind = "linear"\n[training]\nlocal_epochs = 2\nlearning_rate = 0.01\n'
+        '[strategy]\nname = "fedprox"\n'
     )
     out = tmp_path / "run"
     result = runner.invoke(app, ["simulate", str(config), "--out", str(out)])

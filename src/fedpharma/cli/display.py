@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
-from typing import Any
+import json
+from typing import TYPE_CHECKING, Any
 
 import typer
 
 from fedpharma.evaluation.metrics import PRIMARY_METRIC
+from fedpharma.privacy import RELATIONS
 from fedpharma.strategy import RoundRecord
+
+if TYPE_CHECKING:
+    from fedpharma.site.policy import SitePolicy
 
 
 def print_round(record: RoundRecord, rounds: int) -> None:
@@ -18,6 +23,16 @@ def print_round(record: RoundRecord, rounds: int) -> None:
     for name, _ in PRIMARY_METRIC.values():
         if name in record.evaluate_metrics:
             parts.append(f"test {name} {record.evaluate_metrics[name]:.3f}")
+    spent = {
+        relation: max(r.metrics[f"epsilon_{relation}"] for r in with_metric)
+        for relation in ("record", "site")
+        if (
+            with_metric := [
+                r for r in record.train_results.values() if f"epsilon_{relation}" in r.metrics
+            ]
+        )
+    }
+    parts += [f"ε_{relation} ≤ {value:.2f}" for relation, value in spent.items()]
     if record.refusals or record.failures:
         parts.append(f"{len(record.refusals)} refused, {len(record.failures)} failed")
     parts.append(f"{record.seconds:.1f} s")
@@ -44,3 +59,28 @@ def print_comparison(summary: dict[str, Any]) -> None:
 
 def _fmt(value: float | None) -> str:
     return "—" if value is None else f"{value:.3f}"
+
+
+def print_ledger(policy: SitePolicy) -> None:
+    ledger = policy.ledger
+    for relation in RELATIONS:
+        budget = ledger.budgets.get(relation)
+        entries = ledger.entries(relation)
+        if budget is None and not entries:
+            continue
+        label = f"{relation}-level"
+        if budget is None:
+            typer.echo(f"\n{label}: no budget in the policy (tasks of this kind are refused)")
+        else:
+            spent = ledger.spent(relation)
+            typer.echo(
+                f"\n{label} budget ε = {budget.epsilon:g} at δ = {budget.delta:.1e}; spent {spent}"
+            )
+        header = f"{'#':>4} {'run':<22} {'round':>5} {'cumulative ε':>13}  event"
+        typer.echo(header)
+        typer.echo("-" * len(header))
+        for entry in entries:
+            typer.echo(
+                f"{entry.sequence:>4} {entry.run_id:<22} {entry.round:>5} "
+                f"{entry.cumulative.epsilon:>13.4f}  {json.dumps(entry.event.to_dict())}"
+            )

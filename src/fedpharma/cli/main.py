@@ -101,6 +101,26 @@ def report(run_dir: Annotated[Path, typer.Argument(help="A run directory.")]) ->
     typer.echo(f"report written to {render_report(run_dir)}")
 
 
+@app.command()
+@_friendly_errors
+def privacy(
+    site_dir: Annotated[
+        Path, typer.Argument(help="A site's folder: policy.toml + privacy.sqlite.")
+    ],
+) -> None:
+    """Print a site's privacy ledger: every charge, cumulative ε, accountant, relation and δ."""
+    from fedpharma.cli.display import print_ledger
+    from fedpharma.config import load_site_policy
+    from fedpharma.errors import DataError
+    from fedpharma.site.policy import SitePolicy
+
+    ledger_path = site_dir / "privacy.sqlite"
+    if not ledger_path.exists():
+        raise DataError(f"{ledger_path} does not exist: {site_dir} is not a site folder")
+    policy = SitePolicy(load_site_policy(site_dir / "policy.toml"), ledger_path)
+    print_ledger(policy)
+
+
 def _replace(config: RunConfig, **changes: Any) -> RunConfig:
     import dataclasses
 
@@ -120,3 +140,9 @@ def _run(config: RunConfig, run_dir: Path) -> None:
     print_comparison(result.summary)
     typer.echo(f"\nrun directory: {run_dir}   (summary.json, run.sqlite)")
     typer.echo(f"look at it:    fedpharma report {run_dir}")
+
+
+# Deployment commands: provision, server, site, audit verify, revoke (see cli/deploy.py).
+from fedpharma.cli.deploy import register as _register_deploy  # noqa: E402
+
+_register_deploy(app)

@@ -317,7 +317,7 @@ def normalized_descriptors(mols: Sequence[Chem.Mol]) -> npt.NDArray[np.float32]:
 def murcko_scaffolds(mols: Sequence[Chem.Mol]) -> list[str]:
     """Bemis–Murcko scaffold SMILES (Bemis & Murcko 1996), atom types kept (not generic).
 
-    Acyclic molecules have the empty scaffold ``""``, so they form one group together.
+    Acyclic molecules have the empty scaffold ``""`` (see :func:`scaffold_groups`).
     """
     with rdBase.BlockLogs():
         return [
@@ -327,12 +327,19 @@ def murcko_scaffolds(mols: Sequence[Chem.Mol]) -> list[str]:
 
 
 def scaffold_groups(mols: Sequence[Chem.Mol]) -> npt.NDArray[np.int64]:
-    """One integer group id per molecule: equal ids ⇔ equal Murcko scaffold.
+    """One integer group id per molecule: equal ids ⇔ equal (non-empty) Murcko scaffold.
 
-    Ids are assigned in order of first appearance, so they are deterministic for a given input.
+    An acyclic molecule has no ring system, so it belongs to no chemical series: each gets a group
+    of its own rather than all sharing the empty scaffold (which would hand every acyclic
+    molecule of a dataset, a third of ESOL, to one partner as if it were one series). Ids are
+    assigned in order of first appearance, so they are deterministic for a given input.
     """
     ids: dict[str, int] = {}
-    return np.asarray([ids.setdefault(s, len(ids)) for s in murcko_scaffolds(mols)], dtype=np.int64)
+    groups = []
+    for index, scaffold in enumerate(murcko_scaffolds(mols)):
+        key = scaffold if scaffold else f"acyclic:{index}"
+        groups.append(ids.setdefault(key, len(ids)))
+    return np.asarray(groups, dtype=np.int64)
 
 
 def feature_names(features: FeaturesConfig) -> tuple[str, ...]:

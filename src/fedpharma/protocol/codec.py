@@ -44,11 +44,11 @@ _INT_FIELDS = ("round", "n_examples")
 
 def encode_message(message: Message) -> bytes:
     header: dict[str, Any] = {"type": type(message).__name__, "version": PROTOCOL_VERSION}
-    payload = b""
+    payload: tuple[bytes | memoryview, ...] = ()
     for f in fields(message):
         value = getattr(message, f.name)
         if f.name in _PARAMETER_FIELDS:
-            payload = params_codec.encode(value)
+            payload = value.wire_parts
         else:
             header[f.name] = value
     try:
@@ -57,7 +57,7 @@ def encode_message(message: Message) -> bytes:
         raise ProtocolError(
             f"{header['type']} holds a non-finite number; send finite values"
         ) from exc
-    return b"".join([MAGIC, struct.pack("<I", len(raw)), raw, payload])
+    return b"".join([MAGIC, struct.pack("<I", len(raw)), raw, *payload])
 
 
 def decode_message(data: bytes) -> Message:
@@ -84,7 +84,7 @@ def decode_message(data: bytes) -> Message:
     kwargs: dict[str, Any] = {}
     for f in fields(cls):
         if f.name in _PARAMETER_FIELDS:
-            kwargs[f.name] = params_codec.decode(data[8 + header_len :])
+            kwargs[f.name] = params_codec.decode(memoryview(data)[8 + header_len :])
         elif f.name not in header:
             if f.name in ("config", "metrics"):
                 kwargs[f.name] = {}

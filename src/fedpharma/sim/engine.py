@@ -27,8 +27,17 @@ from fedpharma.data.datasets import load_dataset
 from fedpharma.data.partition import partition, scaffold_split
 from fedpharma.evaluation.metrics import PRIMARY_METRIC, compute_metrics
 from fedpharma.models.base import Trainer
+from fedpharma.models.factory import build_private_trainer, build_trainer
+from fedpharma.models.output import calibrate_output_layer
 from fedpharma.params import Parameters
+from fedpharma.server.label_statistics import gather_label_statistics
 from fedpharma.server.store import RunStore
+from fedpharma.sim.privacy import (
+    PrivacyRecorder,
+    record_level_settings,
+    site_level_aggregator,
+    site_policy,
+)
 from fedpharma.site.runtime import SiteRuntime
 from fedpharma.strategy import LoopSettings, RoundRecord, build_strategy
 from fedpharma.strategy.base import site_seed
@@ -68,14 +77,6 @@ def prepare_sites(config: RunConfig) -> Simulation:
     return Simulation(sites, dataset, invalid)
 
 
-def build_trainer(config: RunConfig, dataset: Dataset) -> Trainer:
-    from fedpharma.models.trainer import TorchTrainer  # torch loads only when training
-
-    return TorchTrainer(
-        config.model, config.training, dataset.task, dataset.n_features, dataset.n_tasks
-    )
-
-
 def simulate(
     config: RunConfig,
     run_dir: Path,
@@ -98,22 +99,30 @@ def simulate(
     trainer = build_trainer(config, sim.dataset)
     initial = trainer.initial_parameters(config.seed)
 
-    store = RunStore.create(run_dir / "run.sqlite", run_id, config.to_dict())
+    store = RunStore.create(run_dir / "run.sqlite", run_id, config.to_dict(), durable=False)
     curves = CurveRecorder(sim.dataset.task)
     observers: list[Any] = [store, curves]
     if on_round is not None:
         observers.append(_Callback(on_round, config.rounds))
-    channel = InProcessChannel(
-        {name: SiteRuntime(name, data, trainer) for name, data in sim.sites.items()}
-    )
+    privacy = PrivacyRecorder()
+    observers.insert(0, privacy)
+    channel = InProcessChannel(build_site_runtimes(config, sim, trainer, run_dir))
     settings = LoopSettings(
         local_epochs=config.training.local_epochs,
         fraction_fit=config.strategy.fraction_fit,
         min_sites=config.strategy.min_sites,
         evaluate_every=config.strategy.evaluate_every,
         seed=config.seed,
+        train_settings=record_level_settings(config),
     )
-    strategy = build_strategy(config.strategy, settings)
+    aggregator = site_level_aggregator(config, len(sim.sites))
+    strategy = build_strategy(config.strategy, settings, aggregator)
+    if config.training.calibrate_output and not config.privacy.enabled:
+        statistics = gather_label_statistics(channel, run_id, initial, sim.dataset.n_tasks)
+        if statistics is not None:
+            initial = calibrate_output_layer(
+                initial, sim.dataset.task, statistics.mean, statistics.std
+            )
     fed_started = time.perf_counter()
     final = strategy.run(channel, initial, config.rounds, run_id=run_id, observers=observers)
     federated_seconds = time.perf_counter() - fed_started
@@ -142,8 +151,32 @@ def simulate(
             "baseline_seconds": baseline_seconds,
         },
     )
+    if config.privacy.enabled or config.site_policy.require_dp:
+        summary["privacy"] = privacy.summary(config)
     (run_dir / "summary.json").write_text(json.dumps(summary, indent=2), encoding="utf-8")
     return SimulationResult(run_dir, summary, final)
+
+
+def build_site_runtimes(
+    config: RunConfig, sim: Simulation, trainer: Trainer, run_dir: Path
+) -> dict[str, SiteRuntime]:
+    """One runtime per simulated site, each with its own policy and ledger under
+    ``run_dir/sites/NAME`` and, for record-level DP, a DP-SGD trainer."""
+    private_trainer = (
+        build_private_trainer(config, sim.dataset) if config.privacy.record_level else None
+    )
+    return {
+        name: SiteRuntime(
+            name,
+            data,
+            trainer,
+            policy=site_policy(config, run_dir / "sites" / name),
+            private_trainer=private_trainer,
+            # Simulation noise is reproducible from the seed; deployment uses the OS CSPRNG.
+            noise_source=lambda seed: np.random.default_rng(seed),
+        )
+        for name, data in sim.sites.items()
+    }
 
 
 def train_baselines(

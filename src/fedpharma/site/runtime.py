@@ -8,11 +8,33 @@ label or prediction leaves the site.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+import numpy as np
 
 from fedpharma.data.dataset import SiteData
-from fedpharma.errors import FedPharmaError, ProtocolError
+from fedpharma.errors import (
+    DataError,
+    FedPharmaError,
+    PolicyRefused,
+    PrivacyBudgetExceeded,
+    ProtocolError,
+)
+from fedpharma.evaluation.label_statistics import statistics_metrics
 from fedpharma.evaluation.metrics import compute_metrics
-from fedpharma.models.base import Trainer
+from fedpharma.models.base import FitOutput, Trainer
+from fedpharma.params import Parameters
+from fedpharma.privacy import (
+    EpsilonReport,
+    PrivacyEvent,
+    Relation,
+    clip_to_norm,
+    distributed_noise_std,
+    dp_sgd_event,
+    gaussian_noise,
+    production_rng,
+)
 from fedpharma.protocol import (
     EvaluateResult,
     EvaluateTask,
@@ -24,13 +46,40 @@ from fedpharma.protocol import (
 )
 from fedpharma.protocol.codec import decode_message, encode_message
 from fedpharma.protocol.messages import Scalar
+from fedpharma.site.policy import PrivacyRequest, SiteLevelRequest, SitePolicy
+
+if TYPE_CHECKING:
+    from fedpharma.models.dpsgd import DPSGDSampling, DPSGDTrainer
+
+
+NoiseSource = Callable[[int], np.random.Generator]
 
 
 class SiteRuntime:
-    def __init__(self, name: str, data: SiteData, trainer: Trainer) -> None:
+    """One site: its data, its trainers, its policy; answers train and evaluate tasks.
+
+    ``policy`` holds the owner's privacy budgets and ledger; a site without one refuses every
+    DP task (it could not account for it). ``private_trainer`` runs DP-SGD for record-level tasks.
+    ``noise_source`` gives the generator for distributed DP noise from the task seed: a seeded
+    one in simulation; by default the OS CSPRNG, as deployment needs.
+    """
+
+    def __init__(
+        self,
+        name: str,
+        data: SiteData,
+        trainer: Trainer,
+        *,
+        policy: SitePolicy | None = None,
+        private_trainer: DPSGDTrainer | None = None,
+        noise_source: NoiseSource | None = None,
+    ) -> None:
         self.name = name
         self.data = data
         self.trainer = trainer
+        self.policy = policy
+        self.private_trainer = private_trainer
+        self.noise_source = noise_source or (lambda _seed: production_rng())
 
     def handle_bytes(self, request: bytes) -> bytes:
         """Answer an encoded task with an encoded reply; a malformed task gets a Refusal."""
@@ -48,6 +97,10 @@ class SiteRuntime:
             if isinstance(task, TrainTask):
                 return self._train(task)
             return self._evaluate(task)
+        except PrivacyBudgetExceeded as exc:
+            return Refusal(task.run_id, task.round, self.name, "privacy-budget", str(exc))
+        except PolicyRefused as exc:
+            return Refusal(task.run_id, task.round, self.name, "policy", str(exc))
         except FedPharmaError as exc:
             return Refusal(task.run_id, task.round, self.name, "error", str(exc))
 
@@ -55,18 +108,104 @@ class SiteRuntime:
         epochs = _int_setting(task.config, "epochs", default=1, minimum=1)
         seed = _int_setting(task.config, "seed", default=0, minimum=0)
         mu = _float_setting(task.config, "proximal_mu", default=0.0)
-        outcome = self.trainer.fit(
-            task.parameters, self.data.train, epochs=epochs, seed=seed, proximal_mu=mu
-        )
-        update = task.parameters.unflatten(outcome.parameters.flatten() - task.parameters.flatten())
-        metrics = _finite({"train_loss": outcome.train_loss})
+        request = PrivacyRequest.from_task(task.config)
+        spent: dict[Relation, EpsilonReport] = {}
+        if request.any or (self.policy is not None and self.policy.config.require_dp):
+            if self.policy is None:
+                raise PolicyRefused(
+                    "this site has no privacy policy, so it cannot account for a DP task; give "
+                    "it a policy with a budget for the requested relation"
+                )
+            private = self._plan_dp_sgd(request, task.run_id, epochs)
+            record_event = private[2] if private else None
+            # Before any record is read: refuse, or charge what the result will release.
+            spent = self.policy.admit(request, record_event, task.run_id, task.round)
+        else:
+            private = None
+
+        if private is not None:
+            trainer, sampling, _ = private
+            dp_outcome = trainer.fit(
+                task.parameters,
+                self.data.train,
+                epochs=epochs,
+                seed=seed,
+                proximal_mu=mu,
+                noise_multiplier=sampling.noise_multiplier,
+                max_grad_norm=sampling.max_grad_norm,
+            )
+            if dp_outcome.sampling != sampling:
+                raise DataError(
+                    "DP-SGD released something other than what was charged; refusing to send it"
+                )
+            outcome: FitOutput = dp_outcome
+        else:
+            outcome = self.trainer.fit(
+                task.parameters, self.data.train, epochs=epochs, seed=seed, proximal_mu=mu
+            )
+        update = outcome.parameters.minus(task.parameters)
+        # Under DP only what the guarantee covers leaves the site: no raw training loss.
+        metrics = {} if request.any else _finite({"train_loss": outcome.train_loss})
+        if request.site is not None:
+            update, within_clip = self._clip_and_noise(update, request.site, seed)
+            metrics["update_within_clip"] = float(within_clip)
+        metrics |= {f"epsilon_{relation}": report.epsilon for relation, report in spent.items()}
         return TrainResult(task.run_id, task.round, self.name, update, outcome.n_examples, metrics)
 
+    def _plan_dp_sgd(
+        self, request: PrivacyRequest, run_id: str, epochs: int
+    ) -> tuple[DPSGDTrainer, DPSGDSampling, PrivacyEvent] | None:
+        """The DP-SGD trainer, its sampling plan and the event it will release (from the row
+        count alone), or None for a task without record-level DP."""
+        if request.record is None:
+            return None
+        if self.private_trainer is None or self.policy is None:
+            raise PolicyRefused("this site is not set up for DP-SGD (record-level DP)")
+        n_rows, clip = len(self.data.train), request.record.max_grad_norm
+        shape = self.private_trainer.plan(
+            n_rows, epochs=epochs, noise_multiplier=1.0, max_grad_norm=clip
+        )
+        sigma = self.policy.record_noise_multiplier(
+            request.record, run_id, shape.sampling_rate, shape.steps
+        )
+        sampling = self.private_trainer.plan(
+            n_rows, epochs=epochs, noise_multiplier=sigma, max_grad_norm=clip
+        )
+        event = dp_sgd_event(sigma, sampling.sampling_rate, sampling.steps)
+        return self.private_trainer, sampling, event
+
+    def _clip_and_noise(
+        self, update: Parameters, request: SiteLevelRequest, seed: int
+    ) -> tuple[Parameters, bool]:
+        """Site-level DP at the site: clip ‖Δ‖ ≤ C; with distributed noise, add this site's
+        share N(0, σ²C²/n) so that the sum of n shares carries N(0, σ²C²)."""
+        clipped = clip_to_norm(update.flatten(), request.clip_norm)
+        vector = clipped.update
+        if request.distributed:
+            std = distributed_noise_std(
+                request.noise_multiplier, request.clip_norm, request.planned_sites
+            )
+            vector = vector + gaussian_noise(vector.shape, std, self.noise_source(seed))
+        return update.unflatten(vector), not clipped.clipped
+
     def _evaluate(self, task: EvaluateTask) -> EvaluateResult:
+        if task.config.get("label_statistics") is True:
+            return self._label_statistics(task)
         test = self.data.test
         predictions = self.trainer.predict(task.parameters, test)
         metrics = _finite(compute_metrics(test.task, test.labels, predictions))
         return EvaluateResult(task.run_id, task.round, self.name, len(test), metrics)
+
+    def _label_statistics(self, task: EvaluateTask) -> EvaluateResult:
+        """Per-task count, sum and sum of squares of the training labels (no record leaves)."""
+        if self.policy is not None and self.policy.config.require_dp:
+            raise PolicyRefused(
+                "this site's policy requires differential privacy; label statistics would be an "
+                "unaccounted release"
+            )
+        train = self.data.train
+        metrics = statistics_metrics(train.labels)
+        return EvaluateResult(task.run_id, task.round, self.name, len(train), metrics)
 
 
 def _finite(metrics: dict[str, float]) -> dict[str, float]:

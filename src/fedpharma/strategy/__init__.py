@@ -3,17 +3,26 @@
 from __future__ import annotations
 
 from fedpharma.config import StrategyConfig
-from fedpharma.strategy.base import LoopSettings, RoundObserver, RoundRecord, Strategy
+from fedpharma.strategy.base import (
+    LoopSettings,
+    RoundObserver,
+    RoundRecord,
+    SampleWeightedMean,
+    Strategy,
+    UpdateAggregator,
+)
 from fedpharma.strategy.fedavg import FedAvg, FedProx
 from fedpharma.strategy.fedopt import FedOpt
 
 
-def build_strategy(config: StrategyConfig, settings: LoopSettings) -> Strategy:
-    """The strategy a run config names."""
+def build_strategy(
+    config: StrategyConfig, settings: LoopSettings, aggregator: UpdateAggregator | None = None
+) -> Strategy:
+    """The strategy a run config names; ``aggregator`` replaces the sample-weighted mean."""
     if config.name == "fedavg":
-        return FedAvg(settings)
+        return FedAvg(settings, aggregator)
     if config.name == "fedprox":
-        return FedProx(settings, config.proximal_mu)
+        return FedProx(settings, config.proximal_mu, aggregator)
     variant = config.name.removeprefix("fed")
     return FedOpt(
         settings,
@@ -22,6 +31,7 @@ def build_strategy(config: StrategyConfig, settings: LoopSettings) -> Strategy:
         beta1=config.beta1,
         beta2=config.beta2,
         tau=config.tau,
+        aggregator=aggregator,
     )
 
 
@@ -32,6 +42,8 @@ __all__ = [
     "LoopSettings",
     "RoundObserver",
     "RoundRecord",
+    "SampleWeightedMean",
     "Strategy",
+    "UpdateAggregator",
     "build_strategy",
 ]

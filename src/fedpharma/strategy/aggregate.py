@@ -14,16 +14,21 @@ import numpy.typing as npt
 Vector = npt.NDArray[np.float64]
 
 
-def weighted_average(vectors: Sequence[Vector], weights: Sequence[float]) -> Vector:
-    """Σ_k w_k x_k / Σ_k w_k — FedAvg's sample-weighted mean (McMahan et al. 2017, Alg. 1)."""
-    if not vectors:
-        raise ValueError("cannot average zero vectors")
+def weighted_average(
+    arrays: Sequence[npt.NDArray[np.floating]], weights: Sequence[float]
+) -> Vector:
+    """Σ_k w_k x_k / Σ_k w_k — FedAvg's sample-weighted mean (McMahan et al. 2017, Alg. 1).
+
+    Works on arrays of any (equal) shape; accumulates in float64 whatever the input dtype.
+    """
+    if not arrays:
+        raise ValueError("cannot average zero arrays")
     total = float(np.sum(weights))
     if total <= 0:
         raise ValueError("weights must sum to a positive number")
-    out = np.zeros_like(vectors[0], dtype=np.float64)
-    for vector, weight in zip(vectors, weights, strict=True):
-        out += (weight / total) * vector
+    out = np.zeros(arrays[0].shape, dtype=np.float64)
+    for array, weight in zip(arrays, weights, strict=True):
+        out += array * (weight / total)
     return out
 
 

@@ -32,7 +32,7 @@ from fedpharma.protocol import (
     TrainTask,
 )
 from fedpharma.protocol.messages import Scalar, validate_reply
-from fedpharma.strategy.aggregate import weighted_mean_metrics
+from fedpharma.strategy.aggregate import weighted_average, weighted_mean_metrics
 
 
 @dataclass(frozen=True)
@@ -63,6 +63,18 @@ class RoundObserver(Protocol):
     def on_round(self, record: RoundRecord) -> None: ...
 
 
+class UpdateAggregator(Protocol):
+    """How the sites' updates of a round become one mean update Δ̄ for the server optimizer.
+
+    The default is FedAvg's sample-weighted mean; site-level DP replaces it with clipping and
+    noise (``fedpharma.server.dp``). ``task_settings`` adds what sites must know (e.g. C, σ).
+    """
+
+    def task_settings(self, rnd: int) -> dict[str, Scalar]: ...
+
+    def mean_update(self, rnd: int, results: Sequence[TrainResult]) -> Parameters: ...
+
+
 @dataclass(frozen=True)
 class LoopSettings:
     """How the round loop runs, independent of the aggregation rule."""
@@ -73,13 +85,15 @@ class LoopSettings:
     evaluate_every: int = 1  # 0: evaluate only after the last round
     timeout: float | None = None
     seed: int = 0
+    train_settings: dict[str, Scalar] = field(default_factory=dict)  # sent with every TrainTask
 
 
 class Strategy(ABC):
     """Template: ``run`` → per round select → configure → exchange → validate → aggregate."""
 
-    def __init__(self, settings: LoopSettings) -> None:
+    def __init__(self, settings: LoopSettings, aggregator: UpdateAggregator | None = None) -> None:
         self.settings = settings
+        self.aggregator = aggregator or SampleWeightedMean()
 
     # ----- the round loop (not to be overridden) -----------------------------------------------
 
@@ -137,8 +151,10 @@ class Strategy(ABC):
         results, refusals, failures = _sort_replies(tasks, replies)
         train = {site: r for site, r in results.items() if isinstance(r, TrainResult)}
         if len(train) < self.settings.min_sites:
-            reasons = "; ".join(f"{s}: {why}" for s, why in sorted(failures.items()))
-            reasons += "; ".join(f"{s} refused: {r.reason}" for s, r in sorted(refusals.items()))
+            reasons = "; ".join(
+                [f"{s}: {why}" for s, why in sorted(failures.items())]
+                + [f"{s} refused: {r.reason}" for s, r in sorted(refusals.items())]
+            )
             raise RoundFailed(
                 f"round {rnd}: {len(train)} of {len(sites)} site(s) returned an update, "
                 f"at least {self.settings.min_sites} needed ({reasons or 'no reason given'})"
@@ -170,16 +186,35 @@ class Strategy(ABC):
 
     def configure_train(self, rnd: int, site: str) -> dict[str, Scalar]:
         """The per-site training configuration of round ``rnd``; strategies add their keys."""
-        return {
-            "epochs": self.settings.local_epochs,
-            "seed": site_seed(self.settings.seed, rnd, site),
-        }
+        return (
+            {"epochs": self.settings.local_epochs, "seed": site_seed(self.settings.seed, rnd, site)}
+            | self.settings.train_settings
+            | self.aggregator.task_settings(rnd)
+        )
 
     @abstractmethod
     def aggregate_train(
         self, rnd: int, parameters: Parameters, results: Sequence[TrainResult]
     ) -> Parameters:
         """New global parameters from the current ones and the sites' validated updates."""
+
+
+class SampleWeightedMean:
+    """FedAvg's mean update Σ n_k Δ_k / Σ n_k (McMahan et al. 2017, Alg. 1)."""
+
+    def task_settings(self, rnd: int) -> dict[str, Scalar]:
+        return {}
+
+    def mean_update(self, rnd: int, results: Sequence[TrainResult]) -> Parameters:
+        weights = [r.n_examples for r in results]
+        first = results[0].update
+        return Parameters(
+            first.names,
+            tuple(
+                weighted_average([r.update.arrays[i] for r in results], weights)
+                for i in range(len(first))
+            ),
+        )
 
 
 def site_seed(run_seed: int, rnd: int, site: str) -> int:

@@ -17,25 +17,30 @@ from collections.abc import Sequence
 from fedpharma.params import Parameters
 from fedpharma.protocol import TrainResult
 from fedpharma.protocol.messages import Scalar
-from fedpharma.strategy.aggregate import Vector, weighted_average
-from fedpharma.strategy.base import LoopSettings, Strategy
-
-
-def average_update(results: Sequence[TrainResult]) -> Vector:
-    """The sample-weighted mean update Σ n_k Δ_k / Σ n_k."""
-    return weighted_average([r.update.flatten() for r in results], [r.n_examples for r in results])
+from fedpharma.strategy.base import LoopSettings, Strategy, UpdateAggregator
 
 
 class FedAvg(Strategy):
     def aggregate_train(
         self, rnd: int, parameters: Parameters, results: Sequence[TrainResult]
     ) -> Parameters:
-        return parameters.unflatten(parameters.flatten() + average_update(results))
+        mean = self.aggregator.mean_update(rnd, results)
+        return Parameters(
+            parameters.names,
+            tuple(
+                (w + d).astype(w.dtype) for w, d in zip(parameters.arrays, mean.arrays, strict=True)
+            ),
+        )
 
 
 class FedProx(FedAvg):
-    def __init__(self, settings: LoopSettings, proximal_mu: float) -> None:
-        super().__init__(settings)
+    def __init__(
+        self,
+        settings: LoopSettings,
+        proximal_mu: float,
+        aggregator: UpdateAggregator | None = None,
+    ) -> None:
+        super().__init__(settings, aggregator)
         self.proximal_mu = proximal_mu
 
     def configure_train(self, rnd: int, site: str) -> dict[str, Scalar]:

@@ -12,8 +12,7 @@ from collections.abc import Sequence
 from fedpharma.params import Parameters
 from fedpharma.protocol import TrainResult
 from fedpharma.strategy.aggregate import MomentState, fedopt_step
-from fedpharma.strategy.base import LoopSettings, Strategy
-from fedpharma.strategy.fedavg import average_update
+from fedpharma.strategy.base import LoopSettings, Strategy, UpdateAggregator
 
 VARIANTS = ("adagrad", "adam", "yogi")
 
@@ -28,10 +27,11 @@ class FedOpt(Strategy):
         beta1: float = 0.9,
         beta2: float = 0.99,
         tau: float = 1e-3,
+        aggregator: UpdateAggregator | None = None,
     ) -> None:
         if variant not in VARIANTS:
             raise ValueError(f"variant must be one of {VARIANTS}, got {variant!r}")
-        super().__init__(settings)
+        super().__init__(settings, aggregator)
         self.variant, self.eta, self.beta1, self.beta2, self.tau = variant, eta, beta1, beta2, tau
         self.state: MomentState | None = None
 
@@ -43,7 +43,7 @@ class FedOpt(Strategy):
             self.state = MomentState.zeros(weights.size, self.tau)
         new, self.state = fedopt_step(
             weights,
-            average_update(results),
+            self.aggregator.mean_update(rnd, results).flatten(),
             self.state,
             variant=self.variant,
             eta=self.eta,

@@ -1,0 +1,165 @@
+"""Deployment commands: provision, server, site, audit verify, revoke.
+
+Status lines ("listening", "joined", "waiting for sites", "round k of n", "resumed at round k")
+go to stderr as they happen; each command's final result goes to stdout. Errors are printed by
+``cli.main._friendly_errors`` as one message with the error's exit code.
+"""
+
+from __future__ import annotations
+
+import functools
+import signal
+from collections.abc import Callable
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+audit_app = typer.Typer(help="The run's hash-chained audit log.", no_args_is_help=True)
+
+
+def _friendly(command: Callable[..., None]) -> Callable[..., None]:
+    """``cli.main._friendly_errors``, looked up at call time (main imports this module)."""
+
+    @functools.wraps(command)
+    def wrapper(*args: Any, **kwargs: Any) -> None:
+        from fedpharma.cli.main import _friendly_errors
+
+        _friendly_errors(command)(*args, **kwargs)
+
+    return wrapper
+
+
+def _status(prefix: str) -> Callable[[str], None]:
+    def say(line: str) -> None:
+        typer.echo(f"{prefix}: {line}", err=True)
+
+    return say
+
+
+def _terminate_cleanly() -> None:
+    """SIGTERM unwinds like Ctrl-C, so the run store and audit log are closed properly."""
+
+    def handler(_signum: int, _frame: object) -> None:
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, handler)
+
+
+@_friendly
+def provision(
+    project: Annotated[str, typer.Option(help="Consortium/project name (DNS-label-like).")],
+    sites: Annotated[str, typer.Option(help="Comma-separated site names, e.g. hospital-a,b.")],
+    out: Annotated[Path, typer.Option(help="Output folder for the CA and every party.")],
+    server_host: Annotated[
+        list[str] | None,
+        typer.Option(help="DNS name or IP sites dial (repeatable; default localhost, 127.0.0.1)."),
+    ] = None,
+    days: Annotated[int, typer.Option(min=1, help="Validity of the certificates.")] = 365,
+) -> None:
+    """Create the consortium's CA, the coordinator's certificate and one certificate per site."""
+    from fedpharma.transport.pki import provision as make_pki
+
+    names = [s.strip() for s in sites.split(",") if s.strip()]
+    hosts = server_host or ["localhost", "127.0.0.1"]
+    made = make_pki(project, names, out, server_hosts=hosts, days=days)
+    typer.echo(f"CA:          {made.ca_cert.parent}  (keep ca.key offline; it signs new certs)")
+    typer.echo(f"coordinator: {made.coordinator.folder}  (server cert for {', '.join(hosts)})")
+    for site, files in made.sites.items():
+        typer.echo(f"site:        {files.folder}  (give this folder to {site} only)")
+    typer.echo(f"revocation list: {made.revoked}")
+
+
+@_friendly
+def server(
+    config: Annotated[Path, typer.Option("--config", help="server.toml")],
+    resume: Annotated[
+        Path | None,
+        typer.Option("--resume", metavar="RUN", help="Continue a crashed run (dir or run id)."),
+    ] = None,
+) -> None:
+    """Run the coordinator: serve the sites, run the rounds, keep the run store and audit log."""
+    from fedpharma.config import load_config, load_server_config
+    from fedpharma.server.coordinator import run_coordinator
+
+    server_config = load_server_config(config)
+    recipe = load_config(server_config.run_config)
+    _terminate_cleanly()
+    say = _status("coordinator")
+    say(
+        f"{recipe.rounds} rounds of {recipe.strategy.name}, at least "
+        f"{recipe.strategy.min_sites} site(s) per round"
+    )
+    result = run_coordinator(server_config, recipe, resume=resume, on_status=say)
+    typer.echo(f"run {result.run_id}: {result.rounds_completed} rounds completed")
+    typer.echo(f"run directory: {result.run_dir}  (run.json, run.sqlite, audit.jsonl)")
+    typer.echo(f"audit head:    seq {result.audit_head.seq} {result.audit_head.hash}")
+    typer.echo(f"check it:      fedpharma audit verify {result.run_dir}")
+
+
+@_friendly
+def site(config: Annotated[Path, typer.Option("--config", help="site.toml")]) -> None:
+    """Run one site: load its own data, dial out to the coordinator, answer tasks. No port opens."""
+    from fedpharma.config import load_config, load_site_config
+    from fedpharma.site.deploy import serve
+
+    site_config = load_site_config(config)
+    recipe = load_config(site_config.run_config)
+    _terminate_cleanly()
+    ended = serve(site_config, recipe, on_status=_status("site"))
+    typer.echo(f"site done: {ended}")
+
+
+@audit_app.command("verify")
+@_friendly
+def audit_verify(
+    run: Annotated[Path, typer.Argument(metavar="RUN", help="Run directory or audit.jsonl file.")],
+) -> None:
+    """Check every entry's hash and link; name the first edited, deleted or inserted entry."""
+    from fedpharma.errors import DataError
+    from fedpharma.server.audit import verify
+    from fedpharma.server.coordinator import audit_path, read_head
+
+    path = audit_path(run)
+    if not path.exists():
+        raise DataError(f"no audit log at {path}")
+    head = read_head(run) if run.is_dir() else None
+    report = verify(path, expected_head=head)
+    if report.ok:
+        anchored = " (matches the recorded head)" if head else ""
+        typer.echo(f"OK {report.describe()}{anchored}")
+        return
+    typer.echo(f"FAILED {report.describe()}")
+    raise typer.Exit(1)
+
+
+@_friendly
+def revoke(
+    site_name: Annotated[str, typer.Argument(metavar="SITE", help="Site whose cert to revoke.")],
+    pki: Annotated[Path, typer.Option(help="The folder `fedpharma provision` wrote.")],
+) -> None:
+    """Revoke a site's certificate: the coordinator refuses it from its very next call."""
+    from fedpharma.errors import ConfigError
+    from fedpharma.transport.pki import CERT_FILE, REVOKED_FILE
+    from fedpharma.transport.pki import revoke as revoke_cert
+
+    cert = pki / "sites" / site_name / CERT_FILE
+    revoked = pki / "coordinator" / REVOKED_FILE
+    if not cert.exists():
+        raise ConfigError([f"no certificate for site {site_name!r} at {cert}"], "revoke")
+    serial = revoke_cert(revoked, cert)
+    typer.echo(f"revoked {site_name} (serial {serial:x}) in {revoked}")
+    typer.echo(
+        "a coordinator using this folder refuses it at once; copy revoked.txt to a coordinator "
+        "that runs elsewhere. A replacement certificate is issued from the CA folder with "
+        "fedpharma.transport.pki.issue_site_certificate."
+    )
+
+
+def register(app: typer.Typer) -> None:
+    """Add the deployment commands to the ``fedpharma`` app."""
+    app.command()(provision)
+    app.command()(server)
+    app.command()(site)
+    app.command()(revoke)
+    app.add_typer(audit_app, name="audit")

@@ -1,0 +1,55 @@
+"""The trainer a run recipe names, for a given model input shape.
+
+Shared by the simulation engine and a deployed site (and the coordinator, which needs the
+initial parameters): both build the same :class:`TorchTrainer` from the same recipe, so the
+model a deployment trains is the one a simulation trains.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Protocol
+
+from fedpharma.config import RunConfig
+from fedpharma.models.base import Trainer
+
+if TYPE_CHECKING:
+    from fedpharma.data.dataset import Task
+    from fedpharma.models.dpsgd import DPSGDTrainer
+
+
+class ModelInputs(Protocol):
+    """What a trainer needs to know about the data: a Dataset, or a bare shape."""
+
+    @property
+    def task(self) -> Task: ...
+
+    @property
+    def n_features(self) -> int: ...
+
+    @property
+    def n_tasks(self) -> int: ...
+
+
+def build_trainer(config: RunConfig, inputs: ModelInputs) -> Trainer:
+    """The recipe's model and local training, for ``inputs``' task and shape."""
+    from fedpharma.models.trainer import TorchTrainer  # torch loads only when training
+
+    return TorchTrainer(
+        config.model, config.training, inputs.task, inputs.n_features, inputs.n_tasks
+    )
+
+
+def build_private_trainer(config: RunConfig, inputs: ModelInputs) -> DPSGDTrainer:
+    """The recipe's model trained with DP-SGD (record-level DP); σ and C come per task."""
+    from fedpharma.models.dpsgd import DPSGDTrainer
+
+    dp = config.privacy
+    return DPSGDTrainer(
+        config.model,
+        config.training,
+        inputs.task,
+        inputs.n_features,
+        inputs.n_tasks,
+        noise_multiplier=1.0 if dp.noise_multiplier is None else dp.noise_multiplier,
+        max_grad_norm=dp.max_grad_norm,
+    )

@@ -1,0 +1,447 @@
+"""The coordinator process: serve the sites over gRPC + mTLS, run the strategy, persist, audit.
+
+One run is one directory ``RUN = runs_dir/<run id>``:
+
+- ``run.json``: run id, creation time and the run recipe (checked again on ``--resume``);
+- ``run.sqlite``: the run store (config, rounds, per-site metrics, refusals and failures, the
+  latest model checkpoint with its sha256, and the server optimizer's state when it has one);
+- ``audit.jsonl``: the append-only, hash-chained audit log (joins, tasks sent, results accepted
+  or rejected with the reason, refusals, missing answers, rounds, resumes, the end of the run);
+- ``audit-head.json``: the audit log's head after the last completed round, which anchors the
+  log against entries deleted from its end (``fedpharma audit verify`` checks it).
+
+Round control: before each round the coordinator waits (up to ``wait_for_sites`` seconds) until
+``min_sites`` sites are connected; a round completes with the sites that answered before the
+deadline if at least ``min_sites`` did. Otherwise (:class:`~fedpharma.errors.RoundFailed`) the same
+round is retried, after waiting for sites again, up to ``retries`` times; then the run stops
+cleanly: the sites are told why, the audit log records it, and :class:`RoundFailed` is raised.
+
+Resume (``--resume RUN`` after a crash, even ``kill -9``): the audit log is verified (a broken log
+refuses the resume), the recipe must be the one the run started with, the last completed round
+``k`` is read from the store's checkpoint (sha256-checked) and the run continues at round
+``k + 1``. Every round's randomness is a function of the run seed and the round number (site
+selection, each site's local seed), and the state of an adaptive server optimizer (FedAdam,
+FedYogi, FedAdagrad: Reddi et al. 2021, Alg. 2) is saved with every checkpoint and restored, so a
+resumed run ends with exactly the model of an uninterrupted one. FedAvg and FedProx keep no
+server state.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from fedpharma import params as params_codec
+from fedpharma.config import RunConfig, ServerConfig
+from fedpharma.data.dataset import Task as DataTask
+from fedpharma.errors import ConfigError, DataError, RoundFailed
+from fedpharma.models.output import calibrate_output_layer
+from fedpharma.params import Parameters
+from fedpharma.protocol import Channel, EvaluateTask, Failure, Reply, Task, TrainTask
+from fedpharma.server.audit import AuditHead, AuditLog, verify
+from fedpharma.server.label_statistics import gather_label_statistics
+from fedpharma.server.store import RunStore
+from fedpharma.strategy import (
+    LoopSettings,
+    RoundObserver,
+    RoundRecord,
+    Strategy,
+    build_strategy,
+)
+from fedpharma.strategy.aggregate import MomentState
+from fedpharma.strategy.fedopt import FedOpt
+
+MANIFEST_FILE, STORE_FILE, AUDIT_FILE, HEAD_FILE = (
+    "run.json",
+    "run.sqlite",
+    "audit.jsonl",
+    "audit-head.json",
+)
+FINISH_WAIT_SECONDS = 10.0  # how long the sites get to leave once the run is over
+
+Status = Callable[[str], None]
+
+
+def _quiet(_: str) -> None:
+    return None
+
+
+@dataclass(frozen=True)
+class ModelShape:
+    """The model's inputs and outputs, which the coordinator needs for the initial parameters."""
+
+    task: DataTask
+    n_features: int
+    n_tasks: int
+
+
+@dataclass(frozen=True)
+class CoordinatorResult:
+    run_dir: Path
+    run_id: str
+    parameters: Parameters
+    rounds_completed: int
+    audit_head: AuditHead
+
+
+def model_shape(recipe: RunConfig, n_features: int | None = None) -> ModelShape:
+    """The model shape the recipe implies, without any site's private data.
+
+    A bundled dataset is public and ships with the package, so it is loaded; molecules from a
+    file have the width of the recipe's features; a tabular file's width depends on the sites'
+    data and must be given (``[server] n_features``).
+    """
+    ds = recipe.dataset
+    if ds.name is not None:
+        from fedpharma.data.datasets import load_dataset
+
+        dataset, _ = load_dataset(ds, recipe.features)
+        return ModelShape(dataset.task, dataset.n_features, dataset.n_tasks)
+    task: DataTask = "classification" if ds.task == "classification" else "regression"
+    if n_features is not None:
+        return ModelShape(task, n_features, len(ds.label_columns))
+    if ds.kind == "molecules":
+        from fedpharma.data.molecules import feature_names
+
+        return ModelShape(task, len(feature_names(recipe.features)), len(ds.label_columns))
+    raise ConfigError(
+        ["[server] a tabular file dataset needs `n_features` (the width of the sites' inputs)"],
+        "server config",
+    )
+
+
+# ----- server-optimizer state -----------------------------------------------------------------
+
+
+def strategy_state(strategy: Strategy) -> bytes | None:
+    """The strategy's state as bytes (FedOpt's moments), or None for a stateless strategy."""
+    if isinstance(strategy, FedOpt) and strategy.state is not None:
+        state = Parameters(("m", "v"), (strategy.state.m, strategy.state.v))
+        return params_codec.encode(state)
+    return None
+
+
+def restore_strategy_state(strategy: Strategy, blob: bytes | None, rnd: int) -> None:
+    """Put back what :func:`strategy_state` saved after round ``rnd``."""
+    if not isinstance(strategy, FedOpt):
+        return
+    if blob is None:
+        raise DataError(
+            f"the run store holds no server-optimizer state for round {rnd}; a "
+            f"{type(strategy).__name__} run cannot be resumed exactly without it"
+        )
+    state = params_codec.decode(blob)
+    if state.names != ("m", "v"):
+        raise DataError(f"server-optimizer state of round {rnd} is not FedOpt moments")
+    m, v = (np.asarray(a, dtype=np.float64) for a in state.arrays)
+    strategy.state = MomentState(m, v)
+
+
+class _StateSaver:
+    """Saves the server optimizer's state *before* the store commits the round's checkpoint."""
+
+    def __init__(self, store: RunStore, strategy: Strategy) -> None:
+        self.store, self.strategy = store, strategy
+
+    def on_round(self, record: RoundRecord) -> None:
+        blob = strategy_state(self.strategy)
+        if blob is not None:
+            self.store.save_server_state(record.round, blob)
+
+
+class _AuditRounds:
+    """Records each completed round in the audit log and anchors the log's head next to it."""
+
+    def __init__(self, audit: AuditLog, head_file: Path) -> None:
+        self.audit, self.head_file = audit, head_file
+
+    def on_round(self, record: RoundRecord) -> None:
+        reason = f"{len(record.train_results)} update(s) aggregated"
+        if record.failures or record.refusals:
+            reason += f"; {len(record.failures)} failed, {len(record.refusals)} refused"
+        self.audit.record("round_completed", round=record.round, reason=reason)
+        write_head(self.head_file, self.audit.head)
+
+
+class _Progress:
+    """Keeps the last completed round and its model; prints one line per round."""
+
+    def __init__(self, parameters: Parameters, completed: int, rounds: int, say: Status) -> None:
+        self.parameters, self.completed, self.rounds, self.say = (
+            parameters,
+            completed,
+            rounds,
+            say,
+        )
+
+    def on_round(self, record: RoundRecord) -> None:
+        self.parameters, self.completed = record.parameters, record.round
+        parts = [
+            f"round {record.round} of {self.rounds} done",
+            f"{len(record.train_results)} sites",
+        ]
+        loss = record.train_metrics.get("train_loss")
+        if loss is not None:
+            parts.append(f"train loss {loss:.4f}")
+        for name, value in sorted(record.evaluate_metrics.items()):
+            parts.append(f"test {name} {value:.4f}")
+        if record.failures or record.refusals:
+            parts.append(f"{len(record.failures)} failed, {len(record.refusals)} refused")
+        parts.append(f"{record.seconds:.1f} s")
+        self.say(" · ".join(parts))
+
+
+class _AnnouncingChannel:
+    """The server's channel, printing "round k of n" as each round's tasks go out."""
+
+    def __init__(self, channel: Any, rounds: int, say: Status) -> None:
+        self._channel, self._rounds, self._say = channel, rounds, say
+
+    def available_sites(self) -> tuple[str, ...]:
+        return tuple(self._channel.available_sites())
+
+    def exchange(
+        self, tasks: Mapping[str, Task], timeout: float | None = None
+    ) -> dict[str, Reply | Failure]:
+        first = next(iter(tasks.values()), None)
+        names = ", ".join(sorted(tasks))
+        if isinstance(first, TrainTask):
+            self._say(f"round {first.round} of {self._rounds}: training at {names}")
+        elif isinstance(first, EvaluateTask):
+            self._say(f"round {first.round} of {self._rounds}: evaluating at {names}")
+        replies: dict[str, Reply | Failure] = self._channel.exchange(tasks, timeout)
+        return replies
+
+
+# ----- run directory ---------------------------------------------------------------------------
+
+
+def write_head(path: Path, head: AuditHead) -> None:
+    """Atomically replace ``path`` with the audit head (seq, hash)."""
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps({"seq": head.seq, "hash": head.hash}), encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def read_head(run_dir: Path) -> AuditHead | None:
+    path = run_dir / HEAD_FILE
+    if not path.exists():
+        return None
+    try:
+        raw = json.loads(path.read_text(encoding="utf-8"))
+        return AuditHead(int(raw["seq"]), str(raw["hash"]))
+    except (ValueError, KeyError, TypeError) as exc:
+        raise DataError(f"{path} is not an audit head: {exc}") from exc
+
+
+def audit_path(run: Path) -> Path:
+    """The audit log of a run directory (or the log file itself)."""
+    return run / AUDIT_FILE if run.is_dir() else run
+
+
+def _normalized(recipe: RunConfig) -> Any:
+    return json.loads(json.dumps(recipe.to_dict()))
+
+
+def _new_run(config: ServerConfig, recipe: RunConfig) -> tuple[str, Path]:
+    run_id = datetime.now(UTC).strftime("%Y%m%d-%H%M%S-") + secrets.token_hex(3)
+    run_dir = Path(config.runs_dir) / run_id
+    run_dir.mkdir(parents=True, exist_ok=False)
+    manifest = {
+        "run_id": run_id,
+        "created": datetime.now(UTC).isoformat(timespec="seconds"),
+        "recipe": recipe.to_dict(),
+    }
+    (run_dir / MANIFEST_FILE).write_text(json.dumps(manifest, indent=2), encoding="utf-8")
+    return run_id, run_dir
+
+
+def _open_run(run: Path, config: ServerConfig, recipe: RunConfig) -> tuple[str, Path]:
+    run_dir = run if run.is_dir() else Path(config.runs_dir) / str(run)
+    manifest_file = run_dir / MANIFEST_FILE
+    if not manifest_file.exists():
+        raise DataError(f"{run} is not a run directory of this coordinator (no {MANIFEST_FILE})")
+    manifest = json.loads(manifest_file.read_text(encoding="utf-8"))
+    if manifest.get("recipe") != _normalized(recipe):
+        raise ConfigError(
+            [
+                f"the run recipe {config.run_config} differs from the one run "
+                f"{manifest.get('run_id')} started with; resume with the same recipe"
+            ],
+            "resume",
+        )
+    report = verify(run_dir / AUDIT_FILE, expected_head=read_head(run_dir))
+    if not report.ok:
+        raise DataError(
+            f"refusing to resume: the audit log fails verification: {report.describe()}"
+        )
+    return str(manifest["run_id"]), run_dir
+
+
+# ----- the coordinator -------------------------------------------------------------------------
+
+
+def run_coordinator(
+    config: ServerConfig,
+    recipe: RunConfig,
+    *,
+    resume: Path | None = None,
+    on_status: Status = _quiet,
+    on_listening: Callable[[str], None] | None = None,
+) -> CoordinatorResult:
+    """Run (or resume) a deployed federated run to its end; see the module docstring."""
+    # grpc loads only here: `fedpharma provision` and `audit verify` stay light.
+    from fedpharma.models.factory import build_trainer
+    from fedpharma.transport.grpc import (
+        CoordinatorSettings,
+        GrpcCoordinatorServer,
+        ServerTls,
+        WireLimits,
+    )
+
+    say = on_status
+    shape = model_shape(recipe, config.server.n_features)
+    initial = build_trainer(recipe, shape).initial_parameters(recipe.seed)
+    settings = LoopSettings(
+        local_epochs=recipe.training.local_epochs,
+        fraction_fit=recipe.strategy.fraction_fit,
+        min_sites=recipe.strategy.min_sites,
+        evaluate_every=recipe.strategy.evaluate_every,
+        timeout=config.round_control.round_timeout,
+        seed=recipe.seed,
+    )
+    strategy = build_strategy(recipe.strategy, settings)
+
+    if resume is None:
+        run_id, run_dir = _new_run(config, recipe)
+        store = RunStore.create(run_dir / STORE_FILE, run_id, recipe.to_dict())
+        audit = AuditLog(run_dir / AUDIT_FILE)
+        audit.record("run_started", reason=f"{recipe.rounds} rounds of {recipe.strategy.name}")
+        completed, parameters = 0, initial
+    else:
+        run_id, run_dir = _open_run(resume, config, recipe)
+        store = RunStore(run_dir / STORE_FILE)
+        audit = AuditLog(run_dir / AUDIT_FILE)
+        checkpoint = store.latest_checkpoint()
+        completed, parameters = (0, initial) if checkpoint is None else checkpoint
+        if checkpoint is not None:
+            checkpoint[1].check_matches(initial, "checkpoint")
+            restore_strategy_state(strategy, store.server_state(completed), completed)
+        audit.record("resume", round=completed + 1, reason=f"last completed round {completed}")
+        say(f"resumed at round {completed + 1} (run {run_id}, last completed round {completed})")
+
+    tls = None if config.server.tls is None else ServerTls.from_folder(Path(config.server.tls))
+    server_settings = CoordinatorSettings(
+        run_id=run_id,
+        address=config.server.address,
+        limits=WireLimits(max_payload_bytes=int(config.server.max_payload_mb * 1024 * 1024)),
+        liveness_timeout=config.server.liveness_timeout,
+        heartbeat_seconds=config.server.heartbeat_seconds,
+        max_pull_wait=min(5.0, config.server.liveness_timeout / 2),
+        max_workers=config.server.max_workers,
+    )
+
+    def transport_status(line: str) -> None:
+        if not line.startswith(("task_sent", "result_accepted")):  # one line per round is enough
+            say(line)
+
+    server = GrpcCoordinatorServer(
+        server_settings,
+        tls,
+        insecure=config.server.insecure,
+        audit=audit,
+        on_status=transport_status,
+    )
+    progress = _Progress(parameters, completed, recipe.rounds, say)
+    observers: list[RoundObserver] = [
+        _StateSaver(store, strategy),  # before the checkpoint: see RunStore.save_server_state
+        store,
+        _AuditRounds(audit, run_dir / HEAD_FILE),
+        progress,
+    ]
+    channel = _AnnouncingChannel(server.channel, recipe.rounds, say)
+
+    def calibrate(parameters: Parameters, sites: Channel) -> Parameters:
+        """Start the output layer at the sites' pooled label mean/std, as a simulation does."""
+        if not recipe.training.calibrate_output or recipe.privacy.enabled:
+            return parameters
+        statistics = gather_label_statistics(
+            sites, run_id, parameters, shape.n_tasks, timeout=config.round_control.round_timeout
+        )
+        if statistics is None:
+            return parameters
+        say("output layer calibrated to the sites' pooled label statistics")
+        return calibrate_output_layer(parameters, shape.task, statistics.mean, statistics.std)
+
+    control = config.round_control
+    min_sites = settings.min_sites
+    try:
+        server.start()
+        if on_listening is not None:
+            on_listening(server.address)
+        say(f"run directory {run_dir}")
+        failures, calibrated = 0, False
+        while progress.completed < recipe.rounds:
+            rnd = progress.completed + 1
+            connected = server.channel.available_sites()
+            if len(connected) < min_sites:
+                say(
+                    f"waiting for sites: {len(connected)} of {min_sites} needed connected"
+                    + (f" ({', '.join(connected)})" if connected else "")
+                )
+                connected = server.channel.wait_for_sites(min_sites, control.wait_for_sites)
+            if len(connected) < min_sites:
+                reason = (
+                    f"round {rnd}: only {len(connected)} of the {min_sites} site(s) needed "
+                    f"connected within {control.wait_for_sites:g} s"
+                )
+            else:
+                if progress.completed == 0 and not calibrated:
+                    progress.parameters = calibrate(progress.parameters, server.channel)
+                    calibrated = True
+                try:
+                    strategy.run(
+                        channel,
+                        progress.parameters,
+                        recipe.rounds,
+                        run_id=run_id,
+                        observers=observers,
+                        first_round=rnd,
+                    )
+                    continue
+                except RoundFailed as exc:
+                    reason = str(exc)
+            if progress.completed >= rnd:  # a later round failed: the retry count starts anew
+                failures = 0
+            failures += 1
+            if failures > control.retries:
+                stop = f"stopped: {reason}; gave up after {control.retries} retries"
+                say(stop)
+                server.finish(stop, wait=FINISH_WAIT_SECONDS)
+                server.stop()
+                audit.record("run_finished", round=progress.completed + 1, reason=stop[:1000])
+                write_head(run_dir / HEAD_FILE, audit.head)
+                raise RoundFailed(stop)
+            say(f"{reason}; retry {failures} of {control.retries}")
+        say(f"run {run_id} finished after {progress.completed} rounds; telling the sites")
+        server.finish("run finished", wait=FINISH_WAIT_SECONDS)
+        server.stop()  # in-flight calls (the sites' leaves) are recorded before the end
+        audit.record(
+            "run_finished", round=progress.completed, reason=f"{progress.completed} rounds"
+        )
+        write_head(run_dir / HEAD_FILE, audit.head)
+        return CoordinatorResult(
+            run_dir, run_id, progress.parameters, progress.completed, audit.head
+        )
+    finally:
+        server.stop()
+        store.close()
+        audit.close()

@@ -1,0 +1,66 @@
+"""Agree on label statistics across sites without pooling any label.
+
+Each site answers a statistics task with, per task, its count of observed labels, their sum and
+their sum of squares over its training data; the coordinator adds them up. Only those three sums
+per site and task leave a site (the same kind of aggregate as n_k); a site whose policy requires
+differential privacy refuses, and the run starts from an uncalibrated head instead.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import numpy.typing as npt
+
+from fedpharma.params import Parameters
+from fedpharma.protocol import Channel, EvaluateResult, EvaluateTask, Task
+
+STATISTICS_TASK = {"label_statistics": True}
+
+
+@dataclass(frozen=True)
+class LabelStatistics:
+    """Pooled per-task label count, mean and standard deviation (NaN where no labels)."""
+
+    count: npt.NDArray[np.float64]
+    mean: npt.NDArray[np.float64]
+    std: npt.NDArray[np.float64]
+    sites: tuple[str, ...]
+
+
+def gather_label_statistics(
+    channel: Channel,
+    run_id: str,
+    parameters: Parameters,
+    n_tasks: int,
+    timeout: float | None = None,
+) -> LabelStatistics | None:
+    """Sum the sites' label statistics; None when no site contributed."""
+    tasks: dict[str, Task] = {
+        site: EvaluateTask(run_id, 0, parameters, dict(STATISTICS_TASK))
+        for site in channel.available_sites()
+    }
+    replies = channel.exchange(tasks, timeout)
+    count, total, squares = np.zeros(n_tasks), np.zeros(n_tasks), np.zeros(n_tasks)
+    contributors = []
+    for site, reply in sorted(replies.items()):
+        if not isinstance(reply, EvaluateResult) or reply.site != site or reply.run_id != run_id:
+            continue
+        try:
+            parts = [
+                np.array([reply.metrics[f"{key}:{t}"] for t in range(n_tasks)])
+                for key in ("count", "sum", "sum_of_squares")
+            ]
+        except KeyError:
+            continue
+        if np.any(parts[0] < 0):
+            continue
+        count, total, squares = count + parts[0], total + parts[1], squares + parts[2]
+        contributors.append(site)
+    if not contributors:
+        return None
+    with np.errstate(invalid="ignore", divide="ignore"):
+        mean = np.where(count > 0, total / count, np.nan)
+        variance = np.where(count > 1, squares / count - mean**2, np.nan)
+    return LabelStatistics(count, mean, np.sqrt(np.maximum(variance, 0.0)), tuple(contributors))

@@ -1,0 +1,106 @@
+"""Differential privacy in a simulation: each simulated site's policy and ledger, the
+coordinator's site-level DP aggregator, and the ε every site spent, round by round."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from fedpharma.config import RunConfig, site_policy_toml
+from fedpharma.privacy import make_accountant, noise_for_site_rounds
+from fedpharma.protocol.messages import Scalar
+from fedpharma.server.dp import SiteLevelDP
+from fedpharma.site.policy import SitePolicy
+from fedpharma.strategy import RoundRecord, UpdateAggregator
+
+RELATION_METRICS = {"record": "epsilon_record", "site": "epsilon_site"}
+
+
+def site_policy(config: RunConfig, site_dir: Path) -> SitePolicy:
+    """The simulated site's policy file (the run's ``[site_policy]``) and its ledger, on the
+    site's own 'disk' ``site_dir`` — what ``fedpharma privacy SITE_DIR`` reads back."""
+    site_dir.mkdir(parents=True, exist_ok=True)
+    (site_dir / "policy.toml").write_text(site_policy_toml(config.site_policy), encoding="utf-8")
+    return SitePolicy(config.site_policy, site_dir / "privacy.sqlite")
+
+
+def record_level_settings(config: RunConfig) -> dict[str, Scalar]:
+    """What every train task carries so that sites run (and charge) DP-SGD."""
+    dp = config.privacy
+    if not dp.record_level:
+        return {}
+    settings: dict[str, Scalar] = {
+        "dp_record": True,
+        "max_grad_norm": dp.max_grad_norm,
+        "delta": dp.delta,
+        "planned_rounds": config.rounds,
+    }
+    if dp.noise_multiplier is not None:
+        settings["noise_multiplier"] = dp.noise_multiplier
+    else:
+        assert dp.target_epsilon is not None
+        settings["target_epsilon"] = dp.target_epsilon
+    return settings
+
+
+def site_level_aggregator(config: RunConfig, n_sites: int) -> UpdateAggregator | None:
+    """The coordinator's noisy clipped mean, with σ given or calibrated for the planned rounds."""
+    dp = config.privacy
+    if not dp.site_level:
+        return None
+    sigma = dp.site_noise_multiplier
+    if sigma is None:
+        assert dp.target_epsilon is not None
+        accountant = make_accountant(dp.accountant)
+        sigma = noise_for_site_rounds(
+            dp.target_epsilon, dp.delta, rounds=config.rounds, accountant=accountant
+        ).noise_multiplier
+    rng = np.random.default_rng([config.seed, 0xD9])
+    return SiteLevelDP.from_config(
+        dp, sigma, planned_sites=n_sites, min_sites=config.strategy.min_sites, rng=rng
+    )
+
+
+class PrivacyRecorder:
+    """Per site and relation, the cumulative ε the site reported after each round it trained."""
+
+    def __init__(self) -> None:
+        self.rounds: list[int] = []
+        self.spent: dict[str, dict[str, list[float | None]]] = {}
+        self.refusals: list[dict[str, Any]] = []
+
+    def on_round(self, record: RoundRecord) -> None:
+        self.rounds.append(record.round)
+        for site, result in record.train_results.items():
+            for relation, metric in RELATION_METRICS.items():
+                if metric in result.metrics:
+                    series = self.spent.setdefault(site, {}).setdefault(relation, [])
+                    series.extend([None] * (len(self.rounds) - 1 - len(series)))
+                    series.append(result.metrics[metric])
+        self.refusals += [
+            {"round": record.round, "site": site, "kind": r.kind, "reason": r.reason}
+            for site, r in record.refusals.items()
+        ]
+
+    def summary(self, config: RunConfig) -> dict[str, Any]:
+        policy = config.site_policy
+        conversion = f" ({policy.conversion} conversion)" if policy.accountant == "rdp" else ""
+        return {
+            "record_level": config.privacy.record_level,
+            "site_level": config.privacy.site_level,
+            "accountant": f"{policy.accountant}{conversion}",
+            "delta": {"record": policy.record_delta, "site": policy.site_delta},
+            "budget": {"record": policy.record_epsilon, "site": policy.site_epsilon},
+            "round": self.rounds,
+            "epsilon": self.spent,
+            "final": {
+                site: {
+                    rel: next((v for v in reversed(s) if v is not None), None)
+                    for rel, s in by.items()
+                }
+                for site, by in self.spent.items()
+            },
+            "refusals": self.refusals,
+        }

@@ -1,0 +1,140 @@
+"""A deployed site: its own data, featurized with the run's recipe, served over gRPC + mTLS.
+
+``fedpharma site --config site.toml`` builds the site from its own config file:
+
+- the run recipe (``run_config``): model, features, training and seed, the *same* file the
+  coordinator uses (a digest check of the recipe is a later issue);
+- its data (``[data]``): a CSV/SDF file of its own, or a bundled dataset name; its held-out test
+  split is a scaffold split seeded with the recipe's seed;
+- then it dials out to the coordinator (:func:`~fedpharma.transport.grpc.run_site`): it never
+  opens a port. Its name is its certificate's common name.
+
+Demo convenience: ``partition_index = k`` (with optional ``n_partitions``) makes the site take
+part k of a shared dataset, partitioned and split exactly as ``fedpharma simulate`` does (same
+method, seed and order of random draws as ``sim.engine.prepare_sites``). Named ``site-k``, such a
+site then trains exactly what simulated site ``site-k`` trains, so a deployment reproduces a
+simulation. A real site holds its own file and leaves these keys unset.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import threading
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+
+from fedpharma.config import (
+    DatasetConfig,
+    RunConfig,
+    SiteConfig,
+    SiteDataConfig,
+)
+from fedpharma.data.dataset import SiteData
+from fedpharma.data.datasets import load_dataset
+from fedpharma.data.partition import partition, scaffold_split
+from fedpharma.errors import ConfigError, DataError
+from fedpharma.models.factory import build_trainer
+from fedpharma.site.runtime import SiteRuntime
+
+Status = Callable[[str], None]
+
+
+def _quiet(_: str) -> None:
+    return None
+
+
+def load_site_data(data: SiteDataConfig, recipe: RunConfig) -> SiteData:
+    """The site's train and held-out test data, featurized with the recipe's ``[features]``."""
+    dataset_config = DatasetConfig(
+        name=data.name,
+        path=data.path,
+        kind=data.kind,
+        smiles_column=data.smiles_column,
+        label_columns=data.label_columns,
+        task=data.task,
+        # a "natural" demo partition needs the recipe's site column
+        site_column=recipe.dataset.site_column if data.partition_index is not None else None,
+    )
+    test_fraction = (
+        recipe.dataset.test_fraction if data.test_fraction is None else data.test_fraction
+    )
+    dataset, _report = load_dataset(dataset_config, recipe.features)
+    rng = np.random.default_rng(recipe.seed)
+    if data.partition_index is None:
+        train, test = scaffold_split(dataset.groups, test_fraction, rng)
+        return SiteData(dataset.subset(train), dataset.subset(test))
+    # Mirror sim.engine.prepare_sites draw for draw: one generator seeded with the run seed
+    # partitions the data, then splits site 1, site 2, ... in order.
+    n_parts = recipe.partition.n_sites if data.n_partitions is None else data.n_partitions
+    if data.partition_index > n_parts:
+        raise ConfigError(
+            [f"[data] partition_index = {data.partition_index} exceeds {n_parts} partitions"],
+            "site config",
+        )
+    parts = partition(dataset, dataclasses.replace(recipe.partition, n_sites=n_parts), rng)
+    for index, rows in enumerate(parts, start=1):
+        local = dataset.subset(rows, name=f"site-{index}")
+        train, test = scaffold_split(local.groups, test_fraction, rng)
+        if index == data.partition_index:
+            return SiteData(local.subset(train), local.subset(test))
+    raise DataError(f"the partition made {len(parts)} parts, not {data.partition_index}")
+
+
+def build_site(name: str, config: SiteConfig, recipe: RunConfig) -> SiteRuntime:
+    """The site runtime: its data and the recipe's trainer."""
+    data = load_site_data(config.data, recipe)
+    return SiteRuntime(name, data, build_trainer(recipe, data.train))
+
+
+def site_name(config: SiteConfig) -> str:
+    """The site's name: its certificate's common name (the config's ``name`` must agree)."""
+    from fedpharma.transport.grpc import CertificateRefused, SiteTls
+
+    if config.site.tls is None:
+        if config.site.name is None:
+            raise ConfigError(["[site] an insecure site needs a `name`"], "site config")
+        return config.site.name
+    certified = SiteTls.from_folder(Path(config.site.tls)).check().common_name
+    if config.site.name is not None and config.site.name != certified:
+        raise CertificateRefused(
+            f"[site] name {config.site.name!r} differs from the certificate's name {certified!r}"
+        )
+    return certified
+
+
+def serve(
+    config: SiteConfig,
+    recipe: RunConfig,
+    *,
+    on_status: Status = _quiet,
+    stop: threading.Event | None = None,
+) -> str:
+    """Build the site and serve the coordinator until the run ends; return why it ended."""
+    from fedpharma.transport.grpc import SiteSettings, SiteTls, run_site
+
+    name = site_name(config)
+    runtime = build_site(name, config, recipe)
+    on_status(
+        f"site {name}: {len(runtime.data.train)} training and {len(runtime.data.test)} test "
+        "records loaded (they stay here)"
+    )
+    tls = None if config.site.tls is None else SiteTls.from_folder(Path(config.site.tls))
+    settings = SiteSettings(
+        pull_wait=config.site.pull_wait,
+        backoff_max=config.site.backoff_max,
+        give_up_after=config.site.give_up_after,
+    )
+    on_status(f"site {name}: dialing the coordinator at {config.site.coordinator}")
+    summary = run_site(
+        config.site.coordinator,
+        tls,
+        runtime,
+        site_name=name,
+        insecure=config.site.insecure,
+        settings=settings,
+        stop=stop,
+        on_status=on_status,
+    )
+    return f"{summary.ended_because}; {summary.results_sent} result(s) sent"

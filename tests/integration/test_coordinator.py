@@ -1,0 +1,131 @@
+"""Fast, in-process checks of the deployment pieces: configs, site data, resume state, retries."""
+
+from __future__ import annotations
+
+import threading
+import tomllib
+from pathlib import Path
+
+import numpy as np
+import pytest
+from conftest import recipe_toml, write_deployment
+
+from fedpharma.config import (
+    config_from_dict,
+    load_config,
+    load_server_config,
+    load_site_config,
+)
+from fedpharma.errors import ConfigError, RoundFailed
+from fedpharma.params import Parameters
+from fedpharma.protocol import TrainResult
+from fedpharma.server.audit import read_entries, verify
+from fedpharma.server.coordinator import (
+    read_head,
+    restore_strategy_state,
+    run_coordinator,
+    strategy_state,
+)
+from fedpharma.server.store import RunStore
+from fedpharma.sim.engine import prepare_sites
+from fedpharma.site.deploy import load_site_data, serve
+from fedpharma.strategy import FedOpt, LoopSettings
+
+EXAMPLES = Path(__file__).resolve().parents[2] / "examples" / "deploy"
+
+
+def test_the_example_deployment_configs_load():
+    server = load_server_config(EXAMPLES / "server.toml")
+    recipe = load_config(server.run_config)
+    assert server.server.tls == str(EXAMPLES / "pki" / "coordinator")
+    assert recipe.dataset.name == "chembl2321810" and recipe.strategy.min_sites == 2
+    names = set()
+    for path in sorted(EXAMPLES.glob("site-*.toml")):
+        site = load_site_config(path)
+        assert site.run_config == server.run_config  # one recipe for every party
+        names.add(Path(site.site.tls or "").name)
+    assert names == {"hospital-a", "hospital-b", "pharma-c"}
+
+
+def test_a_bad_server_config_lists_every_problem(tmp_path):
+    path = tmp_path / "server.toml"
+    path.write_text(
+        'run_confg = "run.toml"\n[server]\naddress = 5\nheartbeat_seconds = -1\n'
+        "[round_control]\nretries = 2.5\n"
+    )
+    with pytest.raises(ConfigError) as info:
+        load_server_config(path)
+    text = str(info.value)
+    assert "5 problem(s)" in text and "did you mean 'run_config'" in text and "give `tls`" in text
+    assert "address = 5" in text and "heartbeat_seconds = -1" in text and "retries" in text
+
+
+def test_a_site_config_needs_its_data_and_identity(tmp_path):
+    path = tmp_path / "site.toml"
+    path.write_text('[site]\ninsecure = true\n[data]\npath = "x.csv"\npartition_index = 0\n')
+    with pytest.raises(ConfigError) as info:
+        load_site_config(path)
+    text = str(info.value)
+    assert "needs a `name`" in text and "partition_index = 0" in text
+
+
+def test_a_demo_site_holds_exactly_the_data_of_the_simulated_site(molecules_csv, tmp_path):
+    recipe = config_from_dict(tomllib.loads(recipe_toml(molecules_csv)))
+    files = write_deployment(tmp_path, tmp_path / "pki", recipe_toml(molecules_csv), port=1)
+    simulated = prepare_sites(recipe).sites
+    for index, name in enumerate(simulated, start=1):
+        site_config = load_site_config(files[name])
+        assert site_config.data.partition_index == index
+        data = load_site_data(site_config.data, recipe)
+        for got, want in ((data.train, simulated[name].train), (data.test, simulated[name].test)):
+            np.testing.assert_array_equal(got.features, want.features)
+            np.testing.assert_array_equal(got.labels, want.labels)
+
+
+def test_fedadam_state_survives_the_run_store(tmp_path):
+    strategy = FedOpt(LoopSettings(), variant="adam")
+    w = Parameters(("w",), (np.zeros(4, dtype=np.float32),))
+    update = Parameters(("w",), (np.array([1, -2, 3, 0.5], dtype=np.float32),))
+    strategy.aggregate_train(1, w, [TrainResult("r", 1, "a", update, 10, {})])
+    store = RunStore.create(tmp_path / "run.sqlite", "r", {})
+    store.save_server_state(1, strategy_state(strategy) or b"")
+    store.close()
+    restored = FedOpt(LoopSettings(), variant="adam")
+    store = RunStore(tmp_path / "run.sqlite")
+    restore_strategy_state(restored, store.server_state(1), 1)
+    assert store.server_state(2) is None
+    assert restored.state is not None and strategy.state is not None
+    np.testing.assert_array_equal(restored.state.m, strategy.state.m)
+    np.testing.assert_array_equal(restored.state.v, strategy.state.v)
+
+
+def test_too_few_sites_retries_the_round_then_stops_cleanly_with_a_reason(
+    molecules_csv, pki_root, tmp_path
+):
+    files = write_deployment(tmp_path, pki_root, recipe_toml(molecules_csv), port=0, retries=1)
+    text = files["server"].read_text().replace("wait_for_sites = 90.0", "wait_for_sites = 0.5")
+    files["server"].write_text(text)
+    config = load_server_config(files["server"])
+    recipe = load_config(config.run_config)  # needs 3 sites; only site-1 will come
+    lines: list[str] = []
+    stop = threading.Event()
+    ended: list[str] = []
+
+    def start_site(address: str) -> None:
+        site_file = files["site-1"]
+        site_file.write_text(site_file.read_text().replace("127.0.0.1:0", address))
+        site_config = load_site_config(site_file)
+        thread = threading.Thread(
+            target=lambda: ended.append(serve(site_config, recipe, stop=stop)), daemon=True
+        )
+        thread.start()
+
+    with pytest.raises(RoundFailed, match="gave up after 1 retries"):
+        run_coordinator(config, recipe, on_status=lines.append, on_listening=start_site)
+    stop.set()
+    text = "\n".join(lines)
+    assert "waiting for sites" in text and "retry 1 of 1" in text
+    run_dir = next(Path(config.runs_dir).iterdir())
+    entries = read_entries(run_dir / "audit.jsonl")
+    assert entries[-1].kind == "run_finished" and "stopped: round 1" in entries[-1].reason
+    assert verify(run_dir / "audit.jsonl", expected_head=read_head(run_dir)).ok

@@ -1,0 +1,180 @@
+"""A site enforces its owner's privacy budget before it touches data, and keeps its ledger."""
+
+import numpy as np
+import pytest
+
+from fedpharma.config import SitePolicyConfig
+from fedpharma.data.dataset import Dataset, SiteData
+from fedpharma.models.base import FitOutput
+from fedpharma.params import Parameters
+from fedpharma.privacy import GaussianEvent, compose
+from fedpharma.protocol import Refusal, TrainResult, TrainTask
+from fedpharma.server.dp import SiteLevelDP
+from fedpharma.site.policy import SitePolicy
+from fedpharma.site.runtime import SiteRuntime
+
+W0 = Parameters.from_dict({"head.weight": np.zeros((1, 4)), "head.bias": np.zeros(1)})
+
+
+class RecordingData:
+    """A dataset whose rows record whether anyone read them."""
+
+    def __init__(self, n):
+        rng = np.random.default_rng(0)
+        self.inner = Dataset(
+            features=rng.normal(size=(n, 4)).astype(np.float32),
+            labels=rng.normal(size=(n, 1)).astype(np.float32),
+            task="regression",
+            task_names=("y",),
+            groups=np.arange(n),
+        )
+
+
+class SpyTrainer:
+    """Moves every weight by +3 (an update of norm 3·√5) and counts fits."""
+
+    def __init__(self):
+        self.fits = 0
+
+    def fit(self, params, data, *, epochs, seed, proximal_mu=0.0):
+        self.fits += 1
+        moved = Parameters(params.names, tuple(a + 3.0 for a in params.arrays))
+        return FitOutput(moved, len(data), 0.5, 0.0)
+
+    def predict(self, params, data):
+        return np.zeros((len(data), 1), dtype=np.float32)
+
+
+def _site(tmp_path, policy_config, trainer=None):
+    data = RecordingData(50).inner
+    policy = SitePolicy(policy_config, tmp_path / "privacy.sqlite")
+    trainer = trainer or SpyTrainer()
+    site = SiteRuntime(
+        "site-a",
+        SiteData(data, data),
+        trainer,
+        policy=policy,
+        noise_source=lambda seed: np.random.default_rng(seed),
+    )
+    return site, trainer, policy
+
+
+def _site_level_task(rnd, sigma=1.0, clip=1.0, placement="central"):
+    return TrainTask(
+        "run-1",
+        rnd,
+        W0,
+        {
+            "epochs": 1,
+            "seed": rnd,
+            "dp_site": True,
+            "site_noise_multiplier": sigma,
+            "clip_norm": clip,
+            "noise_placement": placement,
+            "planned_sites": 4,
+            "min_sites": 4,
+        },
+    )
+
+
+def test_task_over_budget_is_refused_before_training_and_charges_nothing(tmp_path):
+    site, trainer, policy = _site(tmp_path, SitePolicyConfig(site_epsilon=12.0))
+    assert isinstance(site.handle(_site_level_task(1)), TrainResult)
+    spent = policy.ledger.spent("site").epsilon
+    replies = [site.handle(_site_level_task(rnd)) for rnd in range(2, 30)]
+    refusal = next(r for r in replies if isinstance(r, Refusal))
+    assert refusal.kind == "privacy-budget"
+    assert "budget" in refusal.reason and "ε" in refusal.reason
+    fits_before_refusal = replies.index(refusal) + 1
+    assert trainer.fits == fits_before_refusal  # the refused task trained nothing
+    assert len(policy.ledger.entries("site")) == fits_before_refusal
+    assert policy.ledger.spent("site").epsilon <= 12.0
+    assert policy.ledger.spent("site").epsilon >= spent
+
+
+def test_site_without_a_budget_for_the_relation_refuses(tmp_path):
+    site, trainer, _ = _site(tmp_path, SitePolicyConfig())
+    reply = site.handle(_site_level_task(1))
+    assert isinstance(reply, Refusal) and reply.kind == "policy"
+    assert trainer.fits == 0
+
+
+def test_require_dp_refuses_a_plain_task(tmp_path):
+    site, trainer, _ = _site(tmp_path, SitePolicyConfig(require_dp=True))
+    reply = site.handle(TrainTask("run-1", 1, W0, {"epochs": 1, "seed": 1}))
+    assert isinstance(reply, Refusal) and "requires differential privacy" in reply.reason
+    assert trainer.fits == 0
+
+
+def test_ledger_survives_a_site_restart(tmp_path):
+    config = SitePolicyConfig(site_epsilon=50.0)
+    site, _, policy = _site(tmp_path, config)
+    for rnd in (1, 2, 3):
+        site.handle(_site_level_task(rnd))
+    before = policy.ledger.spent("site").epsilon
+    restarted = SitePolicy(config, tmp_path / "privacy.sqlite")
+    assert len(restarted.ledger.entries("site")) == 3
+    assert restarted.ledger.spent("site").epsilon == pytest.approx(before)
+    expected = restarted.ledger.accountant.epsilon(compose([GaussianEvent(1.0)] * 3), 1e-5)
+    assert before == pytest.approx(expected)
+
+
+def test_site_level_update_is_clipped_and_reports_its_epsilon(tmp_path):
+    site, _, _ = _site(tmp_path, SitePolicyConfig(site_epsilon=50.0))
+    reply = site.handle(_site_level_task(1, clip=0.5))
+    assert isinstance(reply, TrainResult)
+    assert np.linalg.norm(reply.update.flatten()) <= 0.5 + 1e-6
+    assert "train_loss" not in reply.metrics  # not covered by the guarantee: never sent
+    assert reply.metrics["epsilon_site"] > 0
+    assert reply.metrics["update_within_clip"] == 0.0
+
+
+def test_distributed_noise_share_has_std_sigma_c_over_sqrt_n(tmp_path):
+    site, _, _ = _site(tmp_path, SitePolicyConfig(site_epsilon=1e6))
+    sigma, clip, n = 2.0, 1.0, 4  # _site_level_task plans 4 sites
+    big = Parameters.from_dict({"w": np.zeros(100_000)})
+
+    def task(placement):
+        base = _site_level_task(1, sigma=sigma, clip=clip, placement=placement)
+        return TrainTask(base.run_id, base.round, big, base.config)
+
+    share = (
+        site.handle(task("distributed")).update.flatten()
+        - site.handle(task("central")).update.flatten()
+    )
+    assert share.std() == pytest.approx(sigma * clip / np.sqrt(n), rel=0.02)
+
+
+def test_central_noise_on_the_sum_has_std_sigma_c_over_k():
+    from fedpharma.protocol import TrainResult as Result
+
+    sigma, clip, k = 1.5, 2.0, 4
+    aggregator = SiteLevelDP(
+        noise_multiplier=sigma,
+        clip_norm=clip,
+        planned_sites=k,
+        min_sites=k,
+        distributed=False,
+        rng=np.random.default_rng(7),
+    )
+    zeros = Parameters.from_dict({"w": np.zeros(200_000)})
+    results = [Result("r", 1, f"s{i}", zeros, 10) for i in range(k)]
+    mean = aggregator.mean_update(1, results).flatten()
+    assert mean.std() == pytest.approx(sigma * clip / k, rel=0.01)
+    assert abs(mean.mean()) < 0.01
+
+
+def test_coordinator_reclips_an_oversized_update_under_central_noise():
+    from fedpharma.protocol import TrainResult as Result
+
+    aggregator = SiteLevelDP(
+        noise_multiplier=1e-9,
+        clip_norm=1.0,
+        planned_sites=1,
+        min_sites=1,
+        distributed=False,
+        rng=np.random.default_rng(0),
+    )
+    big = Parameters.from_dict({"w": np.full(100, 10.0)})
+    mean = aggregator.mean_update(1, [Result("r", 1, "s", big, 5)])
+    assert np.linalg.norm(mean.flatten()) == pytest.approx(1.0, rel=1e-6)
