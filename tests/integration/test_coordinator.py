@@ -129,3 +129,16 @@ def test_too_few_sites_retries_the_round_then_stops_cleanly_with_a_reason(
     entries = read_entries(run_dir / "audit.jsonl")
     assert entries[-1].kind == "run_finished" and "stopped: round 1" in entries[-1].reason
     assert verify(run_dir / "audit.jsonl", expected_head=read_head(run_dir)).ok
+
+
+def test_a_deployed_site_with_a_policy_keeps_its_ledger_in_its_state_dir(tmp_path):
+    import dataclasses
+
+    from fedpharma.site.deploy import build_site
+
+    config = load_site_config(EXAMPLES / "site-a.toml")
+    config = dataclasses.replace(config, state_dir=str(tmp_path / "state"))
+    site = build_site("hospital-a", config, load_config(config.run_config))
+    assert site.policy is not None and site.private_trainer is not None
+    assert site.policy.ledger.budgets["record"].epsilon == 8.0
+    assert (tmp_path / "state" / "privacy.sqlite").exists()

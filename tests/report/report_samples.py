@@ -67,7 +67,7 @@ def make_regression_summary() -> Summary:
         },
         "timings": {"total_seconds": 42.0, "federated_seconds": 20.0, "baseline_seconds": 15.0},
         "config": {"strategy": {"name": "fedavg", "rounds": 20}, "seed": 7},
-        "privacy": {"site-1": [0.1, 0.2]},
+        "fairness": {"site-1": [0.1, 0.2]},
     }
 
 
@@ -112,4 +112,38 @@ def make_no_baselines_summary() -> Summary:
         partner["metrics"] = {"federated": partner["metrics"]["federated"]}
     summary["rounds"] = 0
     summary["curves"] = {"round": [], "train_loss": [], "pooled": [], "sites": {}}
+    return summary
+
+
+def make_privacy_summary() -> Summary:
+    """Three rounds of record-level DP; site-2 refuses round 3 (budget), site-4 skips round 1."""
+    summary = make_regression_summary()
+    summary["privacy"] = {
+        "record_level": True,
+        "site_level": False,
+        "accountant": "rdp (improved conversion)",
+        "delta": {"record": 1e-05, "site": 1e-05},
+        "budget": {"record": 5.0, "site": None},
+        "round": [1, 2, 3],
+        "epsilon": {
+            "site-1": {"record": [2.19, 2.77, 3.23]},
+            "site-2": {"record": [2.19, 2.77, None]},
+            "site-3": {"record": [1.5, 2.0, 2.4]},
+            "site-4": {"record": [None, 1.1, 1.6]},
+        },
+        "final": {
+            "site-1": {"record": 3.23},
+            "site-2": {"record": 2.77},
+            "site-3": {"record": 2.4},
+            "site-4": {"record": 1.6},
+        },
+        "refusals": [
+            {
+                "round": 3,
+                "site": "site-2",
+                "kind": "privacy-budget",
+                "reason": "ε would reach 5.31 > budget 5",
+            }
+        ],
+    }
     return summary

@@ -5,6 +5,7 @@ Shared by the plots and the HTML so both say "ROC AUC" and "0.873" the same way.
 
 from __future__ import annotations
 
+import math
 from datetime import datetime
 
 MISSING = "—"
@@ -100,3 +101,30 @@ def format_timestamp(value: str | None) -> str:
 
 def format_count(value: int | None) -> str:
     return MISSING if value is None else f"{value:,}"
+
+
+def format_epsilon(value: float | None) -> str:
+    """A spent ε with :func:`format_score`'s precision, rounded *up* so an "at most" stays true."""
+    if value is None:
+        return MISSING
+    if math.isinf(value):
+        return "∞"
+    decimals = 0 if abs(value) >= 100 else 1 if abs(value) >= 10 else 2 if abs(value) >= 1 else 3
+    scaled = value * 10**decimals
+    nearest = round(scaled)
+    # 3.23 is stored as 3.2300000000000004: don't let float noise round it up to 3.24.
+    whole = nearest if math.isclose(scaled, nearest, rel_tol=1e-9) else math.ceil(scaled)
+    return format_score(whole / 10**decimals)
+
+
+def format_parameter(value: float | None) -> str:
+    """A configured privacy parameter (budget ε, δ) as written: ``5``, ``0.5``, ``1e-5``."""
+    if value is None:
+        return MISSING
+    if math.isinf(value):
+        return "∞"
+    text = f"{value:.3g}"
+    if "e" in text:
+        mantissa, exponent = text.split("e")
+        text = f"{mantissa}e{int(exponent)}"
+    return text

@@ -18,10 +18,11 @@ from typing import TYPE_CHECKING
 from fedpharma.report.formatting import (
     MODEL_LABELS,
     direction_text,
+    format_parameter,
     format_score,
     metric_label,
 )
-from fedpharma.report.summary import MODELS, Curves, Metric, Model, Partner
+from fedpharma.report.summary import MODELS, Curves, Metric, Model, Partner, Privacy, Relation
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
@@ -36,6 +37,12 @@ MODEL_COLOURS: dict[Model, str] = {
 SITE_COLOUR = "#8C8C8C"
 LOSS_COLOUR = "#D55E00"  # vermillion
 TEXT_COLOUR = "#222222"
+
+# One colour per site in the privacy plot (Okabe–Ito without yellow, then repeating).
+SITE_COLOURS = ("#0072B2", "#E69F00", "#009E73", "#D55E00", "#CC79A7", "#56B4E9", "#000000")
+RELATION_STYLES: dict[Relation, tuple[str, str]] = {"record": ("-", "o"), "site": (":", "s")}
+RELATION_LABELS: dict[Relation, str] = {"record": "record-level", "site": "site-level"}
+BUDGET_COLOURS: dict[Relation, str] = {"record": "#444444", "site": "#999999"}
 
 _DPI = 150
 _MAX_LABELLED_BARS = 30
@@ -157,6 +164,133 @@ def train_loss_png(curves: Curves) -> bytes:
         ax.set_xlabel("round")
         ax.set_ylabel("training loss")
         _integer_ticks(ax)
+        return _to_png(fig)
+
+
+def privacy_epsilon_png(privacy: Privacy) -> bytes:
+    """Cumulative ε per round: one line per site and relation (colour = site, line style =
+    relation), and a dashed horizontal line at each relation's budget.
+
+    Rounds a site did not train are gaps; markers keep a lone point visible.
+    """
+    relations = privacy.relations()
+    many = len(privacy.epsilon) > 8
+    with _figure(width=7.5, height=3.8) as (fig, ax):
+        rounds = list(privacy.rounds)
+        marker_ok = len(rounds) <= 30
+        drawn: list[float] = []
+        for i, (site, by) in enumerate(privacy.epsilon.items()):
+            colour = SITE_COLOURS[i % len(SITE_COLOURS)]
+            for relation in relations:
+                series = list(by.get(relation, ()))
+                if not series:
+                    continue
+                linestyle, marker = RELATION_STYLES[relation]
+                suffix = f", {RELATION_LABELS[relation]}" if len(relations) > 1 else ""
+                ax.plot(
+                    rounds,
+                    series,
+                    color=colour,
+                    linestyle=linestyle,
+                    # Sites often spend identical ε: later lines are thinner, so a line
+                    # lying exactly on an earlier one leaves that one visible as a rim.
+                    linewidth=max(1.2, 3.2 - 0.5 * i),
+                    marker=marker if marker_ok else None,
+                    markersize=max(3.0, 6.5 - 1.0 * i),
+                    label=None if many else _plain_text(_shorten(site)) + suffix,
+                )
+                drawn.extend(v for v in series if math.isfinite(v))
+        for relation in relations:
+            budget = privacy.budget[relation]
+            if budget is not None and math.isfinite(budget):
+                ax.axhline(
+                    budget,
+                    color=BUDGET_COLOURS[relation],
+                    linestyle="--",
+                    linewidth=1.4,
+                    label=f"{RELATION_LABELS[relation]} budget (ε = {format_parameter(budget)})",
+                )
+                drawn.append(budget)
+        ax.set_ylim(0, max(drawn, default=1.0) * 1.08 or 1.0)
+        ax.set_xlabel("round")
+        ax.set_ylabel("cumulative ε spent")
+        _integer_ticks(ax)
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend(loc="upper left", bbox_to_anchor=(1.0, 1.0))
+        return _to_png(fig)
+
+
+def privacy_utility_png(
+    points: Sequence[tuple[float | None, float]],
+    metric_name: str,
+    higher_is_better: bool,
+    title: str,
+) -> bytes:
+    """The privacy–utility trade-off: score against ε (log scale), for a benchmark sweep.
+
+    ``points`` are ``(ε, score)`` pairs; ε ``None`` means trained without DP and is drawn as a
+    horizontal reference line labelled "no DP". Several points at one ε (e.g. seeds) are all
+    drawn, joined through their mean. Non-finite scores are skipped. Raises ``ValueError`` for
+    an ε that is not positive and finite, or when no point has a finite score.
+    """
+    by_epsilon: dict[float, list[float]] = {}
+    no_dp: list[float] = []
+    for epsilon, score in points:
+        if epsilon is not None and not (math.isfinite(epsilon) and epsilon > 0):
+            raise ValueError(f"ε must be positive and finite for a log axis, got {epsilon}")
+        if not math.isfinite(score):
+            continue
+        if epsilon is None:
+            no_dp.append(score)
+        else:
+            by_epsilon.setdefault(epsilon, []).append(score)
+    if not by_epsilon and not no_dp:
+        raise ValueError("no point with a finite score to draw")
+    metric = Metric(metric_name, higher_is_better)
+    with _figure(width=6.5, height=3.8) as (fig, ax):
+        xs = sorted(by_epsilon)
+        means = [sum(by_epsilon[x]) / len(by_epsilon[x]) for x in xs]
+        colour = MODEL_COLOURS["federated"]
+        repeated = any(len(v) > 1 for v in by_epsilon.values())
+        dp_label = "with DP (mean)" if repeated else "with DP"
+        if repeated:
+            ax.scatter(
+                [x for x in xs for _ in by_epsilon[x]],
+                [v for x in xs for v in by_epsilon[x]],
+                color=colour,
+                alpha=0.45,
+                s=14,
+                label="individual runs",
+            )
+        if xs:
+            ax.plot(
+                xs, means, color=colour, linewidth=2.0, marker="o", markersize=4, label=dp_label
+            )
+        if no_dp:
+            reference = sum(no_dp) / len(no_dp)
+            ax.axhline(
+                reference,
+                color=SITE_COLOUR,
+                linestyle="--",
+                linewidth=1.6,
+                label=f"no DP ({format_score(reference)})",
+            )
+        ax.set_xscale("log")
+        from matplotlib.ticker import FuncFormatter
+
+        plain = FuncFormatter(lambda x, _: f"{x:g}")  # 0.5, 1, 8 rather than 5×10⁻¹
+        ax.xaxis.set_major_formatter(plain)
+        # Label only the 2s and 5s between decades, so minor labels never run together.
+        ax.xaxis.set_minor_formatter(
+            FuncFormatter(lambda x, _: f"{x:g}" if f"{x:.0e}"[0] in "25" else "")
+        )
+        if xs and min(xs) == max(xs):
+            ax.set_xlim(xs[0] / 2, xs[0] * 2)
+        _fit_y_limits(ax, [*chain(*by_epsilon.values()), *no_dp])
+        ax.set_xlabel("ε (log scale)")
+        ax.set_ylabel(_metric_axis_label(metric))
+        ax.set_title(_plain_text(title))
+        ax.legend(loc="best")
         return _to_png(fig)
 
 

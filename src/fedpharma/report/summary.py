@@ -24,6 +24,9 @@ POOLED_NAME = "All sites (pooled)"
 Model = Literal["local", "federated", "centralized"]
 MODELS: tuple[Model, ...] = ("local", "federated", "centralized")
 
+Relation = Literal["record", "site"]
+RELATIONS: tuple[Relation, ...] = ("record", "site")
+
 
 @dataclass(frozen=True)
 class Metric:
@@ -86,6 +89,47 @@ class Timings:
 
 
 @dataclass(frozen=True)
+class Refusal:
+    """A site declining a round's task (e.g. its privacy budget would be exceeded)."""
+
+    round: int
+    site: str
+    kind: str
+    reason: str
+
+
+@dataclass(frozen=True)
+class Privacy:
+    """The ε each site spent under differential privacy, round by round, and its limits.
+
+    ``epsilon[site][relation]`` is cumulative and aligned with ``rounds`` (NaN where the site did
+    not train that round); ``final[site][relation]`` is the last value (``None`` if never
+    reported). ``budget`` is ``None`` for a relation without a budget; values may be ``inf``.
+    """
+
+    record_level: bool
+    site_level: bool
+    accountant: str
+    delta: Mapping[Relation, float | None]
+    budget: Mapping[Relation, float | None]
+    rounds: tuple[int, ...]
+    epsilon: Mapping[str, Mapping[Relation, tuple[float, ...]]]
+    final: Mapping[str, Mapping[Relation, float | None]]
+    refusals: tuple[Refusal, ...]
+
+    def relations(self) -> tuple[Relation, ...]:
+        """Relations switched on or with any ε reported, in ``RELATIONS`` order."""
+        enabled = {"record": self.record_level, "site": self.site_level}
+        reported = {rel for by in (*self.epsilon.values(), *self.final.values()) for rel in by}
+        return tuple(rel for rel in RELATIONS if enabled[rel] or rel in reported)
+
+    def max_final(self, relation: Relation) -> float | None:
+        """The largest final ε over the sites for ``relation``; None if no site reported one."""
+        values = [v for by in self.final.values() if (v := by.get(relation)) is not None]
+        return max(values) if values else None
+
+
+@dataclass(frozen=True)
 class RunSummary:
     """Everything the report shows, validated."""
 
@@ -101,6 +145,7 @@ class RunSummary:
     curves: Curves
     timings: Timings
     config: object
+    privacy: Privacy | None = None
 
 
 def load_summary(run_dir: Path) -> RunSummary:
@@ -141,6 +186,7 @@ def parse_summary(data: object, source: str = SUMMARY_FILE) -> RunSummary:
         curves=_parse_curves(root.optional_child("curves")),
         timings=_parse_timings(root.optional_child("timings")),
         config=root.raw("config"),
+        privacy=_parse_privacy(root.optional_child("privacy")),
     )
 
 
@@ -203,6 +249,66 @@ def _parse_timings(node: _Node | None) -> Timings:
     )
 
 
+def _parse_privacy(node: _Node | None) -> Privacy | None:
+    if node is None:
+        return None
+    rounds = tuple(node.integer_list("round"))
+    epsilon = {
+        site: {
+            _relation(by, rel): by.series(rel, len(rounds), "privacy.round", minimum=0.0)
+            for rel in by.names()
+        }
+        for site, by in _children(node.optional_child("epsilon"))
+    }
+    final = {
+        site: {_relation(by, rel): by.privacy_number(rel) for rel in by.names()}
+        for site, by in _children(node.optional_child("final"))
+    }
+    delta, budget = node.child("delta"), node.optional_child("budget")
+    for part in (delta, budget):
+        if part is not None:
+            for rel in part.names():
+                _relation(part, rel)
+    return Privacy(
+        record_level=node.flag("record_level"),
+        site_level=node.flag("site_level"),
+        accountant=node.text("accountant"),
+        delta={rel: delta.privacy_number(rel) for rel in RELATIONS},
+        budget={rel: budget.privacy_number(rel) if budget else None for rel in RELATIONS},
+        rounds=rounds,
+        epsilon=epsilon,
+        final=final,
+        refusals=tuple(
+            _parse_refusal(node.item("refusals", i))
+            for i in range(len(node.optional_list("refusals")))
+        ),
+    )
+
+
+def _children(node: _Node | None) -> list[tuple[str, _Node]]:
+    """Each key of ``node`` with its object value; nothing when ``node`` is absent."""
+    return [(name, node.child(name)) for name in node.names()] if node else []
+
+
+def _relation(node: _Node, key: str) -> Relation:
+    for rel in RELATIONS:
+        if key == rel:
+            return rel
+    raise DataError(
+        f"{node.source}: '{node.key_path(key)}' is not a privacy relation "
+        f"(expected one of {', '.join(RELATIONS)})"
+    )
+
+
+def _parse_refusal(node: _Node) -> Refusal:
+    return Refusal(
+        round=node.integer("round"),
+        site=node.text("site"),
+        kind=node.text("kind"),
+        reason=node.optional_text("reason") or "",
+    )
+
+
 class _Node:
     """A JSON object plus its dotted key path, with typed getters that fail with that path."""
 
@@ -261,6 +367,26 @@ class _Node:
     def optional_child(self, key: str) -> _Node | None:
         return None if self._data.get(key) is None else self.child(key)
 
+    def privacy_number(self, key: str) -> float | None:
+        """A privacy parameter: a number ≥ 0 (``inf`` allowed: no guarantee), or absent/null."""
+        value = self._data.get(key)
+        if value is None:
+            return None
+        if (
+            isinstance(value, bool)
+            or not isinstance(value, int | float)
+            or math.isnan(value)
+            or value < 0
+        ):
+            raise self._wrong_type(key, "a number ≥ 0 or null", value)
+        return float(value)
+
+    def item(self, key: str, index: int) -> _Node:
+        """Element ``index`` of the list at ``key``, which must be a JSON object."""
+        return _Node(
+            self.optional_list(key)[index], f"{self._key_path(key)}[{index}]", self._source
+        )
+
     def optional_list(self, key: str) -> list[object]:
         value = self._data.get(key)
         if value is None:
@@ -277,20 +403,33 @@ class _Node:
             result.append(value)
         return result
 
-    def series(self, key: str, length: int) -> tuple[float, ...]:
-        """A per-round list of numbers (null → NaN); empty, or exactly ``length`` long."""
+    def series(
+        self,
+        key: str,
+        length: int,
+        rounds_key: str = "curves.round",
+        minimum: float | None = None,
+    ) -> tuple[float, ...]:
+        """A per-round list of numbers (null → NaN); empty, or exactly ``length`` long (the
+        length of ``rounds_key``); with ``minimum``, every number must be at least that."""
         values = self.optional_list(key)
         if values and len(values) != length:
             raise DataError(
                 f"{self._source}: '{self._key_path(key)}' has {len(values)} values "
-                f"but 'curves.round' has {length}"
+                f"but '{rounds_key}' has {length}"
             )
         result: list[float] = []
+        expected = "a list of numbers" + ("" if minimum is None else f" ≥ {minimum:g}")
+        expected += " or nulls"
         for value in values:
             if value is None:
                 result.append(math.nan)
-            elif isinstance(value, bool) or not isinstance(value, int | float):
-                raise self._wrong_type(key, "a list of numbers or nulls", value)
+            elif (
+                isinstance(value, bool)
+                or not isinstance(value, int | float)
+                or (minimum is not None and not value >= minimum)
+            ):
+                raise self._wrong_type(key, expected, value)
             else:
                 result.append(float(value))
         return tuple(result)
@@ -299,6 +438,14 @@ class _Node:
         if key not in self._data:
             raise DataError(f"{self._source}: key '{self._key_path(key)}' is missing")
         return self._data[key]
+
+    @property
+    def source(self) -> str:
+        return self._source
+
+    def key_path(self, key: str) -> str:
+        """The dotted path of ``key`` inside this object, as error messages show it."""
+        return self._key_path(key)
 
     def _key_path(self, key: str) -> str:
         return f"{self._path}.{key}" if self._path else key

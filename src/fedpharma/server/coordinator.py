@@ -43,18 +43,17 @@ from fedpharma import params as params_codec
 from fedpharma.config import RunConfig, ServerConfig
 from fedpharma.data.dataset import Task as DataTask
 from fedpharma.errors import ConfigError, DataError, RoundFailed
-from fedpharma.models.output import calibrate_output_layer
 from fedpharma.params import Parameters
+from fedpharma.privacy import production_rng
 from fedpharma.protocol import Channel, EvaluateTask, Failure, Reply, Task, TrainTask
 from fedpharma.server.audit import AuditHead, AuditLog, verify
-from fedpharma.server.label_statistics import gather_label_statistics
+from fedpharma.server.label_statistics import calibrated_start
+from fedpharma.server.plan import strategy_for
 from fedpharma.server.store import RunStore
 from fedpharma.strategy import (
-    LoopSettings,
     RoundObserver,
     RoundRecord,
     Strategy,
-    build_strategy,
 )
 from fedpharma.strategy.aggregate import MomentState
 from fedpharma.strategy.fedopt import FedOpt
@@ -310,15 +309,13 @@ def run_coordinator(
     say = on_status
     shape = model_shape(recipe, config.server.n_features)
     initial = build_trainer(recipe, shape).initial_parameters(recipe.seed)
-    settings = LoopSettings(
-        local_epochs=recipe.training.local_epochs,
-        fraction_fit=recipe.strategy.fraction_fit,
-        min_sites=recipe.strategy.min_sites,
-        evaluate_every=recipe.strategy.evaluate_every,
+    # Site-level DP noise in deployment comes from the OS CSPRNG, never from the recipe's seed.
+    strategy = strategy_for(
+        recipe,
+        planned_sites=recipe.partition.n_sites,
+        noise_rng=production_rng(),
         timeout=config.round_control.round_timeout,
-        seed=recipe.seed,
     )
-    strategy = build_strategy(recipe.strategy, settings)
 
     if resume is None:
         run_id, run_dir = _new_run(config, recipe)
@@ -370,19 +367,16 @@ def run_coordinator(
     channel = _AnnouncingChannel(server.channel, recipe.rounds, say)
 
     def calibrate(parameters: Parameters, sites: Channel) -> Parameters:
-        """Start the output layer at the sites' pooled label mean/std, as a simulation does."""
-        if not recipe.training.calibrate_output or recipe.privacy.enabled:
-            return parameters
-        statistics = gather_label_statistics(
-            sites, run_id, parameters, shape.n_tasks, timeout=config.round_control.round_timeout
+        """Start the output layer at the labels, exactly as a simulation does."""
+        timeout = config.round_control.round_timeout
+        calibrated, how = calibrated_start(
+            recipe, sites, run_id, parameters, shape.task, shape.n_tasks, timeout
         )
-        if statistics is None:
-            return parameters
-        say("output layer calibrated to the sites' pooled label statistics")
-        return calibrate_output_layer(parameters, shape.task, statistics.mean, statistics.std)
+        say(how)
+        return calibrated
 
     control = config.round_control
-    min_sites = settings.min_sites
+    min_sites = strategy.settings.min_sites
     try:
         server.start()
         if on_listening is not None:

@@ -16,7 +16,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from fedpharma.config import PrivacyConfig
+from fedpharma.config import PrivacyConfig, RunConfig
 from fedpharma.errors import ConfigError
 from fedpharma.params import Parameters
 from fedpharma.privacy import (
@@ -25,6 +25,8 @@ from fedpharma.privacy import (
     central_noise_std,
     clip_to_norm,
     gaussian_noise,
+    make_accountant,
+    noise_for_site_rounds,
     noised_unclipped_fraction,
     update_noise_multiplier_with_adaptive_clipping,
 )
@@ -140,3 +142,43 @@ class SiteLevelDP:
                 fraction = noised_unclipped_fraction(bits, self.clipping.count_noise_std, self.rng)
                 self.clipping = adapt_clip_norm(self.clipping, fraction)
         return template.unflatten(total / self.planned_sites)
+
+
+def record_level_settings(config: RunConfig) -> dict[str, Scalar]:
+    """What every train task carries so that sites run (and charge) DP-SGD."""
+    dp = config.privacy
+    if not dp.record_level:
+        return {}
+    settings: dict[str, Scalar] = {
+        "dp_record": True,
+        "max_grad_norm": dp.max_grad_norm,
+        "delta": dp.delta,
+        "planned_rounds": config.rounds,
+    }
+    if dp.noise_multiplier is not None:
+        settings["noise_multiplier"] = dp.noise_multiplier
+    else:
+        assert dp.target_epsilon is not None
+        settings["target_epsilon"] = dp.target_epsilon
+    return settings
+
+
+def site_level_aggregator(
+    config: RunConfig, planned_sites: int, rng: np.random.Generator
+) -> SiteLevelDP | None:
+    """The coordinator's noisy clipped mean for ``planned_sites`` sites, with σ given or
+    calibrated for the planned rounds; None without site-level DP. ``rng``: seeded in
+    simulation, :func:`~fedpharma.privacy.production_rng` in deployment."""
+    dp = config.privacy
+    if not dp.site_level:
+        return None
+    sigma = dp.site_noise_multiplier
+    if sigma is None:
+        assert dp.target_epsilon is not None
+        accountant = make_accountant(dp.accountant)
+        sigma = noise_for_site_rounds(
+            dp.target_epsilon, dp.delta, rounds=config.rounds, accountant=accountant
+        ).noise_multiplier
+    return SiteLevelDP.from_config(
+        dp, sigma, planned_sites=planned_sites, min_sites=config.strategy.min_sites, rng=rng
+    )

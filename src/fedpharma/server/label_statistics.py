@@ -13,6 +13,10 @@ from dataclasses import dataclass
 import numpy as np
 import numpy.typing as npt
 
+from fedpharma.config import RunConfig
+from fedpharma.data.dataset import Task as LearningTask
+from fedpharma.errors import ConfigError
+from fedpharma.models.output import calibrate_output_layer
 from fedpharma.params import Parameters
 from fedpharma.protocol import Channel, EvaluateResult, EvaluateTask, Task
 
@@ -64,3 +68,37 @@ def gather_label_statistics(
         mean = np.where(count > 0, total / count, np.nan)
         variance = np.where(count > 1, squares / count - mean**2, np.nan)
     return LabelStatistics(count, mean, np.sqrt(np.maximum(variance, 0.0)), tuple(contributors))
+
+
+def calibrated_start(
+    config: RunConfig,
+    channel: Channel,
+    run_id: str,
+    parameters: Parameters,
+    task: LearningTask,
+    n_tasks: int,
+    timeout: float | None = None,
+) -> tuple[Parameters, str]:
+    """The initial parameters with the output layer at the labels, and a line saying how.
+
+    A public prior (``[model] label_mean``) wins; else, without DP, the sites' pooled label
+    statistics; under DP nothing data-dependent is released, so the head stays as initialised.
+    """
+    model = config.model
+    if model.label_mean:
+        if len(model.label_mean) != n_tasks:
+            raise ConfigError(
+                [f"[model] label_mean has {len(model.label_mean)} values; the data has {n_tasks}"]
+            )
+        mean = np.array(model.label_mean, dtype=np.float64)
+        std = np.array(model.label_std or [1.0] * n_tasks, dtype=np.float64)
+        return calibrate_output_layer(
+            parameters, task, mean, std
+        ), "output layer set from the public label prior"
+    if not config.training.calibrate_output or config.privacy.enabled:
+        return parameters, "output layer as initialised"
+    statistics = gather_label_statistics(channel, run_id, parameters, n_tasks, timeout)
+    if statistics is None:
+        return parameters, "output layer as initialised (no site sent label statistics)"
+    calibrated = calibrate_output_layer(parameters, task, statistics.mean, statistics.std)
+    return calibrated, "output layer calibrated to the sites' pooled label statistics"

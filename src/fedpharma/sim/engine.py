@@ -28,18 +28,13 @@ from fedpharma.data.partition import partition, scaffold_split
 from fedpharma.evaluation.metrics import PRIMARY_METRIC, compute_metrics
 from fedpharma.models.base import Trainer
 from fedpharma.models.factory import build_private_trainer, build_trainer
-from fedpharma.models.output import calibrate_output_layer
 from fedpharma.params import Parameters
-from fedpharma.server.label_statistics import gather_label_statistics
+from fedpharma.server.label_statistics import calibrated_start
+from fedpharma.server.plan import strategy_for
 from fedpharma.server.store import RunStore
-from fedpharma.sim.privacy import (
-    PrivacyRecorder,
-    record_level_settings,
-    site_level_aggregator,
-    site_policy,
-)
+from fedpharma.sim.privacy import PrivacyRecorder, site_policy
 from fedpharma.site.runtime import SiteRuntime
-from fedpharma.strategy import LoopSettings, RoundRecord, build_strategy
+from fedpharma.strategy import RoundRecord
 from fedpharma.strategy.base import site_seed
 from fedpharma.transport.inprocess import InProcessChannel
 
@@ -107,22 +102,13 @@ def simulate(
     privacy = PrivacyRecorder()
     observers.insert(0, privacy)
     channel = InProcessChannel(build_site_runtimes(config, sim, trainer, run_dir))
-    settings = LoopSettings(
-        local_epochs=config.training.local_epochs,
-        fraction_fit=config.strategy.fraction_fit,
-        min_sites=config.strategy.min_sites,
-        evaluate_every=config.strategy.evaluate_every,
-        seed=config.seed,
-        train_settings=record_level_settings(config),
+    strategy = strategy_for(
+        config, planned_sites=len(sim.sites), noise_rng=np.random.default_rng([config.seed, 0xD9])
     )
-    aggregator = site_level_aggregator(config, len(sim.sites))
-    strategy = build_strategy(config.strategy, settings, aggregator)
-    if config.training.calibrate_output and not config.privacy.enabled:
-        statistics = gather_label_statistics(channel, run_id, initial, sim.dataset.n_tasks)
-        if statistics is not None:
-            initial = calibrate_output_layer(
-                initial, sim.dataset.task, statistics.mean, statistics.std
-            )
+    initial, how = calibrated_start(
+        config, channel, run_id, initial, sim.dataset.task, sim.dataset.n_tasks
+    )
+    say(how)
     fed_started = time.perf_counter()
     final = strategy.run(channel, initial, config.rounds, run_id=run_id, observers=observers)
     federated_seconds = time.perf_counter() - fed_started

@@ -6,14 +6,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from fedpharma.config import RunConfig, site_policy_toml
-from fedpharma.privacy import make_accountant, noise_for_site_rounds
-from fedpharma.protocol.messages import Scalar
-from fedpharma.server.dp import SiteLevelDP
 from fedpharma.site.policy import SitePolicy
-from fedpharma.strategy import RoundRecord, UpdateAggregator
+from fedpharma.strategy import RoundRecord
 
 RELATION_METRICS = {"record": "epsilon_record", "site": "epsilon_site"}
 
@@ -24,43 +19,6 @@ def site_policy(config: RunConfig, site_dir: Path) -> SitePolicy:
     site_dir.mkdir(parents=True, exist_ok=True)
     (site_dir / "policy.toml").write_text(site_policy_toml(config.site_policy), encoding="utf-8")
     return SitePolicy(config.site_policy, site_dir / "privacy.sqlite")
-
-
-def record_level_settings(config: RunConfig) -> dict[str, Scalar]:
-    """What every train task carries so that sites run (and charge) DP-SGD."""
-    dp = config.privacy
-    if not dp.record_level:
-        return {}
-    settings: dict[str, Scalar] = {
-        "dp_record": True,
-        "max_grad_norm": dp.max_grad_norm,
-        "delta": dp.delta,
-        "planned_rounds": config.rounds,
-    }
-    if dp.noise_multiplier is not None:
-        settings["noise_multiplier"] = dp.noise_multiplier
-    else:
-        assert dp.target_epsilon is not None
-        settings["target_epsilon"] = dp.target_epsilon
-    return settings
-
-
-def site_level_aggregator(config: RunConfig, n_sites: int) -> UpdateAggregator | None:
-    """The coordinator's noisy clipped mean, with σ given or calibrated for the planned rounds."""
-    dp = config.privacy
-    if not dp.site_level:
-        return None
-    sigma = dp.site_noise_multiplier
-    if sigma is None:
-        assert dp.target_epsilon is not None
-        accountant = make_accountant(dp.accountant)
-        sigma = noise_for_site_rounds(
-            dp.target_epsilon, dp.delta, rounds=config.rounds, accountant=accountant
-        ).noise_multiplier
-    rng = np.random.default_rng([config.seed, 0xD9])
-    return SiteLevelDP.from_config(
-        dp, sigma, planned_sites=n_sites, min_sites=config.strategy.min_sites, rng=rng
-    )
 
 
 class PrivacyRecorder:

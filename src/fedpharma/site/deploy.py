@@ -30,12 +30,14 @@ from fedpharma.config import (
     RunConfig,
     SiteConfig,
     SiteDataConfig,
+    load_site_policy,
 )
 from fedpharma.data.dataset import SiteData
 from fedpharma.data.datasets import load_dataset
 from fedpharma.data.partition import partition, scaffold_split
 from fedpharma.errors import ConfigError, DataError
-from fedpharma.models.factory import build_trainer
+from fedpharma.models.factory import build_private_trainer, build_trainer
+from fedpharma.site.policy import SitePolicy
 from fedpharma.site.runtime import SiteRuntime
 
 Status = Callable[[str], None]
@@ -83,9 +85,20 @@ def load_site_data(data: SiteDataConfig, recipe: RunConfig) -> SiteData:
 
 
 def build_site(name: str, config: SiteConfig, recipe: RunConfig) -> SiteRuntime:
-    """The site runtime: its data and the recipe's trainer."""
+    """The site runtime: its data, the recipe's trainers, and the owner's policy and ledger."""
     data = load_site_data(config.data, recipe)
-    return SiteRuntime(name, data, build_trainer(recipe, data.train))
+    policy = (
+        SitePolicy(load_site_policy(config.policy), Path(config.state_dir) / "privacy.sqlite")
+        if config.policy is not None
+        else None
+    )
+    return SiteRuntime(
+        name,
+        data,
+        build_trainer(recipe, data.train),
+        policy=policy,
+        private_trainer=build_private_trainer(recipe, data.train) if policy is not None else None,
+    )
 
 
 def site_name(config: SiteConfig) -> str:

@@ -1,0 +1,39 @@
+import numpy as np
+import pytest
+
+from fedpharma.config import config_from_dict
+from fedpharma.errors import ConfigError
+from fedpharma.evaluation.label_statistics import statistics_metrics
+from fedpharma.models.output import calibrate_output_layer
+from fedpharma.params import Parameters
+
+PARAMS = Parameters.from_dict(
+    {"trunk.w": np.ones((3, 2)), "head.weight": np.ones((2, 3)), "head.bias": np.zeros(2)}
+)
+
+
+def test_regression_head_starts_at_the_mean_with_weights_scaled_by_the_spread():
+    out = calibrate_output_layer(
+        PARAMS, "regression", np.array([6.5, np.nan]), np.array([2.0, 1.0])
+    )
+    named = out.to_dict()
+    np.testing.assert_allclose(named["head.bias"], [6.5, 0.0])  # a task with no labels keeps 0
+    np.testing.assert_allclose(named["head.weight"], [[2.0] * 3, [1.0] * 3])
+    np.testing.assert_array_equal(named["trunk.w"], PARAMS.to_dict()["trunk.w"])
+
+
+def test_classification_head_starts_at_the_logit_of_the_positive_rate():
+    out = calibrate_output_layer(PARAMS, "classification", np.array([0.2, 0.5]), np.ones(2))
+    np.testing.assert_allclose(out.to_dict()["head.bias"], [np.log(0.2 / 0.8), 0.0], atol=1e-6)
+
+
+def test_site_label_statistics_ignore_missing_labels():
+    labels = np.array([[1.0, np.nan], [3.0, 0.0], [np.nan, 1.0]])
+    stats = statistics_metrics(labels)
+    assert stats["count:0"] == 2 and stats["sum:0"] == 4 and stats["sum_of_squares:0"] == 10
+    assert stats["count:1"] == 2 and stats["sum:1"] == 1
+
+
+def test_label_prior_lengths_must_agree():
+    with pytest.raises(ConfigError, match="one value per"):
+        config_from_dict({"model": {"label_mean": [1.0, 2.0], "label_std": [1.0]}})
