@@ -93,8 +93,13 @@ def make_config(args: argparse.Namespace) -> RunConfig:
         dataset=dataset,
         partition=PartitionConfig(method="scaffold", n_sites=args.sites),
         model=ModelConfig(kind="mlp", hidden=(512, 128), dropout=0.1),
+        # No output-layer calibration: the bare loop and Flower start from the same raw weights,
+        # so all three do identical training and only the framework around it differs.
         training=TrainingConfig(
-            local_epochs=args.epochs, batch_size=args.batch_size, learning_rate=args.lr
+            local_epochs=args.epochs,
+            batch_size=args.batch_size,
+            learning_rate=args.lr,
+            calibrate_output=False,
         ),
         strategy=StrategyConfig(name="fedavg", evaluate_every=0),
         rounds=args.rounds,
