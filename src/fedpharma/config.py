@@ -172,13 +172,6 @@ class RunConfig:
         return dataclasses.asdict(self)
 
 
-SECTIONS: dict[str, type] = {
-    name: hint
-    for name, hint in typing.get_type_hints(RunConfig).items()
-    if isinstance(hint, type) and dataclasses.is_dataclass(hint)
-}
-
-
 def read_toml(path: Path) -> dict[str, Any]:
     """A TOML file's contents; a missing or malformed file is a :class:`ConfigError`."""
     try:
@@ -220,23 +213,10 @@ def site_policy_toml(policy: SitePolicyConfig) -> str:
 
 
 def config_from_dict(raw: dict[str, Any], source: str = "config") -> RunConfig:
-    problems: list[str] = []
-    top: dict[str, Any] = {}
-    scalars = {f.name: f for f in dataclasses.fields(RunConfig) if f.name not in SECTIONS}
-    for key, value in raw.items():
-        if key in SECTIONS:
-            if not isinstance(value, dict):
-                problems.append(f"[{key}] must be a table, got {type(value).__name__}")
-            else:
-                top[key] = _build(SECTIONS[key], value, f"[{key}]", problems)
-        elif key in scalars:
-            top[key] = _coerce(scalars[key], value, key, problems)
-        else:
-            problems.append(_unknown(key, [*SECTIONS, *scalars], "top level"))
+    cfg, problems = build_top_level(RunConfig, raw)
     if problems:
         raise ConfigError(problems, source)
-    cfg = RunConfig(**{k: v for k, v in top.items() if v is not _INVALID})
-    problems.extend(cross_check(cfg))
+    problems = cross_check(cfg)
     if problems:
         raise ConfigError(problems, source)
     return cfg
@@ -293,19 +273,21 @@ _INVALID = object()
 
 def _build(cls: type, values: dict[str, Any], where: str, problems: list[str]) -> Any:
     fields = {f.name: f for f in dataclasses.fields(cls)}
+    hints = typing.get_type_hints(cls)
     kwargs = {}
     for key, value in values.items():
         if key not in fields:
             problems.append(_unknown(key, list(fields), where))
             continue
-        coerced = _coerce(fields[key], value, f"{where} {key}", problems)
+        coerced = _coerce(fields[key], hints[key], value, f"{where} {key}", problems)
         if coerced is not _INVALID:
             kwargs[key] = coerced
     return cls(**kwargs)
 
 
-def _coerce(f: dataclasses.Field[Any], value: Any, where: str, problems: list[str]) -> Any:
-    hint = typing.get_type_hints(_owner(f))[f.name]
+def _coerce(
+    f: dataclasses.Field[Any], hint: Any, value: Any, where: str, problems: list[str]
+) -> Any:
     ok, converted = _convert(hint, value)
     if not ok:
         problems.append(f"{where} = {value!r}: expected {_describe(hint)}")
@@ -322,16 +304,6 @@ def _coerce(f: dataclasses.Field[Any], value: Any, where: str, problems: list[st
         problems.append(f"{where} = {value!r}: must lie in {bounds}")
         return _INVALID
     return converted
-
-
-def _owner(f: dataclasses.Field[Any]) -> type:
-    for cls in (*SECTIONS.values(), RunConfig):
-        if any(g is f for g in dataclasses.fields(cls)):
-            return cls
-    for cls in _DEPLOY_OWNERS:  # server.toml / site.toml (defined at the end of this module)
-        if any(g is f for g in dataclasses.fields(cls)):
-            return cls
-    raise KeyError(f.name)
 
 
 def _convert(hint: Any, value: Any) -> tuple[bool, Any]:
@@ -473,16 +445,6 @@ class SiteConfig:
     data: SiteDataConfig = SiteDataConfig()
 
 
-_DEPLOY_OWNERS: tuple[type, ...] = (
-    ServerSection,
-    RoundControlConfig,
-    ServerConfig,
-    SiteSection,
-    SiteDataConfig,
-    SiteConfig,
-)
-
-
 def load_server_config(path: str | Path) -> ServerConfig:
     """Read and validate server.toml; paths in it become absolute (relative to its folder)."""
     p = Path(path)
@@ -545,16 +507,19 @@ def load_site_config(path: str | Path) -> SiteConfig:
     )
 
 
-_Deploy = typing.TypeVar("_Deploy", ServerConfig, SiteConfig)
+_TopLevel = typing.TypeVar("_TopLevel", RunConfig, ServerConfig, SiteConfig)
 
 
-def _load_deploy(cls: type[_Deploy], path: Path) -> tuple[_Deploy, list[str]]:
+def _load_deploy(cls: type[_TopLevel], path: Path) -> tuple[_TopLevel, list[str]]:
+    return build_top_level(cls, read_toml(path))
+
+
+def build_top_level(cls: type[_TopLevel], raw: dict[str, Any]) -> tuple[_TopLevel, list[str]]:
     """A top-level config of scalars and section tables, and the problems found in it.
 
-    Invalid values fall back to their defaults, so the caller's cross-checks still run and
+    Invalid values fall back to their defaults, so the caller's cross-checks can still run and
     every problem is reported at once.
     """
-    raw = read_toml(path)
     hints = typing.get_type_hints(cls)
     fields = {f.name: f for f in dataclasses.fields(cls)}
     sections = {
@@ -569,7 +534,7 @@ def _load_deploy(cls: type[_Deploy], path: Path) -> tuple[_Deploy, list[str]]:
             else:
                 top[key] = _build(sections[key], value, f"[{key}]", problems)
         elif key in fields:
-            top[key] = _coerce(fields[key], value, key, problems)
+            top[key] = _coerce(fields[key], hints[key], value, key, problems)
         else:
             problems.append(_unknown(key, list(fields), "top level"))
     return cls(**{k: v for k, v in top.items() if v is not _INVALID}), problems
