@@ -96,11 +96,10 @@ def simulate(
 
     store = RunStore.create(run_dir / "run.sqlite", run_id, config.to_dict(), durable=False)
     curves = CurveRecorder(sim.dataset.task)
-    observers: list[Any] = [store, curves]
+    privacy = PrivacyRecorder()
+    observers: list[Any] = [privacy, store, curves]
     if on_round is not None:
         observers.append(_Callback(on_round, config.rounds))
-    privacy = PrivacyRecorder()
-    observers.insert(0, privacy)
     channel = InProcessChannel(build_site_runtimes(config, sim, trainer, run_dir))
     strategy = strategy_for(
         config, planned_sites=len(sim.sites), noise_rng=np.random.default_rng([config.seed, 0xD9])
