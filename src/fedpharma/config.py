@@ -137,6 +137,28 @@ class PrivacyConfig:
 
 
 @dataclass(frozen=True)
+class SecureConfig:
+    """Secure aggregation of the updates (Bonawitz et al. 2017, pairwise masks with Shamir
+    dropout recovery): the coordinator only ever holds masked updates and their sum.
+
+    ``mode = "secagg"`` turns it on. ``threshold`` is t, the fewest sites that must survive
+    each phase (unset: a majority of the round's sites, the least the protocol accepts).
+    Updates are clipped per coordinate to [-``clip``, ``clip``] and quantized into the ring
+    Z_{2^``ring_bits``}; ``max_examples`` bounds any site's example count (its FedAvg weight).
+    """
+
+    mode: str = _choice("none", "secagg", default="none")
+    threshold: int | None = _bounded(None, 2, None)
+    ring_bits: int = field(default=64, metadata={"choices": (32, 64)})
+    clip: float = _bounded(1.0, 1e-9, None)
+    max_examples: int = _bounded(1_000_000, 1, None)
+
+    @property
+    def enabled(self) -> bool:
+        return self.mode == "secagg"
+
+
+@dataclass(frozen=True)
 class SitePolicyConfig:
     """A data owner's rules, applied by its site before it touches data.
 
@@ -150,6 +172,8 @@ class SitePolicyConfig:
     site_epsilon: float | None = _bounded(None, 1e-6, None)
     site_delta: float = _bounded(1e-5, 1e-15, 0.1)
     require_dp: bool = False
+    # Refuse train tasks whose update would reach the coordinator unmasked (no secure aggregation).
+    require_secure: bool = False
     accountant: str = _choice("rdp", "pld", default="rdp")
     conversion: str = _choice("improved", "classic", default="improved")
 
@@ -164,6 +188,7 @@ class RunConfig:
     strategy: StrategyConfig = StrategyConfig()
     privacy: PrivacyConfig = PrivacyConfig()
     site_policy: SitePolicyConfig = SitePolicyConfig()
+    secure: SecureConfig = SecureConfig()
     rounds: int = _bounded(20, 1, 100_000)
     seed: int = 0
     baselines: bool = True  # also train local-only and centralized references
@@ -259,6 +284,22 @@ def cross_check(cfg: RunConfig) -> list[str]:
         )
     if dp.target_epsilon is not None and not dp.enabled:
         problems.append("[privacy] `target_epsilon` is set but neither record_level nor site_level")
+    if cfg.secure.enabled:
+        if dp.site_level and dp.noise_placement == "central":
+            problems.append(
+                "[secure] secure aggregation hides every update from the coordinator, so it "
+                "cannot add central noise to clipped updates; use [privacy] noise_placement = "
+                '"distributed"'
+            )
+        if cfg.secure.threshold is not None and cfg.secure.threshold > cfg.partition.n_sites:
+            problems.append(
+                f"[secure] threshold = {cfg.secure.threshold} exceeds [partition] n_sites = "
+                f"{cfg.partition.n_sites}; no round could be unmasked"
+            )
+    if cfg.site_policy.require_secure and not cfg.secure.enabled:
+        problems.append(
+            '[site_policy] require_secure refuses plaintext updates; set [secure] mode = "secagg"'
+        )
     if (
         ds.kind == "molecules"
         and cfg.features.fingerprint == "none"

@@ -4,6 +4,8 @@ Layout (integers little-endian)::
 
     b"FPM1" | u32 header_len | header (UTF-8 JSON object) | parameters (fedpharma.params format)
 
+Secure-aggregation messages carry their opaque ``payload`` bytes in place of the parameters.
+
 The header holds the message type, the protocol version and the scalar fields. Decoding checks
 every field's type, so a malformed or hostile message becomes a :class:`ProtocolError` that says
 what is wrong, and nothing else.
@@ -21,10 +23,13 @@ from fedpharma import params as params_codec
 from fedpharma.errors import ProtocolError
 from fedpharma.protocol.messages import (
     PROTOCOL_VERSION,
+    SECURE_PHASES,
     EvaluateResult,
     EvaluateTask,
     Refusal,
     Reply,
+    SecureReply,
+    SecureTask,
     Task,
     TrainResult,
     TrainTask,
@@ -35,10 +40,21 @@ MAX_HEADER_BYTES = 1 << 20
 
 Message = Task | Reply
 _TYPES: dict[str, type[Any]] = {
-    cls.__name__: cls for cls in (TrainTask, EvaluateTask, TrainResult, EvaluateResult, Refusal)
+    cls.__name__: cls
+    for cls in (
+        TrainTask,
+        EvaluateTask,
+        TrainResult,
+        EvaluateResult,
+        Refusal,
+        SecureTask,
+        SecureReply,
+    )
 }
 _PARAMETER_FIELDS = ("parameters", "update")
-_SCALAR_TYPES = {"run_id": str, "site": str, "kind": str, "reason": str}
+_BYTES_FIELDS = ("payload",)
+_TRAILING_FIELDS = (*_PARAMETER_FIELDS, *_BYTES_FIELDS)
+_SCALAR_TYPES = {"run_id": str, "site": str, "kind": str, "reason": str, "phase": str}
 _INT_FIELDS = ("round", "n_examples")
 
 
@@ -49,6 +65,8 @@ def encode_message(message: Message) -> bytes:
         value = getattr(message, f.name)
         if f.name in _PARAMETER_FIELDS:
             payload = value.wire_parts
+        elif f.name in _BYTES_FIELDS:
+            payload = (bytes(value),)
         else:
             header[f.name] = value
     try:
@@ -85,6 +103,8 @@ def decode_message(data: bytes) -> Message:
     for f in fields(cls):
         if f.name in _PARAMETER_FIELDS:
             kwargs[f.name] = params_codec.decode(memoryview(data)[8 + header_len :])
+        elif f.name in _BYTES_FIELDS:
+            kwargs[f.name] = bytes(data[8 + header_len :])
         elif f.name not in header:
             if f.name in ("config", "metrics"):
                 kwargs[f.name] = {}
@@ -94,7 +114,7 @@ def decode_message(data: bytes) -> Message:
             kwargs[f.name] = _check_field(cls.__name__, f.name, header.pop(f.name))
     if header:
         raise ProtocolError(f"{cls.__name__} has unexpected fields {sorted(header)}")
-    if not any(f.name in _PARAMETER_FIELDS for f in fields(cls)) and len(data) != 8 + header_len:
+    if not any(f.name in _TRAILING_FIELDS for f in fields(cls)) and len(data) != 8 + header_len:
         raise ProtocolError(f"{cls.__name__} carries unexpected trailing bytes")
     message: Message = cls(**kwargs)
     return message
@@ -104,6 +124,8 @@ def _check_field(type_name: str, name: str, value: Any) -> Any:
     where = f"{type_name}.{name}"
     if name in _SCALAR_TYPES and not isinstance(value, _SCALAR_TYPES[name]):
         raise ProtocolError(f"{where} must be a string")
+    if name == "phase" and value not in SECURE_PHASES:
+        raise ProtocolError(f"{where} must be one of {SECURE_PHASES}")
     if name in _INT_FIELDS and (not isinstance(value, int) or isinstance(value, bool) or value < 0):
         raise ProtocolError(f"{where} must be a non-negative integer")
     if name == "metrics":

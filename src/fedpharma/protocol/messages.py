@@ -5,6 +5,11 @@ answered by a site's :class:`TrainResult` (its update Δ_k = w_k − w, its exam
 training metrics), or by a :class:`Refusal` when the site's policy forbids the task. Evaluation
 follows the same pattern with :class:`EvaluateTask` / :class:`EvaluateResult`. A :class:`Failure`
 is what a *channel* reports when it could not get any answer from a site (crash, timeout).
+
+Under secure aggregation (Bonawitz et al. 2017) a site answers a :class:`TrainTask` whose config
+has ``secure = "secagg"`` with a :class:`SecureReply` of phase ``"advertise"`` instead of its
+update, and the coordinator drives the remaining phases with :class:`SecureTask` messages whose
+opaque ``payload`` is one of the :mod:`fedpharma.secure.secagg` messages' bytes.
 """
 
 from __future__ import annotations
@@ -79,8 +84,39 @@ class Failure:
     reason: str
 
 
-Task = TrainTask | EvaluateTask
-Reply = TrainResult | EvaluateResult | Refusal
+SECURE_PHASES = ("advertise", "share_keys", "masked_input", "unmask")
+
+
+@dataclass(frozen=True)
+class SecureTask:
+    """One secure-aggregation phase for a site; ``payload`` is the phase's secagg message bytes
+    (key roster, share delivery or survivor list)."""
+
+    run_id: str
+    round: int
+    phase: str
+    payload: bytes
+
+
+@dataclass(frozen=True)
+class SecureReply:
+    """A site's answer in one secure-aggregation phase: key advertisement, share bundle, masked
+    input or unmasking shares, as bytes. Never a plaintext update."""
+
+    run_id: str
+    round: int
+    site: str
+    phase: str
+    payload: bytes
+
+
+Task = TrainTask | EvaluateTask | SecureTask
+Reply = TrainResult | EvaluateResult | Refusal | SecureReply
+
+
+def is_secure_train(task: Task) -> bool:
+    """Whether ``task`` is a train task run under secure aggregation."""
+    return isinstance(task, TrainTask) and task.config.get("secure") == "secagg"
 
 
 def validate_reply(task: Task, site: str, reply: Reply) -> Reply:
@@ -89,9 +125,13 @@ def validate_reply(task: Task, site: str, reply: Reply) -> Reply:
     Raises :class:`ProtocolError` for an answer to another task, run or round, an answer in
     another site's name, or an update whose names, shapes or values do not fit the model sent.
     """
-    expected: tuple[type, ...] = (
-        (TrainResult, Refusal) if isinstance(task, TrainTask) else (EvaluateResult, Refusal)
-    )
+    expected: tuple[type, ...]
+    if isinstance(task, SecureTask) or is_secure_train(task):
+        expected = (SecureReply, Refusal)
+    elif isinstance(task, TrainTask):
+        expected = (TrainResult, Refusal)
+    else:
+        expected = (EvaluateResult, Refusal)
     if not isinstance(reply, expected):
         raise ProtocolError(f"a {type(task).__name__} was answered with a {type(reply).__name__}")
     if reply.site != site:
@@ -101,7 +141,11 @@ def validate_reply(task: Task, site: str, reply: Reply) -> Reply:
             f"answer is for run {reply.run_id!r} round {reply.round}, "
             f"expected run {task.run_id!r} round {task.round} (stale or replayed)"
         )
-    if isinstance(reply, TrainResult):
+    if isinstance(reply, SecureReply):
+        phase = task.phase if isinstance(task, SecureTask) else "advertise"
+        if reply.phase != phase:
+            raise ProtocolError(f"a {phase!r} secure task was answered in phase {reply.phase!r}")
+    if isinstance(reply, TrainResult) and isinstance(task, TrainTask):
         reply.update.check_matches(task.parameters, what=f"update from {site!r}")
         if reply.n_examples < 1:
             raise ProtocolError(f"update from {site!r} claims {reply.n_examples} examples")

@@ -3,6 +3,11 @@
 The runtime decodes a task, checks it, trains or evaluates with its :class:`Trainer`, and
 returns only the update Δ_k = w_k − w, the example count n_k and aggregate metrics. No record,
 label or prediction leaves the site.
+
+Under secure aggregation (a train task with ``secure = "secagg"``; Bonawitz et al. 2017) not even
+Δ_k leaves in the clear: the site quantizes n_k and its weighted update
+(:meth:`~fedpharma.secure.FixedPoint.encode_weighted`), answers with a key advertisement, and
+sends the contribution only under pairwise and self masks in the ``masked_input`` phase.
 """
 
 from __future__ import annotations
@@ -40,12 +45,22 @@ from fedpharma.protocol import (
     EvaluateTask,
     Refusal,
     Reply,
+    SecureReply,
+    SecureTask,
     Task,
     TrainResult,
     TrainTask,
 )
 from fedpharma.protocol.codec import decode_message, encode_message
-from fedpharma.protocol.messages import Scalar
+from fedpharma.protocol.messages import Scalar, is_secure_train
+from fedpharma.secure.quantize import FixedPoint, RingVector
+from fedpharma.secure.secagg import (
+    KeyRoster,
+    RoundSetup,
+    SecAggSite,
+    ShareDelivery,
+    SurvivorList,
+)
 from fedpharma.site.policy import PrivacyRequest, SiteLevelRequest, SitePolicy
 
 if TYPE_CHECKING:
@@ -80,6 +95,9 @@ class SiteRuntime:
         self.policy = policy
         self.private_trainer = private_trainer
         self.noise_source = noise_source or (lambda _seed: production_rng())
+        # The secure-aggregation state of the current round, by (run_id, round): this round's
+        # secrets and quantized contribution, kept in memory only and dropped after unmasking.
+        self._secure: dict[tuple[str, int], tuple[SecAggSite, RingVector]] = {}
 
     def handle_bytes(self, request: bytes) -> bytes:
         """Answer an encoded task with an encoded reply; a malformed task gets a Refusal."""
@@ -87,13 +105,15 @@ class SiteRuntime:
             task = decode_message(request)
         except ProtocolError as exc:
             return encode_message(Refusal("", 0, self.name, "invalid-task", str(exc)))
-        if not isinstance(task, TrainTask | EvaluateTask):
+        if not isinstance(task, TrainTask | EvaluateTask | SecureTask):
             refusal = Refusal("", 0, self.name, "invalid-task", "a site only accepts tasks")
             return encode_message(refusal)
         return encode_message(self.handle(task))
 
     def handle(self, task: Task) -> Reply:
         try:
+            if isinstance(task, SecureTask):
+                return self._secure_phase(task)
             if isinstance(task, TrainTask):
                 return self._train(task)
             return self._evaluate(task)
@@ -104,7 +124,16 @@ class SiteRuntime:
         except FedPharmaError as exc:
             return Refusal(task.run_id, task.round, self.name, "error", str(exc))
 
-    def _train(self, task: TrainTask) -> TrainResult:
+    def _train(self, task: TrainTask) -> TrainResult | SecureReply:
+        secure = is_secure_train(task)
+        if not secure and self.policy is not None and self.policy.config.require_secure:
+            raise PolicyRefused(
+                "this site's policy requires secure aggregation and the task would send its "
+                'update in the clear; set [secure] mode = "secagg" in the run config'
+            )
+        if secure:
+            # Everything that can be refused is checked before any record is read.
+            codec, setup_args = _secure_settings(task.config)
         epochs = _int_setting(task.config, "epochs", default=1, minimum=1)
         seed = _int_setting(task.config, "seed", default=0, minimum=0)
         mu = _float_setting(task.config, "proximal_mu", default=0.0)
@@ -150,7 +179,39 @@ class SiteRuntime:
             update, within_clip = self._clip_and_noise(update, request.site, seed)
             metrics["update_within_clip"] = float(within_clip)
         metrics |= {f"epsilon_{relation}": report.epsilon for relation, report in spent.items()}
+        if secure:
+            # Site-level DP weighs every site alike (its sensitivity bound needs that).
+            weight = 1 if request.site is not None else outcome.n_examples
+            contribution = codec.encode_weighted(update.flatten(), weight)
+            threshold, ring_bits = setup_args
+            setup = RoundSetup(task.run_id, task.round, threshold, contribution.size, ring_bits)
+            site = SecAggSite(setup, self.name)
+            # Only the newest round is kept: an abandoned round's secrets are dropped.
+            self._secure = {(task.run_id, task.round): (site, contribution)}
+            payload = site.advertise_keys().to_bytes()
+            return SecureReply(task.run_id, task.round, self.name, "advertise", payload)
         return TrainResult(task.run_id, task.round, self.name, update, outcome.n_examples, metrics)
+
+    def _secure_phase(self, task: SecureTask) -> SecureReply:
+        """One later phase of secure aggregation (Bonawitz et al. 2017, Fig. 4) for a round
+        whose train task this site answered with a key advertisement."""
+        key = (task.run_id, task.round)
+        if key not in self._secure:
+            raise ProtocolError(
+                f"no secure-aggregation round {task.round} of run {task.run_id!r} is open here"
+            )
+        site, contribution = self._secure[key]
+        if task.phase == "share_keys":
+            payload = site.share_keys(KeyRoster.from_bytes(task.payload)).to_bytes()
+        elif task.phase == "masked_input":
+            delivery = ShareDelivery.from_bytes(task.payload)
+            payload = site.masked_input(delivery, contribution).to_bytes()
+        elif task.phase == "unmask":
+            payload = site.unmask(SurvivorList.from_bytes(task.payload)).to_bytes()
+            del self._secure[key]
+        else:
+            raise ProtocolError(f"a site does not answer a secure task of phase {task.phase!r}")
+        return SecureReply(task.run_id, task.round, self.name, task.phase, payload)
 
     def _plan_dp_sgd(
         self, request: PrivacyRequest, run_id: str, epochs: int
@@ -206,6 +267,19 @@ class SiteRuntime:
         train = self.data.train
         metrics = statistics_metrics(train.labels)
         return EvaluateResult(task.run_id, task.round, self.name, len(train), metrics)
+
+
+def _secure_settings(config: dict[str, Scalar]) -> tuple[FixedPoint, tuple[int, int]]:
+    """The fixed-point codec and (threshold, ring bits) a secure train task asks for."""
+    ring_bits = _int_setting(config, "secure_ring_bits", default=64, minimum=32)
+    codec = FixedPoint(
+        bits=ring_bits,
+        clip=_float_setting(config, "secure_clip", default=1.0),
+        max_sites=_int_setting(config, "secure_max_sites", default=100, minimum=1),
+        max_examples=_int_setting(config, "secure_max_examples", default=1_000_000, minimum=1),
+    )
+    threshold = _int_setting(config, "secure_threshold", default=2, minimum=2)
+    return codec, (threshold, ring_bits)
 
 
 def _finite(metrics: dict[str, float]) -> dict[str, float]:

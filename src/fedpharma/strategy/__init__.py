@@ -5,6 +5,7 @@ from __future__ import annotations
 from fedpharma.config import StrategyConfig
 from fedpharma.strategy.base import (
     LoopSettings,
+    MeanCollector,
     RoundObserver,
     RoundRecord,
     SampleWeightedMean,
@@ -16,13 +17,17 @@ from fedpharma.strategy.fedopt import FedOpt
 
 
 def build_strategy(
-    config: StrategyConfig, settings: LoopSettings, aggregator: UpdateAggregator | None = None
+    config: StrategyConfig,
+    settings: LoopSettings,
+    aggregator: UpdateAggregator | None = None,
+    collector: MeanCollector | None = None,
 ) -> Strategy:
-    """The strategy a run config names; ``aggregator`` replaces the sample-weighted mean."""
+    """The strategy a run config names; ``aggregator`` replaces the sample-weighted mean, and
+    ``collector`` (secure aggregation) computes the mean without revealing any update."""
     if config.name == "fedavg":
-        return FedAvg(settings, aggregator)
+        return FedAvg(settings, aggregator, collector)
     if config.name == "fedprox":
-        return FedProx(settings, config.proximal_mu, aggregator)
+        return FedProx(settings, config.proximal_mu, aggregator, collector)
     variant = config.name.removeprefix("fed")
     return FedOpt(
         settings,
@@ -32,6 +37,7 @@ def build_strategy(
         beta2=config.beta2,
         tau=config.tau,
         aggregator=aggregator,
+        collector=collector,
     )
 
 
@@ -40,6 +46,7 @@ __all__ = [
     "FedOpt",
     "FedProx",
     "LoopSettings",
+    "MeanCollector",
     "RoundObserver",
     "RoundRecord",
     "SampleWeightedMean",

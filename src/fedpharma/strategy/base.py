@@ -27,6 +27,7 @@ from fedpharma.protocol import (
     Failure,
     Refusal,
     Reply,
+    SecureReply,
     Task,
     TrainResult,
     TrainTask,
@@ -75,6 +76,40 @@ class UpdateAggregator(Protocol):
     def mean_update(self, rnd: int, results: Sequence[TrainResult]) -> Parameters: ...
 
 
+class SecureMeanResult(Protocol):
+    """The outcome of a secure round: only the mean update and who is in it are revealed."""
+
+    @property
+    def mean(self) -> Parameters: ...
+
+    @property
+    def contributors(self) -> tuple[str, ...]: ...
+
+    @property
+    def failures(self) -> dict[str, str]: ...
+
+
+class MeanCollector(Protocol):
+    """Collects a round's mean update without the coordinator seeing any single update: secure
+    aggregation (Bonawitz et al. 2017; ``fedpharma.server.secagg.SecAggCollector``). The train
+    tasks carry ``task_settings``; the sites answer them with :class:`SecureReply` messages, and
+    ``collect`` runs the remaining phases over the channel."""
+
+    def task_settings(self, rnd: int, n_sites: int) -> dict[str, Scalar]: ...
+
+    def collect(
+        self,
+        channel: Channel,
+        advertisements: Mapping[str, SecureReply],
+        template: Parameters,
+        *,
+        n_sites: int,
+        rnd: int,
+        run_id: str,
+        timeout: float | None = None,
+    ) -> SecureMeanResult: ...
+
+
 @dataclass(frozen=True)
 class LoopSettings:
     """How the round loop runs, independent of the aggregation rule."""
@@ -91,9 +126,15 @@ class LoopSettings:
 class Strategy(ABC):
     """Template: ``run`` → per round select → configure → exchange → validate → aggregate."""
 
-    def __init__(self, settings: LoopSettings, aggregator: UpdateAggregator | None = None) -> None:
+    def __init__(
+        self,
+        settings: LoopSettings,
+        aggregator: UpdateAggregator | None = None,
+        collector: MeanCollector | None = None,
+    ) -> None:
         self.settings = settings
         self.aggregator = aggregator or SampleWeightedMean()
+        self.collector = collector
 
     # ----- the round loop (not to be overridden) -----------------------------------------------
 
@@ -143,24 +184,51 @@ class Strategy(ABC):
                 f"round {rnd}: {len(sites)} site(s) available, at least "
                 f"{self.settings.min_sites} needed; start more sites or lower min_sites"
             )
+        secure = self.collector.task_settings(rnd, len(sites)) if self.collector is not None else {}
         tasks: dict[str, Task] = {
-            site: TrainTask(run_id, rnd, parameters, self.configure_train(rnd, site))
+            site: TrainTask(run_id, rnd, parameters, self.configure_train(rnd, site) | secure)
             for site in sites
         }
         replies = channel.exchange(tasks, self.settings.timeout)
         results, refusals, failures = _sort_replies(tasks, replies)
+        if self.collector is not None:
+            advertised = {s: r for s, r in results.items() if isinstance(r, SecureReply)}
+            self._require_sites(rnd, len(advertised), len(sites), refusals, failures)
+            outcome = self.collector.collect(
+                channel,
+                advertised,
+                parameters,
+                n_sites=len(sites),
+                rnd=rnd,
+                run_id=run_id,
+                timeout=self.settings.timeout,
+            )
+            failures |= outcome.failures
+            self._require_sites(rnd, len(outcome.contributors), len(sites), refusals, failures)
+            new = self.apply_mean_update(rnd, parameters, outcome.mean)
+            return new, {}, refusals, failures
         train = {site: r for site, r in results.items() if isinstance(r, TrainResult)}
-        if len(train) < self.settings.min_sites:
+        self._require_sites(rnd, len(train), len(sites), refusals, failures)
+        ordered = [train[s] for s in sorted(train)]
+        return self.aggregate_train(rnd, parameters, ordered), train, refusals, failures
+
+    def _require_sites(
+        self,
+        rnd: int,
+        count: int,
+        selected: int,
+        refusals: Mapping[str, Refusal],
+        failures: Mapping[str, str],
+    ) -> None:
+        if count < self.settings.min_sites:
             reasons = "; ".join(
                 [f"{s}: {why}" for s, why in sorted(failures.items())]
                 + [f"{s} refused: {r.reason}" for s, r in sorted(refusals.items())]
             )
             raise RoundFailed(
-                f"round {rnd}: {len(train)} of {len(sites)} site(s) returned an update, "
+                f"round {rnd}: {count} of {selected} site(s) returned an update, "
                 f"at least {self.settings.min_sites} needed ({reasons or 'no reason given'})"
             )
-        ordered = [train[s] for s in sorted(train)]
-        return self.aggregate_train(rnd, parameters, ordered), train, refusals, failures
 
     def evaluate(
         self, channel: Channel, parameters: Parameters, rnd: int, run_id: str
@@ -197,6 +265,12 @@ class Strategy(ABC):
         self, rnd: int, parameters: Parameters, results: Sequence[TrainResult]
     ) -> Parameters:
         """New global parameters from the current ones and the sites' validated updates."""
+
+    def apply_mean_update(self, rnd: int, parameters: Parameters, mean: Parameters) -> Parameters:
+        """New global parameters from a mean update Δ̄ computed elsewhere (securely)."""
+        raise NotImplementedError(
+            f"{type(self).__name__} cannot apply a securely aggregated mean update"
+        )
 
 
 class SampleWeightedMean:

@@ -17,14 +17,17 @@ from collections.abc import Sequence
 from fedpharma.params import Parameters
 from fedpharma.protocol import TrainResult
 from fedpharma.protocol.messages import Scalar
-from fedpharma.strategy.base import LoopSettings, Strategy, UpdateAggregator
+from fedpharma.strategy.base import LoopSettings, MeanCollector, Strategy, UpdateAggregator
 
 
 class FedAvg(Strategy):
     def aggregate_train(
         self, rnd: int, parameters: Parameters, results: Sequence[TrainResult]
     ) -> Parameters:
-        mean = self.aggregator.mean_update(rnd, results)
+        return self.apply_mean_update(rnd, parameters, self.aggregator.mean_update(rnd, results))
+
+    def apply_mean_update(self, rnd: int, parameters: Parameters, mean: Parameters) -> Parameters:
+        """w + Δ̄, whether Δ̄ was averaged in the clear or by secure aggregation."""
         return Parameters(
             parameters.names,
             tuple(
@@ -39,8 +42,9 @@ class FedProx(FedAvg):
         settings: LoopSettings,
         proximal_mu: float,
         aggregator: UpdateAggregator | None = None,
+        collector: MeanCollector | None = None,
     ) -> None:
-        super().__init__(settings, aggregator)
+        super().__init__(settings, aggregator, collector)
         self.proximal_mu = proximal_mu
 
     def configure_train(self, rnd: int, site: str) -> dict[str, Scalar]:

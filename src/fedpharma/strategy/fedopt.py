@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from fedpharma.params import Parameters
 from fedpharma.protocol import TrainResult
 from fedpharma.strategy.aggregate import MomentState, fedopt_step
-from fedpharma.strategy.base import LoopSettings, Strategy, UpdateAggregator
+from fedpharma.strategy.base import LoopSettings, MeanCollector, Strategy, UpdateAggregator
 
 VARIANTS = ("adagrad", "adam", "yogi")
 
@@ -28,22 +28,27 @@ class FedOpt(Strategy):
         beta2: float = 0.99,
         tau: float = 1e-3,
         aggregator: UpdateAggregator | None = None,
+        collector: MeanCollector | None = None,
     ) -> None:
         if variant not in VARIANTS:
             raise ValueError(f"variant must be one of {VARIANTS}, got {variant!r}")
-        super().__init__(settings, aggregator)
+        super().__init__(settings, aggregator, collector)
         self.variant, self.eta, self.beta1, self.beta2, self.tau = variant, eta, beta1, beta2, tau
         self.state: MomentState | None = None
 
     def aggregate_train(
         self, rnd: int, parameters: Parameters, results: Sequence[TrainResult]
     ) -> Parameters:
+        return self.apply_mean_update(rnd, parameters, self.aggregator.mean_update(rnd, results))
+
+    def apply_mean_update(self, rnd: int, parameters: Parameters, mean: Parameters) -> Parameters:
+        """One server-optimizer step on Δ̄, averaged in the clear or by secure aggregation."""
         weights = parameters.flatten()
         if self.state is None:
             self.state = MomentState.zeros(weights.size, self.tau)
         new, self.state = fedopt_step(
             weights,
-            self.aggregator.mean_update(rnd, results).flatten(),
+            mean.flatten(),
             self.state,
             variant=self.variant,
             eta=self.eta,

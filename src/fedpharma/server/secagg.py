@@ -1,0 +1,173 @@
+"""The coordinator's side of secure aggregation in the round loop (Bonawitz et al. 2017).
+
+"Practical Secure Aggregation for Privacy-Preserving Machine Learning" (CCS 2017), §4, Fig. 4.
+A secure round's train task asks each site for a key advertisement instead of its update; this
+collector then drives the three remaining phases (share keys, masked input, unmask) through the
+same :class:`~fedpharma.protocol.Channel`, passing each :class:`~fedpharma.secure.SecAggServer`
+method only the replies that arrived. A site that fails or refuses a phase drops out; the round
+completes while at least t sites remain in every phase and raises :class:`RoundFailed` below.
+The coordinator only ever holds public keys, sealed shares, masked vectors and their sum, from
+which it decodes the FedAvg mean Σ n_k Δ_k / Σ n_k (:class:`~fedpharma.secure.FixedPoint`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from fedpharma.config import SecureConfig
+from fedpharma.errors import CryptoError, ProtocolError, RoundFailed
+from fedpharma.params import Parameters
+from fedpharma.protocol import Channel, Failure, Refusal, SecureReply, SecureTask, Task
+from fedpharma.protocol.messages import Scalar, validate_reply
+from fedpharma.secure.quantize import FixedPoint
+from fedpharma.secure.secagg import (
+    KeyAdvertisement,
+    MaskedInput,
+    RoundSetup,
+    SecAggServer,
+    ShareBundle,
+    UnmaskingShares,
+    minimum_threshold,
+)
+
+
+@dataclass(frozen=True)
+class SecureMean:
+    """What a secure round reveals: the mean update, Σ n_k, and who is in the sum."""
+
+    mean: Parameters
+    n_examples: int
+    contributors: tuple[str, ...]
+    failures: dict[str, str] = field(default_factory=dict)
+
+
+class SecAggCollector:
+    """Collects a round's mean update by pairwise-mask secure aggregation.
+
+    ``dp_planned_sites`` is K under site-level DP with distributed noise: sites then weigh their
+    clipped, noised updates alike and the mean becomes the fixed-denominator Σ_k Δ_k / K of
+    DP-FedAvg (McMahan et al. 2018). Central noise is impossible here (the coordinator never sees
+    an update), which the run config refuses.
+    """
+
+    def __init__(self, config: SecureConfig, *, dp_planned_sites: int | None = None) -> None:
+        self.config = config
+        self.dp_planned_sites = dp_planned_sites
+
+    def threshold(self, n_sites: int) -> int:
+        """t for a round of ``n_sites``: the configured one, at least a majority and 2."""
+        return max(self.config.threshold or 0, minimum_threshold(n_sites), 2)
+
+    def codec(self, n_sites: int) -> FixedPoint:
+        return FixedPoint(
+            bits=self.config.ring_bits,
+            clip=self.config.clip,
+            max_sites=max(n_sites, 1),
+            max_examples=self.config.max_examples,
+        )
+
+    def task_settings(self, rnd: int, n_sites: int) -> dict[str, Scalar]:
+        """What every site of a round of ``n_sites`` must agree on."""
+        return {
+            "secure": "secagg",
+            "secure_threshold": self.threshold(n_sites),
+            "secure_ring_bits": self.config.ring_bits,
+            "secure_clip": self.config.clip,
+            "secure_max_sites": max(n_sites, 1),
+            "secure_max_examples": self.config.max_examples,
+        }
+
+    def collect(
+        self,
+        channel: Channel,
+        advertisements: Mapping[str, SecureReply],
+        template: Parameters,
+        *,
+        n_sites: int,
+        rnd: int,
+        run_id: str,
+        timeout: float | None = None,
+    ) -> SecureMean:
+        """Run phases 1–3 with the sites whose advertisements arrived; return the mean update."""
+        length = template.flatten().size + 1
+        setup = RoundSetup(run_id, rnd, self.threshold(n_sites), length, self.config.ring_bits)
+        server = SecAggServer(setup)
+        failures: dict[str, str] = {}
+
+        def phase(
+            name: str, payloads: Mapping[str, bytes], parse: Callable[[bytes], Any]
+        ) -> list[Any]:
+            tasks: dict[str, Task] = {
+                site: SecureTask(run_id, rnd, name, payload) for site, payload in payloads.items()
+            }
+            replies = channel.exchange(tasks, timeout)
+            return _parsed(tasks, replies, parse, failures)
+
+        try:
+            ads = _parse_all(advertisements, KeyAdvertisement.from_bytes, failures)
+            roster = server.roster(ads).to_bytes()
+            bundles = phase("share_keys", {a.site: roster for a in ads}, ShareBundle.from_bytes)
+            deliveries = server.route_shares(bundles)
+            inputs = phase(
+                "masked_input",
+                {site: d.to_bytes() for site, d in deliveries.items()},
+                MaskedInput.from_bytes,
+            )
+            survivors = server.collect_masked_inputs(inputs)
+            responses = phase(
+                "unmask",
+                {site: survivors.to_bytes() for site in survivors.survivors},
+                UnmaskingShares.from_bytes,
+            )
+            secure_sum = server.unmask(responses)
+            mean, n_examples = self.codec(n_sites).decode_weighted_mean(secure_sum.total)
+        except (CryptoError, ProtocolError) as exc:
+            raise RoundFailed(f"round {rnd}: secure aggregation failed: {exc}") from exc
+        if self.dp_planned_sites is not None:
+            # Each site weighed 1, so n_examples counts the contributors: Σ Δ_k / K.
+            mean = mean * (n_examples / self.dp_planned_sites)
+        return SecureMean(template.unflatten(mean), n_examples, secure_sum.contributors, failures)
+
+
+def _parse_all(
+    replies: Mapping[str, SecureReply], parse: Callable[[bytes], Any], failures: dict[str, str]
+) -> list[Any]:
+    parsed = []
+    for site, reply in sorted(replies.items()):
+        try:
+            message = parse(reply.payload)
+        except (CryptoError, ProtocolError) as exc:
+            failures[site] = f"rejected {reply.phase} message: {exc}"
+            continue
+        if getattr(message, "site", site) != site:
+            failures[site] = f"sent a {reply.phase} message in the name of {message.site!r}"
+            continue
+        parsed.append(message)
+    return parsed
+
+
+def _parsed(
+    tasks: Mapping[str, Task],
+    replies: Mapping[str, SecureReply | Refusal | Failure | Any],
+    parse: Callable[[bytes], Any],
+    failures: dict[str, str],
+) -> list[Any]:
+    """The parsed messages of the valid replies; every other site is recorded as dropped."""
+    valid: dict[str, SecureReply] = {}
+    for site, task in tasks.items():
+        reply = replies.get(site, Failure(site, "no reply"))
+        if isinstance(reply, Failure):
+            failures[site] = reply.reason
+            continue
+        try:
+            checked = validate_reply(task, site, reply)
+        except ProtocolError as exc:
+            failures[site] = f"rejected: {exc}"
+            continue
+        if isinstance(checked, Refusal):
+            failures[site] = f"refused: {checked.reason}"
+        elif isinstance(checked, SecureReply):
+            valid[site] = checked
+    return _parse_all(valid, parse, failures)
