@@ -20,7 +20,7 @@ from fedpharma.config import SecureConfig
 from fedpharma.errors import CryptoError, ProtocolError, RoundFailed
 from fedpharma.params import Parameters
 from fedpharma.protocol import Channel, Failure, Refusal, SecureReply, SecureTask, Task
-from fedpharma.protocol.messages import Scalar, validate_reply
+from fedpharma.protocol.messages import Scalar
 from fedpharma.secure.quantize import FixedPoint
 from fedpharma.secure.secagg import (
     KeyAdvertisement,
@@ -31,6 +31,7 @@ from fedpharma.secure.secagg import (
     UnmaskingShares,
     minimum_threshold,
 )
+from fedpharma.strategy.base import sort_replies
 
 
 @dataclass(frozen=True)
@@ -155,19 +156,8 @@ def _parsed(
     failures: dict[str, str],
 ) -> list[Any]:
     """The parsed messages of the valid replies; every other site is recorded as dropped."""
-    valid: dict[str, SecureReply] = {}
-    for site, task in tasks.items():
-        reply = replies.get(site, Failure(site, "no reply"))
-        if isinstance(reply, Failure):
-            failures[site] = reply.reason
-            continue
-        try:
-            checked = validate_reply(task, site, reply)
-        except ProtocolError as exc:
-            failures[site] = f"rejected: {exc}"
-            continue
-        if isinstance(checked, Refusal):
-            failures[site] = f"refused: {checked.reason}"
-        elif isinstance(checked, SecureReply):
-            valid[site] = checked
+    results, refusals, dropped = sort_replies(tasks, replies)
+    failures |= dropped
+    failures |= {site: f"refused: {refusal.reason}" for site, refusal in refusals.items()}
+    valid = {site: r for site, r in results.items() if isinstance(r, SecureReply)}
     return _parse_all(valid, parse, failures)

@@ -190,7 +190,7 @@ class Strategy(ABC):
             for site in sites
         }
         replies = channel.exchange(tasks, self.settings.timeout)
-        results, refusals, failures = _sort_replies(tasks, replies)
+        results, refusals, failures = sort_replies(tasks, replies)
         if self.collector is not None:
             advertised = {s: r for s, r in results.items() if isinstance(r, SecureReply)}
             self._require_sites(rnd, len(advertised), len(sites), refusals, failures)
@@ -238,7 +238,7 @@ class Strategy(ABC):
             site: EvaluateTask(run_id, rnd, parameters) for site in channel.available_sites()
         }
         replies = channel.exchange(tasks, self.settings.timeout)
-        results, refusals, failures = _sort_replies(tasks, replies)
+        results, refusals, failures = sort_replies(tasks, replies)
         evaluate = {s: r for s, r in results.items() if isinstance(r, EvaluateResult)}
         return evaluate, refusals, failures
 
@@ -297,9 +297,10 @@ def site_seed(run_seed: int, rnd: int, site: str) -> int:
     return int(np.random.SeedSequence(entropy).generate_state(1)[0] >> 1)
 
 
-def _sort_replies(
+def sort_replies(
     tasks: Mapping[str, Task], replies: Mapping[str, Reply | Failure]
 ) -> tuple[dict[str, Reply], dict[str, Refusal], dict[str, str]]:
+    """Each site's reply validated against its task: (results, refusals, failure reasons)."""
     results: dict[str, Reply] = {}
     refusals: dict[str, Refusal] = {}
     failures: dict[str, str] = {}
