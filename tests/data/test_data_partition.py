@@ -173,3 +173,12 @@ def test_partition_module_does_not_import_rdkit() -> None:
         [sys.executable, "-c", code], capture_output=True, text=True, check=True
     )
     assert result.stdout.strip() == "False"
+
+
+def test_dirichlet_with_a_row_per_site_still_fills_every_site() -> None:
+    labels = np.zeros((6, 1), dtype=np.float32)  # one class, six rows, six sites
+    for seed in range(20):
+        sites = dirichlet_label_partition(
+            labels, "classification", 6, 1.0, np.random.default_rng(seed)
+        )
+        assert_valid_partition(sites, 6, 6)

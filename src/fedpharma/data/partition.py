@@ -102,7 +102,8 @@ def dirichlet_label_partition(
     Classes are the first task that has any label: its distinct values for classification, its
     quintile bins for regression. Rows whose label is missing in that task are spread evenly
     over sites at random. Draws are repeated (up to :data:`DIRICHLET_MAX_DRAWS`) until every
-    site has a row, as is usual for this partitioner.
+    site has a row, as is usual for this partitioner; if none succeeds (a handful of rows per
+    site), each empty site then takes one row from the largest.
     """
     _check_sites(n_sites)
     n_rows = labels.shape[0]
@@ -122,10 +123,11 @@ def dirichlet_label_partition(
         site_of_row[spread] = np.arange(spread.size) % n_sites
         if np.unique(site_of_row).size == n_sites:
             return _sites_from_assignment(site_of_row, n_sites)
-    raise DataError(
-        f"Dirichlet label partition left a site empty in {DIRICHLET_MAX_DRAWS} draws "
-        f"(alpha = {alpha}, {n_rows} rows, {n_sites} sites); raise alpha or use fewer sites"
-    )
+    # Very few rows per site: give each still-empty site one random row of the largest site.
+    for empty in np.setdiff1d(np.arange(n_sites), site_of_row):
+        largest = np.bincount(site_of_row, minlength=n_sites).argmax()
+        site_of_row[rng.choice(np.flatnonzero(site_of_row == largest))] = empty
+    return _sites_from_assignment(site_of_row, n_sites)
 
 
 def _label_classes(labels: npt.NDArray[np.floating], task: Task) -> npt.NDArray[np.int64]:
