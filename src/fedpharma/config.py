@@ -247,18 +247,27 @@ def config_from_dict(raw: dict[str, Any], source: str = "config") -> RunConfig:
     return cfg
 
 
+def data_source_problems(
+    where: str, name: str | None, path: str | None, labels: tuple[str, ...], task: str | None
+) -> list[str]:
+    """A data source is a bundled dataset or a file; a file needs its label columns and task."""
+    problems = []
+    if (name is None) == (path is None):
+        problems.append(
+            f"{where} give exactly one of `name` (a bundled dataset) or `path` (a file)"
+        )
+    if path is not None and not labels:
+        problems.append(f"{where} `label_columns` must list the label column(s) of the file")
+    if path is not None and task is None:
+        problems.append(f'{where} `task` must be "regression" or "classification" for a file')
+    return problems
+
+
 def cross_check(cfg: RunConfig) -> list[str]:
     """Problems that involve more than one field."""
     problems = []
     ds = cfg.dataset
-    if (ds.name is None) == (ds.path is None):
-        problems.append(
-            "[dataset] give exactly one of `name` (a bundled dataset) or `path` (a file)"
-        )
-    if ds.path is not None and not ds.label_columns:
-        problems.append("[dataset] `label_columns` must list the label column(s) of the file")
-    if ds.path is not None and ds.task is None:
-        problems.append('[dataset] `task` must be "regression" or "classification" for a file')
+    problems += data_source_problems("[dataset]", ds.name, ds.path, ds.label_columns, ds.task)
     if cfg.partition.method == "natural" and ds.site_column is None and ds.path is not None:
         problems.append('[partition] method "natural" needs [dataset] `site_column`')
     if cfg.model.kind == "mlp" and not cfg.model.hidden:
@@ -518,12 +527,7 @@ def load_site_config(path: str | Path) -> SiteConfig:
         problems.append("[site] `insecure = true` contradicts `tls`; keep one")
     if site.insecure and site.name is None:
         problems.append("[site] an insecure site needs a `name`")
-    if (data.name is None) == (data.path is None):
-        problems.append("[data] give exactly one of `name` (a bundled dataset) or `path` (a file)")
-    if data.path is not None and not data.label_columns:
-        problems.append("[data] `label_columns` must list the label column(s) of the file")
-    if data.path is not None and data.task is None:
-        problems.append('[data] `task` must be "regression" or "classification" for a file')
+    problems += data_source_problems("[data]", data.name, data.path, data.label_columns, data.task)
     if data.n_partitions is not None and data.partition_index is None:
         problems.append("[data] `n_partitions` needs `partition_index`")
     if (
