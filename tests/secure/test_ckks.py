@@ -12,6 +12,7 @@ from fedpharma.errors import CryptoError
 from fedpharma.secure import _wire
 from fedpharma.secure.ckks import (
     SLOTS,
+    DecryptedMean,
     EncryptedUpdate,
     PublicContext,
     SecretContext,
@@ -68,10 +69,25 @@ def test_ten_sites_decrypt_to_the_fedavg_mean_within_the_ckks_error(secret, publ
     ]
     total = EncryptedUpdate.from_bytes(public.aggregate(uploads).to_bytes())
     weighted_sum = (updates * counts[:, None]).sum(axis=0)
-    assert np.max(np.abs(secret.decrypt(total)[:-1] - weighted_sum)) < 1e-6  # measured ≈ 2.5e-9
-    mean, total_examples = secret.decrypt_weighted_mean(total)
-    assert total_examples == counts.sum()
-    assert np.max(np.abs(mean - weighted_sum / counts.sum())) < 1e-9
+    assert np.max(np.abs(secret.decrypt(total)[:-2] - weighted_sum)) < 1e-6  # measured ≈ 2.5e-9
+    decrypted = secret.decrypt_weighted_mean(total, min_contributors=10)
+    assert (decrypted.n_examples, decrypted.contributors) == (counts.sum(), 10)
+    expected = weighted_sum / counts.sum()
+    # float32 rounding (relative 6e-8) plus the CKKS error (~1e-9 absolute)
+    np.testing.assert_allclose(decrypted.mean, expected, rtol=1.2e-7, atol=1e-9)
+    wire = DecryptedMean.from_bytes(decrypted.to_bytes())
+    np.testing.assert_array_equal(wire.mean, decrypted.mean)
+    assert (wire.n_examples, wire.contributors) == (decrypted.n_examples, 10)
+
+
+def test_a_site_refuses_to_decrypt_fewer_updates_than_asked(secret, public, encrypted):
+    with pytest.raises(CryptoError, match="refusing to decrypt a sum of 1 update"):
+        secret.decrypt_weighted_mean(public.aggregate([encrypted]))
+    with pytest.raises(CryptoError, match="at least 3 are needed"):
+        secret.decrypt_weighted_mean(public.aggregate([encrypted] * 2), min_contributors=3)
+    single = DecryptedMean(np.zeros(3, np.float32), 5, 1).to_bytes()
+    with pytest.raises(CryptoError, match="fewer than 2 contributors"):
+        DecryptedMean.from_bytes(single)
 
 
 def test_the_coordinator_context_holds_no_keys_and_cannot_decrypt(secret, public, encrypted):
@@ -119,7 +135,7 @@ def test_tampered_truncated_and_foreign_ciphertexts_are_rejected(secret, public,
         with pytest.raises(CryptoError, match="corrupt, truncated or made with other parameters"):
             public.aggregate([encrypted, forged])
     swapped = dataclasses.replace(encrypted, chunks=(encrypted.chunks[3], *encrypted.chunks[1:]))
-    with pytest.raises(CryptoError, match="holds 124 values, expected 4096"):
+    with pytest.raises(CryptoError, match="holds 125 values, expected 4096"):
         secret.decrypt(swapped)
     with pytest.raises(CryptoError, match="chunks"):
         dataclasses.replace(encrypted, chunks=encrypted.chunks[:2])
@@ -160,7 +176,7 @@ def test_provisioning_writes_a_private_key_file_and_a_public_context(tmp_path, e
     site, coordinator = load_secret_context(secret_path), load_public_context(public_path)
     assert site.key_id == coordinator.key_id == provisioned.key_id
     total = coordinator.aggregate([site.encrypt_update([1.0, 2.0], 2)] * 2)
-    np.testing.assert_allclose(provisioned.decrypt(total), [4.0, 8.0, 4.0], atol=1e-6)
+    np.testing.assert_allclose(provisioned.decrypt(total), [4.0, 8.0, 4.0, 2.0], atol=1e-6)
     with pytest.raises(CryptoError, match="refusing to overwrite"):
         provision(secret_path, tmp_path / "other.public")
 

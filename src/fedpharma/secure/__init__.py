@@ -17,6 +17,7 @@ Every message and key blob has an explicit, versioned binary encoding (``to_byte
 """
 
 from fedpharma.secure.ckks import (
+    DecryptedMean,
     EncryptedUpdate,
     PublicContext,
     SecretContext,
@@ -42,6 +43,7 @@ from fedpharma.secure.secagg import (
 )
 
 __all__ = [
+    "DecryptedMean",
     "EncryptedUpdate",
     "FixedPoint",
     "KeyAdvertisement",

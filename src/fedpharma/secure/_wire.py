@@ -43,6 +43,7 @@ class Kind(IntEnum):
     CKKS_PUBLIC_CONTEXT = 16
     CKKS_SECRET_CONTEXT = 17
     CKKS_UPDATE = 18
+    CKKS_DECRYPTED_MEAN = 19
 
 
 def frame(kind: Kind, body: bytes) -> bytes:

@@ -17,10 +17,12 @@ products), and no public key either: sites encrypt with the *symmetric* (secret-
 which is 1.5× faster than public-key encryption, and nobody but a key holder needs to encrypt.
 The coordinator can therefore add ciphertexts but neither decrypt nor make fresh encryptions.
 
-**Weighting.** Sites pre-multiply: a site encrypts n_k·Δ_k followed by n_k in one more slot, and
-the coordinator only adds (cheaper than a plaintext multiplication, which would also cost a level
-and reveal n_k to the coordinator). The sites decrypt Σ n_k Δ_k and Σ n_k and divide, which is
-exactly FedAvg. Individual n_k stay encrypted.
+**Weighting.** Sites pre-multiply: a site encrypts n_k·Δ_k followed by n_k and 1 in two more
+slots, and the coordinator only adds (cheaper than a plaintext multiplication, which would also
+cost a level and reveal n_k to the coordinator). A site decrypts Σ n_k Δ_k, Σ n_k and the number
+of contributors K, and divides, which is exactly FedAvg; individual n_k stay encrypted. A site
+refuses to decrypt a "sum" of fewer than ``min_contributors`` (≥ 2) updates, so a coordinator
+that follows the protocol cannot get one site's update decrypted by another by accident.
 
 **Error.** CKKS is approximate: encoding rounds to 1/2^40 and fresh encryption adds noise of a
 few multiples of √N·3.2 / 2^40 ≈ 1e-9 per slot; additions add the errors. The measured maximum
@@ -195,11 +197,11 @@ class SecretContext:
         return cls(context, key_id)
 
     def encrypt_update(self, update: npt.ArrayLike, n_examples: int) -> EncryptedUpdate:
-        """Encrypt n_k·Δ_k followed by n_k, densely packed 4,096 values per ciphertext."""
+        """Encrypt n_k·Δ_k, n_k and 1 (a contributor count), 4,096 values per ciphertext."""
         flat = np.asarray(update, dtype=np.float64).ravel()
         if n_examples < 1:
             raise CryptoError(f"n_examples must be ≥ 1, got {n_examples}")
-        values = np.append(flat * n_examples, float(n_examples))
+        values = np.concatenate([flat * n_examples, [float(n_examples), 1.0]])
         if not np.all(np.isfinite(values)) or np.max(np.abs(values)) > MAX_ABS_VALUE:
             raise CryptoError(
                 "an update value times n_examples is NaN, infinite or beyond ±2^30; "
@@ -225,17 +227,61 @@ class SecretContext:
         return np.concatenate(parts)
 
     def decrypt_weighted_mean(
-        self, encrypted_sum: EncryptedUpdate
-    ) -> tuple[npt.NDArray[np.float64], int]:
-        """Σ n_k Δ_k / Σ n_k and Σ n_k from the coordinator's encrypted sum."""
+        self, encrypted_sum: EncryptedUpdate, *, min_contributors: int = 2
+    ) -> DecryptedMean:
+        """Σ n_k Δ_k / Σ n_k from the coordinator's encrypted sum, as float32 (rounding hides
+        most of the CKKS error, which would otherwise leak key information; Li & Micciancio
+        2021). Refuses a sum of fewer than ``min_contributors`` updates."""
         values = self.decrypt(encrypted_sum)
-        total_examples = round(float(values[-1]))
-        if total_examples < 1:
+        if values.size < 3:
+            raise CryptoError("an encrypted sum holds at least a value, Σ n_k and K")
+        total_examples, contributors = round(float(values[-2])), round(float(values[-1]))
+        if total_examples < 1 or contributors < 1:
             raise CryptoError(
-                f"decrypted example count {values[-1]:.3g} is not positive: the sum is corrupt "
-                "or was encrypted under another key"
+                f"decrypted example count {values[-2]:.3g} or contributor count "
+                f"{values[-1]:.3g} is not positive: the sum is corrupt or was encrypted "
+                "under another key"
             )
-        return values[:-1] / total_examples, total_examples
+        if contributors < max(min_contributors, 2):
+            raise CryptoError(
+                f"refusing to decrypt a sum of {contributors} update(s): at least "
+                f"{max(min_contributors, 2)} are needed, or one site's update would be revealed"
+            )
+        mean = (values[:-2] / total_examples).astype(np.float32)
+        return DecryptedMean(mean, total_examples, contributors)
+
+
+@dataclass(frozen=True)
+class DecryptedMean:
+    """What a site returns after decrypting a sum: the mean update, Σ n_k and K, nothing else.
+
+    Wire body: u64 Σ n_k | u32 K | u64 length | length float32 values (little-endian).
+    """
+
+    mean: npt.NDArray[np.float32]
+    n_examples: int
+    contributors: int
+
+    def to_bytes(self) -> bytes:
+        values = np.ascontiguousarray(self.mean, dtype="<f4")
+        writer = Writer().u64(self.n_examples).u32(self.contributors).u64(values.size)
+        return frame(
+            Kind.CKKS_DECRYPTED_MEAN, writer.fixed(values.tobytes(), values.nbytes).getvalue()
+        )
+
+    @classmethod
+    def from_bytes(cls, data: bytes) -> DecryptedMean:
+        reader = Reader(unframe(data, Kind.CKKS_DECRYPTED_MEAN), Kind.CKKS_DECRYPTED_MEAN)
+        n_examples, contributors, length = reader.u64(), reader.u32(), reader.u64()
+        if length > MAX_CHUNKS * SLOTS:
+            raise CryptoError(f"CKKS_DECRYPTED_MEAN: {length} values exceeds the limit")
+        mean = np.frombuffer(reader.view(4 * length), dtype="<f4").astype(np.float32)
+        reader.done()
+        if not np.all(np.isfinite(mean)) or n_examples < 1 or contributors < 2:
+            raise CryptoError(
+                "CKKS_DECRYPTED_MEAN: non-finite values, no examples or fewer than 2 contributors"
+            )
+        return cls(mean, n_examples, contributors)
 
 
 def create_secret_context() -> SecretContext:
