@@ -138,16 +138,21 @@ class PrivacyConfig:
 
 @dataclass(frozen=True)
 class SecureConfig:
-    """Secure aggregation of the updates (Bonawitz et al. 2017, pairwise masks with Shamir
-    dropout recovery): the coordinator only ever holds masked updates and their sum.
+    """Secure aggregation: the coordinator never holds an individual site's update.
 
-    ``mode = "secagg"`` turns it on. ``threshold`` is t, the fewest sites that must survive
-    each phase (unset: a majority of the round's sites, the least the protocol accepts).
-    Updates are clipped per coordinate to [-``clip``, ``clip``] and quantized into the ring
-    Z_{2^``ring_bits``}; ``max_examples`` bounds any site's example count (its FedAvg weight).
+    ``mode = "secagg"``: pairwise masks with Shamir dropout recovery (Bonawitz et al. 2017); no
+    key holder. ``threshold`` is t, the fewest sites that must survive each phase (unset: a
+    majority of the round's sites, the least the protocol accepts). Updates are clipped per
+    coordinate to [-``clip``, ``clip``] and quantized into the ring Z_{2^``ring_bits``};
+    ``max_examples`` bounds any site's example count (its FedAvg weight).
+
+    ``mode = "ckks"``: CKKS homomorphic encryption (Cheon et al. 2017, TenSEAL) under a key the
+    sites share and the coordinator never holds (made by ``fedpharma provision``; in simulation a
+    fresh key per run). ``threshold`` is then the fewest updates a site will decrypt a sum of
+    (unset: 2).
     """
 
-    mode: str = _choice("none", "secagg", default="none")
+    mode: str = _choice("none", "secagg", "ckks", default="none")
     threshold: int | None = _bounded(None, 2, None)
     ring_bits: int = field(default=64, metadata={"choices": (32, 64)})
     clip: float = _bounded(1.0, 1e-9, None)
@@ -155,7 +160,7 @@ class SecureConfig:
 
     @property
     def enabled(self) -> bool:
-        return self.mode == "secagg"
+        return self.mode != "none"
 
 
 @dataclass(frozen=True)
@@ -307,7 +312,8 @@ def cross_check(cfg: RunConfig) -> list[str]:
             )
     if cfg.site_policy.require_secure and not cfg.secure.enabled:
         problems.append(
-            '[site_policy] require_secure refuses plaintext updates; set [secure] mode = "secagg"'
+            "[site_policy] require_secure refuses plaintext updates; set [secure] mode = "
+            '"secagg" or "ckks"'
         )
     if (
         ds.kind == "molecules"

@@ -177,3 +177,26 @@ def test_a_coordinator_killed_with_sigkill_resumes_to_the_same_final_model(
     assert "resume" in kinds and kinds[-1] == "run_finished"
     result = runner.invoke(app, ["audit", "verify", str(run_dir)])
     assert result.exit_code == 0, result.output
+
+
+@pytest.mark.parametrize("mode", ["secagg", "ckks"])
+def test_secure_aggregation_over_mtls_reaches_the_simulated_model(
+    procs, tmp_path, molecules_csv, pki_root, mode
+):
+    """Both secure modes across real processes: the coordinator gets only the mean, and the
+    model equals the in-process simulation's (which uses its own fresh CKKS key) within the
+    quantization / CKKS error."""
+    recipe = recipe_toml(molecules_csv, rounds=1) + f'[secure]\nmode = "{mode}"\n'
+    files = write_deployment(tmp_path / "cfg", pki_root, recipe, port=free_port())
+    server, sites = start_deployment(procs, files)
+    assert server.wait(180) == 0, server.text()
+    for site in sites:
+        assert site.wait(30) == 0, site.text()
+    run_dir = run_dir_of(server)
+    rnd, model = final_model(run_dir)
+    assert rnd == 1
+    want = simulated_model(recipe, tmp_path / "sim")
+    np.testing.assert_allclose(model.flatten(), want.flatten(), rtol=0, atol=1e-5)
+    assert "round 1 of 1 done · 3 sites" in server.text()
+    with sqlite3.connect(run_dir / "run.sqlite") as db:
+        assert db.execute("SELECT round, n_updates FROM rounds").fetchall() == [(1, 3)]

@@ -7,13 +7,19 @@ from cryptography import x509
 from cryptography.x509.oid import NameOID
 
 from fedpharma.errors import ConfigError, CryptoError
+from fedpharma.secure import ckks
 from fedpharma.transport import pki
 
 
 def test_provision_writes_one_folder_per_party_with_private_keys_0600(tmp_path):
     made = pki.provision("trial", ["hospital-a", "pharma-c"], tmp_path / "pki")
     for name, files in made.sites.items():
-        assert sorted(p.name for p in files.folder.iterdir()) == ["ca.pem", "cert.pem", "key.pem"]
+        assert sorted(p.name for p in files.folder.iterdir()) == [
+            "ca.pem",
+            "cert.pem",
+            "ckks.secret",
+            "key.pem",
+        ]
         cert = pki.load_certificate(files.cert)
         assert cert.subject.get_attributes_for_oid(NameOID.COMMON_NAME)[0].value == name
         sans = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
@@ -21,8 +27,19 @@ def test_provision_writes_one_folder_per_party_with_private_keys_0600(tmp_path):
             x509.UniformResourceIdentifier
         )
         assert pki.check_party_files(files, expect_client=True).common_name == name
-    for key in [made.ca_key, made.coordinator.key, *(f.key for f in made.sites.values())]:
+    ckks_keys = [f.folder / pki.CKKS_SECRET_FILE for f in made.sites.values()]
+    for key in [
+        made.ca_key,
+        made.coordinator.key,
+        *(f.key for f in made.sites.values()),
+        *ckks_keys,
+    ]:
         assert stat.S_IMODE(key.stat().st_mode) == 0o600
+    # Every site holds the same CKKS key; the coordinator only the keyless public context.
+    site_keys = [ckks.load_secret_context(path) for path in ckks_keys]
+    public = ckks.load_public_context(made.ckks_public)
+    assert {k.key_id for k in site_keys} == {public.key_id}
+    assert not (made.coordinator.folder / pki.CKKS_SECRET_FILE).exists()
     server = pki.load_certificate(made.coordinator.cert)
     sans = server.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
     assert sans.get_values_for_type(x509.DNSName) == ["localhost"]

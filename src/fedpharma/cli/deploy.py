@@ -57,7 +57,8 @@ def provision(
     ] = None,
     days: Annotated[int, typer.Option(min=1, help="Validity of the certificates.")] = 365,
 ) -> None:
-    """Create the consortium's CA, the coordinator's certificate and one certificate per site."""
+    """Create the consortium's CA, the coordinator's certificate and one certificate per site,
+    and the sites' shared CKKS key (for [secure] mode = "ckks")."""
     from fedpharma.transport.pki import provision as make_pki
 
     names = [s.strip() for s in sites.split(",") if s.strip()]
@@ -68,6 +69,10 @@ def provision(
     for site, files in made.sites.items():
         typer.echo(f"site:        {files.folder}  (give this folder to {site} only)")
     typer.echo(f"revocation list: {made.revoked}")
+    typer.echo(
+        f'CKKS: one key for [secure] mode = "ckks" in every site folder; the coordinator '
+        f"holds only the keyless {made.ckks_public.name}"
+    )
 
 
 @_friendly

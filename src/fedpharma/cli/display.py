@@ -16,7 +16,7 @@ if TYPE_CHECKING:
 
 
 def print_round(record: RoundRecord, rounds: int) -> None:
-    parts = [f"round {record.round:>3}/{rounds}", f"{len(record.train_results)} sites"]
+    parts = [f"round {record.round:>3}/{rounds}", f"{len(record.contributors)} sites"]
     loss = record.train_metrics.get("train_loss")
     if loss is not None:
         parts.append(f"train loss {loss:.3f}")

@@ -6,10 +6,11 @@ training metrics), or by a :class:`Refusal` when the site's policy forbids the t
 follows the same pattern with :class:`EvaluateTask` / :class:`EvaluateResult`. A :class:`Failure`
 is what a *channel* reports when it could not get any answer from a site (crash, timeout).
 
-Under secure aggregation (Bonawitz et al. 2017) a site answers a :class:`TrainTask` whose config
-has ``secure = "secagg"`` with a :class:`SecureReply` of phase ``"advertise"`` instead of its
-update, and the coordinator drives the remaining phases with :class:`SecureTask` messages whose
-opaque ``payload`` is one of the :mod:`fedpharma.secure.secagg` messages' bytes.
+Under secure aggregation a site answers a :class:`TrainTask` whose config has ``secure`` set
+with a :class:`SecureReply` instead of its update — phase ``"advertise"`` (a key advertisement)
+for pairwise masking (``"secagg"``, Bonawitz et al. 2017), phase ``"encrypted_update"`` for CKKS
+(``"ckks"``) — and the coordinator drives the remaining phases with :class:`SecureTask` messages
+whose opaque ``payload`` is a :mod:`fedpharma.secure` message's bytes.
 """
 
 from __future__ import annotations
@@ -84,7 +85,9 @@ class Failure:
     reason: str
 
 
-SECURE_PHASES = ("advertise", "share_keys", "masked_input", "unmask")
+SECURE_FIRST_PHASE = {"secagg": "advertise", "ckks": "encrypted_update"}
+"""Each secure-aggregation mode and the phase in which a site answers its train task."""
+SECURE_PHASES = ("advertise", "share_keys", "masked_input", "unmask", "encrypted_update", "decrypt")
 
 
 @dataclass(frozen=True)
@@ -114,9 +117,12 @@ Task = TrainTask | EvaluateTask | SecureTask
 Reply = TrainResult | EvaluateResult | Refusal | SecureReply
 
 
-def is_secure_train(task: Task) -> bool:
-    """Whether ``task`` is a train task run under secure aggregation."""
-    return isinstance(task, TrainTask) and task.config.get("secure") == "secagg"
+def secure_mode(task: Task) -> str | None:
+    """The secure-aggregation mode a train task runs under ("secagg", "ckks"), else None."""
+    if not isinstance(task, TrainTask):
+        return None
+    mode = task.config.get("secure")
+    return mode if isinstance(mode, str) and mode in SECURE_FIRST_PHASE else None
 
 
 def validate_reply(task: Task, site: str, reply: Reply) -> Reply:
@@ -126,7 +132,8 @@ def validate_reply(task: Task, site: str, reply: Reply) -> Reply:
     another site's name, or an update whose names, shapes or values do not fit the model sent.
     """
     expected: tuple[type, ...]
-    if isinstance(task, SecureTask) or is_secure_train(task):
+    mode = secure_mode(task)
+    if isinstance(task, SecureTask) or mode is not None:
         expected = (SecureReply, Refusal)
     elif isinstance(task, TrainTask):
         expected = (TrainResult, Refusal)
@@ -142,7 +149,7 @@ def validate_reply(task: Task, site: str, reply: Reply) -> Reply:
             f"expected run {task.run_id!r} round {task.round} (stale or replayed)"
         )
     if isinstance(reply, SecureReply):
-        phase = task.phase if isinstance(task, SecureTask) else "advertise"
+        phase = task.phase if isinstance(task, SecureTask) else SECURE_FIRST_PHASE[str(mode)]
         if reply.phase != phase:
             raise ProtocolError(f"a {phase!r} secure task was answered in phase {reply.phase!r}")
     if isinstance(reply, TrainResult) and isinstance(task, TrainTask):

@@ -46,6 +46,7 @@ from fedpharma.errors import ConfigError, DataError, RoundFailed
 from fedpharma.params import Parameters
 from fedpharma.privacy import production_rng
 from fedpharma.protocol import Channel, EvaluateTask, Failure, Reply, Task, TrainTask
+from fedpharma.secure.ckks import PublicContext, load_public_context
 from fedpharma.server.audit import AuditHead, AuditLog, verify
 from fedpharma.server.label_statistics import calibrated_start
 from fedpharma.server.plan import strategy_for
@@ -57,6 +58,7 @@ from fedpharma.strategy import (
 )
 from fedpharma.strategy.aggregate import MomentState
 from fedpharma.strategy.fedopt import FedOpt
+from fedpharma.transport.pki import CKKS_PUBLIC_FILE
 
 MANIFEST_FILE, STORE_FILE, AUDIT_FILE, HEAD_FILE = (
     "run.json",
@@ -163,7 +165,7 @@ class _AuditRounds:
         self.audit, self.head_file = audit, head_file
 
     def on_round(self, record: RoundRecord) -> None:
-        reason = f"{len(record.train_results)} update(s) aggregated"
+        reason = f"{len(record.contributors)} update(s) aggregated"
         if record.failures or record.refusals:
             reason += f"; {len(record.failures)} failed, {len(record.refusals)} refused"
         self.audit.record("round_completed", round=record.round, reason=reason)
@@ -185,7 +187,7 @@ class _Progress:
         self.parameters, self.completed = record.parameters, record.round
         parts = [
             f"round {record.round} of {self.rounds} done",
-            f"{len(record.train_results)} sites",
+            f"{len(record.contributors)} sites",
         ]
         loss = record.train_metrics.get("train_loss")
         if loss is not None:
@@ -239,6 +241,19 @@ def read_head(run_dir: Path) -> AuditHead | None:
         return AuditHead(int(raw["seq"]), str(raw["hash"]))
     except (ValueError, KeyError, TypeError) as exc:
         raise DataError(f"{path} is not an audit head: {exc}") from exc
+
+
+def _ckks_context(config: ServerConfig) -> PublicContext:
+    """The coordinator's keyless CKKS context, from its provisioned folder."""
+    if config.server.tls is None:
+        raise ConfigError(
+            [
+                '[secure] mode = "ckks" needs the coordinator folder of `fedpharma provision` '
+                "(its ckks.public); set [server] tls"
+            ],
+            source="server config",
+        )
+    return load_public_context(Path(config.server.tls) / CKKS_PUBLIC_FILE)
 
 
 def audit_path(run: Path) -> Path:
@@ -315,6 +330,7 @@ def run_coordinator(
         planned_sites=recipe.partition.n_sites,
         noise_rng=production_rng(),
         timeout=config.round_control.round_timeout,
+        ckks_context=_ckks_context(config) if recipe.secure.mode == "ckks" else None,
     )
 
     if resume is None:

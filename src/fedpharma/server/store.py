@@ -105,7 +105,7 @@ class RunStore:
             self._db.executemany("INSERT INTO incidents VALUES (?, ?, ?, ?)", incidents)
             self._db.execute(
                 "INSERT INTO rounds VALUES (?, ?, ?, ?)",
-                (record.round, record.seconds, len(record.train_results), _now()),
+                (record.round, record.seconds, len(record.contributors), _now()),
             )
             self._db.execute("DELETE FROM checkpoints WHERE round < ?", (record.round,))
             self._db.execute(

@@ -29,6 +29,7 @@ from fedpharma.evaluation.metrics import PRIMARY_METRIC, compute_metrics
 from fedpharma.models.base import Trainer
 from fedpharma.models.factory import build_private_trainer, build_trainer
 from fedpharma.params import Parameters
+from fedpharma.secure.ckks import SecretContext, create_secret_context
 from fedpharma.server.label_statistics import calibrated_start
 from fedpharma.server.plan import strategy_for
 from fedpharma.server.store import RunStore
@@ -100,9 +101,14 @@ def simulate(
     observers: list[Any] = [privacy, store, curves]
     if on_round is not None:
         observers.append(_Callback(on_round, config.rounds))
-    channel = InProcessChannel(build_site_runtimes(config, sim, trainer, run_dir))
+    # CKKS in simulation: a fresh consortium key; the coordinator gets only its public context.
+    ckks_key = create_secret_context() if config.secure.mode == "ckks" else None
+    channel = InProcessChannel(build_site_runtimes(config, sim, trainer, run_dir, ckks_key))
     strategy = strategy_for(
-        config, planned_sites=len(sim.sites), noise_rng=np.random.default_rng([config.seed, 0xD9])
+        config,
+        planned_sites=len(sim.sites),
+        noise_rng=np.random.default_rng([config.seed, 0xD9]),
+        ckks_context=ckks_key.public_context() if ckks_key is not None else None,
     )
     initial, how = calibrated_start(
         config, channel, run_id, initial, sim.dataset.task, sim.dataset.n_tasks
@@ -143,10 +149,14 @@ def simulate(
 
 
 def build_site_runtimes(
-    config: RunConfig, sim: Simulation, trainer: Trainer, run_dir: Path
+    config: RunConfig,
+    sim: Simulation,
+    trainer: Trainer,
+    run_dir: Path,
+    ckks_key: SecretContext | None = None,
 ) -> dict[str, SiteRuntime]:
     """One runtime per simulated site, each with its own policy and ledger under
-    ``run_dir/sites/NAME`` and, for record-level DP, a DP-SGD trainer."""
+    ``run_dir/sites/NAME``, for record-level DP a DP-SGD trainer, and the CKKS key if any."""
     private_trainer = (
         build_private_trainer(config, sim.dataset) if config.privacy.record_level else None
     )
@@ -159,6 +169,7 @@ def build_site_runtimes(
             private_trainer=private_trainer,
             # Simulation noise is reproducible from the seed; deployment uses the OS CSPRNG.
             noise_source=lambda seed: np.random.default_rng(seed),
+            ckks_key=ckks_key,
         )
         for name, data in sim.sites.items()
     }

@@ -37,8 +37,10 @@ from fedpharma.data.datasets import load_dataset
 from fedpharma.data.partition import partition, scaffold_split
 from fedpharma.errors import ConfigError, DataError
 from fedpharma.models.factory import build_private_trainer, build_trainer
+from fedpharma.secure.ckks import SecretContext, load_secret_context
 from fedpharma.site.policy import SitePolicy
 from fedpharma.site.runtime import SiteRuntime
+from fedpharma.transport.pki import CKKS_SECRET_FILE
 
 Status = Callable[[str], None]
 
@@ -98,7 +100,21 @@ def build_site(name: str, config: SiteConfig, recipe: RunConfig) -> SiteRuntime:
         build_trainer(recipe, data.train),
         policy=policy,
         private_trainer=build_private_trainer(recipe, data.train) if policy is not None else None,
+        ckks_key=_ckks_key(config) if recipe.secure.mode == "ckks" else None,
     )
+
+
+def _ckks_key(config: SiteConfig) -> SecretContext:
+    """The consortium's CKKS key, from this site's provisioned folder."""
+    if config.site.tls is None:
+        raise ConfigError(
+            [
+                '[secure] mode = "ckks" needs this site\'s folder of `fedpharma provision` '
+                "(its ckks.secret); set [site] tls"
+            ],
+            "site config",
+        )
+    return load_secret_context(Path(config.site.tls) / CKKS_SECRET_FILE)
 
 
 def site_name(config: SiteConfig) -> str:

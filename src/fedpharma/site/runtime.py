@@ -4,16 +4,20 @@ The runtime decodes a task, checks it, trains or evaluates with its :class:`Trai
 returns only the update Δ_k = w_k − w, the example count n_k and aggregate metrics. No record,
 label or prediction leaves the site.
 
-Under secure aggregation (a train task with ``secure = "secagg"``; Bonawitz et al. 2017) not even
-Δ_k leaves in the clear: the site quantizes n_k and its weighted update
+Under secure aggregation not even Δ_k leaves in the clear. With ``secure = "secagg"``
+(Bonawitz et al. 2017) the site quantizes n_k and its weighted update
 (:meth:`~fedpharma.secure.FixedPoint.encode_weighted`), answers with a key advertisement, and
-sends the contribution only under pairwise and self masks in the ``masked_input`` phase.
+sends the contribution only under pairwise and self masks in the ``masked_input`` phase. With
+``secure = "ckks"`` it answers with n_k·Δ_k encrypted under the consortium's CKKS key
+(Cheon et al. 2017), and later decrypts the coordinator's encrypted *sum* of at least t
+updates — never a single one — into the mean.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -52,7 +56,8 @@ from fedpharma.protocol import (
     TrainTask,
 )
 from fedpharma.protocol.codec import decode_message, encode_message
-from fedpharma.protocol.messages import Scalar, is_secure_train
+from fedpharma.protocol.messages import Scalar, secure_mode
+from fedpharma.secure.ckks import EncryptedUpdate, SecretContext
 from fedpharma.secure.quantize import FixedPoint, RingVector
 from fedpharma.secure.secagg import (
     KeyRoster,
@@ -70,13 +75,29 @@ if TYPE_CHECKING:
 NoiseSource = Callable[[int], np.random.Generator]
 
 
+@dataclass(frozen=True)
+class _SecAggRound:
+    """A secagg round in progress: this round's secrets and quantized contribution."""
+
+    site: SecAggSite
+    contribution: RingVector
+
+
+@dataclass(frozen=True)
+class _CKKSRound:
+    """A CKKS round this site contributed to: the fewest updates it will decrypt a sum of."""
+
+    threshold: int
+
+
 class SiteRuntime:
     """One site: its data, its trainers, its policy; answers train and evaluate tasks.
 
     ``policy`` holds the owner's privacy budgets and ledger; a site without one refuses every
     DP task (it could not account for it). ``private_trainer`` runs DP-SGD for record-level tasks.
     ``noise_source`` gives the generator for distributed DP noise from the task seed: a seeded
-    one in simulation; by default the OS CSPRNG, as deployment needs.
+    one in simulation; by default the OS CSPRNG, as deployment needs. ``ckks_key`` is the
+    consortium's CKKS secret key (provisioned with the PKI), needed for ``secure = "ckks"``.
     """
 
     def __init__(
@@ -88,6 +109,7 @@ class SiteRuntime:
         policy: SitePolicy | None = None,
         private_trainer: DPSGDTrainer | None = None,
         noise_source: NoiseSource | None = None,
+        ckks_key: SecretContext | None = None,
     ) -> None:
         self.name = name
         self.data = data
@@ -95,9 +117,10 @@ class SiteRuntime:
         self.policy = policy
         self.private_trainer = private_trainer
         self.noise_source = noise_source or (lambda _seed: production_rng())
-        # The secure-aggregation state of the current round, by (run_id, round): this round's
-        # secrets and quantized contribution, kept in memory only and dropped after unmasking.
-        self._secure: dict[tuple[str, int], tuple[SecAggSite, RingVector]] = {}
+        self.ckks_key = ckks_key
+        # The secure-aggregation state of the current round, by (run_id, round), kept in memory
+        # only and dropped after its last phase; a newer round drops an abandoned one.
+        self._secure: dict[tuple[str, int], _SecAggRound | _CKKSRound] = {}
 
     def handle_bytes(self, request: bytes) -> bytes:
         """Answer an encoded task with an encoded reply; a malformed task gets a Refusal."""
@@ -125,15 +148,17 @@ class SiteRuntime:
             return Refusal(task.run_id, task.round, self.name, "error", str(exc))
 
     def _train(self, task: TrainTask) -> TrainResult | SecureReply:
-        secure = is_secure_train(task)
-        if not secure and self.policy is not None and self.policy.config.require_secure:
+        mode = secure_mode(task)
+        if mode is None and self.policy is not None and self.policy.config.require_secure:
             raise PolicyRefused(
                 "this site's policy requires secure aggregation and the task would send its "
-                'update in the clear; set [secure] mode = "secagg" in the run config'
+                'update in the clear; set [secure] mode = "secagg" or "ckks" in the run config'
             )
-        if secure:
-            # Everything that can be refused is checked before any record is read.
-            codec, setup_args = _secure_settings(task.config)
+        # Everything that can be refused is checked before any record is read.
+        if mode == "secagg":
+            codec, setup_args = _secagg_settings(task.config)
+        elif mode == "ckks":
+            ckks_key, ckks_round = self._ckks_settings(task.config)
         epochs = _int_setting(task.config, "epochs", default=1, minimum=1)
         seed = _int_setting(task.config, "seed", default=0, minimum=0)
         mu = _float_setting(task.config, "proximal_mu", default=0.0)
@@ -179,39 +204,68 @@ class SiteRuntime:
             update, within_clip = self._clip_and_noise(update, request.site, seed)
             metrics["update_within_clip"] = float(within_clip)
         metrics |= {f"epsilon_{relation}": report.epsilon for relation, report in spent.items()}
-        if secure:
+        if mode is not None:
             # Site-level DP weighs every site alike (its sensitivity bound needs that).
             weight = 1 if request.site is not None else outcome.n_examples
-            contribution = codec.encode_weighted(update.flatten(), weight)
+            flat = update.flatten()
+            if mode == "ckks":
+                self._secure = {(task.run_id, task.round): ckks_round}
+                payload = ckks_key.encrypt_update(flat, weight).to_bytes()
+                return SecureReply(task.run_id, task.round, self.name, "encrypted_update", payload)
+            contribution = codec.encode_weighted(flat, weight)
             threshold, ring_bits = setup_args
             setup = RoundSetup(task.run_id, task.round, threshold, contribution.size, ring_bits)
             site = SecAggSite(setup, self.name)
-            # Only the newest round is kept: an abandoned round's secrets are dropped.
-            self._secure = {(task.run_id, task.round): (site, contribution)}
+            self._secure = {(task.run_id, task.round): _SecAggRound(site, contribution)}
             payload = site.advertise_keys().to_bytes()
             return SecureReply(task.run_id, task.round, self.name, "advertise", payload)
         return TrainResult(task.run_id, task.round, self.name, update, outcome.n_examples, metrics)
 
     def _secure_phase(self, task: SecureTask) -> SecureReply:
-        """One later phase of secure aggregation (Bonawitz et al. 2017, Fig. 4) for a round
-        whose train task this site answered with a key advertisement."""
+        """A later phase of a secure round whose train task this site answered: secagg's
+        share_keys, masked_input and unmask (Bonawitz et al. 2017, Fig. 4), or CKKS decrypt."""
         key = (task.run_id, task.round)
-        if key not in self._secure:
+        state = self._secure.get(key)
+        if state is None:
             raise ProtocolError(
                 f"no secure-aggregation round {task.round} of run {task.run_id!r} is open here"
             )
-        site, contribution = self._secure[key]
-        if task.phase == "share_keys":
-            payload = site.share_keys(KeyRoster.from_bytes(task.payload)).to_bytes()
-        elif task.phase == "masked_input":
+        if isinstance(state, _CKKSRound) and task.phase == "decrypt" and self.ckks_key is not None:
+            encrypted_sum = EncryptedUpdate.from_bytes(task.payload)
+            decrypted = self.ckks_key.decrypt_weighted_mean(
+                encrypted_sum, min_contributors=state.threshold
+            )
+            payload = decrypted.to_bytes()
+            del self._secure[key]
+        elif isinstance(state, _SecAggRound) and task.phase == "share_keys":
+            payload = state.site.share_keys(KeyRoster.from_bytes(task.payload)).to_bytes()
+        elif isinstance(state, _SecAggRound) and task.phase == "masked_input":
             delivery = ShareDelivery.from_bytes(task.payload)
-            payload = site.masked_input(delivery, contribution).to_bytes()
-        elif task.phase == "unmask":
-            payload = site.unmask(SurvivorList.from_bytes(task.payload)).to_bytes()
+            payload = state.site.masked_input(delivery, state.contribution).to_bytes()
+        elif isinstance(state, _SecAggRound) and task.phase == "unmask":
+            payload = state.site.unmask(SurvivorList.from_bytes(task.payload)).to_bytes()
             del self._secure[key]
         else:
-            raise ProtocolError(f"a site does not answer a secure task of phase {task.phase!r}")
+            raise ProtocolError(
+                f"a site does not answer a secure task of phase {task.phase!r} in this round"
+            )
         return SecureReply(task.run_id, task.round, self.name, task.phase, payload)
+
+    def _ckks_settings(self, config: dict[str, Scalar]) -> tuple[SecretContext, _CKKSRound]:
+        """This site's CKKS key, checked against the one the task names, and the round state."""
+        if self.ckks_key is None:
+            raise PolicyRefused(
+                "this site holds no CKKS key; give it the key file made by `fedpharma provision` "
+                '(site.toml [secure] ckks_key) or use [secure] mode = "secagg"'
+            )
+        named = config.get("secure_key_id")
+        if named != self.ckks_key.key_id.hex():
+            raise PolicyRefused(
+                f"the task asks for CKKS key {str(named)[:8]}…, this site holds "
+                f"{self.ckks_key.key_id.hex()[:8]}…; provision every party from the same key"
+            )
+        threshold = _int_setting(config, "secure_threshold", default=2, minimum=2)
+        return self.ckks_key, _CKKSRound(threshold)
 
     def _plan_dp_sgd(
         self, request: PrivacyRequest, run_id: str, epochs: int
@@ -269,8 +323,8 @@ class SiteRuntime:
         return EvaluateResult(task.run_id, task.round, self.name, len(train), metrics)
 
 
-def _secure_settings(config: dict[str, Scalar]) -> tuple[FixedPoint, tuple[int, int]]:
-    """The fixed-point codec and (threshold, ring bits) a secure train task asks for."""
+def _secagg_settings(config: dict[str, Scalar]) -> tuple[FixedPoint, tuple[int, int]]:
+    """The fixed-point codec and (threshold, ring bits) a secagg train task asks for."""
     ring_bits = _int_setting(config, "secure_ring_bits", default=64, minimum=32)
     codec = FixedPoint(
         bits=ring_bits,

@@ -47,6 +47,9 @@ class RoundRecord:
     refusals: dict[str, Refusal] = field(default_factory=dict)
     failures: dict[str, str] = field(default_factory=dict)
     seconds: float = 0.0
+    # The sites whose update is in the new parameters (under secure aggregation the coordinator
+    # knows who contributed but holds no TrainResult of any of them).
+    contributors: tuple[str, ...] = ()
 
     @property
     def train_metrics(self) -> dict[str, float]:
@@ -91,9 +94,9 @@ class SecureMeanResult(Protocol):
 
 class MeanCollector(Protocol):
     """Collects a round's mean update without the coordinator seeing any single update: secure
-    aggregation (Bonawitz et al. 2017; ``fedpharma.server.secagg.SecAggCollector``). The train
-    tasks carry ``task_settings``; the sites answer them with :class:`SecureReply` messages, and
-    ``collect`` runs the remaining phases over the channel."""
+    aggregation by pairwise masks or CKKS (``fedpharma.server.secure``). The train tasks carry
+    ``task_settings``; the sites answer them with :class:`SecureReply` messages, and ``collect``
+    runs the remaining phases over the channel."""
 
     def task_settings(self, rnd: int, n_sites: int) -> dict[str, Scalar]: ...
 
@@ -151,7 +154,7 @@ class Strategy(ABC):
         parameters = initial
         for rnd in range(first_round, rounds + 1):
             started = time.perf_counter()
-            parameters, train, refusals, failures = self._train_round(
+            parameters, train, contributors, refusals, failures = self._train_round(
                 channel, parameters, rnd, run_id
             )
             evaluate: dict[str, EvaluateResult] = {}
@@ -170,6 +173,7 @@ class Strategy(ABC):
                 refusals,
                 failures,
                 time.perf_counter() - started,
+                contributors,
             )
             for observer in observers:
                 observer.on_round(record)
@@ -177,7 +181,9 @@ class Strategy(ABC):
 
     def _train_round(
         self, channel: Channel, parameters: Parameters, rnd: int, run_id: str
-    ) -> tuple[Parameters, dict[str, TrainResult], dict[str, Refusal], dict[str, str]]:
+    ) -> tuple[
+        Parameters, dict[str, TrainResult], tuple[str, ...], dict[str, Refusal], dict[str, str]
+    ]:
         sites = self.select_sites(channel.available_sites(), rnd)
         if len(sites) < self.settings.min_sites:
             raise RoundFailed(
@@ -206,11 +212,12 @@ class Strategy(ABC):
             failures |= outcome.failures
             self._require_sites(rnd, len(outcome.contributors), len(sites), refusals, failures)
             new = self.apply_mean_update(rnd, parameters, outcome.mean)
-            return new, {}, refusals, failures
+            return new, {}, outcome.contributors, refusals, failures
         train = {site: r for site, r in results.items() if isinstance(r, TrainResult)}
         self._require_sites(rnd, len(train), len(sites), refusals, failures)
         ordered = [train[s] for s in sorted(train)]
-        return self.aggregate_train(rnd, parameters, ordered), train, refusals, failures
+        new = self.aggregate_train(rnd, parameters, ordered)
+        return new, train, tuple(sorted(train)), refusals, failures
 
     def _require_sites(
         self,

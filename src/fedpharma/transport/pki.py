@@ -4,16 +4,21 @@ A site's identity *is* its certificate: the coordinator reads the common name of
 certificate presented during the mutual-TLS handshake and uses it as the site's name, so a site
 cannot speak in another site's name. :func:`provision` writes one folder per party::
 
-    out_dir/ca/            ca.pem, ca.key            (keep offline; signs new or replacement certs)
-    out_dir/coordinator/   ca.pem, cert.pem, key.pem, revoked.txt
-    out_dir/sites/<name>/  ca.pem, cert.pem, key.pem (the only folder a site receives)
+    out_dir/ca/            ca.pem, ca.key, ckks.secret  (keep offline; signs new or replacement
+                                                        certs, keys new sites for CKKS)
+    out_dir/coordinator/   ca.pem, cert.pem, key.pem, revoked.txt, ckks.public
+    out_dir/sites/<name>/  ca.pem, cert.pem, key.pem, ckks.secret (the only folder a site receives)
 
-Keys are EC P-256 (supported by every gRPC TLS stack) and written with mode 0600. Revocation is a
+Keys are EC P-256 (supported by every gRPC TLS stack) and written with mode 0600. ``ckks.secret``
+is the consortium's CKKS key for ``[secure] mode = "ckks"`` (Cheon et al. 2017): every site holds
+the same one, and the coordinator only ``ckks.public``, the encryption parameters without any key
+(:mod:`fedpharma.secure.ckks`). Revoking a site does not take the CKKS key back from it: a
+consortium that revokes a site under CKKS must re-provision (or use ``mode = "secagg"``, which has
+no long-lived key). Revocation is a
 plain-text list of revoked certificate serial numbers (``revoked.txt``, one hex serial a line,
 ``#`` comments), which the coordinator re-reads whenever it changes and checks on every call.
 
-This module needs only ``cryptography``; it never imports grpc, so ``fedpharma provision`` stays
-light.
+This module needs ``cryptography`` and TenSEAL; it never imports grpc.
 """
 
 from __future__ import annotations
@@ -33,12 +38,14 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from fedpharma.errors import ConfigError, CryptoError
+from fedpharma.secure import ckks
 
 NAME_PATTERN = re.compile(r"^[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?$")
 """Project and site names: DNS-label-like, so they are safe as CN, SAN, URI part and folder."""
 
 CA_FILE, CERT_FILE, KEY_FILE, REVOKED_FILE = "ca.pem", "cert.pem", "key.pem", "revoked.txt"
 CA_KEY_FILE = "ca.key"
+CKKS_SECRET_FILE, CKKS_PUBLIC_FILE = "ckks.secret", "ckks.public"
 DEFAULT_DAYS = 365
 
 
@@ -67,6 +74,7 @@ class Provisioned:
     coordinator: PartyFiles
     revoked: Path
     sites: dict[str, PartyFiles]
+    ckks_public: Path
 
 
 @dataclass(frozen=True)
@@ -162,10 +170,14 @@ def provision(
     )
     revoked = coordinator.folder / REVOKED_FILE
     _write(revoked, b"# revoked certificate serials (hex), one a line\n")
+    ckks_public = coordinator.folder / CKKS_PUBLIC_FILE
+    ckks.provision(ca_dir / CKKS_SECRET_FILE, ckks_public)
     site_files = {
         site: issue_site_certificate(root, site, days=days, not_before=now) for site in sites
     }
-    return Provisioned(root, ca_cert_path, ca_key_path, coordinator, revoked, site_files)
+    return Provisioned(
+        root, ca_cert_path, ca_key_path, coordinator, revoked, site_files, ckks_public
+    )
 
 
 def issue_site_certificate(
@@ -175,7 +187,8 @@ def issue_site_certificate(
     days: int = DEFAULT_DAYS,
     not_before: dt.datetime | None = None,
 ) -> PartyFiles:
-    """Issue (or re-issue) ``site``'s client certificate with the CA under ``pki_root/ca``.
+    """Issue (or re-issue) ``site``'s client certificate with the CA under ``pki_root/ca``, and
+    give it the consortium's CKKS key.
 
     Used to add a site after provisioning, or to replace a lost or revoked certificate (revoke
     the old serial first). ``not_before`` defaults to now.
@@ -204,6 +217,11 @@ def issue_site_certificate(
         not_before=not_before or _now(),
         days=days,
     )
+    try:
+        ckks_key = (root / "ca" / CKKS_SECRET_FILE).read_bytes()
+    except OSError as exc:
+        raise CryptoError(f"cannot read the CKKS key under {root / 'ca'}: {exc}") from exc
+    _write_private(files.folder / CKKS_SECRET_FILE, ckks_key)
     return files
 
 
@@ -353,14 +371,18 @@ def _write(path: Path, data: bytes) -> None:
 
 
 def _write_key(path: Path, key: ec.EllipticCurvePrivateKey) -> None:
-    """Write a private key readable by its owner only (created 0600, never world-readable)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
     pem = key.private_bytes(
         serialization.Encoding.PEM,
         serialization.PrivateFormat.PKCS8,
         serialization.NoEncryption(),
     )
+    _write_private(path, pem)
+
+
+def _write_private(path: Path, data: bytes) -> None:
+    """Write key material readable by its owner only (created 0600, never world-readable)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "wb") as out:
-        out.write(pem)
+        out.write(data)
     os.chmod(path, 0o600)

@@ -1,7 +1,7 @@
-"""Secure aggregation (Bonawitz et al. 2017) wired into the federated round loop.
+"""Secure aggregation wired into the federated round loop: pairwise masks and CKKS.
 
-The coordinator drives the secagg phases over a channel; it must end with FedAvg's mean while
-only ever holding key advertisements, sealed shares, masked vectors and their sum.
+The coordinator drives the secure phases over a channel; it must end with FedAvg's mean while
+only ever holding key advertisements, sealed shares, masked vectors, ciphertexts and their sum.
 """
 
 import dataclasses
@@ -23,9 +23,10 @@ from fedpharma.protocol import (
     TrainTask,
 )
 from fedpharma.protocol.codec import decode_message, encode_message
-from fedpharma.secure import MaskedInput
+from fedpharma.protocol.messages import SECURE_FIRST_PHASE
+from fedpharma.secure import DecryptedMean, EncryptedUpdate, MaskedInput, create_secret_context
 from fedpharma.server.plan import strategy_for
-from fedpharma.server.secagg import SecAggCollector
+from fedpharma.server.secure import CKKSCollector, SecAggCollector
 from fedpharma.site.policy import SitePolicy
 from fedpharma.site.runtime import SiteRuntime
 from fedpharma.strategy import FedAvg, FedOpt, LoopSettings
@@ -37,6 +38,15 @@ W0 = Parameters.from_dict(
 SITES = ("site-a", "site-b", "site-c", "site-d", "site-e")
 SIZES = {"site-a": 30, "site-b": 45, "site-c": 12, "site-d": 80, "site-e": 23}
 SECURE = SecureConfig(mode="secagg", max_examples=1000)
+CKKS = SecureConfig(mode="ckks")
+KEY = create_secret_context()  # the consortium's CKKS key, held by every site
+MODES = ("secagg", "ckks")
+
+
+def _collector(mode: str, config: SecureConfig | None = None):
+    if mode == "ckks":
+        return CKKSCollector(config or CKKS, KEY.public_context())
+    return SecAggCollector(config or SECURE)
 
 
 def _dataset(n: int) -> Dataset:
@@ -83,8 +93,12 @@ class RecordingChannel(InProcessChannel):
         for site, reply in replies.items():
             self.replies.append((site, reply))
         phase = next(
-            (t.phase for t in tasks.values() if isinstance(t, SecureTask)),
-            "advertise" if any(isinstance(t, TrainTask) for t in tasks.values()) else "",
+            (
+                t.phase if isinstance(t, SecureTask) else SECURE_FIRST_PHASE[t.config["secure"]]
+                for t in tasks.values()
+                if isinstance(t, SecureTask) or "secure" in getattr(t, "config", {})
+            ),
+            "",
         )
         for site in self.drop.get(phase, set()):
             if site in replies:
@@ -101,6 +115,7 @@ def _sites(policy=None, tmp_path=None):
             policy=(
                 SitePolicy(policy, tmp_path / f"{name}.sqlite") if policy is not None else None
             ),
+            ckks_key=KEY,
         )
         for name in SITES
     }
@@ -112,25 +127,27 @@ def _fedavg_mean(sites=SITES) -> np.ndarray:
     return (n[:, None] * deltas).sum(axis=0) / n.sum()
 
 
-def _secure_fedavg(channel, min_sites=1) -> Parameters:
-    strategy = FedAvg(LoopSettings(min_sites=min_sites), collector=SecAggCollector(SECURE))
+def _secure_fedavg(channel, min_sites=1, mode="secagg", config=None) -> Parameters:
+    strategy = FedAvg(LoopSettings(min_sites=min_sites), collector=_collector(mode, config))
     return strategy.run(channel, W0, rounds=1, run_id="run-s")
 
 
-def test_secure_round_matches_plaintext_fedavg_within_quantization_error():
-    secure = _secure_fedavg(RecordingChannel(_sites()))
+@pytest.mark.parametrize("mode", MODES)
+def test_secure_round_matches_plaintext_fedavg_within_quantization_error(mode):
+    secure = _secure_fedavg(RecordingChannel(_sites()), mode=mode)
     plain = FedAvg(LoopSettings()).run(RecordingChannel(_sites()), W0, rounds=1, run_id="run-p")
     np.testing.assert_allclose(secure.flatten(), plain.flatten(), atol=1e-6)
     np.testing.assert_allclose(secure.flatten(), W0.flatten() + _fedavg_mean(), atol=1e-6)
 
 
-def test_secure_round_drives_fedopt_with_the_secure_mean():
+@pytest.mark.parametrize("mode", MODES)
+def test_secure_round_drives_fedopt_with_the_secure_mean(mode):
     def fedadam(collector):
         strategy = FedOpt(LoopSettings(), variant="adam", eta=0.1, collector=collector)
         return strategy.run(RecordingChannel(_sites()), W0, rounds=1, run_id="run-o")
 
     np.testing.assert_allclose(
-        fedadam(SecAggCollector(SECURE)).flatten(), fedadam(None).flatten(), atol=1e-7
+        fedadam(_collector(mode)).flatten(), fedadam(None).flatten(), atol=1e-7
     )
 
 
@@ -157,6 +174,97 @@ def test_coordinator_never_receives_an_unmasked_update():
             r.payload for s, r in channel.replies if s == site and isinstance(r, SecureReply)
         ]
         assert all(raw not in payload for payload in payloads)
+
+
+def test_ckks_coordinator_holds_only_ciphertexts_and_one_decrypted_sum():
+    channel = RecordingChannel(_sites())
+    _secure_fedavg(channel, mode="ckks")
+    assert not any(isinstance(reply, TrainResult) for _, reply in channel.replies)
+    secure = [(s, r) for s, r in channel.replies if isinstance(r, SecureReply)]
+    uploads = {s: r.payload for s, r in secure if r.phase == "encrypted_update"}
+    decrypted = [r.payload for _, r in secure if r.phase == "decrypt"]
+    assert sorted(uploads) == list(SITES) and len(decrypted) == 1
+    assert DecryptedMean.from_bytes(decrypted[0]).contributors == len(SITES)
+    for site, payload in uploads.items():
+        update = EncryptedUpdate.from_bytes(payload)
+        assert update.key_id == KEY.key_id
+        flat = np.concatenate([d.ravel() for d in _delta(site, W0)])
+        raw = (flat * SIZES[site]).astype(np.float64).tobytes()[:64]
+        assert raw not in payload and raw[:32] not in payload
+
+
+def test_ckks_site_refuses_to_decrypt_a_single_update():
+    site = _sites()["site-a"]
+    config = CKKSCollector(CKKS, KEY.public_context()).task_settings(1, 5)
+    reply = site.handle(TrainTask("run", 1, W0, {"epochs": 1} | config))
+    assert isinstance(reply, SecureReply) and reply.phase == "encrypted_update"
+    single = KEY.public_context().aggregate([EncryptedUpdate.from_bytes(reply.payload)])
+    refused = site.handle(SecureTask("run", 1, "decrypt", single.to_bytes()))
+    assert isinstance(refused, Refusal) and "refusing to decrypt a sum of 1" in refused.reason
+    other_round = site.handle(SecureTask("run", 2, "decrypt", single.to_bytes()))
+    assert (
+        isinstance(other_round, Refusal) and "no secure-aggregation round 2" in other_round.reason
+    )
+
+
+def test_ckks_task_under_another_key_or_without_a_key_is_refused_before_training():
+    sites = _sites()
+    foreign = CKKSCollector(CKKS, create_secret_context().public_context()).task_settings(1, 5)
+    reply = sites["site-a"].handle(TrainTask("run", 1, W0, {"epochs": 1} | foreign))
+    assert isinstance(reply, Refusal) and "provision every party from the same key" in reply.reason
+    keyless = SiteRuntime("site-z", sites["site-a"].data, FakeTrainer("site-a"))
+    settings = CKKSCollector(CKKS, KEY.public_context()).task_settings(1, 5)
+    reply = keyless.handle(TrainTask("run", 1, W0, {"epochs": 1} | settings))
+    assert isinstance(reply, Refusal) and "holds no CKKS key" in reply.reason
+
+
+class TamperingChannel(RecordingChannel):
+    """Corrupts the encrypted update of one site (a byte flipped or the payload truncated)."""
+
+    def __init__(self, sites, victim: str, how: str) -> None:
+        super().__init__(sites)
+        self.victim, self.how = victim, how
+
+    def exchange(self, tasks, timeout=None):
+        replies = super().exchange(tasks, timeout)
+        reply = replies.get(self.victim)
+        if isinstance(reply, SecureReply) and reply.phase == "encrypted_update":
+            data = bytearray(reply.payload)
+            data[len(data) // 2] ^= 0x10
+            altered = bytes(data) if self.how == "flip" else reply.payload[:1000]
+            replies[self.victim] = dataclasses.replace(reply, payload=altered)
+        return replies
+
+
+@pytest.mark.parametrize("how", ["flip", "truncate"])
+def test_ckks_tampered_upload_drops_that_site_and_the_round_goes_on(how):
+    channel = TamperingChannel(_sites(), "site-c", how)
+    result = _secure_fedavg(channel, mode="ckks")
+    survivors = [s for s in SITES if s != "site-c"]
+    np.testing.assert_allclose(result.flatten(), W0.flatten() + _fedavg_mean(survivors), atol=1e-6)
+
+
+@pytest.mark.parametrize("dropped", [{"site-b"}, {"site-b", "site-e"}])
+def test_ckks_sites_that_drop_after_uploading_leave_the_survivors_sum(dropped):
+    channel = RecordingChannel(_sites(), drop={"encrypted_update": dropped})
+    result = _secure_fedavg(channel, mode="ckks")
+    survivors = [s for s in SITES if s not in dropped]
+    np.testing.assert_allclose(result.flatten(), W0.flatten() + _fedavg_mean(survivors), atol=1e-6)
+
+
+def test_ckks_a_lost_decryptor_is_replaced_by_the_next_contributor():
+    channel = RecordingChannel(_sites(), drop={"decrypt": {"site-a"}})
+    result = _secure_fedavg(channel, mode="ckks")
+    np.testing.assert_allclose(result.flatten(), W0.flatten() + _fedavg_mean(), atol=1e-6)
+
+
+def test_ckks_below_threshold_the_round_fails():
+    channel = RecordingChannel(_sites(), drop={"encrypted_update": {"site-a", "site-b", "site-c"}})
+    with pytest.raises(RoundFailed, match=r"2 encrypted update.*at least 3 needed"):
+        _secure_fedavg(channel, mode="ckks", config=SecureConfig(mode="ckks", threshold=3))
+    everyone_gone = RecordingChannel(_sites(), drop={"decrypt": set(SITES)})
+    with pytest.raises(RoundFailed, match="no contributing site decrypted the sum"):
+        _secure_fedavg(everyone_gone, mode="ckks")
 
 
 @pytest.mark.parametrize("dropped", [{"site-b"}, {"site-b", "site-e"}])
@@ -194,12 +302,13 @@ def test_secure_messages_round_trip_the_codec():
     assert decode_message(encode_message(reply)) == reply
 
 
-def test_site_requiring_secure_aggregation_refuses_plaintext_training(tmp_path):
+@pytest.mark.parametrize("mode", MODES)
+def test_site_requiring_secure_aggregation_refuses_plaintext_training(tmp_path, mode):
     sites = _sites(SitePolicyConfig(require_secure=True), tmp_path)
     reply = sites["site-a"].handle(TrainTask("run", 1, W0, {"epochs": 1}))
     assert isinstance(reply, Refusal) and reply.kind == "policy"
     assert "secure aggregation" in reply.reason
-    result = _secure_fedavg(RecordingChannel(sites))
+    result = _secure_fedavg(RecordingChannel(sites), mode=mode)
     np.testing.assert_allclose(result.flatten(), W0.flatten() + _fedavg_mean(), atol=1e-6)
 
 
@@ -221,14 +330,26 @@ def test_central_site_level_noise_is_refused_with_secure_aggregation():
         noise_rng=np.random.default_rng(0),
     )
     assert isinstance(ok.collector, SecAggCollector)
+    ckks = dataclasses.replace(config, privacy=distributed, secure=CKKS)
+    with pytest.raises(ConfigError, match="public CKKS context"):
+        strategy_for(ckks, planned_sites=4, noise_rng=np.random.default_rng(0))
+    with_key = strategy_for(
+        ckks,
+        planned_sites=4,
+        noise_rng=np.random.default_rng(0),
+        ckks_context=KEY.public_context(),
+    )
+    assert isinstance(with_key.collector, CKKSCollector)
+    assert with_key.collector.dp_planned_sites == 4
 
 
-def test_secure_demo_simulation_matches_plaintext(tmp_path):
+@pytest.mark.parametrize("mode", MODES)
+def test_secure_demo_simulation_matches_plaintext(tmp_path, mode):
     from fedpharma.cli.main import DEMO_CONFIG
     from fedpharma.sim.engine import prepare_sites, simulate
 
     plain_config = dataclasses.replace(DEMO_CONFIG, rounds=2, baselines=False)
-    secure_config = dataclasses.replace(plain_config, secure=SecureConfig(mode="secagg"))
+    secure_config = dataclasses.replace(plain_config, secure=SecureConfig(mode=mode))
     prepared = prepare_sites(plain_config)
     plain = simulate(plain_config, tmp_path / "plain", prepared=prepared)
     secure = simulate(secure_config, tmp_path / "secure", prepared=prepared)

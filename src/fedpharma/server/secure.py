@@ -1,0 +1,274 @@
+"""The coordinator's side of secure aggregation in the round loop: two collectors, one shape.
+
+A secure round's train task asks each site for an opaque contribution instead of its update; a
+collector turns the contributions into the round's mean update through the same
+:class:`~fedpharma.protocol.Channel` and reveals nothing else.
+
+- :class:`SecAggCollector` — pairwise masks (Bonawitz et al. 2017, "Practical Secure Aggregation
+  for Privacy-Preserving Machine Learning", CCS, §4, Fig. 4). The train task asks for a key
+  advertisement; the collector drives the three remaining phases (share keys, masked input,
+  unmask), passing each :class:`~fedpharma.secure.SecAggServer` method only the replies that
+  arrived. A site that fails or refuses a phase drops out; the round completes while at least t
+  sites remain in every phase and raises :class:`RoundFailed` below. The coordinator holds public
+  keys, sealed shares, masked vectors and their sum, from which it decodes Σ n_k Δ_k / Σ n_k.
+- :class:`CKKSCollector` — homomorphic encryption (CKKS, Cheon et al. 2017, with TenSEAL; the
+  approach of NVIDIA FLARE). The train task asks for the encrypted n_k·Δ_k; the coordinator adds
+  the ciphertexts with a public context that holds no key, and one contributing site decrypts the
+  sum (phase ``decrypt``) into the mean, refusing sums of fewer than t updates.
+
+Under site-level DP with distributed noise (``dp_planned_sites`` = K) sites weigh their clipped,
+noised updates alike and the mean becomes the fixed-denominator Σ_k Δ_k / K of DP-FedAvg
+(McMahan et al. 2018). Central noise is impossible here (the coordinator never sees an update),
+which the run config refuses.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from fedpharma.config import SecureConfig
+from fedpharma.errors import CryptoError, ProtocolError, RoundFailed
+from fedpharma.params import Parameters
+from fedpharma.protocol import Channel, Failure, Refusal, SecureReply, SecureTask, Task
+from fedpharma.protocol.messages import Scalar
+from fedpharma.secure.ckks import DecryptedMean, EncryptedUpdate, PublicContext
+from fedpharma.secure.quantize import FixedPoint
+from fedpharma.secure.secagg import (
+    KeyAdvertisement,
+    MaskedInput,
+    RoundSetup,
+    SecAggServer,
+    ShareBundle,
+    UnmaskingShares,
+    minimum_threshold,
+)
+from fedpharma.strategy.base import sort_replies
+
+
+@dataclass(frozen=True)
+class SecureMean:
+    """What a secure round reveals: the mean update, Σ n_k, and who is in the sum."""
+
+    mean: Parameters
+    n_examples: int
+    contributors: tuple[str, ...]
+    failures: dict[str, str] = field(default_factory=dict)
+
+
+class SecAggCollector:
+    """Collects a round's mean update by pairwise-mask secure aggregation."""
+
+    def __init__(self, config: SecureConfig, *, dp_planned_sites: int | None = None) -> None:
+        self.config = config
+        self.dp_planned_sites = dp_planned_sites
+
+    def threshold(self, n_sites: int) -> int:
+        """t for a round of ``n_sites``: the configured one, at least a majority and 2."""
+        return max(self.config.threshold or 0, minimum_threshold(n_sites), 2)
+
+    def codec(self, n_sites: int) -> FixedPoint:
+        return FixedPoint(
+            bits=self.config.ring_bits,
+            clip=self.config.clip,
+            max_sites=max(n_sites, 1),
+            max_examples=self.config.max_examples,
+        )
+
+    def task_settings(self, rnd: int, n_sites: int) -> dict[str, Scalar]:
+        """What every site of a round of ``n_sites`` must agree on."""
+        return {
+            "secure": "secagg",
+            "secure_threshold": self.threshold(n_sites),
+            "secure_ring_bits": self.config.ring_bits,
+            "secure_clip": self.config.clip,
+            "secure_max_sites": max(n_sites, 1),
+            "secure_max_examples": self.config.max_examples,
+        }
+
+    def collect(
+        self,
+        channel: Channel,
+        advertisements: Mapping[str, SecureReply],
+        template: Parameters,
+        *,
+        n_sites: int,
+        rnd: int,
+        run_id: str,
+        timeout: float | None = None,
+    ) -> SecureMean:
+        """Run phases 1–3 with the sites whose advertisements arrived; return the mean update."""
+        length = template.flatten().size + 1
+        setup = RoundSetup(run_id, rnd, self.threshold(n_sites), length, self.config.ring_bits)
+        server = SecAggServer(setup)
+        failures: dict[str, str] = {}
+
+        def phase(
+            name: str, payloads: Mapping[str, bytes], parse: Callable[[bytes], Any]
+        ) -> list[Any]:
+            tasks: dict[str, Task] = {
+                site: SecureTask(run_id, rnd, name, payload) for site, payload in payloads.items()
+            }
+            replies = channel.exchange(tasks, timeout)
+            return _parsed(tasks, replies, parse, failures)
+
+        try:
+            ads = _parse_all(advertisements, KeyAdvertisement.from_bytes, failures)
+            roster = server.roster(ads).to_bytes()
+            bundles = phase("share_keys", {a.site: roster for a in ads}, ShareBundle.from_bytes)
+            deliveries = server.route_shares(bundles)
+            inputs = phase(
+                "masked_input",
+                {site: d.to_bytes() for site, d in deliveries.items()},
+                MaskedInput.from_bytes,
+            )
+            survivors = server.collect_masked_inputs(inputs)
+            responses = phase(
+                "unmask",
+                {site: survivors.to_bytes() for site in survivors.survivors},
+                UnmaskingShares.from_bytes,
+            )
+            secure_sum = server.unmask(responses)
+            mean, n_examples = self.codec(n_sites).decode_weighted_mean(secure_sum.total)
+        except (CryptoError, ProtocolError) as exc:
+            raise RoundFailed(f"round {rnd}: secure aggregation failed: {exc}") from exc
+        mean = _fixed_denominator(mean, n_examples, self.dp_planned_sites)
+        return SecureMean(template.unflatten(mean), n_examples, secure_sum.contributors, failures)
+
+
+class CKKSCollector:
+    """Collects a round's mean update by adding CKKS ciphertexts the coordinator cannot read.
+
+    ``context`` is the coordinator's :class:`~fedpharma.secure.PublicContext` (parameters only,
+    provisioned with the PKI). Contributions that do not parse, carry another key or another
+    length are dropped with a reason; a corrupt ciphertext inside a well-formed frame fails the
+    round (the frame digest rules out corruption in transit, so only its sender can be at fault).
+    """
+
+    def __init__(
+        self,
+        config: SecureConfig,
+        context: PublicContext,
+        *,
+        dp_planned_sites: int | None = None,
+    ) -> None:
+        self.config = config
+        self.context = context
+        self.dp_planned_sites = dp_planned_sites
+
+    def threshold(self, n_sites: int) -> int:
+        """t: the fewest updates a site will decrypt the sum of (the configured one, at least 2)."""
+        return max(self.config.threshold or 0, 2)
+
+    def task_settings(self, rnd: int, n_sites: int) -> dict[str, Scalar]:
+        return {
+            "secure": "ckks",
+            "secure_threshold": self.threshold(n_sites),
+            "secure_key_id": self.context.key_id.hex(),
+        }
+
+    def collect(
+        self,
+        channel: Channel,
+        advertisements: Mapping[str, SecureReply],
+        template: Parameters,
+        *,
+        n_sites: int,
+        rnd: int,
+        run_id: str,
+        timeout: float | None = None,
+    ) -> SecureMean:
+        """Add the sites' encrypted updates; have one contributor decrypt the sum."""
+        failures: dict[str, str] = {}
+        length = template.flatten().size + 2  # n_k·Δ_k, n_k, 1
+        uploads: dict[str, EncryptedUpdate] = {}
+        for site, reply in sorted(advertisements.items()):
+            try:
+                update = EncryptedUpdate.from_bytes(reply.payload)
+            except CryptoError as exc:
+                failures[site] = f"rejected encrypted update: {exc}"
+                continue
+            if update.key_id != self.context.key_id or update.length != length:
+                failures[site] = (
+                    "rejected encrypted update: another CKKS key or model size "
+                    f"({update.length} values, expected {length})"
+                )
+                continue
+            uploads[site] = update
+        threshold = self.threshold(n_sites)
+        if len(uploads) < threshold:
+            raise RoundFailed(
+                f"round {rnd}: {len(uploads)} encrypted update(s), at least {threshold} needed "
+                "for a site to decrypt their sum"
+            )
+        try:
+            total = self.context.aggregate([uploads[site] for site in sorted(uploads)]).to_bytes()
+        except CryptoError as exc:
+            raise RoundFailed(f"round {rnd}: encrypted updates cannot be added: {exc}") from exc
+        for decryptor in sorted(uploads):
+            tasks: dict[str, Task] = {decryptor: SecureTask(run_id, rnd, "decrypt", total)}
+            parsed = _parsed(
+                tasks, channel.exchange(tasks, timeout), DecryptedMean.from_bytes, failures
+            )
+            if not parsed:
+                continue  # this site is gone or refused: ask the next contributor
+            decrypted: DecryptedMean = parsed[0]
+            if decrypted.contributors != len(uploads) or decrypted.mean.size != length - 2:
+                failures[decryptor] = (
+                    f"decrypted a sum of {decrypted.contributors} update(s) of "
+                    f"{decrypted.mean.size} values; {len(uploads)} of {length - 2} were sent"
+                )
+                continue
+            mean = _fixed_denominator(
+                decrypted.mean.astype(np.float64), decrypted.n_examples, self.dp_planned_sites
+            )
+            return SecureMean(
+                template.unflatten(mean), decrypted.n_examples, tuple(sorted(uploads)), failures
+            )
+        reasons = "; ".join(f"{site}: {failures[site]}" for site in sorted(uploads))
+        raise RoundFailed(f"round {rnd}: no contributing site decrypted the sum ({reasons})")
+
+
+def _fixed_denominator(
+    mean: npt.NDArray[np.float64], n_examples: int, dp_planned_sites: int | None
+) -> npt.NDArray[np.float64]:
+    """Under site-level DP every site weighed 1, so n_examples counts the contributors and the
+    mean Σ Δ_k / n becomes Σ Δ_k / K (McMahan et al. 2018)."""
+    if dp_planned_sites is None:
+        return mean
+    return mean * (n_examples / dp_planned_sites)
+
+
+def _parse_all(
+    replies: Mapping[str, SecureReply], parse: Callable[[bytes], Any], failures: dict[str, str]
+) -> list[Any]:
+    parsed = []
+    for site, reply in sorted(replies.items()):
+        try:
+            message = parse(reply.payload)
+        except (CryptoError, ProtocolError) as exc:
+            failures[site] = f"rejected {reply.phase} message: {exc}"
+            continue
+        if getattr(message, "site", site) != site:
+            failures[site] = f"sent a {reply.phase} message in the name of {message.site!r}"
+            continue
+        parsed.append(message)
+    return parsed
+
+
+def _parsed(
+    tasks: Mapping[str, Task],
+    replies: Mapping[str, SecureReply | Refusal | Failure | Any],
+    parse: Callable[[bytes], Any],
+    failures: dict[str, str],
+) -> list[Any]:
+    """The parsed messages of the valid replies; every other site is recorded as dropped."""
+    results, refusals, dropped = sort_replies(tasks, replies)
+    failures |= dropped
+    failures |= {site: f"refused: {refusal.reason}" for site, refusal in refusals.items()}
+    valid = {site: r for site, r in results.items() if isinstance(r, SecureReply)}
+    return _parse_all(valid, parse, failures)
