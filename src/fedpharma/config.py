@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import re
 import tomllib
 import types
 import typing
@@ -52,6 +53,10 @@ class FeaturesConfig:
     n_bits: int = _bounded(2048, 64, 65536)
     counts: bool = False
     descriptors: bool = False
+    # Public id (16 hex digits) of the partners' secret key that permutes the fingerprint bits,
+    # so the coordinator cannot read substructures from the model's input layer; unset: no
+    # permutation. Each site holds the key itself (site.toml `permutation_key`).
+    permutation_key_id: str | None = None
 
 
 @dataclass(frozen=True)
@@ -73,6 +78,9 @@ class ModelConfig:
     # label-statistics exchange. Regression: mean and spread; classification: positive rate.
     label_mean: tuple[float, ...] = ()
     label_std: tuple[float, ...] = ()
+    # Shared trunk, private heads (MELLODDY): only the hidden layers are federated; each site's
+    # output layer over its own tasks is trained and kept at the site, never sent.
+    private_heads: bool = False
 
 
 @dataclass(frozen=True)
@@ -179,6 +187,11 @@ class SitePolicyConfig:
     require_dp: bool = False
     # Refuse train tasks whose update would reach the coordinator unmasked (no secure aggregation).
     require_secure: bool = False
+    # Let partners evaluate this site's local-only model on their test data, and evaluate theirs
+    # on this site's test data (both sites must allow a cell; fedpharma.evaluation.cross_site).
+    # Off by default: a local-only model is a function of this site's data alone, a release the
+    # federation otherwise never makes. The federated model is evaluated at every site anyway.
+    allow_cross_evaluation: bool = False
     accountant: str = _choice("rdp", "pld", default="rdp")
     conversion: str = _choice("improved", "classic", default="improved")
 
@@ -197,6 +210,9 @@ class RunConfig:
     rounds: int = _bounded(20, 1, 100_000)
     seed: int = 0
     baselines: bool = True  # also train local-only and centralized references
+    # Simulation: membership-inference attacks on the final model and on each site's raw
+    # update (fedpharma.sim.audit), the measured leakage shown beside the formal ε.
+    privacy_audit: bool = True
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -284,6 +300,21 @@ def cross_check(cfg: RunConfig) -> list[str]:
             f"[strategy] min_sites = {cfg.strategy.min_sites} exceeds "
             f"[partition] n_sites = {cfg.partition.n_sites}; no round could start"
         )
+    if cfg.model.private_heads and (cfg.model.kind != "mlp" or not cfg.model.hidden):
+        problems.append(
+            '[model] private_heads needs a shared trunk: kind = "mlp" with at least one hidden '
+            "layer"
+        )
+    if cfg.model.private_heads and cfg.model.label_mean:
+        problems.append(
+            "[model] with private_heads each site starts its own head from its own labels; "
+            "remove label_mean / label_std"
+        )
+    if cfg.model.private_heads and cfg.privacy.record_level:
+        problems.append(
+            "[model] private_heads with record-level DP is not supported yet (DP-SGD would have "
+            "to account for the head as well); use site-level DP or shared heads"
+        )
     if cfg.model.label_std and len(cfg.model.label_std) != len(cfg.model.label_mean):
         problems.append("[model] `label_std` needs one value per `label_mean` value")
     dp = cfg.privacy
@@ -321,6 +352,16 @@ def cross_check(cfg: RunConfig) -> list[str]:
         and not cfg.features.descriptors
     ):
         problems.append('[features] with fingerprint = "none", set descriptors = true')
+    key_id = cfg.features.permutation_key_id
+    if key_id is not None and re.fullmatch("[0-9a-f]{16}", key_id) is None:
+        problems.append(
+            f"[features] permutation_key_id = {key_id!r}: must be the permutation key's id, "
+            "16 lowercase hex digits"
+        )
+    if key_id is not None and cfg.features.fingerprint != "morgan":
+        problems.append(
+            '[features] permutation_key_id permutes fingerprint bits; set fingerprint = "morgan"'
+        )
     return problems
 
 
@@ -412,8 +453,9 @@ def _unknown(key: str, known: list[str], where: str) -> str:
 #
 # Both files point (``run_config``) to the run recipe, a RunConfig TOML: model, features,
 # training, strategy, rounds and seed. The coordinator and every site must use the *same*
-# recipe; a digest check of it is a later issue. Relative paths in these files are resolved
-# against the folder of the file that names them.
+# recipe; at join the coordinator refuses a site whose [features] preprocessing differs from its
+# own (fedpharma.server.join). Relative paths in these files are resolved against the folder of
+# the file that names them.
 
 
 @dataclass(frozen=True)
@@ -497,6 +539,9 @@ class SiteConfig:
     # the site refuses every DP task. The ledger lives in state_dir, on the site's own disk.
     policy: str | None = None
     state_dir: str = "site-state"
+    # The partners' secret fingerprint-permutation key file (hex text), needed when the recipe
+    # sets [features] permutation_key_id; never given to the coordinator.
+    permutation_key: str | None = None
     site: SiteSection = SiteSection()
     data: SiteDataConfig = SiteDataConfig()
 
@@ -553,6 +598,7 @@ def load_site_config(path: str | Path) -> SiteConfig:
         run_config=_resolve(base, cfg.run_config),
         policy=_resolve_optional(base, cfg.policy),
         state_dir=_resolve(base, cfg.state_dir),
+        permutation_key=_resolve_optional(base, cfg.permutation_key),
         site=dataclasses.replace(site, tls=_resolve_optional(base, site.tls)),
         data=dataclasses.replace(data, path=_resolve_optional(base, data.path)),
     )

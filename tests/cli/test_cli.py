@@ -17,6 +17,10 @@ def test_demo_writes_summary_and_report(tmp_path):
     result = runner.invoke(app, ["report", str(out)])
     assert result.exit_code == 0, result.output
     assert (out / "report.html").stat().st_size > 10_000
+    page = (out / "report.html").read_text()
+    assert "Membership-inference audit" in page and "Cross-site evaluation" in page
+    assert set(summary["privacy_audit"]["sites"]) == set(summary["sites"])
+    assert summary["privacy_audit"]["sites"]["site-1"]["nonmember_shift"] is True  # scaffolds
 
 
 def test_simulate_lists_every_config_problem(tmp_path):

@@ -10,6 +10,8 @@ from fedpharma.errors import ProtocolError
 from fedpharma.params import Parameters
 from fedpharma.protocol import (
     PROTOCOL_VERSION,
+    DescribeTask,
+    DescriptionReply,
     EvaluateResult,
     EvaluateTask,
     Refusal,
@@ -49,6 +51,12 @@ def test_results_round_trip(run_id, rnd, site, n, metrics):
         EvaluateResult(run_id, rnd, site, n, metrics),
         Refusal(run_id, rnd, site, "policy", "not approved"),
     ):
+        _same(decode_message(encode_message(message)), message)
+
+
+@given(text, st.integers(0, 10_000), text, st.text(max_size=2000))
+def test_join_messages_round_trip(run_id, rnd, site, description):
+    for message in (DescribeTask(run_id, rnd), DescriptionReply(run_id, rnd, site, description)):
         _same(decode_message(encode_message(message)), message)
 
 
@@ -98,6 +106,20 @@ def test_other_protocol_version_names_both_versions():
                 "extra": 1,
             },
             "unexpected fields",
+        ),
+        (
+            {"type": "DescriptionReply", "run_id": "r", "round": 0, "site": "s"},
+            "lacks field 'description'",
+        ),
+        (
+            {
+                "type": "DescriptionReply",
+                "run_id": "r",
+                "round": 0,
+                "site": "s",
+                "description": {"radius": 2},
+            },
+            "description must be a string",
         ),
     ],
 )

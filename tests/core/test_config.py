@@ -65,3 +65,21 @@ def test_bad_toml_and_missing_file_are_config_errors(tmp_path):
     bad.write_text("rounds = = 3")
     with pytest.raises(ConfigError, match="not valid TOML"):
         load_config(bad)
+
+
+def test_a_permutation_key_id_must_be_a_key_id_for_a_morgan_fingerprint():
+    ok = config_from_dict({"features": {"permutation_key_id": "c413f0ea057b1536"}})
+    assert ok.features.permutation_key_id == "c413f0ea057b1536"
+    with pytest.raises(ConfigError) as info:
+        config_from_dict(
+            {
+                "features": {
+                    "permutation_key_id": "C413-not-hex",
+                    "fingerprint": "none",
+                    "descriptors": True,
+                }
+            }
+        )
+    text = str(info.value)
+    assert "2 problem(s)" in text and "16 lowercase hex digits" in text
+    assert 'set fingerprint = "morgan"' in text

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import sqlite3
 import threading
+import time
 import tomllib
 from pathlib import Path
 
@@ -142,3 +144,64 @@ def test_a_deployed_site_with_a_policy_keeps_its_ledger_in_its_state_dir(tmp_pat
     assert site.policy is not None and site.private_trainer is not None
     assert site.policy.ledger.budgets["record"].epsilon == 8.0
     assert (tmp_path / "state" / "privacy.sqlite").exists()
+
+
+def test_a_site_whose_own_recipe_has_another_radius_is_refused_at_join_over_mtls(
+    molecules_csv, pki_root, tmp_path
+):
+    """The deployment path: gRPC over mutual TLS, each site reading its own run.toml."""
+    recipe_text = recipe_toml(molecules_csv, rounds=1, min_sites=2)
+    files = write_deployment(tmp_path, pki_root, recipe_text, port=0)
+    (tmp_path / "run-3.toml").write_text(
+        recipe_text.replace("[features]\n", "[features]\nradius = 3\n")
+    )
+    site_3 = files["site-3"].read_text()
+    files["site-3"].write_text(site_3.replace('"run.toml"', '"run-3.toml"'))
+    config = load_server_config(files["server"])
+    recipe = load_config(config.run_config)
+    lines: list[str] = []
+    stop = threading.Event()
+    ended: dict[str, str] = {}
+
+    def serve_site(site: str, address: str) -> None:
+        site_file = files[site]
+        site_file.write_text(site_file.read_text().replace("127.0.0.1:0", address))
+        site_config = load_site_config(site_file)
+        site_recipe = load_config(site_config.run_config)  # the site's own copy
+        thread = threading.Thread(
+            target=lambda: ended.update({site: serve(site_config, site_recipe, stop=stop)}),
+            daemon=True,
+        )
+        thread.start()
+
+    def start_sites(address: str) -> None:
+        # site-3 joins first, so the coordinator checks it before the round starts.
+        serve_site("site-3", address)
+        deadline = time.monotonic() + 60
+        while not any(line.startswith("join: site-3") for line in lines):
+            assert time.monotonic() < deadline, "\n".join(lines)
+            time.sleep(0.05)
+        serve_site("site-1", address)
+        serve_site("site-2", address)
+
+    try:
+        result = run_coordinator(config, recipe, on_status=lines.append, on_listening=start_sites)
+        deadline = time.monotonic() + 30
+        while "site-3" not in ended and time.monotonic() < deadline:
+            time.sleep(0.05)
+    finally:
+        stop.set()
+    text = "\n".join(lines)
+    assert 'site site-3 refused at join: site "site-3" uses fingerprint radius (radius) 3' in text
+    assert "preprocessing checked: site-1" in text or "preprocessing checked: site-2" in text
+    assert result.rounds_completed == 1
+    # site-3 was told why, and left
+    assert "refused at join" in ended["site-3"] and "set [features] radius = 2" in ended["site-3"]
+    entries = read_entries(result.run_dir / "audit.jsonl")
+    denied = [e for e in entries if e.kind == "denied"]
+    assert [e.site for e in denied] == ["site-3"] and "radius" in denied[0].reason
+    assert {e.site for e in entries if e.kind == "admitted"} == {"site-1", "site-2"}
+    with sqlite3.connect(result.run_dir / "run.sqlite") as db:
+        assert db.execute("SELECT round, n_updates FROM rounds").fetchall() == [(1, 2)]
+        incidents = db.execute("SELECT round, site, kind FROM incidents").fetchall()
+    assert incidents == [(0, "site-3", "refused:preprocessing")]

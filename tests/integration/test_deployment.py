@@ -103,8 +103,10 @@ def test_audit_verify_passes_on_the_run_and_names_an_edited_entry(deployed, tmp_
     kinds = [e.kind for e in read_entries(run_dir / "audit.jsonl")]
     assert kinds[0] == "run_started" and kinds[-1] == "run_finished"
     assert kinds.count("join") == 3 and kinds.count("round_completed") == 2
-    # 3 sites × (label statistics for the output layer + (train + evaluate) × 2 rounds)
-    assert kinds.count("result_accepted") == 15
+    assert kinds.count("admitted") == 3  # every site's preprocessing matched the recipe
+    # 3 sites × (preprocessing description + label statistics for the output layer
+    # + (train + evaluate) × 2 rounds)
+    assert kinds.count("result_accepted") == 18
     result = runner.invoke(app, ["audit", "verify", str(run_dir)])
     assert result.exit_code == 0, result.output
     assert "OK" in result.output and "hash chain intact" in result.output

@@ -147,3 +147,51 @@ def make_privacy_summary() -> Summary:
         ],
     }
     return summary
+
+
+def _attacks(auc: float, advantage: float, n: int) -> dict[str, Any]:
+    scores = {"auc": auc, "advantage": advantage, "n_members": n, "n_nonmembers": n}
+    return {"loss_threshold": scores, "calibrated": {**scores, "auc": auc + 0.01}}
+
+
+def make_audit_summary(secure: str = "none") -> Summary:
+    """The regression summary plus a membership-inference audit (site-3's update could not be
+    audited; site-1 and site-2 were split by scaffold) and a cross-site matrix in which site-4
+    does not allow cross evaluation."""
+    summary = make_regression_summary()
+    sites = list(summary["sites"])
+    summary["privacy_audit"] = {
+        "secure_aggregation": secure,
+        "sites": {
+            site: {
+                "nonmember_shift": i < 2,
+                "final_model": _attacks(0.52 + 0.01 * i, 0.08, 40),
+                "site_update": _attacks(0.71, 0.4, 40)
+                if i != 2
+                else {"unavailable": "the site refused the audit round (policy): <no>"},
+            }
+            for i, site in enumerate(sites)
+        },
+    }
+    allowed = {site: site != "site-4" for site in sites}
+    rows = [
+        {
+            "model": "federated",
+            "trained_at": None,
+            "scores": {s: summary["sites"][s]["federated"] for s in sites},
+        }
+    ]
+    for owner in sites:
+        scores: dict[str, float | None] = {
+            s: summary["sites"][owner]["local"] + (0.0 if s == owner else 0.2)
+            for s in sites
+            if s == owner or (allowed[owner] and allowed[s])
+        }
+        rows.append({"model": "local", "trained_at": owner, "scores": scores})
+    rows[1]["scores"]["site-2"] = None  # a metric undefined on that test set
+    summary["cross_evaluation"] = {
+        "test_sites": sites,
+        "allow_cross_evaluation": allowed,
+        "rows": rows,
+    }
+    return summary

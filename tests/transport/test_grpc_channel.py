@@ -162,3 +162,18 @@ def test_a_site_reconnects_to_a_restarted_coordinator(pki_root):
     assert isinstance(replies["site-a"], TrainResult)
     assert summary.results_sent == 1
     assert any(line.startswith("connection problem") for line in site.status)
+
+
+def test_a_dismissed_site_is_told_why_and_unlisted_until_it_joins_again(pki_root):
+    with serving(pki_root) as server:
+        _, threads = _start_sites(server, pki_root, names=("site-a", "site-b"))
+        server.channel.dismiss("site-b", "refused at join: radius 3, expected 2")
+        assert server.channel.available_sites() == ("site-a",)
+        summary = threads[1].join()
+        assert summary.ended_because == "run finished (refused at join: radius 3, expected 2)"
+        # Its operator fixes it and starts it again: a new join lifts the dismissal.
+        again = SiteThread(server.address, pki_root / "sites" / "site-b", EchoHandler("site-b"))
+        assert server.channel.wait_for_sites(2, timeout=10) == ("site-a", "site-b")
+        server.finish(wait=5)
+        threads[0].join()
+        assert "run finished" in again.join().ended_because

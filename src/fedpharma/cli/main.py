@@ -20,6 +20,7 @@ from fedpharma.config import (
     ModelConfig,
     PartitionConfig,
     RunConfig,
+    SitePolicyConfig,
     StrategyConfig,
     TrainingConfig,
     load_config,
@@ -39,6 +40,8 @@ DEMO_CONFIG = RunConfig(
     model=ModelConfig(kind="mlp", hidden=(256, 64), dropout=0.1),
     training=TrainingConfig(local_epochs=1, batch_size=32, learning_rate=1e-3),
     strategy=StrategyConfig(name="fedavg"),
+    # The demo's partners opt in to cross evaluation, so the report shows the full matrix.
+    site_policy=SitePolicyConfig(allow_cross_evaluation=True),
     rounds=30,
     seed=0,
 )

@@ -33,6 +33,7 @@ from fedpharma.errors import DataError
 
 if TYPE_CHECKING:
     from fedpharma.data.molecules import MoleculeReport, ParsedMolecules
+    from fedpharma.data.recipe import FingerprintPermutation
 
 BUNDLED: dict[str, str] = {
     "chembl2321810": "ChEMBL potency series, 1,017 molecules, pIC50 regression (ships with RDKit)",
@@ -41,15 +42,32 @@ BUNDLED: dict[str, str] = {
 }
 
 
+MOLECULE_DATASETS = frozenset({"chembl2321810"})
+"""The bundled datasets whose records are molecules (featurized by ``[features]``)."""
+
+
+def featurizes_molecules(name: str | None, kind: str) -> bool:
+    """Whether a data source (bundled ``name``, else a file of ``kind``) holds molecules that
+    ``[features]`` turns into model inputs, so sites must prove identical preprocessing."""
+    return name in MOLECULE_DATASETS if name is not None else kind == "molecules"
+
+
 def load_dataset(
-    cfg: DatasetConfig, features: FeaturesConfig
+    cfg: DatasetConfig,
+    features: FeaturesConfig,
+    permutation: FingerprintPermutation | None = None,
 ) -> tuple[Dataset, MoleculeReport | None]:
-    """Load the dataset ``cfg`` names; the report is ``None`` for tabular data."""
+    """Load the dataset ``cfg`` names; the report is ``None`` for tabular data.
+
+    Molecule features are permuted by ``permutation`` (the partners' secret fingerprint-bit
+    order, :mod:`fedpharma.data.recipe`) right after featurization, so every site trains on
+    identically permuted inputs.
+    """
     if (cfg.name is None) == (cfg.path is None):
         raise DataError("give exactly one of a bundled dataset name or a file path")
     if cfg.name is not None:
         if cfg.name == "chembl2321810":
-            return _load_chembl2321810(features)
+            return _load_chembl2321810(features, permutation)
         if cfg.name == "breast-cancer":
             return _load_breast_cancer(), None
         raise DataError(
@@ -65,8 +83,10 @@ def load_dataset(
         schema = infer_schema(path, cfg.label_columns, cfg.site_column)
         return read_tabular(path, schema, task, name=_stem(path)), None
     if path.name.lower().endswith((".sdf", ".sdf.gz")):
-        return _load_sdf(path, cfg.label_columns, task, features)
-    return _load_molecule_csv(path, cfg.smiles_column, cfg.label_columns, task, features)
+        return _load_sdf(path, cfg.label_columns, task, features, permutation)
+    return _load_molecule_csv(
+        path, cfg.smiles_column, cfg.label_columns, task, features, permutation
+    )
 
 
 def _task(task: str | None, path: Path) -> Task:
@@ -113,8 +133,10 @@ def _molecule_dataset(
     task_names: tuple[str, ...],
     features: FeaturesConfig,
     name: str,
+    permutation: FingerprintPermutation | None,
 ) -> tuple[Dataset, MoleculeReport]:
-    """Keep valid molecules with at least one label; featurize; scaffold groups; report."""
+    """Keep valid molecules with at least one label; featurize (and permute); scaffold groups;
+    report."""
     from fedpharma.data.molecules import feature_names, featurize, scaffold_groups
 
     labels = labels[parsed.rows]
@@ -123,8 +145,9 @@ def _molecule_dataset(
     mols = [parsed.mols[i] for i in np.flatnonzero(has_label)]
     if not mols:
         raise DataError(f"{name}: no usable molecules — {report.summary()}")
+    matrix = featurize(mols, features)
     dataset = Dataset(
-        features=featurize(mols, features),
+        features=matrix if permutation is None else permutation.apply(matrix),
         labels=labels[has_label],
         task=task,
         task_names=task_names,
@@ -141,6 +164,7 @@ def _load_molecule_csv(
     label_columns: Sequence[str],
     task: Task,
     features: FeaturesConfig,
+    permutation: FingerprintPermutation | None,
 ) -> tuple[Dataset, MoleculeReport]:
     from fedpharma.data.molecules import parse_smiles
 
@@ -150,11 +174,17 @@ def _load_molecule_csv(
     label_cells = [[row[header.index(n)] for row in rows] for n in label_columns]
     labels = _parse_labels(label_cells, label_columns, str(path))
     parsed = parse_smiles(smiles)
-    return _molecule_dataset(parsed, labels, task, tuple(label_columns), features, _stem(path))
+    return _molecule_dataset(
+        parsed, labels, task, tuple(label_columns), features, _stem(path), permutation
+    )
 
 
 def _load_sdf(
-    path: Path, label_columns: Sequence[str], task: Task, features: FeaturesConfig
+    path: Path,
+    label_columns: Sequence[str],
+    task: Task,
+    features: FeaturesConfig,
+    permutation: FingerprintPermutation | None,
 ) -> tuple[Dataset, MoleculeReport]:
     """Labels come from SD properties; a property absent from a record is a missing label."""
     from fedpharma.data.molecules import parse_sdf
@@ -171,7 +201,9 @@ def _load_sdf(
     valid_labels = _parse_labels(label_cells, label_columns, str(path))
     labels = np.full((parsed.report.n_input, len(label_columns)), np.nan, dtype=np.float32)
     labels[parsed.rows] = valid_labels
-    return _molecule_dataset(parsed, labels, task, tuple(label_columns), features, _stem(path))
+    return _molecule_dataset(
+        parsed, labels, task, tuple(label_columns), features, _stem(path), permutation
+    )
 
 
 def rdkit_freewilson_dir() -> str:
@@ -181,7 +213,9 @@ def rdkit_freewilson_dir() -> str:
     return os.path.join(RDConfig.RDContribDir, "FreeWilson", "data")
 
 
-def _load_chembl2321810(features: FeaturesConfig) -> tuple[Dataset, MoleculeReport]:
+def _load_chembl2321810(
+    features: FeaturesConfig, permutation: FingerprintPermutation | None
+) -> tuple[Dataset, MoleculeReport]:
     """SMILES from ``CHEMBL2321810.smi`` (SMILES, id), pIC50 from ``CHEMBL2321810_act.csv``."""
     from fedpharma.data.molecules import parse_smiles
 
@@ -207,7 +241,13 @@ def _load_chembl2321810(features: FeaturesConfig) -> tuple[Dataset, MoleculeRepo
             label_cells.append(activity.get(fields[1], "") if len(fields) > 1 else "")
     labels = _parse_labels([label_cells], ["pIC50"], smiles_file)
     return _molecule_dataset(
-        parse_smiles(smiles), labels, "regression", ("pIC50",), features, "chembl2321810"
+        parse_smiles(smiles),
+        labels,
+        "regression",
+        ("pIC50",),
+        features,
+        "chembl2321810",
+        permutation,
     )
 
 

@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Protocol
 
 from fedpharma.config import RunConfig
 from fedpharma.models.base import Trainer
+from fedpharma.models.private_head import PrivateHeadTrainer
 
 if TYPE_CHECKING:
     from fedpharma.data.dataset import Task
@@ -31,12 +32,18 @@ class ModelInputs(Protocol):
 
 
 def build_trainer(config: RunConfig, inputs: ModelInputs) -> Trainer:
-    """The recipe's model and local training, for ``inputs``' task and shape."""
+    """The recipe's model and local training, for ``inputs``' task and shape; with
+    ``[model] private_heads`` a trainer of the trunk whose head stays at the site."""
     from fedpharma.models.trainer import TorchTrainer  # torch loads only when training
 
-    return TorchTrainer(
+    network = TorchTrainer(
         config.model, config.training, inputs.task, inputs.n_features, inputs.n_tasks
     )
+    if config.model.private_heads:
+        return PrivateHeadTrainer(
+            network, inputs.task, seed=config.seed, calibrate=config.training.calibrate_output
+        )
+    return network
 
 
 def build_private_trainer(config: RunConfig, inputs: ModelInputs) -> DPSGDTrainer:

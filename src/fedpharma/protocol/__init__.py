@@ -3,6 +3,8 @@
 from fedpharma.protocol.channel import Channel
 from fedpharma.protocol.messages import (
     PROTOCOL_VERSION,
+    DescribeTask,
+    DescriptionReply,
     EvaluateResult,
     EvaluateTask,
     Failure,
@@ -18,6 +20,8 @@ from fedpharma.protocol.messages import (
 __all__ = [
     "PROTOCOL_VERSION",
     "Channel",
+    "DescribeTask",
+    "DescriptionReply",
     "EvaluateResult",
     "EvaluateTask",
     "Failure",

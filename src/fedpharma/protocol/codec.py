@@ -24,6 +24,8 @@ from fedpharma.errors import ProtocolError
 from fedpharma.protocol.messages import (
     PROTOCOL_VERSION,
     SECURE_PHASES,
+    DescribeTask,
+    DescriptionReply,
     EvaluateResult,
     EvaluateTask,
     Refusal,
@@ -49,12 +51,21 @@ _TYPES: dict[str, type[Any]] = {
         Refusal,
         SecureTask,
         SecureReply,
+        DescribeTask,
+        DescriptionReply,
     )
 }
 _PARAMETER_FIELDS = ("parameters", "update")
 _BYTES_FIELDS = ("payload",)
 _TRAILING_FIELDS = (*_PARAMETER_FIELDS, *_BYTES_FIELDS)
-_SCALAR_TYPES = {"run_id": str, "site": str, "kind": str, "reason": str, "phase": str}
+_SCALAR_TYPES = {
+    "run_id": str,
+    "site": str,
+    "kind": str,
+    "reason": str,
+    "phase": str,
+    "description": str,
+}
 _INT_FIELDS = ("round", "n_examples")
 
 

@@ -11,6 +11,10 @@ with a :class:`SecureReply` instead of its update — phase ``"advertise"`` (a k
 for pairwise masking (``"secagg"``, Bonawitz et al. 2017), phase ``"encrypted_update"`` for CKKS
 (``"ckks"``) — and the coordinator drives the remaining phases with :class:`SecureTask` messages
 whose opaque ``payload`` is a :mod:`fedpharma.secure` message's bytes.
+
+Before a site takes part in any round, the coordinator sends it a :class:`DescribeTask`; the
+site's :class:`DescriptionReply` says how it prepares its data, and a site whose preprocessing
+differs from the run's recipe is refused at join.
 """
 
 from __future__ import annotations
@@ -113,8 +117,33 @@ class SecureReply:
     payload: bytes
 
 
-Task = TrainTask | EvaluateTask | SecureTask
-Reply = TrainResult | EvaluateResult | Refusal | SecureReply
+@dataclass(frozen=True)
+class DescribeTask:
+    """Describe how you prepare your data: the coordinator's join check, before any training.
+
+    The site answers with a :class:`DescriptionReply` carrying its preprocessing recipe and the
+    digest of a public reference set's features (MELLODDY-TUNER's reference hash; Heyndrickx et
+    al. 2023), as the JSON text of :class:`fedpharma.data.recipe.SiteDescription`.
+    """
+
+    run_id: str
+    round: int
+
+
+@dataclass(frozen=True)
+class DescriptionReply:
+    """A site's preprocessing description (JSON text, parsed as hostile input by the
+    coordinator); it holds settings and digests of public molecules only, nothing of the site's
+    data."""
+
+    run_id: str
+    round: int
+    site: str
+    description: str
+
+
+Task = TrainTask | EvaluateTask | SecureTask | DescribeTask
+Reply = TrainResult | EvaluateResult | Refusal | SecureReply | DescriptionReply
 
 
 def secure_mode(task: Task) -> str | None:
@@ -137,6 +166,8 @@ def validate_reply(task: Task, site: str, reply: Reply) -> Reply:
         expected = (SecureReply, Refusal)
     elif isinstance(task, TrainTask):
         expected = (TrainResult, Refusal)
+    elif isinstance(task, DescribeTask):
+        expected = (DescriptionReply, Refusal)
     else:
         expected = (EvaluateResult, Refusal)
     if not isinstance(reply, expected):

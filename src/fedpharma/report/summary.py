@@ -130,6 +130,71 @@ class Privacy:
 
 
 @dataclass(frozen=True)
+class AttackScores:
+    """One membership-inference attack: ROC AUC (0.5 = chance) and advantage max(TPR − FPR),
+    both in [0, 1], on ``n_members`` training and ``n_nonmembers`` held-out records."""
+
+    auc: float
+    advantage: float
+    n_members: int
+    n_nonmembers: int
+
+
+@dataclass(frozen=True)
+class AuditTarget:
+    """Both attacks on one target (the final model, or a site's raw update)."""
+
+    loss_threshold: AttackScores
+    calibrated: AttackScores
+
+    def best_auc(self) -> float:
+        """The stronger attack's AUC."""
+        return max(self.loss_threshold.auc, self.calibrated.auc)
+
+
+@dataclass(frozen=True)
+class SiteAudit:
+    """A site's records attacked through the final model and through its own raw update; a
+    string instead of a target says why that audit could not run.
+
+    ``nonmember_shift``: the held-out non-members come from unseen groups (scaffolds), so the
+    AUCs are upper bounds on the leakage.
+    """
+
+    site: str
+    nonmember_shift: bool
+    final_model: AuditTarget | str
+    site_update: AuditTarget | str
+
+
+@dataclass(frozen=True)
+class PrivacyAudit:
+    """The membership-inference audit; ``secure_aggregation`` is the run's secure mode."""
+
+    secure_aggregation: str
+    sites: tuple[SiteAudit, ...]
+
+
+@dataclass(frozen=True)
+class CrossSiteRow:
+    """One model's headline score per test site; a site absent from ``scores`` was not
+    evaluated (not allowed by a site's policy, or different tasks); ``None``: undefined."""
+
+    model: str
+    trained_at: str | None
+    scores: Mapping[str, float | None]
+
+
+@dataclass(frozen=True)
+class CrossEvaluation:
+    """Every model on every site's test data, where the sites allow it."""
+
+    test_sites: tuple[str, ...]
+    allowed: Mapping[str, bool]
+    rows: tuple[CrossSiteRow, ...]
+
+
+@dataclass(frozen=True)
 class RunSummary:
     """Everything the report shows, validated."""
 
@@ -146,6 +211,8 @@ class RunSummary:
     timings: Timings
     config: object
     privacy: Privacy | None = None
+    privacy_audit: PrivacyAudit | None = None
+    cross_evaluation: CrossEvaluation | None = None
 
 
 def load_summary(run_dir: Path) -> RunSummary:
@@ -187,6 +254,8 @@ def parse_summary(data: object, source: str = SUMMARY_FILE) -> RunSummary:
         timings=_parse_timings(root.optional_child("timings")),
         config=root.raw("config"),
         privacy=_parse_privacy(root.optional_child("privacy")),
+        privacy_audit=_parse_privacy_audit(root.optional_child("privacy_audit")),
+        cross_evaluation=_parse_cross_evaluation(root.optional_child("cross_evaluation")),
     )
 
 
@@ -300,6 +369,71 @@ def _relation(node: _Node, key: str) -> Relation:
     )
 
 
+def _parse_privacy_audit(node: _Node | None) -> PrivacyAudit | None:
+    if node is None:
+        return None
+    sites = tuple(
+        SiteAudit(
+            site=name,
+            nonmember_shift=by.flag("nonmember_shift"),
+            final_model=_parse_audit_target(by.child("final_model")),
+            site_update=_parse_audit_target(by.child("site_update")),
+        )
+        for name, by in _children(node.optional_child("sites"))
+    )
+    return PrivacyAudit(secure_aggregation=node.text("secure_aggregation"), sites=sites)
+
+
+def _parse_audit_target(node: _Node) -> AuditTarget | str:
+    unavailable = node.optional_text("unavailable")
+    if unavailable is not None:
+        return unavailable
+    return AuditTarget(
+        loss_threshold=_parse_attack(node.child("loss_threshold")),
+        calibrated=_parse_attack(node.child("calibrated")),
+    )
+
+
+def _parse_attack(node: _Node) -> AttackScores:
+    return AttackScores(
+        auc=node.fraction("auc"),
+        advantage=node.fraction("advantage"),
+        n_members=node.integer("n_members"),
+        n_nonmembers=node.integer("n_nonmembers"),
+    )
+
+
+def _parse_cross_evaluation(node: _Node | None) -> CrossEvaluation | None:
+    if node is None:
+        return None
+    test_sites = tuple(site for site in node.optional_list("test_sites") if isinstance(site, str))
+    if len(test_sites) != len(node.optional_list("test_sites")):
+        raise DataError(f"{node.source}: '{node.key_path('test_sites')}' should list site names")
+    allowed = node.optional_child("allow_cross_evaluation")
+    rows = []
+    for i in range(len(node.optional_list("rows"))):
+        row = node.item("rows", i)
+        scores = row.child("scores")
+        for site in scores.names():
+            if site not in test_sites:
+                raise DataError(
+                    f"{row.source}: '{scores.key_path(site)}' is not one of "
+                    "'cross_evaluation.test_sites'"
+                )
+        rows.append(
+            CrossSiteRow(
+                model=row.text("model"),
+                trained_at=row.optional_text("trained_at"),
+                scores={site: scores.optional_number(site) for site in scores.names()},
+            )
+        )
+    return CrossEvaluation(
+        test_sites=test_sites,
+        allowed={site: allowed.flag(site) for site in allowed.names()} if allowed else {},
+        rows=tuple(rows),
+    )
+
+
 def _parse_refusal(node: _Node) -> Refusal:
     return Refusal(
         round=node.integer("round"),
@@ -351,6 +485,13 @@ class _Node:
         if not isinstance(value, bool):
             raise self._wrong_type(key, "true or false", value)
         return value
+
+    def fraction(self, key: str) -> float:
+        """A number in [0, 1] (an AUC, an advantage)."""
+        value = self._required(key)
+        if isinstance(value, bool) or not isinstance(value, int | float) or not 0 <= value <= 1:
+            raise self._wrong_type(key, "a number in [0, 1]", value)
+        return float(value)
 
     def optional_number(self, key: str) -> float | None:
         """A finite number, or ``None`` for absent / null / NaN (metric not computed)."""

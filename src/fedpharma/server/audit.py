@@ -34,8 +34,10 @@ KINDS = frozenset(
         "run_started",
         "resume",
         "join",
+        "admitted",  # a site's preprocessing matched the run's recipe at join
         "leave",
-        "denied",  # the coordinator refused a peer: revoked cert, impersonation, bad version
+        "denied",  # the coordinator refused a peer: revoked cert, impersonation, bad version,
+        # or preprocessing that differs from the run's recipe
         "task_sent",
         "result_accepted",
         "result_rejected",  # a result was malformed, oversized, truncated, stale or replayed

@@ -10,11 +10,17 @@ One run is one directory ``RUN = runs_dir/<run id>``:
 - ``audit-head.json``: the audit log's head after the last completed round, which anchors the
   log against entries deleted from its end (``fedpharma audit verify`` checks it).
 
+Join check: a site takes part only once its preprocessing matches the recipe's (its recipe and
+the digest of a public reference set's features, :mod:`fedpharma.server.join`); a site that
+differs is refused with the differing setting named, in the status lines, the audit log
+(``denied``) and the run store (an incident of round 0), and is told why; the others go on.
+
 Round control: before each round the coordinator waits (up to ``wait_for_sites`` seconds) until
-``min_sites`` sites are connected; a round completes with the sites that answered before the
-deadline if at least ``min_sites`` did. Otherwise (:class:`~fedpharma.errors.RoundFailed`) the same
-round is retried, after waiting for sites again, up to ``retries`` times; then the run stops
-cleanly: the sites are told why, the audit log records it, and :class:`RoundFailed` is raised.
+``min_sites`` sites are connected and admitted; a round completes with the sites that answered
+before the deadline if at least ``min_sites`` did. Otherwise
+(:class:`~fedpharma.errors.RoundFailed`) the same round is retried, after waiting for sites
+again, up to ``retries`` times; then the run stops cleanly: the sites are told why, the audit
+log records it, and :class:`RoundFailed` is raised.
 
 Resume (``--resume RUN`` after a crash, even ``kill -9``): the audit log is verified (a broken log
 refuses the resume), the recipe must be the one the run started with, the last completed round
@@ -48,6 +54,7 @@ from fedpharma.privacy import production_rng
 from fedpharma.protocol import Channel, EvaluateTask, Failure, Reply, Task, TrainTask
 from fedpharma.secure.ckks import PublicContext, load_public_context
 from fedpharma.server.audit import AuditHead, AuditLog, verify
+from fedpharma.server.join import JoinGate, JoinLog, expected_preprocessing
 from fedpharma.server.label_statistics import calibrated_start
 from fedpharma.server.plan import strategy_for
 from fedpharma.server.store import RunStore
@@ -323,6 +330,8 @@ def run_coordinator(
 
     say = on_status
     shape = model_shape(recipe, config.server.n_features)
+    # What every site's preprocessing must match, computed once from the recipe (no key).
+    join_check = expected_preprocessing(recipe)
     initial = build_trainer(recipe, shape).initial_parameters(recipe.seed)
     # Site-level DP noise in deployment comes from the OS CSPRNG, never from the recipe's seed.
     strategy = strategy_for(
@@ -380,7 +389,18 @@ def run_coordinator(
         _AuditRounds(audit, run_dir / HEAD_FILE),
         progress,
     ]
-    channel = _AnnouncingChannel(server.channel, recipe.rounds, say)
+    control = config.round_control
+    # Sites are listed (to the round loop and to the calibration) only once admitted at join.
+    gate = JoinGate(
+        server.channel,
+        run_id,
+        join_check,
+        on_outcome=JoinLog(store, say, audit),
+        timeout=control.round_timeout,
+        wait_for=server.channel.wait_for_sites,
+        dismiss=server.channel.dismiss,
+    )
+    channel = _AnnouncingChannel(gate, recipe.rounds, say)
 
     def calibrate(parameters: Parameters, sites: Channel) -> Parameters:
         """Start the output layer at the labels, exactly as a simulation does."""
@@ -391,7 +411,6 @@ def run_coordinator(
         say(how)
         return calibrated
 
-    control = config.round_control
     min_sites = strategy.settings.min_sites
     try:
         server.start()
@@ -401,21 +420,21 @@ def run_coordinator(
         failures, calibrated = 0, False
         while progress.completed < recipe.rounds:
             rnd = progress.completed + 1
-            connected = server.channel.available_sites()
+            connected = gate.available_sites()
             if len(connected) < min_sites:
                 say(
-                    f"waiting for sites: {len(connected)} of {min_sites} needed connected"
+                    f"waiting for sites: {len(connected)} of {min_sites} needed admitted"
                     + (f" ({', '.join(connected)})" if connected else "")
                 )
-                connected = server.channel.wait_for_sites(min_sites, control.wait_for_sites)
+                connected = gate.wait_for_sites(min_sites, control.wait_for_sites)
             if len(connected) < min_sites:
                 reason = (
                     f"round {rnd}: only {len(connected)} of the {min_sites} site(s) needed "
-                    f"connected within {control.wait_for_sites:g} s"
+                    f"connected and admitted within {control.wait_for_sites:g} s"
                 )
             else:
                 if progress.completed == 0 and not calibrated:
-                    progress.parameters = calibrate(progress.parameters, server.channel)
+                    progress.parameters = calibrate(progress.parameters, gate)
                     calibrated = True
                 try:
                     strategy.run(

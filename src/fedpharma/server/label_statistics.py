@@ -85,6 +85,8 @@ def calibrated_start(
     statistics; under DP nothing data-dependent is released, so the head stays as initialised.
     """
     model = config.model
+    if model.private_heads:
+        return parameters, "output layers are private: each site starts its head at its own labels"
     if model.label_mean:
         if len(model.label_mean) != n_tasks:
             raise ConfigError(

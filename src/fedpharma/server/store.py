@@ -113,6 +113,11 @@ class RunStore:
                 (record.round, hashlib.sha256(blob).hexdigest(), blob),
             )
 
+    def record_incident(self, rnd: int, site: str, kind: str, reason: str) -> None:
+        """An incident outside a round's record, e.g. a site refused at join (round 0)."""
+        with self._db:
+            self._db.execute("INSERT INTO incidents VALUES (?, ?, ?, ?)", (rnd, site, kind, reason))
+
     def record_comparison(self, model: str, site: str, metrics: dict[str, float]) -> None:
         with self._db:
             self._db.executemany(

@@ -5,7 +5,8 @@ train / held-out test by scaffold → federated training through the same coordi
 runtime a deployment uses, over the in-process channel → the two references a consortium compares
 against: each site's local-only model and a centralized model on the pooled data (which no real
 consortium can train) → every model evaluated on every site's test set and on the pooled test set
-→ ``run.sqlite`` + ``summary.json`` in the run directory.
+→ the cross-site matrix (:mod:`fedpharma.sim.cross_evaluation`) and the membership-inference
+audit (:mod:`fedpharma.sim.audit`) → ``run.sqlite`` + ``summary.json`` in the run directory.
 """
 
 from __future__ import annotations
@@ -23,16 +24,20 @@ import numpy as np
 
 from fedpharma.config import RunConfig
 from fedpharma.data.dataset import Dataset, SiteData, Task
-from fedpharma.data.datasets import load_dataset
+from fedpharma.data.datasets import featurizes_molecules, load_dataset
 from fedpharma.data.partition import partition, scaffold_split
+from fedpharma.data.recipe import SiteDescription, site_permutation
 from fedpharma.evaluation.metrics import PRIMARY_METRIC, compute_metrics
 from fedpharma.models.base import Trainer
 from fedpharma.models.factory import build_private_trainer, build_trainer
 from fedpharma.params import Parameters
 from fedpharma.secure.ckks import SecretContext, create_secret_context
+from fedpharma.server.join import JoinGate, JoinLog, expected_preprocessing
 from fedpharma.server.label_statistics import calibrated_start
 from fedpharma.server.plan import strategy_for
 from fedpharma.server.store import RunStore
+from fedpharma.sim.audit import audit_privacy
+from fedpharma.sim.cross_evaluation import cross_evaluate
 from fedpharma.sim.privacy import PrivacyRecorder, site_policy
 from fedpharma.site.runtime import SiteRuntime
 from fedpharma.strategy import RoundRecord
@@ -103,7 +108,12 @@ def simulate(
         observers.append(_Callback(on_round, config.rounds))
     # CKKS in simulation: a fresh consortium key; the coordinator gets only its public context.
     ckks_key = create_secret_context() if config.secure.mode == "ckks" else None
-    channel = InProcessChannel(build_site_runtimes(config, sim, trainer, run_dir, ckks_key))
+    trainers = site_trainers(config, sim, trainer)
+    sites = InProcessChannel(build_site_runtimes(config, sim, trainers, run_dir, ckks_key))
+    # As in deployment, only sites whose preprocessing matches the recipe's take part.
+    channel = JoinGate(
+        sites, run_id, expected_preprocessing(config), on_outcome=JoinLog(store, say)
+    )
     strategy = strategy_for(
         config,
         planned_sites=len(sim.sites),
@@ -119,16 +129,23 @@ def simulate(
     federated_seconds = time.perf_counter() - fed_started
 
     models: dict[str, dict[str, Parameters] | Parameters] = {"federated": final}
+    predictors = {"federated": trainers}
     baseline_started = time.perf_counter()
     if config.baselines:
-        say("training the references: local-only per site and centralized on pooled data")
-        models |= train_baselines(trainer, initial, sim.sites, config)
+        say(
+            "training the references: local-only per site"
+            + ("" if config.model.private_heads else " and centralized on pooled data")
+        )
+        baselines, baseline_predictors = train_baselines(config, sim, trainer, initial)
+        models |= baselines
+        predictors |= baseline_predictors
     baseline_seconds = time.perf_counter() - baseline_started
 
-    comparison = compare_models(trainer, models, sim.sites)
+    comparison = compare_models(models, predictors, sim.sites)
     for model, by_site in comparison.items():
         for site, metrics in by_site.items():
             store.record_comparison(model, site, metrics)
+    cross_site = cross_evaluate(config, models, predictors, sim.sites, store)
     store.close()
     summary = build_summary(
         config,
@@ -144,14 +161,36 @@ def simulate(
     )
     if config.privacy.enabled or config.site_policy.require_dp:
         summary["privacy"] = privacy.summary(config)
+    summary["cross_evaluation"] = cross_site
+    if config.privacy_audit:
+        say("privacy audit: membership inference on the final model and each site's raw update")
+        summary["privacy_audit"] = audit_privacy(
+            config,
+            sim.sites,
+            trainers,
+            strategy,
+            lambda recipe, folder: build_site_runtimes(recipe, sim, trainers, folder),
+            run_id=run_id,
+            reference=initial,
+            final=final,
+            rng=np.random.default_rng([config.seed, 0xA0D1]),
+        )
     (run_dir / "summary.json").write_text(json.dumps(summary, indent=2), encoding="utf-8")
     return SimulationResult(run_dir, summary, final)
+
+
+def site_trainers(config: RunConfig, sim: Simulation, shared: Trainer) -> dict[str, Trainer]:
+    """Each site's trainer: ``shared`` for a shared model; with ``[model] private_heads`` a
+    fresh trainer per site, over its own tasks, that keeps its head at the site."""
+    if not config.model.private_heads:
+        return dict.fromkeys(sim.sites, shared)
+    return {name: build_trainer(config, data.train) for name, data in sim.sites.items()}
 
 
 def build_site_runtimes(
     config: RunConfig,
     sim: Simulation,
-    trainer: Trainer,
+    trainers: dict[str, Trainer],
     run_dir: Path,
     ckks_key: SecretContext | None = None,
 ) -> dict[str, SiteRuntime]:
@@ -160,68 +199,81 @@ def build_site_runtimes(
     private_trainer = (
         build_private_trainer(config, sim.dataset) if config.privacy.record_level else None
     )
+    site_permutation(config.features, None)  # a simulation holds no permutation key: refuse
+    molecules = featurizes_molecules(config.dataset.name, config.dataset.kind)
+    preprocessing = SiteDescription.of_site(config.features) if molecules else None
     return {
         name: SiteRuntime(
             name,
             data,
-            trainer,
+            trainers[name],
             policy=site_policy(config, run_dir / "sites" / name),
             private_trainer=private_trainer,
             # Simulation noise is reproducible from the seed; deployment uses the OS CSPRNG.
             noise_source=lambda seed: np.random.default_rng(seed),
             ckks_key=ckks_key,
+            preprocessing=preprocessing,
         )
         for name, data in sim.sites.items()
     }
 
 
 def train_baselines(
-    trainer: Trainer,
-    initial: Parameters,
-    sites: dict[str, SiteData],
-    config: RunConfig,
-) -> dict[str, dict[str, Parameters] | Parameters]:
+    config: RunConfig, sim: Simulation, trainer: Trainer, initial: Parameters
+) -> tuple[dict[str, dict[str, Parameters] | Parameters], dict[str, dict[str, Trainer]]]:
     """Local-only models and a centralized model, each given as many epochs as federated training.
 
     Every site runs ``rounds × local_epochs`` epochs in the federation, so each reference gets the
-    same number of passes over its own data.
+    same number of passes over its own data. Returns the models and, per model and site, the
+    trainer that applies it. With private heads each local-only model is a fresh trunk and head
+    of its own, and there is no pooled model: the partners' tasks differ, so no single head
+    could be trained on the pooled data.
     """
     epochs = config.rounds * config.training.local_epochs
+    local_trainers = site_trainers(config, sim, trainer)
     local = {
-        name: trainer.fit(
-            initial, data.train, epochs=epochs, seed=site_seed(config.seed, 0, name)
-        ).parameters
-        for name, data in sites.items()
+        name: local_trainers[name]
+        .fit(initial, data.train, epochs=epochs, seed=site_seed(config.seed, 0, name))
+        .parameters
+        for name, data in sim.sites.items()
     }
-    pooled = concatenate([data.train for data in sites.values()], "pooled")
+    if config.model.private_heads:
+        return {"local": local}, {"local": local_trainers}
+    pooled = concatenate([data.train for data in sim.sites.values()], "pooled")
     central = trainer.fit(initial, pooled, epochs=epochs, seed=config.seed).parameters
-    return {"local": local, "centralized": central}
+    predictors = {"local": local_trainers, "centralized": dict.fromkeys(sim.sites, trainer)}
+    return {"local": local, "centralized": central}, predictors
 
 
 def compare_models(
-    trainer: Trainer,
     models: dict[str, dict[str, Parameters] | Parameters],
+    predictors: dict[str, dict[str, Trainer]],
     sites: dict[str, SiteData],
 ) -> dict[str, dict[str, dict[str, float]]]:
-    """Metrics of each model on each site's test set and on the pooled test set.
+    """Metrics of each model on each site's test set and, where every site has the same tasks,
+    on the pooled test set; ``predictors[model][site]`` applies the model at the site.
 
     A per-site model family (local-only) is evaluated at its own site; the pooled figure then
     concatenates each local model's predictions on its own site's test set.
     """
     out: dict[str, dict[str, dict[str, float]]] = {}
+    same_tasks = len({data.test.task_names for data in sites.values()}) == 1
     for model, params in models.items():
         predictions = {
-            name: trainer.predict(params[name] if isinstance(params, dict) else params, data.test)
+            name: predictors[model][name].predict(
+                params[name] if isinstance(params, dict) else params, data.test
+            )
             for name, data in sites.items()
         }
         by_site = {
             name: compute_metrics(data.test.task, data.test.labels, predictions[name])
             for name, data in sites.items()
         }
-        task = next(iter(sites.values())).test.task
-        labels = np.concatenate([data.test.labels for data in sites.values()])
-        pooled_predictions = np.concatenate([predictions[name] for name in sites])
-        by_site["pooled"] = compute_metrics(task, labels, pooled_predictions)
+        if same_tasks:
+            task = next(iter(sites.values())).test.task
+            labels = np.concatenate([data.test.labels for data in sites.values()])
+            pooled_predictions = np.concatenate([predictions[name] for name in sites])
+            by_site["pooled"] = compute_metrics(task, labels, pooled_predictions)
         out[model] = by_site
     return out
 
@@ -290,15 +342,10 @@ def build_summary(
     models = ("local", "federated", "centralized")
 
     def entry(site: str) -> dict[str, Any]:
-        values = {
-            m: _json_float(comparison[m][site].get(metric)) if m in comparison else None
-            for m in models
-        }
+        found = {m: comparison[m].get(site) if m in comparison else None for m in models}
+        values = {m: _json_float(r.get(metric)) if r else None for m, r in found.items()}
         details = {
-            m: {k: _json_float(v) for k, v in comparison[m][site].items()}
-            if m in comparison
-            else None
-            for m in models
+            m: {k: _json_float(v) for k, v in r.items()} if r else None for m, r in found.items()
         }
         return values | {"metrics": details}
 

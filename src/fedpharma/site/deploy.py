@@ -3,7 +3,11 @@
 ``fedpharma site --config site.toml`` builds the site from its own config file:
 
 - the run recipe (``run_config``): model, features, training and seed, the *same* file the
-  coordinator uses (a digest check of the recipe is a later issue);
+  coordinator uses. Its ``[features]`` decide how the site featurizes its molecules; at join
+  the site describes that preprocessing (:class:`~fedpharma.data.recipe.SiteDescription`) and
+  the coordinator refuses it if its copy of the recipe differs;
+- optionally the partners' secret fingerprint-permutation key (``permutation_key``), when the
+  recipe names one (``[features] permutation_key_id``);
 - its data (``[data]``): a CSV/SDF file of its own, or a bundled dataset name; its held-out test
   split is a scaffold split seeded with the recipe's seed;
 - then it dials out to the coordinator (:func:`~fedpharma.transport.grpc.run_site`): it never
@@ -33,8 +37,9 @@ from fedpharma.config import (
     load_site_policy,
 )
 from fedpharma.data.dataset import SiteData
-from fedpharma.data.datasets import load_dataset
+from fedpharma.data.datasets import featurizes_molecules, load_dataset
 from fedpharma.data.partition import partition, scaffold_split
+from fedpharma.data.recipe import FingerprintPermutation, SiteDescription, site_permutation
 from fedpharma.errors import ConfigError, DataError
 from fedpharma.models.factory import build_private_trainer, build_trainer
 from fedpharma.secure.ckks import SecretContext, load_secret_context
@@ -49,8 +54,11 @@ def _quiet(_: str) -> None:
     return None
 
 
-def load_site_data(data: SiteDataConfig, recipe: RunConfig) -> SiteData:
-    """The site's train and held-out test data, featurized with the recipe's ``[features]``."""
+def load_site_data(
+    data: SiteDataConfig, recipe: RunConfig, permutation: FingerprintPermutation | None = None
+) -> SiteData:
+    """The site's train and held-out test data, featurized with the recipe's ``[features]`` and
+    permuted by the partners' ``permutation``, if any."""
     dataset_config = DatasetConfig(
         name=data.name,
         path=data.path,
@@ -64,7 +72,7 @@ def load_site_data(data: SiteDataConfig, recipe: RunConfig) -> SiteData:
     test_fraction = (
         recipe.dataset.test_fraction if data.test_fraction is None else data.test_fraction
     )
-    dataset, _report = load_dataset(dataset_config, recipe.features)
+    dataset, _report = load_dataset(dataset_config, recipe.features, permutation)
     rng = np.random.default_rng(recipe.seed)
     if data.partition_index is None:
         train, test = scaffold_split(dataset.groups, test_fraction, rng)
@@ -87,8 +95,11 @@ def load_site_data(data: SiteDataConfig, recipe: RunConfig) -> SiteData:
 
 
 def build_site(name: str, config: SiteConfig, recipe: RunConfig) -> SiteRuntime:
-    """The site runtime: its data, the recipe's trainers, and the owner's policy and ledger."""
-    data = load_site_data(config.data, recipe)
+    """The site runtime: its data, the recipe's trainers, the owner's policy and ledger, and
+    the description of its preprocessing for the join check."""
+    permutation = site_permutation(recipe.features, config.permutation_key)
+    data = load_site_data(config.data, recipe, permutation)
+    molecules = featurizes_molecules(config.data.name, config.data.kind)
     policy = (
         SitePolicy(load_site_policy(config.policy), Path(config.state_dir) / "privacy.sqlite")
         if config.policy is not None
@@ -101,6 +112,7 @@ def build_site(name: str, config: SiteConfig, recipe: RunConfig) -> SiteRuntime:
         policy=policy,
         private_trainer=build_private_trainer(recipe, data.train) if policy is not None else None,
         ckks_key=_ckks_key(config) if recipe.secure.mode == "ckks" else None,
+        preprocessing=SiteDescription.of_site(recipe.features, permutation) if molecules else None,
     )
 
 

@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from fedpharma.data.dataset import SiteData
+from fedpharma.data.recipe import SiteDescription
 from fedpharma.errors import (
     DataError,
     FedPharmaError,
@@ -45,6 +46,8 @@ from fedpharma.privacy import (
     production_rng,
 )
 from fedpharma.protocol import (
+    DescribeTask,
+    DescriptionReply,
     EvaluateResult,
     EvaluateTask,
     Refusal,
@@ -98,6 +101,9 @@ class SiteRuntime:
     ``noise_source`` gives the generator for distributed DP noise from the task seed: a seeded
     one in simulation; by default the OS CSPRNG, as deployment needs. ``ckks_key`` is the
     consortium's CKKS secret key (provisioned with the PKI), needed for ``secure = "ckks"``.
+    ``preprocessing`` is how this site prepared its molecules (computed once, from its own
+    ``[features]`` and permutation key), sent when the coordinator asks at join; a site without
+    molecule data has none and declines the join check.
     """
 
     def __init__(
@@ -110,6 +116,7 @@ class SiteRuntime:
         private_trainer: DPSGDTrainer | None = None,
         noise_source: NoiseSource | None = None,
         ckks_key: SecretContext | None = None,
+        preprocessing: SiteDescription | None = None,
     ) -> None:
         self.name = name
         self.data = data
@@ -118,6 +125,7 @@ class SiteRuntime:
         self.private_trainer = private_trainer
         self.noise_source = noise_source or (lambda _seed: production_rng())
         self.ckks_key = ckks_key
+        self.preprocessing = preprocessing
         # The secure-aggregation state of the current round, by (run_id, round), kept in memory
         # only and dropped after its last phase; a newer round drops an abandoned one.
         self._secure: dict[tuple[str, int], _SecAggRound | _CKKSRound] = {}
@@ -128,13 +136,15 @@ class SiteRuntime:
             task = decode_message(request)
         except ProtocolError as exc:
             return encode_message(Refusal("", 0, self.name, "invalid-task", str(exc)))
-        if not isinstance(task, TrainTask | EvaluateTask | SecureTask):
+        if not isinstance(task, Task):
             refusal = Refusal("", 0, self.name, "invalid-task", "a site only accepts tasks")
             return encode_message(refusal)
         return encode_message(self.handle(task))
 
     def handle(self, task: Task) -> Reply:
         try:
+            if isinstance(task, DescribeTask):
+                return self._describe(task)
             if isinstance(task, SecureTask):
                 return self._secure_phase(task)
             if isinstance(task, TrainTask):
@@ -146,6 +156,15 @@ class SiteRuntime:
             return Refusal(task.run_id, task.round, self.name, "policy", str(exc))
         except FedPharmaError as exc:
             return Refusal(task.run_id, task.round, self.name, "error", str(exc))
+
+    def _describe(self, task: DescribeTask) -> DescriptionReply:
+        """This site's preprocessing recipe and public reference digests (no data is read)."""
+        if self.preprocessing is None:
+            raise DataError(
+                "this site holds no molecule data, so it has no preprocessing recipe to compare; "
+                "give it the consortium's kind of data ([data] of site.toml)"
+            )
+        return DescriptionReply(task.run_id, task.round, self.name, self.preprocessing.to_json())
 
     def _train(self, task: TrainTask) -> TrainResult | SecureReply:
         mode = secure_mode(task)

@@ -9,7 +9,9 @@ deadline passed, with the same ``{site: Reply | Failure}`` shape as the in-proce
 Every call is attributed to the site named in the caller's TLS client certificate; a message in
 another site's name, a revoked certificate, a result for no outstanding task (replayed, stale,
 unknown), and a malformed, truncated or oversized payload are refused with a typed error, written
-to the audit log, and never stop the coordinator serving the other sites.
+to the audit log, and never stop the coordinator serving the other sites. A site the coordinator
+dismisses (:meth:`GrpcChannel.dismiss`, e.g. refused at join) is no longer listed, and its next
+pull ends its run with the reason.
 """
 
 from __future__ import annotations
@@ -122,6 +124,7 @@ class _SiteRegistry:
         self._sites: dict[str, _SiteState] = {}
         self._outstanding: dict[str, _Outstanding] = {}
         self._answers: dict[str, Reply | Failure] = {}
+        self._dismissed: dict[str, str] = {}  # site → why it takes no part (until it rejoins)
         self.finished: str | None = None
         self.bytes_received = 0
         self._closing = False
@@ -132,6 +135,7 @@ class _SiteRegistry:
         with self._cond:
             rejoined = site in self._sites
             self._sites[site] = _SiteState(time.monotonic())
+            self._dismissed.pop(site, None)
             self._cond.notify_all()
         self._note("join", site, None, "rejoined" if rejoined else "")
 
@@ -145,6 +149,13 @@ class _SiteRegistry:
             state = self._sites.get(site)
             if state is not None:
                 state.left = True
+            self._cond.notify_all()
+
+    def dismiss(self, site: str, reason: str) -> None:
+        """Stop listing ``site`` and end its run with ``reason`` at its next pull; a new join
+        (e.g. after its operator fixed its configuration) lifts this."""
+        with self._cond:
+            self._dismissed[site] = reason
             self._cond.notify_all()
 
     def touch(self, site: str) -> bool:
@@ -175,6 +186,7 @@ class _SiteRegistry:
         return (
             state is not None
             and not state.left
+            and site not in self._dismissed
             and time.monotonic() - state.last_seen <= self.settings.liveness_timeout
         )
 
@@ -210,6 +222,8 @@ class _SiteRegistry:
                     return task
                 if self.finished is not None:
                     return self.finished
+                if site in self._dismissed:
+                    return self._dismissed[site]
                 remaining = deadline - time.monotonic()
                 if remaining <= 0 or self._closing:
                     return None
@@ -307,6 +321,11 @@ class GrpcChannel:
     def wait_for_sites(self, count: int, timeout: float | None = None) -> tuple[str, ...]:
         """Block until ``count`` sites are available or ``timeout`` passes; return them."""
         return self._registry.wait_for(count, timeout)
+
+    def dismiss(self, site: str, reason: str) -> None:
+        """Stop listing ``site``; its next pull ends its run with ``reason`` (e.g. refused at
+        join), so the site's operator learns why. A new join of the site lifts this."""
+        self._registry.dismiss(site, reason)
 
     def exchange(
         self, tasks: Mapping[str, Task], timeout: float | None = None

@@ -1,0 +1,81 @@
+"""The cross-site evaluation matrix of a simulation: every model on every site's test data.
+
+The rules of which cells exist are :mod:`fedpharma.evaluation.cross_site`'s; a simulation's
+sites all follow the run's ``[site_policy] allow_cross_evaluation``. The matrix goes to the run
+store's ``comparison`` table — the federated row and the diagonal are already there as models
+``federated`` and ``local``; an off-diagonal cell is stored as model ``local:OWNER`` at the
+test site — and to ``summary.json`` as ``cross_evaluation``: per row the primary metric per test
+site, with a cell that was not evaluated left out.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from typing import Any
+
+from fedpharma.config import RunConfig
+from fedpharma.data.dataset import SiteData
+from fedpharma.evaluation.cross_site import LOCAL, CrossSiteMatrix, cross_site_matrix
+from fedpharma.evaluation.membership import Predictor
+from fedpharma.evaluation.metrics import PRIMARY_METRIC
+from fedpharma.params import Parameters
+from fedpharma.server.store import RunStore
+
+
+def cross_evaluate(
+    config: RunConfig,
+    models: Mapping[str, Mapping[str, Parameters] | Parameters],
+    predictors: Mapping[str, Mapping[str, Predictor]],
+    sites: Mapping[str, SiteData],
+    store: RunStore,
+) -> dict[str, Any]:
+    """Evaluate the federated model and the local-only models (if trained) across sites.
+
+    ``models`` and ``predictors`` are the engine's: ``models["federated"]`` the final model,
+    ``models["local"]`` the local-only model per site; ``predictors[model][site]`` applies a
+    model at (federated) or of (local-only) ``site``. Records the cross cells in ``store`` and
+    returns the ``cross_evaluation`` section of ``summary.json``.
+    """
+    federated, local = models["federated"], models.get("local", {})
+    if not isinstance(federated, Parameters) or isinstance(local, Parameters):
+        raise TypeError("expected one federated model and a local-only model per site")
+    allows = dict.fromkeys(sites, config.site_policy.allow_cross_evaluation)
+    matrix = cross_site_matrix(
+        federated,
+        predictors["federated"],
+        local,
+        predictors.get("local", {}),
+        {name: data.test for name, data in sites.items()},
+        allows,
+    )
+    for row in matrix.rows:
+        if row.model == LOCAL:
+            for site, metrics in row.cells.items():
+                if site != row.trained_at:
+                    store.record_comparison(f"{LOCAL}:{row.trained_at}", site, dict(metrics))
+    task = next(iter(sites.values())).test.task
+    return matrix_summary(matrix, PRIMARY_METRIC[task][0], allows)
+
+
+def matrix_summary(
+    matrix: CrossSiteMatrix, metric: str, allows: Mapping[str, bool]
+) -> dict[str, Any]:
+    """The matrix as JSON: ``metric`` per cell (``null`` where it is undefined, e.g. a test set
+    of one class), a cell not evaluated absent; and each site's policy flag."""
+    return {
+        "test_sites": list(matrix.test_sites),
+        "allow_cross_evaluation": dict(allows),
+        "rows": [
+            {
+                "model": row.model,
+                "trained_at": row.trained_at,
+                "scores": {site: _finite(cell.get(metric)) for site, cell in row.cells.items()},
+            }
+            for row in matrix.rows
+        ],
+    }
+
+
+def _finite(value: float | None) -> float | None:
+    return value if value is not None and math.isfinite(value) else None
