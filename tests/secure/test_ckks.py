@@ -11,6 +11,7 @@ import pytest
 from fedpharma.errors import CryptoError
 from fedpharma.secure import _wire
 from fedpharma.secure.ckks import (
+    MAX_CHUNK_BYTES,
     SLOTS,
     DecryptedMean,
     EncryptedUpdate,
@@ -141,6 +142,23 @@ def test_tampered_truncated_and_foreign_ciphertexts_are_rejected(secret, public,
         dataclasses.replace(encrypted, chunks=encrypted.chunks[:2])
 
 
+def test_a_parsed_update_views_its_frame_and_does_not_see_later_changes(secret, encrypted):
+    data = encrypted.to_bytes()
+    received = bytearray(data)
+    parsed = EncryptedUpdate.from_bytes(received)
+    received[len(received) // 2] ^= 0xFF  # inside a ciphertext
+    assert parsed.to_bytes() == data
+    assert all(bytes(p) == c for p, c in zip(parsed.chunks, encrypted.chunks, strict=True))
+    np.testing.assert_allclose(secret.decrypt(parsed), secret.decrypt(encrypted), atol=0)
+
+
+def test_a_chunk_announcing_more_than_the_size_limit_is_refused_before_reading_it(encrypted):
+    body = _wire.Writer().fixed(encrypted.key_id, KEY_ID_BYTES).u64(1).u32(1)
+    body.u32(MAX_CHUNK_BYTES + 1).fixed(bytes(64), 64)
+    with pytest.raises(CryptoError, match="exceeds the limit"):
+        EncryptedUpdate.from_bytes(_wire.frame(_wire.Kind.CKKS_UPDATE, body.getvalue()))
+
+
 def test_ciphertexts_of_another_key_or_other_parameters_are_rejected(secret, public, encrypted):
     other = create_secret_context()
     with pytest.raises(CryptoError, match="encrypted under CKKS key"):
@@ -156,15 +174,26 @@ def test_ciphertexts_of_another_key_or_other_parameters_are_rejected(secret, pub
     )
     with pytest.raises(CryptoError, match="expected N=8192"):
         PublicContext.from_bytes(framed)
+    # same N and scale, other primes
+    other_primes = ts.context(ts.SCHEME_TYPE.CKKS, 8192, -1, [60, 60, 60])
+    other_primes.global_scale = 2**40
+    raw = other_primes.serialize(save_secret_key=False)
+    framed = _framed_context(_wire.Kind.CKKS_PUBLIC_CONTEXT, secret.key_id, raw)
+    with pytest.raises(CryptoError, match=r"180-bit modulus.*primes \[60, 40, 40\]"):
+        PublicContext.from_bytes(framed)
     with pytest.raises(CryptoError, match="differ in length"):
         public.aggregate([encrypted, secret.encrypt_update(np.zeros(5), 1)])
 
 
-def test_unusable_updates_are_refused_before_encryption(secret):
+@pytest.mark.parametrize(
+    "values", [[float("nan")], [0.0, float("-inf")], [2.0**25, 0.0], [0.0, -(2.0**25)]]
+)
+def test_unusable_updates_are_refused_before_encryption(secret, values):
     with pytest.raises(CryptoError, match="clip the update"):
-        secret.encrypt_update([float("nan")], 1)
-    with pytest.raises(CryptoError, match="clip the update"):
-        secret.encrypt_update([2.0**25], 100)
+        secret.encrypt_update(values, 100)
+
+
+def test_a_site_refuses_to_encrypt_for_no_examples(secret):
     with pytest.raises(CryptoError, match="n_examples"):
         secret.encrypt_update([0.0], 0)
 

@@ -7,15 +7,18 @@ from dataclasses import dataclass, field, replace
 
 import numpy as np
 import pytest
+from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from fedpharma.errors import CryptoError, ProtocolError, RoundFailed
 from fedpharma.secure import shamir
-from fedpharma.secure.quantize import FixedPoint
+from fedpharma.secure.quantize import RING_DTYPES, FixedPoint
 from fedpharma.secure.secagg import (
+    _MASK_BLOCK_BYTES,
     KeyAdvertisement,
     KeyRoster,
+    Mask,
     MaskedInput,
     RevealedShare,
     RoundSetup,
@@ -25,6 +28,7 @@ from fedpharma.secure.secagg import (
     ShareDelivery,
     SurvivorList,
     UnmaskingShares,
+    add_masks,
     minimum_threshold,
 )
 
@@ -216,6 +220,44 @@ def test_tampered_or_truncated_masked_vectors_are_rejected():
         MaskedInput.from_bytes(data[:5] + b"\x09\x00" + data[7:])
     with pytest.raises(CryptoError, match="ends inside a ring element"):
         replace(rnd.masked["site-a"], masked=b"\x00" * 7)
+
+
+def test_a_parsed_masked_input_is_a_read_only_view_unaffected_by_later_changes_to_its_bytes():
+    rnd = Round()
+    rnd.run()
+    sent = rnd.masked["site-a"]
+    received = bytearray(sent.to_bytes())
+    parsed = MaskedInput.from_bytes(received)
+    received[-40] ^= 0xFF  # inside the vector
+    np.testing.assert_array_equal(parsed.vector(), sent.vector())
+    assert not parsed.vector().flags.writeable
+    assert parsed == sent and parsed.to_bytes() == sent.to_bytes()
+
+
+def _keystream(seed: bytes, length: int, dtype) -> np.ndarray:
+    """The PRG by its definition: AES-256-CTR, zero IV, over zero bytes, all at once."""
+    encryptor = Cipher(algorithms.AES(seed), modes.CTR(bytes(16))).encryptor()
+    return np.frombuffer(encryptor.update(bytes(length * dtype.itemsize)), dtype=dtype)
+
+
+@pytest.mark.parametrize("bits", [32, 64])
+def test_blockwise_masks_equal_whole_keystreams_added_and_subtracted(bits):
+    dtype = RING_DTYPES[bits]
+    length = 2 * _MASK_BLOCK_BYTES // dtype.itemsize + 5  # two full blocks and a partial one
+    rng = np.random.default_rng(bits)
+    start = rng.integers(0, 2**bits, size=length, dtype=dtype)
+    seeds = [rng.bytes(32) for _ in range(3)]
+    total = start.copy()
+    add_masks(total, [Mask(seeds[0], +1), Mask(seeds[1], -1), Mask(seeds[2], +1)])
+    expected = start.copy()
+    expected += _keystream(seeds[0], length, dtype)
+    expected -= _keystream(seeds[1], length, dtype)
+    expected += _keystream(seeds[2], length, dtype)
+    np.testing.assert_array_equal(total, expected)
+    add_masks(total, [Mask(seeds[2], -1), Mask(seeds[1], +1), Mask(seeds[0], -1)])
+    np.testing.assert_array_equal(total, start)
+    with pytest.raises(ValueError, match="added"):
+        Mask(seeds[0], 2)
 
 
 def test_masked_vectors_of_the_wrong_length_or_ring_are_rejected_by_the_server():

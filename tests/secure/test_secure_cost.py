@@ -1,7 +1,9 @@
-"""Cost at 1M parameters and 10 sites (slow; run with ``-m slow -s`` to see the table).
+"""Cost at 1M parameters and 10 sites (slow; run with ``-m slow -s`` to see the timings).
 
 The issue's targets: SecAgg upload ≤ 1.1× plaintext at 32 bits; CKKS encrypt + aggregate +
-decrypt ≤ 2 s per 1M parameters and upload ≤ 20× plaintext (float32, 4 MB).
+decrypt ≤ 2 s per 1M parameters and upload ≤ 20× plaintext (float32, 4 MB). Only the byte
+counts are asserted: timings depend on the machine and its load. ``benchmarks/
+secure_aggregation.py`` measures whole rounds against plaintext FedAvg.
 """
 
 import time
@@ -81,7 +83,9 @@ def test_ckks_cost():
     update = rng.normal(0, 0.01, N_PARAMS)
     encrypted, t_encrypt = _timed(secret.encrypt_update, update, 1000)
     wire, t_serialize = _timed(encrypted.to_bytes)
+    started = time.perf_counter()
     uploads = [EncryptedUpdate.from_bytes(wire) for _ in range(N_SITES)]
+    t_parse = time.perf_counter() - started
     total, t_aggregate = _timed(public.aggregate, uploads)
     decrypted, t_decrypt = _timed(secret.decrypt_weighted_mean, total)
     assert decrypted.n_examples == N_SITES * 1000
@@ -89,9 +93,10 @@ def test_ckks_cost():
     assert error < 1e-7  # float32 rounding of values ~0.01
     per_round = t_encrypt + t_aggregate + t_decrypt
     print(
-        f"\nCKKS 1M params, 10 sites (N=8192, [60,40,40], 2^40, 245 ciphertexts):"
-        f"\n  keygen {t_keygen:.2f} s; encrypt (one site) {t_encrypt:.2f} s; frame "
-        f"{t_serialize:.3f} s; aggregate 10 {t_aggregate:.2f} s; decrypt {t_decrypt:.2f} s"
+        f"\nCKKS 1M params, 10 sites (N=8192, [60,60,60], 2^40, {len(encrypted.chunks)} "
+        f"ciphertexts):\n  keygen {t_keygen:.2f} s; encrypt (one site) {t_encrypt:.2f} s; frame "
+        f"{t_serialize:.3f} s; parse 10 frames {t_parse:.3f} s; aggregate 10 {t_aggregate:.2f} s; "
+        f"decrypt {t_decrypt:.2f} s"
         f"\n  encrypt + aggregate + decrypt = {per_round:.2f} s; max |error| of mean {error:.1e}"
         f"\n  upload {len(wire) / 1e6:.1f} MB = {len(wire) / PLAINTEXT_BYTES:.1f}× float32; "
         f"public context {len(public.to_bytes())} bytes"

@@ -6,7 +6,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from fedpharma.errors import CryptoError
-from fedpharma.secure.quantize import FixedPoint
+from fedpharma.secure.quantize import _BLOCK, FixedPoint
 
 site_updates = st.lists(
     st.lists(st.floats(-3.0, 3.0), min_size=5, max_size=5), min_size=1, max_size=8
@@ -95,3 +95,64 @@ def test_bad_inputs_are_refused():
         codec.dequantize(np.zeros(3, dtype=np.uint64))
     with pytest.raises(CryptoError, match="not positive"):
         codec.decode_weighted_mean(np.zeros(3, dtype=np.uint32))
+
+
+# ----- vectors spanning several quantizer blocks -------------------------------------------
+
+LENGTH = 3 * _BLOCK + 17  # three full blocks and a partial one
+
+
+def _reference(codec: FixedPoint, values: np.ndarray, weight: float) -> np.ndarray:
+    """round(clip(x) · weight · scale), clamped to ±L, in two's complement: the whole vector at
+    once, in Python integers for the clamp (no float64 limit on L)."""
+    scaled = np.rint(np.clip(values, -codec.clip, codec.clip) * (weight * codec.scale))
+    integers = [max(-codec.max_level, min(codec.max_level, int(v))) for v in scaled]
+    return np.array([i % codec.modulus for i in integers], dtype=np.uint64).astype(codec.dtype)
+
+
+@pytest.mark.parametrize("bits", [32, 64])
+def test_blockwise_encoding_equals_the_whole_vector_reference(bits):
+    codec = FixedPoint(bits=bits, clip=0.5, max_sites=7, max_examples=1000)
+    values = np.random.default_rng(1).normal(0.0, 0.4, LENGTH)  # about 20 % beyond the clip
+    np.testing.assert_array_equal(codec.quantize(values), _reference(codec, values, 1.0))
+    encoded = codec.encode_weighted(values, 250)
+    assert encoded.shape == (LENGTH + 1,) and encoded[-1] == 250
+    np.testing.assert_array_equal(encoded[:-1], _reference(codec, values, 0.25))
+
+
+def test_stochastic_rounding_is_unbiased_and_within_one_step_across_blocks():
+    codec = FixedPoint(bits=32, clip=1.0, max_sites=10)
+    values = np.random.default_rng(2).uniform(-1.0, 1.0, LENGTH)
+    quantized = codec.quantize(values, np.random.default_rng(3)).view(np.int32)
+    error = quantized - values * codec.scale
+    assert np.all((error > -1.0) & (error < 1.0))
+    # E[q] = x · scale; the rounding error's mean over ~10^5 values has σ ≤ 0.5 / √10^5 ≈ 0.0016
+    assert abs(float(error.mean())) < 0.01
+    again = codec.quantize(values, np.random.default_rng(3)).view(np.int32)
+    np.testing.assert_array_equal(quantized, again)
+
+
+@pytest.mark.parametrize("bits", [32, 64])
+def test_the_largest_value_encodes_as_plus_l_even_when_float64_cannot_hold_l(bits):
+    # bits=64, max_sites=1: L = 2^63 − 1 rounds up to 2^63 in float64, which overflowed int64
+    codec = FixedPoint(bits=bits, clip=1.0, max_sites=1, max_examples=1)
+    signed = np.int64 if bits == 64 else np.int32
+    top, bottom = codec.quantize([1.0, -1.0]).view(signed)
+    assert 0 < top <= codec.max_level and top == -bottom
+    assert codec.max_level - top < 2 ** (bits - 53)  # at most float64's spacing below L
+    np.testing.assert_allclose(codec.dequantize(codec.quantize([1.0, -1.0])), [1.0, -1.0])
+
+
+def test_decoding_a_sum_gives_the_weighted_mean_over_several_blocks():
+    codec = FixedPoint(bits=32, clip=1.0, max_sites=4, max_examples=10_000)
+    rng = np.random.default_rng(4)
+    updates, counts = rng.uniform(-1.0, 1.0, (4, LENGTH)), (10, 200, 3_000, 10_000)
+    total = np.zeros(LENGTH + 1, dtype=np.uint32)
+    for update, count in zip(updates, counts, strict=True):
+        total += codec.encode_weighted(update, count)
+    mean, n_examples = codec.decode_weighted_mean(total)
+    weights = np.array(counts, dtype=float)
+    expected = (updates * weights[:, None]).sum(axis=0) / weights.sum()
+    assert n_examples == sum(counts)
+    bound = len(counts) * codec.max_examples / (2 * codec.scale * n_examples)
+    assert np.max(np.abs(mean - expected)) <= bound

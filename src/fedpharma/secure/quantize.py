@@ -48,6 +48,7 @@ RING_DTYPES: dict[int, np.dtype[np.unsignedinteger]] = {
     64: np.dtype("<u8"),
 }
 _SIGNED_DTYPES: dict[int, np.dtype[np.signedinteger]] = {32: np.dtype("<i4"), 64: np.dtype("<i8")}
+_BLOCK = 1 << 15  # values quantized per step: a 256 KiB float64 buffer stays in cache
 
 
 @dataclass(frozen=True)
@@ -98,22 +99,14 @@ class FixedPoint:
     def quantize(self, values: npt.ArrayLike, rng: np.random.Generator | None = None) -> RingVector:
         """Clip to [−c, c] and encode in Z_{2^bits}; stochastic rounding when ``rng`` is given."""
         array = np.asarray(values, dtype=np.float64)
-        if not np.all(np.isfinite(array)):
-            raise CryptoError("cannot quantize NaN or infinite values; check the update first")
-        scaled = np.clip(array, -self.clip, self.clip) * self.scale
-        if rng is None:
-            rounded = np.rint(scaled)
-        else:
-            floor = np.floor(scaled)
-            rounded = floor + (rng.random(scaled.shape) < scaled - floor)
-        # clamp after the integer conversion: for 64-bit rings float64 cannot represent L exactly
-        integers = np.clip(rounded.astype(np.int64), -self.max_level, self.max_level)
-        return integers.astype(self.dtype)
+        out = np.empty(array.shape, dtype=self.dtype)
+        self._quantize_into(out, array, 1.0, rng)
+        return out
 
     def dequantize(self, total: RingVector) -> npt.NDArray[np.float64]:
         """Float values of a ring vector (one encoding, or a sum of up to max_sites of them)."""
-        signed = self._signed(total)
-        return signed.astype(np.float64) / self.scale
+        values: npt.NDArray[np.float64] = np.divide(self._signed(total), self.scale)
+        return values
 
     def encode_weighted(
         self,
@@ -127,10 +120,11 @@ class FixedPoint:
                 f"n_examples = {n_examples} is outside [1, max_examples = {self.max_examples}]; "
                 "raise max_examples in the secure-aggregation settings"
             )
-        clipped = np.clip(np.asarray(update, dtype=np.float64), -self.clip, self.clip)
-        weighted = self.quantize(clipped * (n_examples / self.max_examples), rng)
-        count = np.array([n_examples], dtype=self.dtype)
-        return np.concatenate([weighted, count])
+        array = np.asarray(update, dtype=np.float64).ravel()
+        out = np.empty(array.size + 1, dtype=self.dtype)
+        self._quantize_into(out[:-1], array, n_examples / self.max_examples, rng)
+        out[-1] = n_examples
+        return out
 
     def decode_weighted_mean(self, total: RingVector) -> tuple[npt.NDArray[np.float64], int]:
         """The FedAvg mean Σ n_k Δ_k / Σ n_k and Σ n_k from a sum of :meth:`encode_weighted`."""
@@ -142,8 +136,49 @@ class FixedPoint:
                 f"decoded example count {total_examples} is not positive: the sum is corrupt, "
                 "or more than max_sites sites were summed"
             )
-        weighted_sum = self.dequantize(total[:-1])
-        return weighted_sum * (self.max_examples / total_examples), total_examples
+        factor = self.max_examples / (self.scale * total_examples)
+        mean: npt.NDArray[np.float64] = np.multiply(self._signed(total[:-1]), factor)
+        return mean, total_examples
+
+    def _quantize_into(
+        self,
+        out: RingVector,
+        values: npt.NDArray[np.float64],
+        weight: float,
+        rng: np.random.Generator | None,
+    ) -> None:
+        """``out`` = the encoding of ``weight · clip(values)``, for a weight in (0, 1].
+
+        Works through ``_BLOCK`` values at a time in one reused float64 buffer, so that every
+        step runs in cache on memory already mapped: on whole 1M-value vectors each step would
+        allocate and fault in a fresh 8 MB temporary, 2.5× slower overall.
+        """
+        if not np.isfinite(values).all():
+            raise CryptoError("cannot quantize NaN or infinite values; check the update first")
+        flat_values, flat_out = values.reshape(-1), out.reshape(-1)
+        signed = flat_out.view(_SIGNED_DTYPES[self.bits])
+        factor, level = weight * self.scale, self._float_level
+        buffer = np.empty(min(_BLOCK, flat_values.size), dtype=np.float64)
+        for start in range(0, flat_values.size, _BLOCK):
+            chunk = flat_values[start : start + _BLOCK]
+            scaled = buffer[: chunk.size]
+            np.clip(chunk, -self.clip, self.clip, out=scaled)
+            scaled *= factor
+            if rng is None:
+                np.rint(scaled, out=scaled)
+            else:
+                fraction = scaled - np.floor(scaled)
+                np.floor(scaled, out=scaled)
+                scaled += rng.random(scaled.size) < fraction
+            # c · scale may round up past L, and for 64-bit rings float64 cannot hold L exactly:
+            # clamp to the largest float ≤ L, which converts to an integer within [−L, L]
+            np.clip(scaled, -level, level, out=scaled)
+            np.copyto(signed[start : start + chunk.size], scaled, casting="unsafe")
+
+    @property
+    def _float_level(self) -> float:
+        level = float(self.max_level)
+        return level if level <= self.max_level else math.nextafter(level, 0.0)
 
     def _signed(self, total: RingVector) -> npt.NDArray[np.signedinteger]:
         if total.dtype != self.dtype:
