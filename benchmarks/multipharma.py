@@ -25,6 +25,9 @@ targets, pChEMBL values, 0.55 % of the matrix labelled. Regression on pChEMBL (n
   and wire codec (:class:`~fedpharma.transport.inprocess.InProcessChannel`); each partner's
   head is private (:class:`~fedpharma.models.private_head.PrivateHeadTrainer`).
 
+A third model, **centralized**, pools every partner's training molecules with every target into
+one trunk and one head: the ceiling pooling all data would give (no consortium can train it).
+
 **Score.** Per partner, each of its targets with at least ``--min-test-labels`` test labels is
 scored by RMSE on the partner's held-out molecules (R² is reported beside it). The relative gain
 of a task is (RMSE_single − RMSE_federated) / RMSE_single. Reported per partner: the median
@@ -127,7 +130,11 @@ def build_partners(
             "test_molecules": len(sites[name].test),
             "labels": int(np.isfinite(own_labels[rows]).sum()),
         }
-    everything = Dataset(features, labels, "regression", tuple(targets), groups, name="chembl")
+    # The pooled training set over every target: the centralized reference no consortium has.
+    train = ~is_test
+    everything = Dataset(
+        features[train], labels[train], "regression", tuple(targets), groups[train], name="pooled"
+    )
     shared = np.sum(
         [np.isfinite(labels[:, owner == k]).any(axis=1) for k in range(args.partners)], 0
     )
@@ -150,8 +157,10 @@ def config(args: argparse.Namespace) -> RunConfig:
     )
 
 
-def train_both(sim: Simulation, cfg: RunConfig) -> dict[str, dict[str, np.ndarray]]:
-    """Per partner: test predictions of the federated and of the single-partner model."""
+def train_all(sim: Simulation, cfg: RunConfig) -> dict[str, dict[str, np.ndarray]]:
+    """Per partner: test predictions of the federated, the single-partner and the centralized
+    model (one trunk and one head over every target, trained on the pooled training molecules:
+    the ceiling that pooling all data would give, which no consortium can train)."""
     shared = build_trainer(cfg, sim.dataset)
     trainers = site_trainers(cfg, sim, shared)
     initial = shared.initial_parameters(cfg.seed)
@@ -168,13 +177,25 @@ def train_both(sim: Simulation, cfg: RunConfig) -> dict[str, dict[str, np.ndarra
     print(f"single-partner models in {time.perf_counter() - started:.0f} s")
     local = models["local"]
     assert isinstance(local, dict)
-    return {
-        name: {
-            "federated": trainers[name].predict(final, data.test),
-            "single": predictors["local"][name].predict(local[name], data.test),
+    started = time.perf_counter()
+    pooled = sim.dataset
+    central = build_trainer(cfg, pooled)
+    epochs = cfg.rounds * cfg.training.local_epochs
+    central_trunk = central.fit(initial, pooled, epochs=epochs, seed=cfg.seed).parameters
+    print(f"centralized model in {time.perf_counter() - started:.0f} s")
+    column = {target: index for index, target in enumerate(pooled.task_names)}
+    predictions = {}
+    for name, data in sim.sites.items():
+        test = data.test
+        unlabelled = np.full((len(test), pooled.n_tasks), np.nan, dtype=np.float32)
+        as_pooled = Dataset(test.features, unlabelled, "regression", pooled.task_names, test.groups)
+        own = [column[target] for target in test.task_names]
+        predictions[name] = {
+            "federated": trainers[name].predict(final, test),
+            "single": predictors["local"][name].predict(local[name], test),
+            "centralized": central.predict(central_trunk, as_pooled)[:, own],
         }
-        for name, data in sim.sites.items()
-    }
+    return predictions
 
 
 def score(
@@ -189,8 +210,10 @@ def score(
             model: per_task_metrics("regression", labels[:, scored], p[:, scored])
             for model, p in predictions[name].items()
         }
-        single = np.array([m["rmse"] for m in per_model["single"]])
-        federated = np.array([m["rmse"] for m in per_model["federated"]])
+        single, federated, central = (
+            np.array([m["rmse"] for m in per_model[model]])
+            for model in ("single", "federated", "centralized")
+        )
         gains = (single - federated) / single
         all_gains.extend(gains.tolist())
         partners[name] = {
@@ -201,6 +224,8 @@ def score(
             "median_r2_federated": float(np.nanmedian([m["r2"] for m in per_model["federated"]])),
             "median_relative_gain": float(np.median(gains)),
             "fraction_tasks_improved": float(np.mean(gains > 0)),
+            "median_rmse_centralized": float(np.median(central)),
+            "median_relative_gain_centralized": float(np.median((single - central) / single)),
         }
     improved = [p["median_rmse_federated"] < p["median_rmse_single"] for p in partners.values()]
     return {
@@ -242,7 +267,7 @@ def main(argv: list[str] | None = None) -> int:
         f"{split['molecules_at_several_partners']} molecules sit at several partners"
     )
     cfg = config(args)
-    result = score(sim, train_both(sim, cfg), args.min_test_labels)
+    result = score(sim, train_all(sim, cfg), args.min_test_labels)
 
     rows = [
         [
@@ -257,6 +282,8 @@ def main(argv: list[str] | None = None) -> int:
             p["median_r2_federated"],
             f"{100 * p['median_relative_gain']:+.1f} %",
             f"{100 * p['fraction_tasks_improved']:.0f} %",
+            p["median_rmse_centralized"],
+            f"{100 * p['median_relative_gain_centralized']:+.1f} %",
         ]
         for name, p in result["partners"].items()
     ]
@@ -273,6 +300,8 @@ def main(argv: list[str] | None = None) -> int:
             "R² fed",
             "median gain",
             "tasks improved",
+            "RMSE pooled",
+            "pooled gain",
         ],
         rows,
     )

@@ -7,7 +7,6 @@ a test starts is killed at teardown.
 
 from __future__ import annotations
 
-import csv
 import os
 import re
 import signal
@@ -19,30 +18,10 @@ from pathlib import Path
 
 import pytest
 
-from fedpharma.data.datasets import rdkit_freewilson_dir
 from fedpharma.transport import pki
 
 SITES = ("site-1", "site-2", "site-3")
 CLI = [sys.executable, "-c", "from fedpharma.cli.main import app; app(prog_name='fedpharma')"]
-
-
-@pytest.fixture(scope="session")
-def molecules_csv(tmp_path_factory) -> Path:
-    """150 molecules of the bundled ChEMBL series as a CSV (smiles, pIC50): small and fast."""
-    folder = Path(rdkit_freewilson_dir())
-    with (folder / "CHEMBL2321810_act.csv").open(encoding="utf-8", newline="") as handle:
-        activity = {row["Name"].strip(): row["Act"].strip() for row in csv.DictReader(handle)}
-    rows = []
-    for line in (folder / "CHEMBL2321810.smi").read_text().splitlines():
-        fields = line.split()
-        if len(fields) > 1 and activity.get(fields[1]):
-            rows.append((fields[0], activity[fields[1]]))
-    path = tmp_path_factory.mktemp("data") / "series.csv"
-    with path.open("w", encoding="utf-8", newline="") as handle:
-        writer = csv.writer(handle)
-        writer.writerow(["smiles", "pIC50"])
-        writer.writerows(rows[:150])
-    return path
 
 
 @pytest.fixture(scope="session")

@@ -4,7 +4,6 @@ with typed errors and never stop the coordinator."""
 
 from __future__ import annotations
 
-import csv
 import dataclasses
 import sqlite3
 from collections.abc import Mapping
@@ -20,7 +19,6 @@ from fedpharma.config import (
     SiteSection,
     config_from_dict,
 )
-from fedpharma.data.datasets import rdkit_freewilson_dir
 from fedpharma.data.recipe import (
     FingerprintPermutation,
     JoinCheck,
@@ -55,25 +53,6 @@ from fedpharma.transport.inprocess import InProcessChannel
 
 SITES = ("site-1", "site-2", "site-3")
 N_REF = 32  # a small public reference set keeps the checks fast
-
-
-@pytest.fixture(scope="module")
-def molecules_csv(tmp_path_factory) -> Path:
-    """60 molecules of the bundled ChEMBL series (smiles, pIC50): 20 per site."""
-    folder = Path(rdkit_freewilson_dir())
-    with (folder / "CHEMBL2321810_act.csv").open(encoding="utf-8", newline="") as handle:
-        activity = {row["Name"].strip(): row["Act"].strip() for row in csv.DictReader(handle)}
-    rows = []
-    for line in (folder / "CHEMBL2321810.smi").read_text().splitlines():
-        fields = line.split()
-        if len(fields) > 1 and activity.get(fields[1]):
-            rows.append((fields[0], activity[fields[1]]))
-    path = tmp_path_factory.mktemp("data") / "series.csv"
-    with path.open("w", encoding="utf-8", newline="") as handle:
-        writer = csv.writer(handle)
-        writer.writerow(["smiles", "pIC50"])
-        writer.writerows(rows[:60])
-    return path
 
 
 def recipe_for(data: Path, **features: object) -> RunConfig:

@@ -42,6 +42,7 @@ import numpy.typing as npt
 from sklearn import metrics as sk
 
 from fedpharma.errors import DataError
+from fedpharma.evaluation.metrics import as_matrices
 from fedpharma.params import Parameters
 
 if TYPE_CHECKING:
@@ -106,17 +107,10 @@ def per_example_loss(task: Task, labels: npt.ArrayLike, predictions: npt.ArrayLi
     """
     if task not in ("regression", "classification"):
         raise ValueError(f"unknown task {task!r}; expected 'regression' or 'classification'")
-    truth = np.asarray(labels, dtype=np.float64)
-    predicted = np.asarray(predictions, dtype=np.float64)
-    if truth.ndim == 1:
-        truth = truth[:, None]
-    if predicted.ndim == 1:
-        predicted = predicted[:, None]
-    if truth.ndim != 2 or truth.shape != predicted.shape:
-        raise DataError(
-            f"labels have shape {np.shape(labels)} and predictions {np.shape(predictions)}; "
-            "expected the same n×t shape"
-        )
+    try:
+        truth, predicted = as_matrices(labels, predictions)
+    except ValueError as exc:
+        raise DataError(f"labels and predictions: {exc}") from exc
     observed = ~np.isnan(truth)
     if not np.all(np.isfinite(predicted[observed])):
         raise DataError("a prediction at an observed label is NaN or infinite (diverged model?)")

@@ -50,7 +50,7 @@ def per_task_metrics(
     """
     if task not in PRIMARY_METRIC:
         raise ValueError(f"unknown task {task!r}; expected 'regression' or 'classification'")
-    truth, predicted = _as_matrices(y_true, y_pred)
+    truth, predicted = as_matrices(y_true, y_pred)
     score = _regression_scores if task == "regression" else _classification_scores
     results = []
     for column in range(truth.shape[1]):
@@ -70,7 +70,8 @@ def compute_metrics(task: Task, y_true: npt.ArrayLike, y_pred: npt.ArrayLike) ->
     return summary
 
 
-def _as_matrices(y_true: npt.ArrayLike, y_pred: npt.ArrayLike) -> tuple[FloatArray, FloatArray]:
+def as_matrices(y_true: npt.ArrayLike, y_pred: npt.ArrayLike) -> tuple[FloatArray, FloatArray]:
+    """Labels and predictions as float64 n×t matrices (a 1-D array is one task), same shape."""
     truth = np.asarray(y_true, dtype=np.float64)
     predicted = np.asarray(y_pred, dtype=np.float64)
     if truth.ndim == 1:
