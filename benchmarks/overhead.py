@@ -3,9 +3,10 @@
 One simulated workload (default: 10 sites × 20 rounds, 1 local epoch, MLP 2048→512→128→t on
 Morgan fingerprints, Adam, batch 64, FedAvg, evaluation only after the last round) is run:
 
-(a) through fedpharma: ``simulate()`` with ``baselines=False`` and ``evaluate_every=0``, i.e. the
-    strategy round loop, the in-process channel, the wire codec on every task and reply, the site
-    runtime, the run store (SQLite, one checkpoint per round) and the final evaluation;
+(a) through fedpharma: ``simulate()`` with ``baselines=False``, ``privacy_audit=False`` and
+    ``evaluate_every=0``, i.e. the preprocessing check at join, the strategy round loop, the
+    in-process channel, the wire codec on every task and reply, the site runtime, the run store
+    (SQLite, one checkpoint per round) and the final evaluation;
 (b) as a bare PyTorch loop doing the same local training (same network and initial weights, same
     data per site, same epochs / batch size / optimizer, same minibatch order and dropout seeds)
     and FedAvg of state dicts in plain torch;
@@ -105,6 +106,7 @@ def make_config(args: argparse.Namespace) -> RunConfig:
         rounds=args.rounds,
         seed=args.seed,
         baselines=False,
+        privacy_audit=False,  # an analysis after training, which the other two runs do not do
     )
 
 

@@ -11,6 +11,7 @@ from fedpharma.evaluation.cross_site import (
     cross_evaluation_allowed,
     cross_site_matrix,
 )
+from fedpharma.evaluation.metrics import compute_metrics
 from fedpharma.params import Parameters
 
 SITES = ("site-1", "site-2", "site-3")
@@ -39,15 +40,18 @@ PREDICT = ScaledFeature()
 LOCAL_MODELS = {"site-1": _model(1.0), "site-2": _model(0.5), "site-3": _model(2.0)}
 
 
+def _score(model: Parameters, site: str, tests=TESTS) -> dict[str, float]:
+    data = tests[site]
+    return compute_metrics(data.task, data.labels, PREDICT.predict(model, data))
+
+
 def _matrix(allows, tests=TESTS, local=LOCAL_MODELS):
-    return cross_site_matrix(
-        _model(1.0),
-        dict.fromkeys(tests, PREDICT),
-        local,
-        dict.fromkeys(local, PREDICT),
-        tests,
-        allows,
-    )
+    """The matrix, given the at-home cells the engine's comparison already holds."""
+    at_home = {
+        FEDERATED: {site: _score(_model(1.0), site, tests) for site in tests},
+        LOCAL: {site: _score(model, site, tests) for site, model in local.items()},
+    }
+    return cross_site_matrix(at_home, local, dict.fromkeys(local, PREDICT), tests, allows)
 
 
 def _rmse(weight: float, site: str) -> float:

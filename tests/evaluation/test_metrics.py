@@ -6,10 +6,18 @@ import sys
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from scipy.stats import spearmanr
 from sklearn import metrics as sk
 
-from fedpharma.evaluation.metrics import PRIMARY_METRIC, compute_metrics, per_task_metrics
+from fedpharma.evaluation.metrics import (
+    PRIMARY_METRIC,
+    average_precision,
+    compute_metrics,
+    per_task_metrics,
+    roc_auc,
+)
 
 NAN = np.nan
 REG_TRUE = np.array(
@@ -75,6 +83,22 @@ def test_classification_matches_sklearn_and_skips_single_class_tasks() -> None:
         assert per_task[column] == pytest.approx(expected[-1])
     summary = compute_metrics("classification", CLS_TRUE, CLS_PRED)
     assert summary == pytest.approx({k: np.mean([e[k] for e in expected]) for k in expected[0]})
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    labels=st.lists(st.booleans(), min_size=2, max_size=60).filter(lambda v: 0 < sum(v) < len(v)),
+    data=st.data(),
+)
+def test_ranking_metrics_equal_sklearn_including_ties(labels, data) -> None:
+    # Scores drawn from a few levels, so most examples are tied with others.
+    levels = st.sampled_from([0.0, 0.1, 0.25, 0.5, 0.5000001, 0.9, 1.0])
+    scores = np.array(data.draw(st.lists(levels, min_size=len(labels), max_size=len(labels))))
+    truth = np.array(labels, dtype=np.float64)
+    assert roc_auc(truth, scores) == pytest.approx(sk.roc_auc_score(truth, scores), abs=1e-12)
+    assert average_precision(truth, scores) == pytest.approx(
+        sk.average_precision_score(truth, scores), abs=1e-12
+    )
 
 
 def test_no_qualifying_task_gives_nan() -> None:

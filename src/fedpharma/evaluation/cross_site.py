@@ -75,42 +75,40 @@ def cross_evaluation_allowed(
 
 
 def cross_site_matrix(
-    federated: Parameters,
-    federated_predictors: Mapping[str, Predictor],
+    at_home: Mapping[str, Mapping[str, Mapping[str, float]]],
     local: Mapping[str, Parameters],
     local_predictors: Mapping[str, Predictor],
     tests: Mapping[str, Dataset],
     allows: Mapping[str, bool],
 ) -> CrossSiteMatrix:
-    """Evaluate the federated model and each local-only model on the test sets allowed.
+    """The matrix of the federated model and each local-only model on the test sets allowed.
 
-    ``federated_predictors[site]`` applies the federated model at ``site`` (with private heads,
-    using that site's head); ``local_predictors[owner]`` applies ``local[owner]`` wherever it is
-    evaluated. ``local`` may be empty (no baselines were trained): then only the federated row.
-    ``allows[site]`` is the site's policy flag (``SitePolicyConfig.allow_cross_evaluation``).
+    ``at_home`` holds the cells every run has already scored (the engine's comparison):
+    ``at_home["federated"][site]``, the federated model at each site, and ``at_home["local"]
+    [site]``, each local-only model at its own site. Only the cells across sites are evaluated
+    here: ``local_predictors[owner]`` applies ``local[owner]`` at another site. ``local`` may be
+    empty (no baselines were trained): then only the federated row. ``allows[site]`` is the
+    site's policy flag (``SitePolicyConfig.allow_cross_evaluation``).
     """
     sites = tuple(tests)
     missing = [s for s in sites if s not in allows]
     if missing:
         raise KeyError(f"no cross-evaluation policy for site(s) {', '.join(missing)}")
 
-    def score(predictor: Predictor, params: Parameters, site: str) -> dict[str, float]:
+    def cell(owner: str, params: Parameters, site: str) -> Mapping[str, float]:
+        if owner == site:
+            return at_home[LOCAL][site]
         data = tests[site]
-        return compute_metrics(data.task, data.labels, predictor.predict(params, data))
+        predictions = local_predictors[owner].predict(params, data)
+        return compute_metrics(data.task, data.labels, predictions)
 
-    rows = [
-        CrossSiteRow(
-            FEDERATED,
-            None,
-            {site: score(federated_predictors[site], federated, site) for site in sites},
-        )
-    ]
+    rows = [CrossSiteRow(FEDERATED, None, {site: at_home[FEDERATED][site] for site in sites})]
     rows += [
         CrossSiteRow(
             LOCAL,
             owner,
             {
-                site: score(local_predictors[owner], params, site)
+                site: cell(owner, params, site)
                 for site in sites
                 if cross_evaluation_allowed(owner, site, allows, tests)
             },

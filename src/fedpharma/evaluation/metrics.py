@@ -105,9 +105,35 @@ def _classification_scores(truth: FloatArray, predicted: FloatArray) -> dict[str
         raise ValueError("classification labels must be 0 or 1 (or NaN when missing)")
     if len(np.unique(truth)) < 2 or not np.all(np.isfinite(predicted)):
         return scores
-    scores["roc_auc"] = float(sk.roc_auc_score(truth, predicted))
-    scores["pr_auc"] = float(sk.average_precision_score(truth, predicted))
-    scores["accuracy"] = float(
-        sk.accuracy_score(truth, (predicted >= CLASSIFICATION_THRESHOLD).astype(np.float64))
-    )
+    scores["roc_auc"] = roc_auc(truth, predicted)
+    scores["pr_auc"] = average_precision(truth, predicted)
+    scores["accuracy"] = float(np.mean((predicted >= CLASSIFICATION_THRESHOLD) == (truth == 1)))
     return scores
+
+
+def roc_auc(truth: FloatArray, scores: FloatArray) -> float:
+    """Area under the ROC curve of 0/1 ``truth`` (both classes present) ranked by ``scores``.
+
+    The Mann–Whitney statistic with average ranks for ties, U / (n₊ n₋) (Hanley & McNeil 1982,
+    "The meaning and use of the area under a ROC curve", Radiology 143): equal to the trapezoidal
+    area scikit-learn computes, at a fraction of its per-call cost (one rank, no validation).
+    """
+    positive = truth == 1
+    n_positive = int(positive.sum())
+    n_negative = truth.size - n_positive
+    ranks = stats.rankdata(scores)
+    u = float(ranks[positive].sum()) - n_positive * (n_positive + 1) / 2
+    return u / (n_positive * n_negative)
+
+
+def average_precision(truth: FloatArray, scores: FloatArray) -> float:
+    """Σ_k (R_k − R_{k−1}) P_k over the distinct score thresholds, from the highest down: the
+    step-wise area under the precision–recall curve, scikit-learn's ``average_precision_score``
+    (no interpolation; tied scores form one threshold)."""
+    order = np.argsort(-scores, kind="stable")
+    ranked_scores, hits = scores[order], truth[order] == 1
+    last_of_tie = np.r_[np.flatnonzero(np.diff(ranked_scores)), hits.size - 1]
+    true_positives = np.cumsum(hits)[last_of_tie]
+    precision = true_positives / (last_of_tie + 1)
+    recall = true_positives / true_positives[-1]
+    return float(np.sum(np.diff(recall, prepend=0.0) * precision))

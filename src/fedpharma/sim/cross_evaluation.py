@@ -27,23 +27,23 @@ def cross_evaluate(
     config: RunConfig,
     models: Mapping[str, Mapping[str, Parameters] | Parameters],
     predictors: Mapping[str, Mapping[str, Predictor]],
+    comparison: Mapping[str, Mapping[str, Mapping[str, float]]],
     sites: Mapping[str, SiteData],
     store: RunStore,
 ) -> dict[str, Any]:
-    """Evaluate the federated model and the local-only models (if trained) across sites.
+    """Evaluate the local-only models (if trained) across sites, beside the comparison's cells.
 
-    ``models`` and ``predictors`` are the engine's: ``models["federated"]`` the final model,
-    ``models["local"]`` the local-only model per site; ``predictors[model][site]`` applies a
-    model at (federated) or of (local-only) ``site``. Records the cross cells in ``store`` and
-    returns the ``cross_evaluation`` section of ``summary.json``.
+    ``models``, ``predictors`` and ``comparison`` are the engine's: ``models["local"]`` the
+    local-only model per site, ``predictors["local"][site]`` applies it, and ``comparison`` the
+    federated and local-only models already scored at each site. Records the cross cells in
+    ``store`` and returns the ``cross_evaluation`` section of ``summary.json``.
     """
-    federated, local = models["federated"], models.get("local", {})
-    if not isinstance(federated, Parameters) or isinstance(local, Parameters):
-        raise TypeError("expected one federated model and a local-only model per site")
+    local = models.get("local", {})
+    if isinstance(local, Parameters):
+        raise TypeError("expected a local-only model per site")
     allows = dict.fromkeys(sites, config.site_policy.allow_cross_evaluation)
     matrix = cross_site_matrix(
-        federated,
-        predictors["federated"],
+        comparison,
         local,
         predictors.get("local", {}),
         {name: data.test for name, data in sites.items()},

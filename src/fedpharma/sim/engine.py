@@ -145,7 +145,7 @@ def simulate(
     for model, by_site in comparison.items():
         for site, metrics in by_site.items():
             store.record_comparison(model, site, metrics)
-    cross_site = cross_evaluate(config, models, predictors, sim.sites, store)
+    cross_site = cross_evaluate(config, models, predictors, comparison, sim.sites, store)
     store.close()
     summary = build_summary(
         config,
