@@ -55,9 +55,13 @@ class RunStore:
         """Open (or create) the store at ``path``.
 
         ``durable``: WAL with synchronous=NORMAL keeps every committed round across a process
-        crash (kill -9) without a disk sync per round; only a power loss may drop the last one.
-        A simulation, which its seed reproduces, passes ``durable=False`` and skips syncing.
+        crash (kill -9) without a disk sync per round; only a power loss may drop the last one,
+        and every round's model is checkpointed for resume. A simulation, which its seed
+        reproduces and which is never resumed, passes ``durable=False``: no syncing, and the
+        model is checkpointed once, the last round's, when the store is closed.
         """
+        self._durable = durable
+        self._pending_checkpoint: RoundRecord | None = None
         self.path = path
         try:
             self._db = sqlite3.connect(path)
@@ -83,6 +87,9 @@ class RunStore:
         return store
 
     def close(self) -> None:
+        if self._pending_checkpoint is not None:
+            with self._db:
+                self._checkpoint(self._pending_checkpoint)
         self._db.close()
 
     def on_round(self, record: RoundRecord) -> None:
@@ -99,7 +106,6 @@ class RunStore:
             (record.round, site, f"refused:{r.kind}", r.reason)
             for site, r in record.refusals.items()
         ] + [(record.round, site, "failed", why) for site, why in record.failures.items()]
-        blob = params_codec.encode(record.parameters)
         with self._db:  # one transaction per round: all of it or none of it
             self._db.executemany("INSERT INTO site_metrics VALUES (?, ?, ?, ?, ?, ?)", rows)
             self._db.executemany("INSERT INTO incidents VALUES (?, ?, ?, ?)", incidents)
@@ -107,11 +113,19 @@ class RunStore:
                 "INSERT INTO rounds VALUES (?, ?, ?, ?)",
                 (record.round, record.seconds, len(record.contributors), _now()),
             )
-            self._db.execute("DELETE FROM checkpoints WHERE round < ?", (record.round,))
-            self._db.execute(
-                "INSERT INTO checkpoints VALUES (?, ?, ?)",
-                (record.round, hashlib.sha256(blob).hexdigest(), blob),
-            )
+            if self._durable:
+                self._checkpoint(record)
+            else:
+                self._pending_checkpoint = record
+
+    def _checkpoint(self, record: RoundRecord) -> None:
+        """Replace the stored model by ``record``'s (inside the caller's transaction)."""
+        blob = params_codec.encode(record.parameters)
+        self._db.execute("DELETE FROM checkpoints WHERE round < ?", (record.round,))
+        self._db.execute(
+            "INSERT INTO checkpoints VALUES (?, ?, ?)",
+            (record.round, hashlib.sha256(blob).hexdigest(), blob),
+        )
 
     def record_incident(self, rnd: int, site: str, kind: str, reason: str) -> None:
         """An incident outside a round's record, e.g. a site refused at join (round 0)."""
