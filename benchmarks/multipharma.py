@@ -188,7 +188,7 @@ def train_all(sim: Simulation, cfg: RunConfig) -> dict[str, dict[str, np.ndarray
     for name, data in sim.sites.items():
         test = data.test
         unlabelled = np.full((len(test), pooled.n_tasks), np.nan, dtype=np.float32)
-        as_pooled = Dataset(test.features, unlabelled, "regression", pooled.task_names, test.groups)
+        as_pooled = Dataset(test.features, unlabelled, test.task, pooled.task_names, test.groups)
         own = [column[target] for target in test.task_names]
         predictions[name] = {
             "federated": trainers[name].predict(final, test),
