@@ -31,7 +31,12 @@ import numpy as np
 
 from fedpharma.params import Parameters
 from fedpharma.protocol import TrainResult, TrainTask
-from fedpharma.protocol.codec import decode_message, encode_message
+from fedpharma.protocol.codec import (
+    EncodedMessage,
+    decode_message,
+    encode_message,
+    encode_message_parts,
+)
 from fedpharma.transport import pki
 from fedpharma.transport.grpc import (
     CoordinatorSettings,
@@ -50,11 +55,11 @@ class EchoSite:
     def __init__(self, name: str) -> None:
         self.name = name
 
-    def handle_bytes(self, data: bytes) -> bytes:
+    def handle_encoded(self, data: bytes | memoryview) -> EncodedMessage:
         task = decode_message(data)
         assert isinstance(task, TrainTask)
         result = TrainResult(task.run_id, task.round, self.name, task.parameters, 100)
-        return encode_message(result)
+        return encode_message_parts(result)
 
 
 def site_main(address: str, folder: str) -> int:

@@ -88,9 +88,9 @@ class Recording:
         self.runtime = runtime
         self.seen: list[str] = []
 
-    def handle_bytes(self, data: bytes) -> bytes:
+    def handle_encoded(self, data):
         self.seen.append(type(decode_message(data)).__name__)
-        return self.runtime.handle_bytes(data)  # type: ignore[attr-defined, no-any-return]
+        return self.runtime.handle_encoded(data)
 
 
 def test_a_site_with_another_fingerprint_radius_is_refused_at_join_and_the_others_train(
@@ -226,7 +226,7 @@ def test_hostile_descriptions_are_refused_with_typed_errors_and_the_honest_site_
 
 def test_a_site_of_an_older_release_or_without_molecules_is_refused_with_its_reason(good):
     answers = {
-        # what a site answers a message type it does not know (see SiteRuntime.handle_bytes)
+        # what a site answers a message type it does not know (see SiteRuntime.handle_encoded)
         "old": Refusal("", 0, "old", "invalid-task", "unknown message type\nINJECTED line"),
         "tabular": lambda task: Refusal(
             task.run_id, task.round, "tabular", "error", "this site holds no molecule data"

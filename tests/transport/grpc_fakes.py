@@ -16,7 +16,7 @@ import numpy as np
 
 from fedpharma.params import Parameters
 from fedpharma.protocol import EvaluateResult, EvaluateTask, TrainResult, TrainTask
-from fedpharma.protocol.codec import decode_message, encode_message
+from fedpharma.protocol.codec import decode_message, encode_message_parts
 from fedpharma.transport.grpc import (
     CoordinatorSettings,
     GrpcCoordinatorServer,
@@ -49,18 +49,18 @@ class EchoHandler:
         self.offset = offset
         self.tasks_seen = 0
 
-    def handle_bytes(self, data: bytes) -> bytes:
+    def handle_encoded(self, data):
         task = decode_message(data)
         self.tasks_seen += 1
         if isinstance(task, EvaluateTask):
             reply = EvaluateResult(task.run_id, task.round, self.name, 7, {"rmse": 0.5})
-            return encode_message(reply)
+            return encode_message_parts(reply)
         assert isinstance(task, TrainTask)
         update = Parameters(
             task.parameters.names,
             tuple((a + self.offset).astype(a.dtype) for a in task.parameters.arrays),
         )
-        return encode_message(
+        return encode_message_parts(
             TrainResult(task.run_id, task.round, self.name, update, 10, {"loss": 1.0})
         )
 

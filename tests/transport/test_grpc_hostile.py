@@ -16,12 +16,12 @@ from fedpharma.transport.grpc import (
     SiteTls,
     WireLimits,
 )
-from fedpharma.transport.grpc.wire import chunks, payload_header
+from fedpharma.transport.grpc.wire import OutgoingPayload, payload_header
 
 
 def _header(task, payload, **changes):
     header = payload_header(
-        payload,
+        OutgoingPayload.of((payload,)),
         run_id=task.header.run_id,
         round=task.header.round,
         task_id=task.header.task_id,
@@ -30,6 +30,15 @@ def _header(task, payload, **changes):
     for name, value in changes.items():
         setattr(header, name, value)
     return header
+
+
+def _answer(task):
+    """An honest site's encoded answer to ``task``, as one bytes object an attack can cut."""
+    return b"".join(EchoHandler("site-b").handle_encoded(task.payload))
+
+
+def _chunks(payload, chunk_bytes):
+    return OutgoingPayload.of((payload,)).chunks(chunk_bytes)
 
 
 def _round_with_a_hostile_site(pki_root, tmp_path, attack, **server_overrides):
@@ -53,7 +62,6 @@ def _round_with_a_hostile_site(pki_root, tmp_path, attack, **server_overrides):
                 error = attack(hostile, task)
                 replies = pending.result()
             # the coordinator still serves: the next round works for both
-            hostile_answer = EchoHandler("site-b").handle_bytes
             with ThreadPoolExecutor(1) as pool:
                 pending = pool.submit(
                     server.channel.exchange,
@@ -63,7 +71,7 @@ def _round_with_a_hostile_site(pki_root, tmp_path, attack, **server_overrides):
                 task = None
                 while task is None:
                     task = hostile.pull(0.5)
-                hostile.push(task, hostile_answer(task.payload))
+                hostile.push(task, (_answer(task),))
                 assert all(isinstance(r, TrainResult) for r in pending.result().values())
             hostile.leave("done")
         server.finish(wait=5)
@@ -78,7 +86,7 @@ def test_a_malformed_result_is_rejected_and_recorded(pki_root, tmp_path):
     def attack(connection, task):
         garbage = b"FPM1 this is not a message" * 100
         with pytest.raises(ResultRejected) as caught:
-            connection.push_raw(_header(task, garbage), chunks(garbage, 1024))
+            connection.push_raw(_header(task, garbage), _chunks(garbage, 1024))
         return caught.value
 
     error, replies, kinds = _round_with_a_hostile_site(pki_root, tmp_path, attack)
@@ -89,10 +97,10 @@ def test_a_malformed_result_is_rejected_and_recorded(pki_root, tmp_path):
 
 def test_a_truncated_result_is_rejected_and_may_be_sent_again(pki_root, tmp_path):
     def attack(connection, task):
-        answer = EchoHandler("site-b").handle_bytes(task.payload)
+        answer = _answer(task)
         with pytest.raises(ResultRejected, match="truncated") as caught:
-            connection.push_raw(_header(task, answer), chunks(answer[:-100], 1024))
-        connection.push(task, answer)  # the task stayed open: the whole result is accepted
+            connection.push_raw(_header(task, answer), _chunks(answer[:-100], 1024))
+        connection.push(task, (answer,))  # the task stayed open: the whole result is accepted
         return caught.value
 
     _, replies, kinds = _round_with_a_hostile_site(pki_root, tmp_path, attack)
@@ -102,10 +110,10 @@ def test_a_truncated_result_is_rejected_and_may_be_sent_again(pki_root, tmp_path
 
 def test_a_corrupted_result_fails_its_digest(pki_root, tmp_path):
     def attack(connection, task):
-        answer = EchoHandler("site-b").handle_bytes(task.payload)
+        answer = _answer(task)
         header = _header(task, answer, sha256=hashlib.sha256(b"other").digest())
         with pytest.raises(ResultRejected) as caught:
-            connection.push_raw(header, chunks(answer, 4096))
+            connection.push_raw(header, _chunks(answer, 4096))
         return caught.value
 
     error, _, _ = _round_with_a_hostile_site(pki_root, tmp_path, attack)
@@ -116,7 +124,7 @@ def test_an_oversized_result_is_refused_before_it_is_read(pki_root, tmp_path):
     limits = WireLimits(chunk_bytes=16 * 1024, max_payload_bytes=64 * 1024)
 
     def attack(connection, task):
-        answer = EchoHandler("site-b").handle_bytes(task.payload)
+        answer = _answer(task)
         with pytest.raises(PayloadTooLarge) as caught:
             connection.push_raw(_header(task, answer, total_bytes=10 * 1024**3), iter(()))
         return caught.value
@@ -140,21 +148,21 @@ def test_a_message_above_the_grpc_limit_is_refused_and_the_site_may_answer_again
                     task = site.pull(0.5)
                 big = b"\0" * (1024 * 1024)  # one message 16x the coordinator's limit
                 with pytest.raises(PayloadTooLarge, match="too large"):
-                    site.push_raw(_header(task, big), iter([big]))
-                site.push(task, EchoHandler("site-b").handle_bytes(task.payload))
+                    site.push_raw(_header(task, big), [(big,)])
+                site.push(task, (_answer(task),))
                 assert isinstance(pending.result()["site-b"], TrainResult)
             site.leave("done")
 
 
 def test_replayed_and_stale_results_are_rejected(pki_root, tmp_path):
     def attack(connection, task):
-        answer = EchoHandler("site-b").handle_bytes(task.payload)
+        answer = _answer(task)
         with pytest.raises(ResultRejected, match="stale"):
             stale = _header(task, answer, round=task.header.round - 1)
-            connection.push_raw(stale, chunks(answer, 4096))
-        connection.push(task, answer)  # accepted
+            connection.push_raw(stale, _chunks(answer, 4096))
+        connection.push(task, (answer,))  # accepted
         with pytest.raises(ResultRejected) as caught:
-            connection.push(task, answer)  # replayed: no outstanding task any more
+            connection.push(task, (answer,))  # replayed: no outstanding task any more
         return caught.value
 
     error, replies, kinds = _round_with_a_hostile_site(pki_root, tmp_path, attack)

@@ -41,6 +41,8 @@ MAGIC = b"FPM1"
 MAX_HEADER_BYTES = 1 << 20
 
 Message = Task | Reply
+EncodedMessage = tuple[bytes | memoryview, ...]
+"""An encoded message as pieces (:func:`encode_message_parts`); joined, its bytes."""
 _TYPES: dict[str, type[Any]] = {
     cls.__name__: cls
     for cls in (
@@ -70,6 +72,13 @@ _INT_FIELDS = ("round", "n_examples")
 
 
 def encode_message(message: Message) -> bytes:
+    return b"".join(encode_message_parts(message))
+
+
+def encode_message_parts(message: Message) -> EncodedMessage:
+    """:func:`encode_message`'s output as pieces whose concatenation it is: the header, then
+    zero-copy views of the parameter arrays, so a transport can stream a large model without
+    first copying it into one buffer."""
     header: dict[str, Any] = {"type": type(message).__name__, "version": PROTOCOL_VERSION}
     payload: tuple[bytes | memoryview, ...] = ()
     for f in fields(message):
@@ -86,17 +95,17 @@ def encode_message(message: Message) -> bytes:
         raise ProtocolError(
             f"{header['type']} holds a non-finite number; send finite values"
         ) from exc
-    return b"".join([MAGIC, struct.pack("<I", len(raw)), raw, *payload])
+    return (b"".join([MAGIC, struct.pack("<I", len(raw)), raw]), *payload)
 
 
-def decode_message(data: bytes) -> Message:
+def decode_message(data: bytes | memoryview) -> Message:
     if len(data) < 8 or data[:4] != MAGIC:
         raise ProtocolError("message does not start with the FPM1 magic bytes")
     (header_len,) = struct.unpack("<I", data[4:8])
     if header_len > MAX_HEADER_BYTES or 8 + header_len > len(data):
         raise ProtocolError("message header is truncated or oversized")
     try:
-        header = json.loads(data[8 : 8 + header_len])
+        header = json.loads(bytes(data[8 : 8 + header_len]))
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise ProtocolError("message header is not valid JSON") from exc
     if not isinstance(header, dict):

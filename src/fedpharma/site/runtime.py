@@ -58,7 +58,7 @@ from fedpharma.protocol import (
     TrainResult,
     TrainTask,
 )
-from fedpharma.protocol.codec import decode_message, encode_message
+from fedpharma.protocol.codec import EncodedMessage, decode_message, encode_message_parts
 from fedpharma.protocol.messages import Scalar, secure_mode
 from fedpharma.secure.ckks import EncryptedUpdate, SecretContext
 from fedpharma.secure.quantize import FixedPoint, RingVector
@@ -130,16 +130,16 @@ class SiteRuntime:
         # only and dropped after its last phase; a newer round drops an abandoned one.
         self._secure: dict[tuple[str, int], _SecAggRound | _CKKSRound] = {}
 
-    def handle_bytes(self, request: bytes) -> bytes:
+    def handle_encoded(self, request: bytes | memoryview) -> EncodedMessage:
         """Answer an encoded task with an encoded reply; a malformed task gets a Refusal."""
         try:
             task = decode_message(request)
         except ProtocolError as exc:
-            return encode_message(Refusal("", 0, self.name, "invalid-task", str(exc)))
+            return encode_message_parts(Refusal("", 0, self.name, "invalid-task", str(exc)))
         if not isinstance(task, Task):
             refusal = Refusal("", 0, self.name, "invalid-task", "a site only accepts tasks")
-            return encode_message(refusal)
-        return encode_message(self.handle(task))
+            return encode_message_parts(refusal)
+        return encode_message_parts(self.handle(task))
 
     def handle(self, task: Task) -> Reply:
         try:

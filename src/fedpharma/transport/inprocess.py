@@ -11,14 +11,15 @@ from collections.abc import Mapping
 from typing import Protocol
 
 from fedpharma.errors import FedPharmaError
-from fedpharma.protocol.codec import decode_message, encode_message
+from fedpharma.protocol.codec import EncodedMessage, decode_message, encode_message
 from fedpharma.protocol.messages import Failure, Reply, Task
 
 
 class MessageHandler(Protocol):
-    """Anything that answers an encoded task with an encoded reply (a site runtime)."""
+    """Anything that answers an encoded task with an encoded reply (a site runtime). The reply
+    comes in pieces, so a transport can stream a model without copying it into one buffer."""
 
-    def handle_bytes(self, data: bytes) -> bytes: ...
+    def handle_encoded(self, data: bytes | memoryview) -> EncodedMessage: ...
 
 
 class InProcessChannel:
@@ -42,7 +43,7 @@ class InProcessChannel:
             request = encode_message(task)
             self.bytes_sent += len(request)
             try:
-                answer = handler.handle_bytes(request)
+                answer = b"".join(handler.handle_encoded(request))
                 self.bytes_received += len(answer)
                 reply = decode_message(answer)
             except FedPharmaError as exc:

@@ -2,7 +2,7 @@
 
 A site never listens on a port (hospital firewalls allow outbound connections only). The loop in
 :func:`run_site` joins the coordinator, long-polls for tasks, hands each task's bytes to the site
-runtime (``handler.handle_bytes``), pushes the answer, sends heartbeats while it works, reconnects
+runtime (``handler.handle_encoded``), pushes the answer, sends heartbeats while it works, reconnects
 with exponential backoff when the connection drops, and returns when the coordinator says the run
 is finished or the caller sets the stop event. Status lines go to ``on_status``; they name rounds
 and sizes, never payloads, molecules or record ids.
@@ -14,7 +14,7 @@ import contextlib
 import logging
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -22,11 +22,13 @@ import grpc
 
 from fedpharma.errors import CryptoError, FedPharmaError, ProtocolError, TransportError
 from fedpharma.protocol import PROTOCOL_VERSION
+from fedpharma.protocol.codec import EncodedMessage
 from fedpharma.transport.grpc import fedpharma_v1_pb2 as pb
-from fedpharma.transport.grpc import fedpharma_v1_pb2_grpc as pb_grpc
+from fedpharma.transport.grpc.service import CoordinatorStub
 from fedpharma.transport.grpc.tls import INSECURE_WARNING, SiteTls
 from fedpharma.transport.grpc.wire import (
     CertificateRefused,
+    OutgoingPayload,
     PayloadAssembler,
     PayloadRejected,
     PayloadTooLarge,
@@ -34,7 +36,9 @@ from fedpharma.transport.grpc.wire import (
     VersionMismatch,
     WireLimits,
     check_version,
-    chunks,
+    chunk_data,
+    chunk_kind,
+    data_frame,
     payload_header,
 )
 from fedpharma.transport.inprocess import MessageHandler
@@ -64,7 +68,7 @@ class PulledTask:
     """A task fetched from the coordinator: its encoded bytes and the header naming it."""
 
     header: pb.PayloadHeader
-    payload: bytes
+    payload: memoryview
 
     @property
     def round(self) -> int:
@@ -117,7 +121,7 @@ class SiteConnection:
             self._channel = grpc.insecure_channel(address, options=options)
         else:
             self._channel = grpc.secure_channel(address, tls.credentials(), options=options)
-        self._stub = pb_grpc.CoordinatorStub(self._channel)  # type: ignore[no-untyped-call]
+        self._stub = CoordinatorStub(self._channel)
         self._chunk_bytes = settings.limits.chunk_bytes
 
     def close(self) -> None:
@@ -147,7 +151,7 @@ class SiteConnection:
             first = next(stream, None)
             if first is None:
                 raise ProtocolError("the coordinator's task stream is empty")
-            kind = first.WhichOneof("item")
+            kind = chunk_kind(first)
             if kind == "no_task":
                 return None
             if kind == "finished":
@@ -156,31 +160,37 @@ class SiteConnection:
                 raise ProtocolError("the coordinator's task stream does not start with a header")
             assembler = PayloadAssembler(first.header, self._settings.limits, "task")
             for message in stream:
-                if message.WhichOneof("item") != "data":
+                if chunk_kind(message) != "data":
                     raise PayloadRejected("the coordinator's task stream carries a second header")
-                assembler.add(message.data)
+                assembler.add(chunk_data(message))
             return PulledTask(first.header, assembler.finish())
         except grpc.RpcError as exc:
             raise map_rpc_error(exc, "pull task", self.address) from exc
 
-    def push(self, task: PulledTask, payload: bytes) -> None:
-        """Stream ``payload`` as the answer to ``task``; raises ResultRejected when refused."""
+    def push(self, task: PulledTask, payload: EncodedMessage) -> int:
+        """Stream ``payload`` as the answer to ``task`` and return its size in bytes; raises
+        ResultRejected when refused."""
+        outgoing = OutgoingPayload.of(payload)
         header = payload_header(
-            payload,
+            outgoing,
             run_id=task.header.run_id,
             round=task.header.round,
             task_id=task.header.task_id,
             site=self.site,
         )
-        self.push_raw(header, chunks(payload, self._chunk_bytes))
+        self.push_raw(header, outgoing.chunks(self._chunk_bytes))
+        return outgoing.size
 
-    def push_raw(self, header: pb.PayloadHeader, data: Iterator[bytes]) -> None:
-        """Stream a header and data chunks as given (``push`` builds them; tests forge them)."""
+    def push_raw(
+        self, header: pb.PayloadHeader, chunks: Iterable[Sequence[bytes | memoryview]]
+    ) -> None:
+        """Stream a header and data chunks, each given as its pieces (``push`` builds them;
+        tests forge them)."""
 
-        def messages() -> Iterator[pb.ResultChunk]:
+        def messages() -> Iterator[pb.ResultChunk | bytes]:
             yield pb.ResultChunk(header=header)
-            for piece in data:
-                yield pb.ResultChunk(data=piece)
+            for pieces in chunks:
+                yield data_frame(pb.ResultChunk, pieces)
 
         self._call(
             "push result",
@@ -354,17 +364,17 @@ def _serve(
             size = len(pulled.payload) / 1e6
             on_status(f"round {pulled.round}: task received ({size:.1f} MB), working")
             try:
-                answer = handler.handle_bytes(pulled.payload)
+                answer = handler.handle_encoded(pulled.payload)
             except FedPharmaError as exc:
                 on_status(f"round {pulled.round}: the task failed here ({type(exc).__name__})")
                 continue
             try:
-                connection.push(pulled, answer)
+                size = connection.push(pulled, answer) / 1e6
             except (ResultRejected, PayloadRejected) as exc:
                 on_status(f"round {pulled.round}: the coordinator rejected the result: {exc}")
                 continue
             sent += 1
-            on_status(f"round {pulled.round}: result sent ({len(answer) / 1e6:.1f} MB)")
+            on_status(f"round {pulled.round}: result sent ({size:.1f} MB)")
         return "site stopped", sent
     finally:
         beating.set()

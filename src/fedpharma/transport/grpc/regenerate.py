@@ -1,8 +1,8 @@
-"""Regenerate the checked-in gRPC modules from ``fedpharma_v1.proto``.
+"""Regenerate the checked-in message module from ``fedpharma_v1.proto``.
 
 Run ``python -m fedpharma.transport.grpc.regenerate`` (needs ``grpcio-tools``) after editing the
-proto. protoc writes ``import fedpharma_v1_pb2``, which only works from the proto's folder, so the
-import in the generated service module is rewritten to a package-absolute one.
+proto. Only the messages are generated: the service's stub and method table are written by hand
+in :mod:`fedpharma.transport.grpc.service`, which frames data chunks without copying them.
 """
 
 from __future__ import annotations
@@ -14,7 +14,6 @@ HERE = Path(__file__).resolve().parent
 PROTO = "fedpharma_v1.proto"
 HEADERS = {
     "fedpharma_v1_pb2.py": "# ruff: noqa\n# mypy: ignore-errors\n",
-    "fedpharma_v1_pb2_grpc.py": "# ruff: noqa\n# mypy: ignore-errors\n",
     "fedpharma_v1_pb2.pyi": "# ruff: noqa\n# mypy: ignore-errors\n",
 }
 
@@ -28,18 +27,11 @@ def main() -> int:
             f"-I{HERE}",
             f"--python_out={HERE}",
             f"--pyi_out={HERE}",
-            f"--grpc_python_out={HERE}",
             str(HERE / PROTO),
         ]
     )
     if status != 0:
         return int(status)
-    service = HERE / "fedpharma_v1_pb2_grpc.py"
-    service.write_text(
-        service.read_text().replace(
-            "import fedpharma_v1_pb2 as", "from fedpharma.transport.grpc import fedpharma_v1_pb2 as"
-        )
-    )
     for name, header in HEADERS.items():
         path = HERE / name
         path.write_text(header + path.read_text())

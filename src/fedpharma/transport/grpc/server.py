@@ -29,9 +29,9 @@ import grpc
 
 from fedpharma.errors import ConfigError, FedPharmaError, ProtocolError, TransportError
 from fedpharma.protocol import PROTOCOL_VERSION, Failure, Refusal, Reply, Task
-from fedpharma.protocol.codec import decode_message, encode_message
+from fedpharma.protocol.codec import decode_message, encode_message_parts
 from fedpharma.transport.grpc import fedpharma_v1_pb2 as pb
-from fedpharma.transport.grpc import fedpharma_v1_pb2_grpc as pb_grpc
+from fedpharma.transport.grpc.service import add_to_server
 from fedpharma.transport.grpc.tls import (
     INSECURE_WARNING,
     PeerCertificates,
@@ -39,6 +39,7 @@ from fedpharma.transport.grpc.tls import (
     ServerTls,
 )
 from fedpharma.transport.grpc.wire import (
+    OutgoingPayload,
     PayloadAssembler,
     PayloadRejected,
     PayloadTooLarge,
@@ -47,7 +48,9 @@ from fedpharma.transport.grpc.wire import (
     VersionMismatch,
     WireLimits,
     check_version,
-    chunks,
+    chunk_data,
+    chunk_kind,
+    data_frame,
     payload_header,
 )
 from fedpharma.transport.pki import NAME_PATTERN
@@ -103,7 +106,7 @@ class _Outstanding:
     task_id: str
     run_id: str
     round: int
-    payload: bytes
+    payload: OutgoingPayload
     header: pb.PayloadHeader
     receiving: bool = False  # a push for it is streaming in right now
 
@@ -266,7 +269,7 @@ class _SiteRegistry:
             self._cond.notify_all()
 
     def run_exchange(
-        self, payloads: Mapping[str, tuple[Task, bytes]], timeout: float | None
+        self, payloads: Mapping[str, tuple[Task, OutgoingPayload]], timeout: float | None
     ) -> dict[str, Reply | Failure]:
         """Queue one task per site, wait for the answers, and fail whoever did not answer."""
         deadline = None if timeout is None else time.monotonic() + timeout
@@ -332,30 +335,36 @@ class GrpcChannel:
     ) -> dict[str, Reply | Failure]:
         limit = self._registry.settings.limits.max_payload_bytes
         replies: dict[str, Reply | Failure] = {}
-        queued: dict[str, tuple[Task, bytes]] = {}
+        queued: dict[str, tuple[Task, OutgoingPayload]] = {}
+        # Sites are usually sent the same model under the same header: digest it once. A key
+        # names the header bytes and the array views (cached on the Parameters, so one object
+        # per model); every task, and so every view, stays alive while the key is in use.
+        encoded: dict[tuple[bytes | int, ...], OutgoingPayload] = {}
         available = set(self.available_sites())
         for site, task in tasks.items():
             if site not in available:
                 replies[site] = Failure(site, "site is not connected")
                 continue
             try:
-                payload = encode_message(task)
+                parts = encode_message_parts(task)
+                key = tuple(part if isinstance(part, bytes) else id(part) for part in parts)
+                payload = encoded.get(key) or encoded.setdefault(key, OutgoingPayload.of(parts))
             except FedPharmaError as exc:
                 replies[site] = Failure(site, f"{type(exc).__name__}: {exc}")
                 continue
-            if len(payload) > limit:
+            if payload.size > limit:
                 replies[site] = Failure(
-                    site, f"task of {len(payload)} bytes exceeds the {limit}-byte payload limit"
+                    site, f"task of {payload.size} bytes exceeds the {limit}-byte payload limit"
                 )
                 continue
             queued[site] = (task, payload)
-            self.bytes_sent += len(payload)
+            self.bytes_sent += payload.size
         with self._exchange_lock:
             replies |= self._registry.run_exchange(queued, timeout)
         return {site: replies[site] for site in tasks}
 
 
-class _CoordinatorService(pb_grpc.CoordinatorServicer):
+class _CoordinatorService:
     """The RPC handlers. Each one first establishes who is calling, then does its job."""
 
     def __init__(
@@ -437,13 +446,13 @@ class _CoordinatorService(pb_grpc.CoordinatorServicer):
             yield pb.TaskChunk(finished=pb.Finished(reason=task))
             return
         yield pb.TaskChunk(header=task.header)
-        for data in chunks(task.payload, self._settings.limits.chunk_bytes):
-            yield pb.TaskChunk(data=data)
+        for pieces in task.payload.chunks(self._settings.limits.chunk_bytes):
+            yield data_frame(pb.TaskChunk, pieces)
         self._note("task_sent", site, task.round, "")
 
     def PushResult(self, request_iterator: Iterator[Any], context: Any) -> Any:
         first = next(request_iterator, None)
-        if first is None or first.WhichOneof("item") != "header":
+        if first is None or isinstance(first, memoryview) or chunk_kind(first) != "header":
             _abort(context, grpc.StatusCode.INVALID_ARGUMENT, "a result must start with a header")
         header = first.header
         site = self._identify(context, header.site)
@@ -456,9 +465,9 @@ class _CoordinatorService(pb_grpc.CoordinatorServicer):
         try:
             assembler = PayloadAssembler(header, self._settings.limits, f"result from {site!r}")
             for message in request_iterator:
-                if message.WhichOneof("item") != "data":
+                if chunk_kind(message) != "data":
                     raise PayloadRejected(f"result from {site!r} carries a second header")
-                assembler.add(message.data)
+                assembler.add(chunk_data(message))
             payload = assembler.finish()
             reply = _decode_reply(payload, site, task)
         except grpc.RpcError:  # the site went away mid-stream: it may push the result again
@@ -498,7 +507,7 @@ class _CoordinatorService(pb_grpc.CoordinatorServicer):
         return pb.LeaveReply()
 
 
-def _decode_reply(payload: bytes, site: str, task: _Outstanding) -> Reply:
+def _decode_reply(payload: memoryview, site: str, task: _Outstanding) -> Reply:
     """Decode a pushed result and check it answers ``task`` in the caller's own name."""
     reply = decode_message(payload)
     if isinstance(reply, Task):
@@ -579,7 +588,7 @@ class GrpcCoordinatorServer:
             options=options,
             maximum_concurrent_rpcs=self.settings.max_workers,
         )
-        pb_grpc.add_CoordinatorServicer_to_server(self._service, server)  # type: ignore[no-untyped-call]
+        add_to_server(self._service, server)
         try:
             if self._tls is None:
                 log.warning(INSECURE_WARNING)
