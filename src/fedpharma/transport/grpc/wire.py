@@ -142,6 +142,20 @@ def _varint(value: int) -> bytes:
     return bytes(out)
 
 
+def _read_varint(raw: bytes, start: int) -> tuple[int, int] | None:
+    """The varint at ``raw[start:]`` and the offset after it; None when it is cut or too long."""
+    value = 0
+    for shift in range(0, 64, 7):
+        if start >= len(raw):
+            return None
+        byte = raw[start]
+        start += 1
+        value |= (byte & 0x7F) << shift
+        if byte < 0x80:
+            return value, start
+    return None
+
+
 def data_frame(
     message_type: type[pb.TaskChunk] | type[pb.ResultChunk], pieces: Iterable[bytes | memoryview]
 ) -> bytes:
@@ -151,23 +165,15 @@ def data_frame(
     return b"".join([_data_tag(message_type), _varint(size), *pieces])
 
 
-def parse_chunk(
-    raw: bytes, message_type: type[pb.TaskChunk] | type[pb.ResultChunk]
-) -> pb.TaskChunk | pb.ResultChunk | memoryview:
+def parse_chunk(raw: bytes, message_type: type[pb.TaskChunk] | type[pb.ResultChunk]) -> Chunk:
     """A message that holds only ``data`` (as :func:`data_frame` writes it) as a zero-copy view
     of that data; any other message, or any other encoding of one, parsed by ``message_type``."""
     if raw[:1] == _data_tag(message_type):
-        size, start = 0, 1
-        for shift in range(0, 64, 7):
-            if start >= len(raw):
-                break
-            byte = raw[start]
-            start += 1
-            size |= (byte & 0x7F) << shift
-            if byte < 0x80:
-                if start + size == len(raw):
-                    return memoryview(raw)[start:]
-                break
+        read = _read_varint(raw, 1)
+        if read is not None:
+            size, start = read
+            if start + size == len(raw):
+                return memoryview(raw)[start:]
     parsed: pb.TaskChunk | pb.ResultChunk = message_type.FromString(raw)
     return parsed
 
