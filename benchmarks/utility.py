@@ -22,7 +22,10 @@ PASS / FAIL (the exit code is 0 either way: this is a report):
 3. centralized in the published scaffold-split band: ESOL RMSE ≤ 0.95, Tox21 ROC-AUC ≥ 0.75.
 
 Targets are judged on seed 0 (no seed picking); ``--seeds 3`` also reports the mean over seeds
-0, 1, 2 (partition, splits, initialisation and minibatch order all follow the seed).
+0, 1, 2 (partition, splits, initialisation and minibatch order all follow the seed). Beside the
+verdicts, a paired bootstrap of seed 0's test molecules (``--bootstrap``, 1,000 resamples) shows
+how far each comparison could have gone the other way on a test set this small; it does not
+change a verdict.
 
 Run from the project root::
 
@@ -62,6 +65,7 @@ from fedpharma.config import (
 )
 from fedpharma.data.dataset import SiteData
 from fedpharma.data.partition import partition, scaffold_split
+from fedpharma.evaluation.bootstrap import paired_bootstrap, percentile_interval
 from fedpharma.sim.engine import Simulation, prepare_sites, simulate
 
 FEDERATED_RATIO = 0.97
@@ -181,10 +185,14 @@ def _same_sites(a: Simulation, b: Simulation) -> bool:
     return True
 
 
-def run_seed(bench: Benchmark, config: RunConfig, sim: Simulation, workdir: Path) -> dict[str, Any]:
-    """FedAvg with local and centralized references, then FedAdam, on the same sites."""
+def run_seed(
+    bench: Benchmark, config: RunConfig, sim: Simulation, workdir: Path, resamples: int = 0
+) -> dict[str, Any]:
+    """FedAvg with local and centralized references, then FedAdam, on the same sites; with
+    ``resamples``, also the test-set bootstrap of how each comparison could have come out."""
     started = time.perf_counter()
-    fedavg = simulate(config, workdir / "fedavg", prepared=sim).summary
+    fedavg_run = simulate(config, workdir / "fedavg", prepared=sim)
+    fedavg = fedavg_run.summary
     fedavg_seconds = time.perf_counter() - started
     fedadam_config = replace(
         config,
@@ -194,7 +202,8 @@ def run_seed(bench: Benchmark, config: RunConfig, sim: Simulation, workdir: Path
         baselines=False,
     )
     started = time.perf_counter()
-    fedadam = simulate(fedadam_config, workdir / "fedadam", prepared=sim).summary
+    fedadam_run = simulate(fedadam_config, workdir / "fedadam", prepared=sim)
+    fedadam = fedadam_run.summary
     fedadam_seconds = time.perf_counter() - started
 
     def row(a: dict[str, Any], b: dict[str, Any]) -> dict[str, Any]:
@@ -214,8 +223,19 @@ def run_seed(bench: Benchmark, config: RunConfig, sim: Simulation, workdir: Path
         }
 
     sites = {name: row(fedavg["sites"][name], fedadam["sites"][name]) for name in fedavg["sites"]}
+    uncertainty = None
+    if resamples:
+        predictions = {
+            "local": fedavg_run.predictions["local"],
+            "fedavg": fedavg_run.predictions["federated"],
+            "fedadam": fedadam_run.predictions["federated"],
+            "centralized": fedavg_run.predictions["centralized"],
+        }
+        rng = np.random.default_rng([config.seed, 0xB007])
+        uncertainty = test_set_uncertainty(fedavg["metric"], sim, predictions, rng, resamples)
     return {
         "seed": config.seed,
+        "bootstrap": uncertainty,
         "metric": fedavg["metric"],
         "sites": sites,
         "pooled": row(fedavg["pooled"], fedadam["pooled"]),
@@ -227,6 +247,67 @@ def run_seed(bench: Benchmark, config: RunConfig, sim: Simulation, workdir: Path
         },
         "configs": {"fedavg": config.to_dict(), "fedadam": fedadam_config.to_dict()},
     }
+
+
+def test_set_uncertainty(
+    metric: dict[str, Any],
+    sim: Simulation,
+    predictions: dict[str, dict[str, np.ndarray]],
+    rng: np.random.Generator,
+    resamples: int,
+) -> dict[str, Any]:
+    """Per partner and pooled, a paired bootstrap over the test molecules: each federated
+    model's gain over local-only and its ratio to centralized (both oriented so that larger is
+    better), as 95% intervals and as the share of resamples on which the target holds."""
+    name, higher = metric["name"], metric["higher_is_better"]
+    tests = {site: data.test for site, data in sim.sites.items()}
+    task = next(iter(tests.values())).task
+    cases = {
+        site: (test.labels, {m: predictions[m][site] for m in MODELS})
+        for site, test in tests.items()
+    }
+    cases["pooled"] = (
+        np.concatenate([test.labels for test in tests.values()]),
+        {m: np.concatenate([predictions[m][site] for site in tests]) for m in MODELS},
+    )
+    out: dict[str, Any] = {"resamples": resamples, "level": 0.95}
+    for where, (labels, by_model) in cases.items():
+        scores = paired_bootstrap(task, labels, by_model, name, rng, resamples)
+        entry = {}
+        for strategy in ("fedavg", "fedadam"):
+            fed, local, central = scores[strategy], scores["local"], scores["centralized"]
+            gain = fed - local if higher else local - fed
+            ratio = fed / central if higher else central / fed
+            entry[strategy] = {
+                "gain_over_local": percentile_interval(gain),
+                "share_better_than_local": float(np.mean(gain[np.isfinite(gain)] > 0)),
+                "ratio_to_centralized": percentile_interval(ratio),
+                "share_ratio_on_target": float(
+                    np.mean(ratio[np.isfinite(ratio)] >= FEDERATED_RATIO)
+                ),
+            }
+        out[where] = entry
+    return out
+
+
+def print_uncertainty(uncertainty: dict[str, Any], metric: str) -> None:
+    print(
+        f"  test-set uncertainty (paired bootstrap of the test molecules, "
+        f"{uncertainty['resamples']} resamples; training randomness not included):"
+    )
+    for where, entry in uncertainty.items():
+        if not isinstance(entry, dict):
+            continue
+        for strategy, u in entry.items():
+            low, high = u["gain_over_local"] if where != "pooled" else u["ratio_to_centralized"]
+            what = (
+                f"{metric} gain over local 95% [{low:+.3f}, {high:+.3f}], "
+                f"better on {u['share_better_than_local']:.0%} of resamples"
+                if where != "pooled"
+                else f"ratio to centralized 95% [{low:.3f}, {high:.3f}], "
+                f"≥ {FEDERATED_RATIO} on {u['share_ratio_on_target']:.0%} of resamples"
+            )
+            print(f"    {where:<8}{strategy:<9}{what}", flush=True)
 
 
 def better(a: float | None, b: float | None, higher_is_better: bool) -> bool:
@@ -348,7 +429,8 @@ def run_dataset(bench: Benchmark, args: argparse.Namespace) -> dict[str, Any]:
                 f"({rounds} rounds × {bench.training.local_epochs} local epoch(s)) …",
                 flush=True,
             )
-            result = run_seed(bench, config, sites, Path(tmp) / f"seed{seed}")
+            resamples = args.bootstrap if seed == 0 else 0
+            result = run_seed(bench, config, sites, Path(tmp) / f"seed{seed}", resamples)
             t = result["timings"]
             print(
                 f"   {t['fedavg_seconds']:.1f} s FedAvg, {t['references_seconds']:.1f} s "
@@ -360,6 +442,8 @@ def run_dataset(bench: Benchmark, args: argparse.Namespace) -> dict[str, Any]:
     targets = evaluate_targets(bench, main)
     print_result(bench, main, "seed 0")
     print_targets(targets)
+    if main["bootstrap"] is not None:
+        print_uncertainty(main["bootstrap"], main["metric"]["name"])
     out: dict[str, Any] = {
         "title": bench.title,
         "file": bench.file,
@@ -456,6 +540,12 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument(
         "--seeds", type=int, default=1, help="seeds 0..N-1 (targets judged on seed 0)"
+    )
+    parser.add_argument(
+        "--bootstrap",
+        type=int,
+        default=1000,
+        help="test-set bootstrap resamples for seed 0's comparisons (0: skip)",
     )
     parser.add_argument(
         "--threads",

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import numpy.typing as npt
 
 from fedpharma.config import RunConfig
 from fedpharma.data.dataset import Dataset, SiteData, Task
@@ -56,11 +57,20 @@ class Simulation:
     invalid_molecules: int
 
 
+Predictions = dict[str, dict[str, npt.NDArray[np.float64]]]
+"""``predictions[model][site]``: a model's outputs on that site's test set (rows × tasks)."""
+
+
 @dataclass(frozen=True)
 class SimulationResult:
+    """What a simulation wrote (``run_dir``, its ``summary``), its final federated model, and
+    every compared model's test-set predictions, kept in memory only (e.g. for a benchmark's
+    confidence intervals)."""
+
     run_dir: Path
     summary: dict[str, Any]
     parameters: Parameters
+    predictions: Predictions
 
 
 def prepare_sites(config: RunConfig) -> Simulation:
@@ -141,7 +151,8 @@ def simulate(
         predictors |= baseline_predictors
     baseline_seconds = time.perf_counter() - baseline_started
 
-    comparison = compare_models(models, predictors, sim.sites)
+    predictions = predict_tests(models, predictors, sim.sites)
+    comparison = compare_models(predictions, sim.sites)
     for model, by_site in comparison.items():
         for site, metrics in by_site.items():
             store.record_comparison(model, site, metrics)
@@ -176,7 +187,7 @@ def simulate(
             rng=np.random.default_rng([config.seed, 0xA0D1]),
         )
     (run_dir / "summary.json").write_text(json.dumps(summary, indent=2), encoding="utf-8")
-    return SimulationResult(run_dir, summary, final)
+    return SimulationResult(run_dir, summary, final, predictions)
 
 
 def site_trainers(config: RunConfig, sim: Simulation, shared: Trainer) -> dict[str, Trainer]:
@@ -245,34 +256,43 @@ def train_baselines(
     return {"local": local, "centralized": central}, predictors
 
 
-def compare_models(
+def predict_tests(
     models: dict[str, dict[str, Parameters] | Parameters],
     predictors: dict[str, dict[str, Trainer]],
     sites: dict[str, SiteData],
-) -> dict[str, dict[str, dict[str, float]]]:
-    """Metrics of each model on each site's test set and, where every site has the same tasks,
-    on the pooled test set; ``predictors[model][site]`` applies the model at the site.
-
-    A per-site model family (local-only) is evaluated at its own site; the pooled figure then
-    concatenates each local model's predictions on its own site's test set.
-    """
-    out: dict[str, dict[str, dict[str, float]]] = {}
-    same_tasks = len({data.test.task_names for data in sites.values()}) == 1
-    for model, params in models.items():
-        predictions = {
-            name: predictors[model][name].predict(
-                params[name] if isinstance(params, dict) else params, data.test
+) -> Predictions:
+    """Each model's predictions on each site's test set; ``predictors[model][site]`` applies
+    the model at the site, and a per-site model family (local-only) is applied at its own site."""
+    return {
+        model: {
+            name: np.asarray(
+                predictors[model][name].predict(
+                    params[name] if isinstance(params, dict) else params, data.test
+                ),
+                dtype=np.float64,
             )
             for name, data in sites.items()
         }
+        for model, params in models.items()
+    }
+
+
+def compare_models(
+    predictions: Predictions, sites: dict[str, SiteData]
+) -> dict[str, dict[str, dict[str, float]]]:
+    """Metrics of each model on each site's test set and, where every site has the same tasks,
+    on the pooled test set (each site's predictions on its own test set, concatenated)."""
+    out: dict[str, dict[str, dict[str, float]]] = {}
+    same_tasks = len({data.test.task_names for data in sites.values()}) == 1
+    for model, by_site_predictions in predictions.items():
         by_site = {
-            name: compute_metrics(data.test.task, data.test.labels, predictions[name])
+            name: compute_metrics(data.test.task, data.test.labels, by_site_predictions[name])
             for name, data in sites.items()
         }
         if same_tasks:
             task = next(iter(sites.values())).test.task
             labels = np.concatenate([data.test.labels for data in sites.values()])
-            pooled_predictions = np.concatenate([predictions[name] for name in sites])
+            pooled_predictions = np.concatenate([by_site_predictions[name] for name in sites])
             by_site["pooled"] = compute_metrics(task, labels, pooled_predictions)
         out[model] = by_site
     return out
