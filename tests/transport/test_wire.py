@@ -13,6 +13,7 @@ from fedpharma.transport.grpc.wire import (
     OutgoingPayload,
     PayloadAssembler,
     PayloadRejected,
+    PayloadTooLarge,
     PayloadTruncated,
     WireLimits,
     chunk_data,
@@ -92,3 +93,14 @@ def test_the_assembler_refuses_padding_truncation_and_corruption():
     corrupted.add(b"x" * 2999 + b"y")
     with pytest.raises(PayloadRejected, match="sha256"):
         corrupted.finish()
+
+
+def test_a_payload_the_machine_cannot_reserve_is_refused_as_too_large(monkeypatch):
+    header = payload_header(OutgoingPayload.of([b"x"]), run_id="r", round=1, task_id="t", site="s")
+
+    def no_memory(*args, **kwargs):
+        raise MemoryError
+
+    monkeypatch.setattr("fedpharma.transport.grpc.wire.np.empty", no_memory)
+    with pytest.raises(PayloadTooLarge, match="reserve"):
+        PayloadAssembler(header, WireLimits(), "result")

@@ -227,7 +227,13 @@ class PayloadAssembler:
         # np.empty, not bytearray: no zero-filling, and numpy asks the kernel for huge pages for
         # a large buffer, so writing 40 MB into it takes a fraction of the page faults. Memory
         # is committed only as chunks arrive, within the limit checked above.
-        self._buffer = np.empty(header.total_bytes, dtype=np.uint8)
+        try:
+            self._buffer = np.empty(header.total_bytes, dtype=np.uint8)
+        except MemoryError as exc:
+            raise PayloadTooLarge(
+                f"{what} announces {header.total_bytes} bytes, more than this machine can "
+                "reserve now; lower max_payload_bytes or send a smaller model"
+            ) from exc
         self._received = 0
         self._digest = hashlib.sha256()
 
