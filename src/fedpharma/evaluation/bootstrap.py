@@ -10,12 +10,15 @@ percentile intervals). It does not cover training randomness (seeds, partition, 
 from __future__ import annotations
 
 from collections.abc import Mapping
+from typing import TYPE_CHECKING
 
 import numpy as np
 import numpy.typing as npt
 
-from fedpharma.data.dataset import Task
 from fedpharma.evaluation.metrics import compute_metrics
+
+if TYPE_CHECKING:
+    from fedpharma.data.dataset import Task
 
 FloatArray = npt.NDArray[np.float64]
 
