@@ -9,6 +9,8 @@ same handlers (encode/decode only, no network) for the ratio. Each channel runs 
 round at full size first.
 
 Effective throughput = task + result payload bytes / round wall time. Target: ≥ 300 MB/s with TLS.
+The CPU seconds every process (coordinator and sites, all threads) spent per round are printed
+too: with more processes than cores, they are what sets the wall time.
 
     .venv/bin/python benchmarks/transport.py [--params 10000000] [--sites 4] [--rounds 3]
 
@@ -74,12 +76,31 @@ def model(n_params: int) -> Parameters:
     return Parameters.from_dict({"weights": rng.normal(size=n_params).astype(np.float32)})
 
 
-def timed_rounds(channel: object, tasks: dict[str, TrainTask], rounds: int) -> list[float]:
-    """Wall seconds of each of ``rounds`` rounds, after one untimed round: memory allocators and
-    HTTP/2 flow-control windows grow to the model's size, as they have in every round of a
-    running deployment but its first."""
+def cpu_seconds(pids: list[int]) -> float | None:
+    """User + system CPU seconds so far of these processes, all their threads (Linux /proc);
+    None where /proc is not available."""
+    try:
+        ticks = 0
+        for pid in pids:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+            ticks += int(fields[11]) + int(fields[12])  # utime, stime
+    except (OSError, IndexError, ValueError):
+        return None
+    return ticks / os.sysconf("SC_CLK_TCK")
+
+
+def timed_rounds(
+    channel: object, tasks: dict[str, TrainTask], rounds: int, pids: list[int]
+) -> tuple[list[float], float | None]:
+    """Wall seconds of each of ``rounds`` rounds, and the CPU seconds per round that ``pids``
+    spent on them, after one untimed round: memory allocators and HTTP/2 flow-control windows
+    grow to the model's size, as they have in every round of a running deployment but its
+    first."""
     seconds = []
+    cpu_started = None
     for index in range(rounds + 1):
+        if index == 1:
+            cpu_started = cpu_seconds(pids)
         started = time.perf_counter()
         replies = channel.exchange(tasks, 600)  # type: ignore[attr-defined]
         if index > 0:
@@ -87,7 +108,10 @@ def timed_rounds(channel: object, tasks: dict[str, TrainTask], rounds: int) -> l
         bad = {s: r for s, r in replies.items() if not isinstance(r, TrainResult)}
         if bad:
             raise SystemExit(f"round failed: {bad}")
-    return seconds
+    cpu_ended = cpu_seconds(pids)
+    if cpu_started is None or cpu_ended is None:
+        return seconds, None
+    return seconds, (cpu_ended - cpu_started) / rounds
 
 
 def main() -> int:
@@ -117,7 +141,8 @@ def main() -> int:
         try:
             if len(server.channel.wait_for_sites(args.sites, timeout=60)) < args.sites:
                 raise SystemExit("not every site joined within 60 s")
-            grpc_seconds = timed_rounds(server.channel, tasks, args.rounds)
+            everyone = [os.getpid(), *(process.pid for process in processes)]
+            grpc_seconds, grpc_cpu = timed_rounds(server.channel, tasks, args.rounds, everyone)
             server.finish(wait=10)
         finally:
             server.stop()
@@ -125,20 +150,21 @@ def main() -> int:
                 process.wait(timeout=30)
 
     inprocess = InProcessChannel({s: EchoSite(s) for s in names})
-    local_seconds = timed_rounds(inprocess, tasks, args.rounds)
+    local_seconds, local_cpu = timed_rounds(inprocess, tasks, args.rounds, [os.getpid()])
 
     grpc_median, local_median = statistics.median(grpc_seconds), statistics.median(local_seconds)
     rows = [
-        ("gRPC + mTLS (loopback)", grpc_median, min(grpc_seconds)),
-        ("in-process channel", local_median, min(local_seconds)),
+        ("gRPC + mTLS (loopback)", grpc_median, min(grpc_seconds), grpc_cpu),
+        ("in-process channel", local_median, min(local_seconds), local_cpu),
     ]
     print(
         f"{args.params:,} float32 parameters ({payload_mb:.1f} MB per message), {args.sites} sites,"
         f" {moved_mb:.0f} MB moved per round, median of {args.rounds} rounds"
     )
-    print(f"{'channel':<26}{'round s':>10}{'best s':>10}{'MB/s':>10}")
-    for label, median, best in rows:
-        print(f"{label:<26}{median:>10.2f}{best:>10.2f}{moved_mb / median:>10.0f}")
+    print(f"{'channel':<26}{'round s':>10}{'best s':>10}{'MB/s':>10}{'CPU s/round':>14}")
+    for label, median, best, cpu in rows:
+        shown = "n/a" if cpu is None else f"{cpu:.2f}"
+        print(f"{label:<26}{median:>10.2f}{best:>10.2f}{moved_mb / median:>10.0f}{shown:>14}")
     ratio = grpc_median / local_median
     print(f"gRPC / in-process wall time: {ratio:.2f}x   (target ≥ 300 MB/s with TLS)")
 
@@ -154,6 +180,8 @@ def main() -> int:
         "grpc_mb_per_s": moved_mb / grpc_median,
         "inprocess_mb_per_s": moved_mb / local_median,
         "grpc_over_inprocess": ratio,
+        "grpc_cpu_seconds_per_round": grpc_cpu,
+        "inprocess_cpu_seconds_per_round": local_cpu,
         "machine": {"platform": platform.platform(), "cpus": os.cpu_count()},
     }
     args.out.write_text(json.dumps(result, indent=2))
