@@ -269,6 +269,18 @@ def test_a_site_that_leaves_and_comes_back_is_checked_again(good):
     assert [s for s, kind in channel.sent if kind == "DescribeTask"] == ["a", "a"]
 
 
+def test_a_site_that_rejoins_between_two_looks_is_checked_again(good):
+    channel = Scripted({"a": honest("a", good.to_json())})
+    connection = {"a": 1}
+    gate = JoinGate(channel, "r", JoinCheck(good), connection_of=connection.__getitem__)
+    assert gate.available_sites() == ("a",)
+    assert gate.available_sites() == ("a",)  # same connection: the verdict is kept
+    connection["a"] = 2  # left and joined again, never seen absent
+    channel.answers["a"] = honest("a", "garbage")  # restarted with something else
+    assert gate.available_sites() == ()
+    assert [s for s, kind in channel.sent if kind == "DescribeTask"] == ["a", "a"]
+
+
 def test_a_refused_site_is_dismissed_with_the_reason_and_gets_no_task(good):
     wrong = dataclasses.replace(good, recipe={**good.recipe, "n_bits": 4096})
     channel = Scripted({"a": honest("a", good.to_json()), "b": honest("b", wrong.to_json())})

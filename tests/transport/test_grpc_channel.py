@@ -125,6 +125,17 @@ def test_a_rejoining_site_gets_its_unanswered_task_again(pki_root):
     assert isinstance(reply, TrainResult) and reply.round == 4
 
 
+def test_every_join_of_a_site_is_a_new_connection(pki_root):
+    with serving(pki_root) as server:
+        tls = SiteTls.from_folder(pki_root / "sites" / "site-a")
+        assert server.channel.connection("site-a") == 0
+        with SiteConnection(server.address, tls, "site-a") as site:
+            site.join()
+            assert server.channel.connection("site-a") == 1
+            site.join()  # rejoins without ever leaving
+            assert server.channel.connection("site-a") == 2
+
+
 def test_a_site_in_its_own_process_serves_a_round(pki_root):
     script = Path(__file__).with_name("grpc_fakes.py")
     with serving(pki_root) as server:

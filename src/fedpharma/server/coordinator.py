@@ -399,6 +399,7 @@ def run_coordinator(
         timeout=control.round_timeout,
         wait_for=server.channel.wait_for_sites,
         dismiss=server.channel.dismiss,
+        connection_of=server.channel.connection,
     )
     channel = _AnnouncingChannel(gate, recipe.rounds, say)
 

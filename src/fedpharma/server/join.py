@@ -82,10 +82,12 @@ class JoinGate:
 
     Each site is described the first time it is listed by the wrapped channel; its verdict is
     kept while it stays connected and forgotten when it leaves, so a site that comes back (with
-    its configuration fixed, say) is checked again. A site that does not answer the description
-    gets no verdict and is asked again the next time it is listed. ``dismiss``, if given, tells
-    a refused site why (the gRPC channel sends it the reason and stops listing it). Without a
-    ``check`` (data that are not molecules) every connected site is listed.
+    its configuration fixed, say) is checked again. ``connection_of``, if given, names a site's
+    current connection (the gRPC channel counts joins), so a site that leaves and rejoins between
+    two looks is checked again too. A site that does not answer the description gets no verdict
+    and is asked again the next time it is listed. ``dismiss``, if given, tells a refused site
+    why (the gRPC channel sends it the reason and stops listing it). Without a ``check`` (data
+    that are not molecules) every connected site is listed.
     """
 
     def __init__(
@@ -98,6 +100,7 @@ class JoinGate:
         timeout: float | None = None,
         wait_for: Callable[[int, float | None], object] | None = None,
         dismiss: Callable[[str, str], None] | None = None,
+        connection_of: Callable[[str], int] = lambda _site: 0,
     ) -> None:
         self._channel = channel
         self._run_id = run_id
@@ -106,18 +109,29 @@ class JoinGate:
         self._timeout = timeout
         self._wait_for = wait_for
         self._dismiss = dismiss
-        self._verdicts: dict[str, bool] = {}  # site → admitted, kept while it stays connected
+        self._connection_of = connection_of
+        # site → (the connection it was checked on, admitted), kept while that connection lasts
+        self._verdicts: dict[str, tuple[int, bool]] = {}
 
     def available_sites(self) -> tuple[str, ...]:
         """Connected sites that passed the join check; new ones are described first."""
         connected = self._channel.available_sites()
         if self._check is None:
             return connected
-        self._verdicts = {s: ok for s, ok in self._verdicts.items() if s in connected}
-        new = [site for site in connected if site not in self._verdicts]
+        connections = {site: self._connection_of(site) for site in connected}
+        self._verdicts = {
+            site: verdict
+            for site, verdict in self._verdicts.items()
+            if verdict[0] == connections.get(site)
+        }
+        new = {site: connections[site] for site in connected if site not in self._verdicts}
         if new:
             self._describe(self._check, new)
-        return tuple(site for site in connected if self._verdicts.get(site) is True)
+        return tuple(site for site in connected if self._admitted(site))
+
+    def _admitted(self, site: str) -> bool:
+        verdict = self._verdicts.get(site)
+        return verdict is not None and verdict[1]
 
     def exchange(
         self, tasks: Mapping[str, Task], timeout: float | None = None
@@ -126,7 +140,7 @@ class JoinGate:
         barred: dict[str, Reply | Failure] = {
             site: Failure(site, "site was not admitted at join (preprocessing not checked)")
             for site in tasks
-            if self._check is not None and self._verdicts.get(site) is not True
+            if self._check is not None and not self._admitted(site)
         }
         allowed = {site: task for site, task in tasks.items() if site not in barred}
         return (self._channel.exchange(allowed, timeout) if allowed else {}) | barred
@@ -149,7 +163,8 @@ class JoinGate:
             step = WAIT_STEP if remaining is None else min(remaining, WAIT_STEP)
             self._wait_for(len(self._channel.available_sites()) + 1, step)
 
-    def _describe(self, check: JoinCheck, sites: Sequence[str]) -> None:
+    def _describe(self, check: JoinCheck, sites: Mapping[str, int]) -> None:
+        """Ask ``sites`` (site → its current connection) to describe their preprocessing."""
         tasks: dict[str, Task] = {site: DescribeTask(self._run_id, 0) for site in sites}
         replies = self._channel.exchange(tasks, self._timeout)
         outcomes = []
@@ -168,7 +183,7 @@ class JoinGate:
             else:
                 outcomes.append(JoinOutcome(site, True, f"recipe {description.recipe_digest}"))
         for outcome in outcomes:
-            self._verdicts[outcome.site] = outcome.admitted
+            self._verdicts[outcome.site] = (sites[outcome.site], outcome.admitted)
             if not outcome.admitted and self._dismiss is not None:
                 self._dismiss(outcome.site, f"refused at join: {outcome.reason}")
         if outcomes:

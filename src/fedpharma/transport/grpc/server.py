@@ -128,6 +128,7 @@ class _SiteRegistry:
         self._outstanding: dict[str, _Outstanding] = {}
         self._answers: dict[str, Reply | Failure] = {}
         self._dismissed: dict[str, str] = {}  # site → why it takes no part (until it rejoins)
+        self._joins: dict[str, int] = {}  # site → how often it joined: its connection's number
         self.finished: str | None = None
         self.bytes_received = 0
         self._closing = False
@@ -138,6 +139,7 @@ class _SiteRegistry:
         with self._cond:
             rejoined = site in self._sites
             self._sites[site] = _SiteState(time.monotonic())
+            self._joins[site] = self._joins.get(site, 0) + 1
             self._dismissed.pop(site, None)
             self._cond.notify_all()
         self._note("join", site, None, "rejoined" if rejoined else "")
@@ -160,6 +162,11 @@ class _SiteRegistry:
         with self._cond:
             self._dismissed[site] = reason
             self._cond.notify_all()
+
+    def connection(self, site: str) -> int:
+        """How often ``site`` has joined (0: never); a rejoin is a new connection."""
+        with self._cond:
+            return self._joins.get(site, 0)
 
     def touch(self, site: str) -> bool:
         """Record a sign of life; False when the site has not joined (or has left)."""
@@ -329,6 +336,11 @@ class GrpcChannel:
         """Stop listing ``site``; its next pull ends its run with ``reason`` (e.g. refused at
         join), so the site's operator learns why. A new join of the site lifts this."""
         self._registry.dismiss(site, reason)
+
+    def connection(self, site: str) -> int:
+        """The number of ``site``'s current connection: it grows with every join, so a site
+        that left and rejoined between two looks is told apart (and checked again at join)."""
+        return self._registry.connection(site)
 
     def exchange(
         self, tasks: Mapping[str, Task], timeout: float | None = None
