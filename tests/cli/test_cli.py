@@ -53,3 +53,17 @@ def test_report_on_missing_run_dir_is_a_clear_error(tmp_path):
     result = runner.invoke(app, ["report", str(tmp_path / "nope")])
     assert result.exit_code != 0
     assert "summary.json" in result.output
+
+
+def test_permutation_key_writes_a_private_key_once_and_prints_its_id(tmp_path):
+    from fedpharma.data.recipe import load_permutation_key, permutation_key_id
+
+    key = tmp_path / "consortium.key"
+    result = runner.invoke(app, ["permutation-key", "--out", str(key)])
+    assert result.exit_code == 0, result.output
+    assert key.stat().st_mode & 0o777 == 0o600
+    assert f'permutation_key_id = "{permutation_key_id(load_permutation_key(key))}"' in (
+        result.output
+    )
+    again = runner.invoke(app, ["permutation-key", "--out", str(key)])
+    assert again.exit_code != 0 and "refusing to overwrite" in again.output

@@ -1,4 +1,4 @@
-"""Deployment commands: provision, server, site, audit verify, revoke.
+"""Deployment commands: provision, permutation-key, server, site, audit verify, revoke.
 
 Status lines ("listening", "joined", "waiting for sites", "round k of n", "resumed at round k")
 go to stderr as they happen; each command's final result goes to stdout. Errors are printed by
@@ -73,6 +73,20 @@ def provision(
         f'CKKS: one key for [secure] mode = "ckks" in every site folder; the coordinator '
         f"holds only the keyless {made.ckks_public.name}"
     )
+
+
+@_friendly
+def permutation_key(
+    out: Annotated[Path, typer.Option(help="The key file to create (never overwritten).")],
+) -> None:
+    """Make the consortium's secret fingerprint-permutation key, readable by its owner only.
+    Give the file to every site (site.toml permutation_key), never to the coordinator, and put
+    the printed id in the run recipe."""
+    from fedpharma.data.recipe import write_permutation_key
+
+    key_id = write_permutation_key(out)
+    typer.echo(f"key:    {out}  (mode 0600; give it to every site, never to the coordinator)")
+    typer.echo(f'recipe: [features] permutation_key_id = "{key_id}"')
 
 
 @_friendly
@@ -164,6 +178,7 @@ def revoke(
 def register(app: typer.Typer) -> None:
     """Add the deployment commands to the ``fedpharma`` app."""
     app.command()(provision)
+    app.command("permutation-key")(permutation_key)
     app.command()(server)
     app.command()(site)
     app.command()(revoke)
