@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from fedpharma.errors import CryptoError
-from fedpharma.secure import _wire
+from fedpharma.secure import frames
 from fedpharma.secure.ckks import (
     MAX_CHUNK_BYTES,
     SLOTS,
@@ -44,15 +44,15 @@ def encrypted(secret):
     return secret.encrypt_update(np.linspace(-1, 1, N_PARAMS), 7)
 
 
-def _inner_context(blob: bytes, kind=_wire.Kind.CKKS_PUBLIC_CONTEXT) -> bytes:
+def _inner_context(blob: bytes, kind=frames.Kind.CKKS_PUBLIC_CONTEXT) -> bytes:
     """The TenSEAL bytes inside a framed context."""
-    reader = _wire.Reader(_wire.unframe(blob, kind), kind)
+    reader = frames.Reader(frames.unframe(blob, kind), kind)
     reader.fixed(KEY_ID_BYTES)
     return reader.blob(1 << 26)
 
 
 def _framed_context(kind, key_id: bytes, raw: bytes) -> bytes:
-    return _wire.frame(kind, _wire.Writer().fixed(key_id, KEY_ID_BYTES).blob(raw).getvalue())
+    return frames.frame(kind, frames.Writer().fixed(key_id, KEY_ID_BYTES).blob(raw).getvalue())
 
 
 def _flip(data: bytes, position: int) -> bytes:
@@ -103,16 +103,16 @@ def test_the_coordinator_context_holds_no_keys_and_cannot_decrypt(secret, public
         ts.ckks_vector_from(inner, encrypted.chunks[0]).decrypt()
     with pytest.raises(CryptoError, match="expected a CKKS_SECRET_CONTEXT"):
         SecretContext.from_bytes_including_secret_key(blob)
-    forged = _framed_context(_wire.Kind.CKKS_SECRET_CONTEXT, public.key_id, _inner_context(blob))
+    forged = _framed_context(frames.Kind.CKKS_SECRET_CONTEXT, public.key_id, _inner_context(blob))
     with pytest.raises(CryptoError, match="no secret key"):
         SecretContext.from_bytes_including_secret_key(forged)
 
 
 def test_a_public_context_carrying_secret_or_galois_keys_is_refused(secret):
-    raw = _inner_context(secret.to_bytes_including_secret_key(), _wire.Kind.CKKS_SECRET_CONTEXT)
+    raw = _inner_context(secret.to_bytes_including_secret_key(), frames.Kind.CKKS_SECRET_CONTEXT)
     with pytest.raises(CryptoError, match="neither the secret key nor Galois keys"):
         PublicContext.from_bytes(
-            _framed_context(_wire.Kind.CKKS_PUBLIC_CONTEXT, secret.key_id, raw)
+            _framed_context(frames.Kind.CKKS_PUBLIC_CONTEXT, secret.key_id, raw)
         )
 
 
@@ -153,10 +153,10 @@ def test_a_parsed_update_views_its_frame_and_does_not_see_later_changes(secret, 
 
 
 def test_a_chunk_announcing_more_than_the_size_limit_is_refused_before_reading_it(encrypted):
-    body = _wire.Writer().fixed(encrypted.key_id, KEY_ID_BYTES).u64(1).u32(1)
+    body = frames.Writer().fixed(encrypted.key_id, KEY_ID_BYTES).u64(1).u32(1)
     body.u32(MAX_CHUNK_BYTES + 1).fixed(bytes(64), 64)
     with pytest.raises(CryptoError, match="exceeds the limit"):
-        EncryptedUpdate.from_bytes(_wire.frame(_wire.Kind.CKKS_UPDATE, body.getvalue()))
+        EncryptedUpdate.from_bytes(frames.frame(frames.Kind.CKKS_UPDATE, body.getvalue()))
 
 
 def test_ciphertexts_of_another_key_or_other_parameters_are_rejected(secret, public, encrypted):
@@ -170,7 +170,7 @@ def test_ciphertexts_of_another_key_or_other_parameters_are_rejected(secret, pub
     with pytest.raises(CryptoError, match="other parameters"):
         public.aggregate([one_value])
     framed = _framed_context(
-        _wire.Kind.CKKS_PUBLIC_CONTEXT, secret.key_id, small.serialize(save_secret_key=False)
+        frames.Kind.CKKS_PUBLIC_CONTEXT, secret.key_id, small.serialize(save_secret_key=False)
     )
     with pytest.raises(CryptoError, match="expected N=8192"):
         PublicContext.from_bytes(framed)
@@ -178,7 +178,7 @@ def test_ciphertexts_of_another_key_or_other_parameters_are_rejected(secret, pub
     other_primes = ts.context(ts.SCHEME_TYPE.CKKS, 8192, -1, [60, 60, 60])
     other_primes.global_scale = 2**40
     raw = other_primes.serialize(save_secret_key=False)
-    framed = _framed_context(_wire.Kind.CKKS_PUBLIC_CONTEXT, secret.key_id, raw)
+    framed = _framed_context(frames.Kind.CKKS_PUBLIC_CONTEXT, secret.key_id, raw)
     with pytest.raises(CryptoError, match=r"180-bit modulus.*primes \[60, 40, 40\]"):
         PublicContext.from_bytes(framed)
     with pytest.raises(CryptoError, match="differ in length"):

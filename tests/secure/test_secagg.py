@@ -7,30 +7,20 @@ from dataclasses import dataclass, field, replace
 
 import numpy as np
 import pytest
-from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
-from hypothesis import given, settings
-from hypothesis import strategies as st
 
 from fedpharma.errors import CryptoError, ProtocolError, RoundFailed
 from fedpharma.secure import shamir
-from fedpharma.secure.quantize import RING_DTYPES, FixedPoint
+from fedpharma.secure.quantize import FixedPoint
 from fedpharma.secure.secagg import (
-    _MASK_BLOCK_BYTES,
-    KeyAdvertisement,
-    KeyRoster,
-    Mask,
     MaskedInput,
-    RevealedShare,
     RoundSetup,
     SecAggServer,
     SecAggSite,
-    ShareBundle,
     ShareDelivery,
     SurvivorList,
-    UnmaskingShares,
-    add_masks,
     minimum_threshold,
 )
+from fedpharma.secure.secagg.messages import RevealedShare
 
 SITES = ("site-a", "site-b", "site-c", "site-d", "site-e")
 LENGTH = 2_000
@@ -234,32 +224,6 @@ def test_a_parsed_masked_input_is_a_read_only_view_unaffected_by_later_changes_t
     assert parsed == sent and parsed.to_bytes() == sent.to_bytes()
 
 
-def _keystream(seed: bytes, length: int, dtype) -> np.ndarray:
-    """The PRG by its definition: AES-256-CTR, zero IV, over zero bytes, all at once."""
-    encryptor = Cipher(algorithms.AES(seed), modes.CTR(bytes(16))).encryptor()
-    return np.frombuffer(encryptor.update(bytes(length * dtype.itemsize)), dtype=dtype)
-
-
-@pytest.mark.parametrize("bits", [32, 64])
-def test_blockwise_masks_equal_whole_keystreams_added_and_subtracted(bits):
-    dtype = RING_DTYPES[bits]
-    length = 2 * _MASK_BLOCK_BYTES // dtype.itemsize + 5  # two full blocks and a partial one
-    rng = np.random.default_rng(bits)
-    start = rng.integers(0, 2**bits, size=length, dtype=dtype)
-    seeds = [rng.bytes(32) for _ in range(3)]
-    total = start.copy()
-    add_masks(total, [Mask(seeds[0], +1), Mask(seeds[1], -1), Mask(seeds[2], +1)])
-    expected = start.copy()
-    expected += _keystream(seeds[0], length, dtype)
-    expected -= _keystream(seeds[1], length, dtype)
-    expected += _keystream(seeds[2], length, dtype)
-    np.testing.assert_array_equal(total, expected)
-    add_masks(total, [Mask(seeds[2], -1), Mask(seeds[1], +1), Mask(seeds[0], -1)])
-    np.testing.assert_array_equal(total, start)
-    with pytest.raises(ValueError, match="added"):
-        Mask(seeds[0], 2)
-
-
 def test_masked_vectors_of_the_wrong_length_or_ring_are_rejected_by_the_server():
     rnd = Round()
     roster = rnd.server.roster([p.advertise_keys() for p in rnd.parties.values()])
@@ -351,38 +315,3 @@ def test_phases_run_in_order_and_once():
     rnd.run()
     with pytest.raises(ProtocolError, match="once"):
         rnd.server.unmask([])
-
-
-names = st.text(st.characters(codec="utf-8", exclude_categories=("Cs",)), max_size=12)
-keys = st.binary(min_size=32, max_size=32)
-
-
-@settings(max_examples=40, deadline=None)
-@given(
-    run_id=names,
-    rnd=st.integers(0, 2**64 - 1),
-    sites=st.lists(names, max_size=4),
-    key=keys,
-    values=st.binary(max_size=64).map(lambda b: b[: len(b) // 4 * 4]),
-)
-def test_every_message_round_trips_through_its_binary_encoding(run_id, rnd, sites, key, values):
-    ads = tuple(KeyAdvertisement(run_id, rnd, s, key, key) for s in sites)
-    sealed = tuple(replace(_sealed_example(), sender="x", recipient=s) for s in sites)
-    share = shamir.Share(3, int.from_bytes(key, "little"))
-    messages = [
-        *ads,
-        KeyRoster(run_id, rnd, 2, ads),
-        ShareBundle(run_id, rnd, "x", key, sealed),
-        ShareDelivery(run_id, rnd, "y", tuple(replace(s, recipient="y") for s in sealed)),
-        MaskedInput(run_id, rnd, "x", 32, values),
-        SurvivorList(run_id, rnd, tuple(sites)),
-        UnmaskingShares(run_id, rnd, "x", tuple(RevealedShare(s, share) for s in sites), ()),
-    ]
-    for message in messages:
-        assert wire(message) == message
-
-
-def _sealed_example():
-    from fedpharma.secure.secagg import SEALED_SHARE_BYTES, EncryptedShares
-
-    return EncryptedShares("x", "y", bytes(SEALED_SHARE_BYTES))

@@ -1,51 +1,15 @@
 """CKKS homomorphic aggregation with TenSEAL (Cheon et al. 2017; Benaissa et al. 2021).
 
-The approach of NVIDIA FLARE's homomorphic-encryption filters: every site holds the same CKKS
-secret key, provisioned once with the PKI and never given to the coordinator. A site encrypts its
-update, the coordinator adds ciphertexts without being able to read them, and the sites decrypt
-the sum.
+Kept whole (under 400 lines): the two contexts and the two messages they make and read are one
+job, CKKS aggregation.
 
-**Parameters.** Ring degree N = 8192 (4,096 complex slots, used as real slots), coefficient
-modulus primes of [60, 40, 40] bits (the last is the special prime used only for key switching,
-so ciphertexts live modulo a 100-bit q), scale 2^40: the project's fixed CKKS parameters. This is
-128-bit secure by the Homomorphic Encryption Standard (Albrecht et al. 2018: N = 8192 allows up to
-218 bits of modulus). A flat float64 update is cut into chunks of 4,096 values, one CKKS vector
-each.
-
-Cost note: SEAL serializes with zstd, and residues modulo 40-bit primes leave 24 zero bits per
-64-bit word, so every save compresses and every load decompresses; the coordinator loads n
-ciphertexts per chunk. 60-bit primes ([60, 60, 60]) would be stored raw and load about 3× faster
-(measured 0.12–0.18 ms against 0.38–0.48 ms per ciphertext on the 2-core development machine)
-at 12 % more upload; a consortium that changes the parameters must re-provision its key.
-
-**What the coordinator holds.** :class:`PublicContext`: the parameters only. No secret key, no
-Galois keys (rotations are never needed), no relinearization keys (no ciphertext-ciphertext
-products), and no public key either: sites encrypt with the *symmetric* (secret-key) form of CKKS,
-which is 1.5× faster than public-key encryption, and nobody but a key holder needs to encrypt.
-The coordinator can therefore add ciphertexts but neither decrypt nor make fresh encryptions.
-
-**Weighting.** Sites pre-multiply: a site encrypts n_k·Δ_k followed by n_k and 1 in two more
-slots, and the coordinator only adds (cheaper than a plaintext multiplication, which would also
-cost a level and reveal n_k to the coordinator). A site decrypts Σ n_k Δ_k, Σ n_k and the number
-of contributors K, and divides, which is exactly FedAvg; individual n_k stay encrypted. A site
-refuses to decrypt a "sum" of fewer than ``min_contributors`` (≥ 2) updates, so a coordinator
-that follows the protocol cannot get one site's update decrypted by another by accident.
-
-**Error.** CKKS is approximate: encoding rounds to 1/2^40 and fresh encryption adds noise of a
-few multiples of √N·3.2 / 2^40 ≈ 1e-9 per slot; additions add the errors. The measured maximum
-absolute error of a decrypted sum is 0.8e-9 for one site and 2.5e-9 for ten (tests assert ≤ 1e-6
-for ten), independent of the values' magnitude as long as |Σ n_k Δ_k| ≪ 2^59, so the weighted
-mean is off by about 1e-9·n / Σ n_k. Sites must keep |n_k Δ_k| ≤ 2^30 per value (checked).
-
-**Threat model.** Honest-but-curious coordinator: it sees ciphertexts (IND-CPA under RLWE) and
-the number of chunks. Every site can decrypt every other site's ciphertext if it ever saw one,
-so ciphertexts must travel only to the coordinator (mutual TLS), and a site colluding with the
-coordinator learns everything: CKKS protects against the coordinator, not against a curious
-site plus the coordinator (use SecAgg for that). CKKS ciphertexts are malleable; tampering by the
-coordinator with the sum is not detected beyond the structural checks below and the frame
-digest. Decryption reveals the CKKS error, which in the presence of a party that decrypts *and*
-shares results with the adversary leaks key information (Li & Micciancio 2021); sites should not
-publish raw decryptions (rounding the decrypted float32 model before use is advised).
+Every site holds the consortium's CKKS secret key (:class:`SecretContext`); the coordinator holds
+only the parameters (:class:`PublicContext`), adds the sites' encrypted n_k·Δ_k, n_k and 1
+(:class:`EncryptedUpdate`) without reading them, and a site decrypts the weighted mean
+(:class:`DecryptedMean`). Fixed parameters: N = 8192, primes [60, 40, 40], scale 2^40, 128-bit
+secure (Albrecht et al. 2018). Honest-but-curious coordinator only; a site colluding with the
+coordinator learns everything (use secagg for that). Parameters, weighting, error and threat
+model: ``docs/ckks.md``.
 """
 
 from __future__ import annotations
@@ -63,7 +27,7 @@ import numpy as np
 import numpy.typing as npt
 
 from fedpharma.errors import CryptoError
-from fedpharma.secure._wire import Kind, Reader, Writer, frame, unframe
+from fedpharma.secure.frames import Kind, Reader, Writer, frame, unframe
 
 POLY_MODULUS_DEGREE = 8192
 COEFF_MOD_BIT_SIZES = (60, 40, 40)
