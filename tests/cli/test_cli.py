@@ -56,7 +56,7 @@ def test_report_on_missing_run_dir_is_a_clear_error(tmp_path):
 
 
 def test_permutation_key_writes_a_private_key_once_and_prints_its_id(tmp_path):
-    from fedpharma.data.recipe import load_permutation_key, permutation_key_id
+    from fedpharma.data.permutation import load_permutation_key, permutation_key_id
 
     key = tmp_path / "consortium.key"
     result = runner.invoke(app, ["permutation-key", "--out", str(key)])

@@ -19,13 +19,12 @@ from fedpharma.config import (
     SiteSection,
     config_from_dict,
 )
-from fedpharma.data.recipe import (
+from fedpharma.data.permutation import (
     FingerprintPermutation,
-    JoinCheck,
-    SiteDescription,
     load_permutation_key,
     write_permutation_key,
 )
+from fedpharma.data.preprocessing import SiteDescription
 from fedpharma.params import Parameters
 from fedpharma.protocol import (
     DescribeTask,
@@ -40,6 +39,7 @@ from fedpharma.protocol import (
 from fedpharma.protocol.codec import decode_message
 from fedpharma.server.join import (
     REFUSED_KIND,
+    JoinCheck,
     JoinGate,
     JoinLog,
     JoinOutcome,

@@ -82,7 +82,7 @@ def permutation_key(
     """Make the consortium's secret fingerprint-permutation key, readable by its owner only.
     Give the file to every site (site.toml permutation_key), never to the coordinator, and put
     the printed id in the run recipe."""
-    from fedpharma.data.recipe import write_permutation_key
+    from fedpharma.data.permutation import write_permutation_key
 
     key_id = write_permutation_key(out)
     typer.echo(f"key:    {out}  (mode 0600; give it to every site, never to the coordinator)")

@@ -33,7 +33,7 @@ from fedpharma.errors import DataError
 
 if TYPE_CHECKING:
     from fedpharma.data.molecules import MoleculeReport, ParsedMolecules
-    from fedpharma.data.recipe import FingerprintPermutation
+    from fedpharma.data.permutation import FingerprintPermutation
 
 BUNDLED: dict[str, str] = {
     "chembl2321810": "ChEMBL potency series, 1,017 molecules, pIC50 regression (ships with RDKit)",
@@ -60,7 +60,7 @@ def load_dataset(
     """Load the dataset ``cfg`` names; the report is ``None`` for tabular data.
 
     Molecule features are permuted by ``permutation`` (the partners' secret fingerprint-bit
-    order, :mod:`fedpharma.data.recipe`) right after featurization, so every site trains on
+    order, :mod:`fedpharma.data.permutation`) right after featurization, so every site trains on
     identically permuted inputs.
     """
     if (cfg.name is None) == (cfg.path is None):

@@ -1,32 +1,30 @@
 """Admission at join: only sites that prepared their data by the run's recipe take part.
 
-A federated model is one model only if every partner turns a molecule into the same input
-vector; a partner with another fingerprint radius trains the shared model on inputs that mean
-something else, and no loss curve shows it. MELLODDY therefore had every partner hash its
-preprocessing output on a public reference set before any training (Heyndrickx et al. 2023,
-J. Chem. Inf. Model. 64(7), 2331–2344, 2024; MELLODDY-TUNER). Here, before a site receives any
-task, the coordinator sends it a :class:`~fedpharma.protocol.DescribeTask`; the site answers with
-its :class:`~fedpharma.data.recipe.SiteDescription` (recipe + digests of public reference
-molecules), which is checked against the expectation the coordinator computed once from the run
-recipe's ``[features]`` and, if the partners permute fingerprint bits, the key's public id (the
-coordinator never holds the key). A site whose preprocessing differs is refused with a message
-naming every differing setting; the others go on.
+About 430 lines, one job: the comparison of a site's preprocessing with the run's recipe, and the
+channel gate that applies it before any task (MELLODDY's check; Heyndrickx et al. 2023,
+J. Chem. Inf. Model. 64(7), 2331–2344, 2024; see ``docs/preprocessing-check.md``).
 
-:class:`JoinGate` does this as a :class:`~fedpharma.protocol.Channel` wrapper, so the round loop,
-the label statistics and secure aggregation see admitted sites only, in simulation (in-process
-channel) and deployment (gRPC) alike.
+The coordinator sends each new site a :class:`~fedpharma.protocol.DescribeTask`; the site's
+:class:`~fedpharma.data.preprocessing.SiteDescription` is checked (:class:`JoinCheck`) against
+the expectation computed once from the run recipe's ``[features]`` and, if the partners permute
+fingerprint bits, the key's public id. A site that differs is refused with a message naming
+every differing setting (:class:`PreprocessingMismatch`). :class:`JoinGate` does this as a
+:class:`~fedpharma.protocol.Channel` wrapper, so the round loop, the label statistics and secure
+aggregation see admitted sites only, in simulation and deployment alike.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
-from fedpharma.config import RunConfig
+from fedpharma.config import FeaturesConfig, RunConfig
 from fedpharma.data.datasets import featurizes_molecules
-from fedpharma.data.recipe import JoinCheck, PreprocessingMismatch, SiteDescription
-from fedpharma.errors import ProtocolError
+from fedpharma.data.permutation import quote
+from fedpharma.data.preprocessing import Scalar, SiteDescription
+from fedpharma.errors import ConfigError, ProtocolError
 from fedpharma.protocol import (
     Channel,
     DescribeTask,
@@ -45,6 +43,202 @@ WAIT_STEP = 1.0
 
 REFUSED_KIND = "refused:preprocessing"
 """The run store's incident kind of a site refused at join."""
+
+
+# ----- the comparison ---------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class SettingDifference:
+    """One setting on which a site's recipe differs from the consortium's.
+
+    ``expected`` / ``found`` are ``None`` where the setting is missing on that side (a site on
+    another fedpharma release).
+    """
+
+    name: str
+    expected: Scalar | None
+    found: Scalar | None
+
+    def describe(self, site: str) -> str:
+        """One sentence naming the setting, both values, and what the site should do."""
+        who = f"site {quote(site)}"
+        if self.found is None:
+            return (
+                f"{who} sends no {quote(self.name)} setting (the consortium's recipe says "
+                f"{quote(self.expected)}); run the consortium's fedpharma release"
+            )
+        if self.expected is None:
+            return (
+                f"{who} sends a setting {quote(self.name)} = {quote(self.found)} that the "
+                "consortium's recipe does not have; run the consortium's fedpharma release"
+            )
+        label = _LABELS.get(self.name, f"setting {quote(self.name)}")
+        return (
+            f"{who} uses {label} {quote(self.found)}, the consortium's recipe says "
+            f"{quote(self.expected)}; {self._fix()}"
+        )
+
+    def _fix(self) -> str:
+        name, expected = self.name, self.expected
+        if name == "permutation_key_id":  # a [features] setting, but the key is what differs
+            return f"load the consortium's permutation key (key id {quote(expected)})"
+        if name in _FEATURES_FIELDS:
+            return f"set [features] {name} = {quote(expected)}"
+        if name == "rdkit_version":
+            return f"install RDKit {expected} (the coordinator's build)"
+        if name == "fingerprint_permutation":
+            if expected is True:
+                return "load the consortium's fingerprint permutation key"
+            return "remove the fingerprint permutation key: this consortium does not permute bits"
+        return "run the consortium's fedpharma release (this setting is fixed in code)"
+
+
+_FEATURES_FIELDS = frozenset(f.name for f in dataclasses.fields(FeaturesConfig))
+
+_LABELS = {
+    "recipe_version": "recipe format version (recipe_version)",
+    "fingerprint": "fingerprint kind (fingerprint)",
+    "radius": "fingerprint radius (radius)",
+    "n_bits": "fingerprint size (n_bits)",
+    "counts": "count fingerprints (counts)",
+    "descriptors": "RDKit descriptors (descriptors)",
+    "standardization": "standardization steps (standardization)",
+    "standardization_version": "standardization version (standardization_version)",
+    "descriptor_reference_size": "descriptor reference set size (descriptor_reference_size)",
+    "descriptor_clip": "descriptor clip (descriptor_clip)",
+    "rdkit_version": "RDKit version (rdkit_version)",
+    "fingerprint_permutation": "fingerprint permutation (fingerprint_permutation)",
+    "permutation_scheme": "permutation scheme (permutation_scheme)",
+    "permutation_key_id": "permutation key id (permutation_key_id)",
+}
+
+
+class PreprocessingMismatch(ConfigError):
+    """A site's preprocessing differs from the consortium's recipe; the site is refused at join.
+
+    ``problems`` holds one sentence per differing setting (or per digest mismatch), each naming
+    the setting and the fix; ``differences`` holds the settings themselves.
+    """
+
+    def __init__(
+        self, site: str, problems: Sequence[str], differences: Sequence[SettingDifference] = ()
+    ) -> None:
+        self.site = site
+        self.differences = tuple(differences)
+        super().__init__(problems, source=f"preprocessing of site {quote(site)}")
+
+
+def recipe_differences(
+    expected: Mapping[str, Scalar], found: Mapping[str, Scalar]
+) -> list[SettingDifference]:
+    """Every setting whose value (and JSON type: ``1``, ``1.0`` and ``true`` all differ) is not
+    the same in both recipes, expected recipe order first, then settings only the site has."""
+    differences = [
+        SettingDifference(name, value, found.get(name))
+        for name, value in expected.items()
+        if not _same(value, found.get(name))
+    ]
+    differences += [
+        SettingDifference(name, None, value)
+        for name, value in found.items()
+        if name not in expected
+    ]
+    return differences
+
+
+def check_join(site: str, expected: SiteDescription, found: SiteDescription) -> None:
+    """Refuse (raise :class:`PreprocessingMismatch`) unless ``found`` matches ``expected``.
+
+    Order of checks: every differing setting is reported at once; if all settings agree, the
+    reference set size, then the unpermuted reference digest (settings agree but features differ:
+    a different RDKit build or altered code), then the permuted digest when the expectation
+    knows it, else only its presence.
+    """
+    differences = recipe_differences(expected.recipe, found.recipe)
+    if differences:
+        raise PreprocessingMismatch(
+            site, [d.describe(site) for d in differences], differences=differences
+        )
+    who = f"site {quote(site)}"
+    if found.reference_molecules != expected.reference_molecules:
+        raise PreprocessingMismatch(
+            site,
+            [
+                f"{who} computed its reference digest over {found.reference_molecules} public "
+                f"molecules, the coordinator over {expected.reference_molecules}; run the "
+                "consortium's fedpharma release"
+            ],
+        )
+    if found.reference_digest != expected.reference_digest:
+        rdkit = quote(found.recipe.get("rdkit_version"))
+        ours = quote(expected.recipe.get("rdkit_version"))
+        raise PreprocessingMismatch(
+            site,
+            [
+                f"{who} reports the same preprocessing settings, but its features of the "
+                f"{expected.reference_molecules} public reference molecules differ (digest "
+                f"{found.reference_digest[:12]}…, expected {expected.reference_digest[:12]}…): "
+                f"its RDKit build (version {rdkit}) or its featurization code differs from the "
+                f"coordinator's (RDKit {ours}); install the same RDKit build and an unmodified "
+                "fedpharma release"
+            ],
+        )
+    permuted = expected.recipe.get("fingerprint_permutation") is True
+    if permuted and found.permuted_reference_digest is None:
+        raise PreprocessingMismatch(
+            site,
+            [f"{who} declares a fingerprint permutation but sends no permuted reference digest"],
+        )
+    if not permuted and found.permuted_reference_digest is not None:
+        raise PreprocessingMismatch(
+            site, [f"{who} sends a permuted reference digest but the consortium does not permute"]
+        )
+    if (
+        expected.permuted_reference_digest is not None
+        and found.permuted_reference_digest != expected.permuted_reference_digest
+    ):
+        raise PreprocessingMismatch(
+            site,
+            [
+                f"{who} has the consortium's permutation key id, but its permuted reference "
+                f"features differ (digest {str(found.permuted_reference_digest)[:12]}…, expected "
+                f"{expected.permuted_reference_digest[:12]}…): its permutation code differs; run "
+                "the consortium's fedpharma release"
+            ],
+        )
+
+
+class JoinCheck:
+    """The coordinator's join check: :func:`check_join` against one expectation.
+
+    With a permutation and no known permuted digest, the first admitted site's permuted digest
+    becomes the consortium's (trust on first use): later sites with the same key id but another
+    permuted digest are refused. Pass ``permuted_reference_digest`` (computed by a key holder) to
+    :meth:`~fedpharma.data.preprocessing.SiteDescription.expected` to avoid trusting the first
+    site.
+    """
+
+    def __init__(self, expected: SiteDescription) -> None:
+        self.expected = expected
+
+    def check(self, site: str, found: SiteDescription) -> None:
+        """Admit ``site`` or raise :class:`PreprocessingMismatch` (see :func:`check_join`)."""
+        check_join(site, self.expected, found)
+        if (
+            self.expected.permuted_reference_digest is None
+            and found.permuted_reference_digest is not None
+        ):
+            self.expected = dataclasses.replace(
+                self.expected, permuted_reference_digest=found.permuted_reference_digest
+            )
+
+
+def _same(a: Scalar | None, b: Scalar | None) -> bool:
+    return type(a) is type(b) and a == b
+
+
+# ----- the gate ---------------------------------------------------------------------------
 
 
 @dataclass(frozen=True)

@@ -27,7 +27,8 @@ from fedpharma.config import RunConfig
 from fedpharma.data.dataset import Dataset, SiteData, Task
 from fedpharma.data.datasets import featurizes_molecules, load_dataset
 from fedpharma.data.partition import partition, scaffold_split
-from fedpharma.data.recipe import SiteDescription, site_permutation
+from fedpharma.data.permutation import site_permutation
+from fedpharma.data.preprocessing import SiteDescription
 from fedpharma.evaluation.metrics import PRIMARY_METRIC, compute_metrics
 from fedpharma.models.base import Trainer
 from fedpharma.models.factory import build_private_trainer, build_trainer

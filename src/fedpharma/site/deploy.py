@@ -4,7 +4,7 @@
 
 - the run recipe (``run_config``): model, features, training and seed, the *same* file the
   coordinator uses. Its ``[features]`` decide how the site featurizes its molecules; at join
-  the site describes that preprocessing (:class:`~fedpharma.data.recipe.SiteDescription`) and
+  the site describes that preprocessing (:class:`~fedpharma.data.preprocessing.SiteDescription`) and
   the coordinator refuses it if its copy of the recipe differs;
 - optionally the partners' secret fingerprint-permutation key (``permutation_key``), when the
   recipe names one (``[features] permutation_key_id``);
@@ -39,7 +39,8 @@ from fedpharma.config import (
 from fedpharma.data.dataset import SiteData
 from fedpharma.data.datasets import featurizes_molecules, load_dataset
 from fedpharma.data.partition import partition, scaffold_split
-from fedpharma.data.recipe import FingerprintPermutation, SiteDescription, site_permutation
+from fedpharma.data.permutation import FingerprintPermutation, site_permutation
+from fedpharma.data.preprocessing import SiteDescription
 from fedpharma.errors import ConfigError, DataError
 from fedpharma.models.factory import build_private_trainer, build_trainer
 from fedpharma.secure.ckks import SecretContext, load_secret_context

@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from fedpharma.data.dataset import SiteData
-from fedpharma.data.recipe import SiteDescription
+from fedpharma.data.preprocessing import SiteDescription
 from fedpharma.errors import (
     DataError,
     FedPharmaError,
