@@ -5,8 +5,10 @@ long-poll ``PullTask``, answer with ``PushResult``, send ``Heartbeat`` and ``Lea
 :mod:`fedpharma.protocol.codec` bytes streamed in ~1 MiB chunks behind a header carrying the
 protocol version, run, round, task id, size and sha256.
 
-- coordinator: :class:`GrpcCoordinatorServer` (serves) and its :class:`GrpcChannel` (the
-  :class:`~fedpharma.protocol.Channel` the round loop uses);
+- coordinator: :class:`GrpcCoordinatorServer` (``server``: binds and serves the RPC handlers of
+  ``servicer``) and its :class:`GrpcChannel` (``channel``: the :class:`~fedpharma.protocol.Channel`
+  the round loop uses), meeting in the ``registry`` of connected sites and outstanding tasks;
+  ``methods`` is the service's method table for both ends;
 - site: :func:`run_site` (the dial-out loop around a site runtime) and :class:`SiteConnection`;
 - identity: :class:`ServerTls` / :class:`SiteTls` load PEM folders made by
   :func:`fedpharma.transport.pki.provision`.
@@ -14,6 +16,7 @@ protocol version, run, round, task id, size and sha256.
 Importing this package imports grpc; ``fedpharma`` and ``fedpharma.transport`` never do.
 """
 
+from fedpharma.transport.grpc.channel import GrpcChannel
 from fedpharma.transport.grpc.client import (
     JoinInfo,
     PulledTask,
@@ -24,12 +27,8 @@ from fedpharma.transport.grpc.client import (
     map_rpc_error,
     run_site,
 )
-from fedpharma.transport.grpc.server import (
-    AuditRecorder,
-    CoordinatorSettings,
-    GrpcChannel,
-    GrpcCoordinatorServer,
-)
+from fedpharma.transport.grpc.server import AuditRecorder, GrpcCoordinatorServer
+from fedpharma.transport.grpc.settings import CoordinatorSettings
 from fedpharma.transport.grpc.tls import INSECURE_WARNING, ServerTls, SiteTls
 from fedpharma.transport.grpc.wire import (
     CertificateRefused,

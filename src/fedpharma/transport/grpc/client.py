@@ -24,7 +24,7 @@ from fedpharma.errors import CryptoError, FedPharmaError, ProtocolError, Transpo
 from fedpharma.protocol import PROTOCOL_VERSION
 from fedpharma.protocol.codec import EncodedMessage
 from fedpharma.transport.grpc import fedpharma_v1_pb2 as pb
-from fedpharma.transport.grpc.service import CoordinatorStub
+from fedpharma.transport.grpc.methods import CoordinatorStub
 from fedpharma.transport.grpc.tls import INSECURE_WARNING, SiteTls
 from fedpharma.transport.grpc.wire import (
     CertificateRefused,

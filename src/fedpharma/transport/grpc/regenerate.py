@@ -2,7 +2,7 @@
 
 Run ``python -m fedpharma.transport.grpc.regenerate`` (needs ``grpcio-tools``) after editing the
 proto. Only the messages are generated: the service's stub and method table are written by hand
-in :mod:`fedpharma.transport.grpc.service`, which frames data chunks without copying them.
+in :mod:`fedpharma.transport.grpc.methods`, which frames data chunks without copying them.
 """
 
 from __future__ import annotations

@@ -1,5 +1,5 @@
-"""Both ends of the ``fedpharma.v1.Coordinator`` service: the site's stub and the server's
-method table, with how each message is serialized.
+"""The method table of ``fedpharma.v1.Coordinator`` for both ends: the site's stub and the
+server's handler registration, with how each message is serialized.
 
 protoc's generated stub and servicer would pass every ~1 MiB data chunk through protobuf message
 objects, which copy it four times on the way out and twice on the way in. The two streaming
