@@ -2,32 +2,21 @@
 
 Status lines ("listening", "joined", "waiting for sites", "round k of n", "resumed at round k")
 go to stderr as they happen; each command's final result goes to stdout. Errors are printed by
-``cli.main._friendly_errors`` as one message with the error's exit code.
+:func:`~fedpharma.cli.errors.friendly_errors` as one message with the error's exit code.
 """
 
 from __future__ import annotations
 
-import functools
 import signal
 from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated
 
 import typer
 
+from fedpharma.cli.errors import friendly_errors
+
 audit_app = typer.Typer(help="The run's hash-chained audit log.", no_args_is_help=True)
-
-
-def _friendly(command: Callable[..., None]) -> Callable[..., None]:
-    """``cli.main._friendly_errors``, looked up at call time (main imports this module)."""
-
-    @functools.wraps(command)
-    def wrapper(*args: Any, **kwargs: Any) -> None:
-        from fedpharma.cli.main import _friendly_errors
-
-        _friendly_errors(command)(*args, **kwargs)
-
-    return wrapper
 
 
 def _status(prefix: str) -> Callable[[str], None]:
@@ -46,7 +35,7 @@ def _terminate_cleanly() -> None:
     signal.signal(signal.SIGTERM, handler)
 
 
-@_friendly
+@friendly_errors
 def provision(
     project: Annotated[str, typer.Option(help="Consortium/project name (DNS-label-like).")],
     sites: Annotated[str, typer.Option(help="Comma-separated site names, e.g. hospital-a,b.")],
@@ -75,7 +64,7 @@ def provision(
     )
 
 
-@_friendly
+@friendly_errors
 def permutation_key(
     out: Annotated[Path, typer.Option(help="The key file to create (never overwritten).")],
 ) -> None:
@@ -89,7 +78,7 @@ def permutation_key(
     typer.echo(f'recipe: [features] permutation_key_id = "{key_id}"')
 
 
-@_friendly
+@friendly_errors
 def server(
     config: Annotated[Path, typer.Option("--config", help="server.toml")],
     resume: Annotated[
@@ -116,7 +105,7 @@ def server(
     typer.echo(f"check it:      fedpharma audit verify {result.run_dir}")
 
 
-@_friendly
+@friendly_errors
 def site(config: Annotated[Path, typer.Option("--config", help="site.toml")]) -> None:
     """Run one site: load its own data, dial out to the coordinator, answer tasks. No port opens."""
     from fedpharma.config import load_config, load_site_config
@@ -130,7 +119,7 @@ def site(config: Annotated[Path, typer.Option("--config", help="site.toml")]) ->
 
 
 @audit_app.command("verify")
-@_friendly
+@friendly_errors
 def audit_verify(
     run: Annotated[Path, typer.Argument(metavar="RUN", help="Run directory or audit.jsonl file.")],
 ) -> None:
@@ -152,7 +141,7 @@ def audit_verify(
     raise typer.Exit(1)
 
 
-@_friendly
+@friendly_errors
 def revoke(
     site_name: Annotated[str, typer.Argument(metavar="SITE", help="Site whose cert to revoke.")],
     pki: Annotated[Path, typer.Option(help="The folder `fedpharma provision` wrote.")],

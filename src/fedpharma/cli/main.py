@@ -1,19 +1,18 @@
-"""`fedpharma` command line: demo, simulate, report.
-
-Errors from the package arrive as :class:`~fedpharma.errors.FedPharmaError`; they are printed as
-one clear message (no traceback) and mapped to the error's exit code.
+"""`fedpharma` command line: demo, simulate, report, privacy; the deployment commands come from
+:mod:`~fedpharma.cli.deploy`, and every command reports errors through
+:func:`~fedpharma.cli.errors.friendly_errors`.
 """
 
 from __future__ import annotations
 
-import functools
-from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 
+from fedpharma.cli.deploy import register as register_deploy
+from fedpharma.cli.errors import friendly_errors
 from fedpharma.config import (
     DatasetConfig,
     FeaturesConfig,
@@ -25,7 +24,6 @@ from fedpharma.config import (
     TrainingConfig,
     load_config,
 )
-from fedpharma.errors import FedPharmaError
 
 app = typer.Typer(
     help="Privacy-preserving federated learning for drug development.",
@@ -47,26 +45,12 @@ DEMO_CONFIG = RunConfig(
 )
 
 
-def _friendly_errors(command: Callable[..., None]) -> Callable[..., None]:
-    """Print a FedPharmaError as one clear message and exit with its code (no traceback)."""
-
-    @functools.wraps(command)
-    def wrapper(*args: Any, **kwargs: Any) -> None:
-        try:
-            command(*args, **kwargs)
-        except FedPharmaError as exc:
-            typer.echo(f"error: {exc}", err=True)
-            raise typer.Exit(exc.exit_code) from exc
-
-    return wrapper
-
-
 def _default_out(prefix: str) -> Path:
     return Path("runs") / f"{prefix}-{datetime.now(UTC).strftime('%Y%m%d-%H%M%S')}"
 
 
 @app.command()
-@_friendly_errors
+@friendly_errors
 def demo(
     out: Annotated[
         Path | None, typer.Option(help="Run directory (default runs/demo-TIME).")
@@ -86,7 +70,7 @@ def demo(
 
 
 @app.command()
-@_friendly_errors
+@friendly_errors
 def simulate(
     config_path: Annotated[Path, typer.Argument(metavar="CONFIG.toml", help="Run config.")],
     out: Annotated[Path | None, typer.Option(help="Run directory (default runs/sim-TIME).")] = None,
@@ -96,7 +80,7 @@ def simulate(
 
 
 @app.command()
-@_friendly_errors
+@friendly_errors
 def report(run_dir: Annotated[Path, typer.Argument(help="A run directory.")]) -> None:
     """Render RUN_DIR/report.html: learning curves, per-partner comparison, metrics, config."""
     from fedpharma.report.html import render_report
@@ -105,7 +89,7 @@ def report(run_dir: Annotated[Path, typer.Argument(help="A run directory.")]) ->
 
 
 @app.command()
-@_friendly_errors
+@friendly_errors
 def privacy(
     site_dir: Annotated[
         Path, typer.Argument(help="A site's folder: policy.toml + privacy.sqlite.")
@@ -145,7 +129,5 @@ def _run(config: RunConfig, run_dir: Path) -> None:
     typer.echo(f"look at it:    fedpharma report {run_dir}")
 
 
-# Deployment commands: provision, server, site, audit verify, revoke (see cli/deploy.py).
-from fedpharma.cli.deploy import register as _register_deploy  # noqa: E402
-
-_register_deploy(app)
+# Deployment commands: provision, permutation-key, server, site, audit verify, revoke.
+register_deploy(app)
