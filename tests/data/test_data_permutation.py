@@ -13,7 +13,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from fedpharma.config import FeaturesConfig
 from fedpharma.data.molecules import featurize
 from fedpharma.data.permutation import (
     MIN_KEY_BYTES,
@@ -24,12 +23,7 @@ from fedpharma.data.permutation import (
 )
 from fedpharma.data.preprocessing import reference_molecules
 from fedpharma.errors import ConfigError, CryptoError
-
-N_REF = 64  # a small reference set keeps these tests fast; the default is larger
-KEY_A = bytes(range(32))
-KEY_B = bytes(range(1, 33))
-BASE = FeaturesConfig(radius=2, n_bits=1024)
-
+from tests.data.preprocessing_samples import BASE, KEY_A, KEY_B, N_REF
 
 # ----- the fingerprint-bit permutation -------------------------------------------------------
 

@@ -24,11 +24,7 @@ from fedpharma.data.preprocessing import (
     reference_molecules,
 )
 from fedpharma.errors import ConfigError, ProtocolError
-
-N_REF = 64  # a small reference set keeps these tests fast; the default is larger
-KEY_A = bytes(range(32))
-BASE = FeaturesConfig(radius=2, n_bits=1024)
-
+from tests.data.preprocessing_samples import BASE, KEY_A, N_REF
 
 # ----- recipe and reference digest -----------------------------------------------------------
 

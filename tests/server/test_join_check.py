@@ -17,17 +17,7 @@ from fedpharma.data.preprocessing import (
 )
 from fedpharma.errors import ConfigError
 from fedpharma.server.join import JoinCheck, PreprocessingMismatch, check_join, recipe_differences
-
-N_REF = 64  # a small reference set keeps these tests fast; the default is larger
-KEY_A = bytes(range(32))
-KEY_B = bytes(range(1, 33))
-BASE = FeaturesConfig(radius=2, n_bits=1024)
-
-
-def wire(description: SiteDescription) -> SiteDescription:
-    """As the coordinator receives it: through JSON."""
-    return SiteDescription.from_json(description.to_json())
-
+from tests.data.preprocessing_samples import BASE, KEY_A, KEY_B, N_REF, wire
 
 # ----- the join check ------------------------------------------------------------------------
 
