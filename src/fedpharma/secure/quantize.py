@@ -1,35 +1,10 @@
 """Fixed-point quantization of clipped float updates into the ring Z_{2^k} (k = 32 or 64).
 
-Pairwise masking (Bonawitz et al. 2017, §3) works in a finite group: masks are uniform elements of
-Z_{2^k}, which hide a value perfectly, and they cancel exactly in the sum. Float updates are
-therefore mapped to integers first.
-
-**Encoding.** A value is clipped to [-c, c], multiplied by ``scale = L / c`` and rounded to an
-integer q with |q| ≤ L, stored in two's complement modulo 2^k (numpy ``uint32`` / ``uint64``,
-whose arithmetic wraps modulo 2^k for free). ``L = ⌊(2^(k−1) − 1) / max_sites⌋`` is the largest
-magnitude one site may contribute.
-
-**No overflow.** The ring sum of n ≤ max_sites encodings is the two's complement of the true
-integer sum S, with |S| ≤ n·L ≤ 2^(k−1) − 1, so reading the ring sum back as a signed integer
-recovers S exactly. This is the brief's bound n·(2c·scale + 1) < 2^k in its centred form
-(q ranges over the 2L + 1 = 2c·scale + 1 integers of [−L, L]).
-
-**Weighting (FedAvg).** A site cannot multiply by n_k / Σn (it does not know Σn), and multiplying
-by n_k itself would need k to grow with log2(max n_k). Instead a site sends its *clipped* update
-pre-multiplied by the weight ``n_k / max_examples`` ∈ (0, 1] — still in [−c, c], so the bound above
-is unchanged — followed by one extra coordinate holding the integer n_k. The coordinate sum
-is Σ n_k ≤ max_sites · max_examples ≤ 2^(k−1) − 1 (checked when the codec is made). The decoder
-divides the first sum by Σ n_k / max_examples and obtains the FedAvg mean Σ n_k Δ_k / Σ n_k. An
-individual n_k stays hidden under the mask like the rest of the update; only Σ n_k is revealed.
-
-**Error.** Round-to-nearest errs by at most 1/(2·scale) per site and coordinate, stochastic
-rounding (unbiased: E[q] = x·scale, as in QSGD, Alistarh et al. 2017) by less than 1/scale. The
-dequantized sum of n sites is within n/(2·scale) (resp. n/scale) of the sum of the *clipped*
-values; the weighted mean is within n · max_examples / (2·scale·Σn_k) (resp. twice that). Example:
-k = 32, max_sites = 100, c = 1 gives L = 21,474,836 and 1/scale ≈ 4.7e-8.
-
-Clipping itself is lossy when a coordinate exceeds c; pick c from the L2 clip norm of the update
-(each coordinate of a vector of norm ≤ C lies in [−C, C]) or a tighter, measured bound.
+Pairwise masking (Bonawitz et al. 2017, §3) works in a finite group, so a site clips each value to
+[-c, c], scales and rounds it (to nearest, or stochastically as in QSGD, Alistarh et al. 2017),
+pre-multiplies by its weight n_k / max_examples and appends n_k as one extra coordinate; the ring
+sum of up to ``max_sites`` encodings never overflows and decodes to the FedAvg mean. Encoding,
+the overflow bound, weighting and the error: ``docs/secure-aggregation.md``.
 """
 
 from __future__ import annotations
