@@ -35,7 +35,7 @@ from fedpharma.protocol.messages import Scalar
 
 
 class SiteLevelDP:
-    """An :class:`~fedpharma.strategy.UpdateAggregator` for site-level DP.
+    """An :class:`~fedpharma.server.federation.UpdateAggregator` for site-level DP.
 
     ``noise_multiplier`` is σ, what every site's ledger is charged per round; ``planned_sites`` is
     K, the fixed denominator and the number of noise shares; ``min_sites`` is the fewest updates

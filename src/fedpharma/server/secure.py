@@ -47,7 +47,7 @@ from fedpharma.secure.secagg import (
     UnmaskingShares,
     minimum_threshold,
 )
-from fedpharma.strategy.base import sort_replies
+from fedpharma.server.round import sort_replies
 
 
 @dataclass(frozen=True)
