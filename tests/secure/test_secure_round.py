@@ -20,6 +20,7 @@ from fedpharma.protocol import (
     SecureReply,
     SecureTask,
     TrainResult,
+    TrainSettings,
     TrainTask,
 )
 from fedpharma.protocol.codec import decode_message, encode_message
@@ -95,9 +96,10 @@ class RecordingChannel(InProcessChannel):
             self.replies.append((site, reply))
         phase = next(
             (
-                t.phase if isinstance(t, SecureTask) else SECURE_FIRST_PHASE[t.config["secure"]]
+                t.phase if isinstance(t, SecureTask) else SECURE_FIRST_PHASE[t.settings.secure.kind]
                 for t in tasks.values()
-                if isinstance(t, SecureTask) or "secure" in getattr(t, "config", {})
+                if isinstance(t, SecureTask)
+                or (isinstance(t, TrainTask) and t.settings.secure is not None)
             ),
             "",
         )
@@ -201,7 +203,7 @@ def test_ckks_coordinator_holds_only_ciphertexts_and_one_decrypted_sum():
 def test_ckks_site_refuses_to_decrypt_a_single_update():
     site = _sites()["site-a"]
     config = CKKSCollector(CKKS, KEY.public_context()).task_settings(1, 5)
-    reply = site.handle(TrainTask("run", 1, W0, {"epochs": 1} | config))
+    reply = site.handle(TrainTask("run", 1, W0, TrainSettings(secure=config)))
     assert isinstance(reply, SecureReply) and reply.phase == "encrypted_update"
     single = KEY.public_context().aggregate([EncryptedUpdate.from_bytes(reply.payload)])
     refused = site.handle(SecureTask("run", 1, "decrypt", single.to_bytes()))
@@ -215,11 +217,11 @@ def test_ckks_site_refuses_to_decrypt_a_single_update():
 def test_ckks_task_under_another_key_or_without_a_key_is_refused_before_training():
     sites = _sites()
     foreign = CKKSCollector(CKKS, create_secret_context().public_context()).task_settings(1, 5)
-    reply = sites["site-a"].handle(TrainTask("run", 1, W0, {"epochs": 1} | foreign))
+    reply = sites["site-a"].handle(TrainTask("run", 1, W0, TrainSettings(secure=foreign)))
     assert isinstance(reply, Refusal) and "provision every party from the same key" in reply.reason
     keyless = SiteRuntime("site-z", sites["site-a"].data, FakeTrainer("site-a"))
     settings = CKKSCollector(CKKS, KEY.public_context()).task_settings(1, 5)
-    reply = keyless.handle(TrainTask("run", 1, W0, {"epochs": 1} | settings))
+    reply = keyless.handle(TrainTask("run", 1, W0, TrainSettings(secure=settings)))
     assert isinstance(reply, Refusal) and "holds no CKKS key" in reply.reason
 
 
@@ -310,7 +312,7 @@ def test_secure_messages_round_trip_the_codec():
 @pytest.mark.parametrize("mode", MODES)
 def test_site_requiring_secure_aggregation_refuses_plaintext_training(tmp_path, mode):
     sites = _sites(SitePolicyConfig(require_secure=True), tmp_path)
-    reply = sites["site-a"].handle(TrainTask("run", 1, W0, {"epochs": 1}))
+    reply = sites["site-a"].handle(TrainTask("run", 1, W0))
     assert isinstance(reply, Refusal) and reply.kind == "policy"
     assert "secure aggregation" in reply.reason
     result = _secure_fedavg(RecordingChannel(sites), mode=mode)

@@ -110,9 +110,9 @@ def test_each_site_gets_its_own_seed_and_fedprox_sends_mu():
     federation.run(channel, W0, 1, run_id="r")
     tasks = channel.seen_tasks[0]
     assert all(isinstance(t, TrainTask) for t in tasks.values())
-    assert {t.config["proximal_mu"] for t in tasks.values()} == {0.5}
-    assert {t.config["epochs"] for t in tasks.values()} == {3}
-    assert len({t.config["seed"] for t in tasks.values()}) == 3
+    assert {t.settings.local.proximal_mu for t in tasks.values()} == {0.5}
+    assert {t.settings.local.epochs for t in tasks.values()} == {3}
+    assert len({t.settings.local.seed for t in tasks.values()}) == 3
 
 
 def test_evaluation_runs_every_k_rounds_and_after_the_last():

@@ -153,7 +153,7 @@ def test_the_raw_update_is_computed_even_where_the_policy_requires_secure_aggreg
     )
     trainer = build_trainer(config, prepared.dataset)
     real = build_site_runtimes(config, prepared, site_trainers(config, prepared, trainer), tmp_path)
-    plaintext = TrainTask("audit-test", 1, trainer.initial_parameters(0), {"epochs": 1})
+    plaintext = TrainTask("audit-test", 1, trainer.initial_parameters(0))
     assert isinstance(real["site-1"].handle(plaintext), Refusal)  # the real site would not send it
 
     updates = _updates(prepared, config)

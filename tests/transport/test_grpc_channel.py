@@ -35,7 +35,7 @@ def test_three_sites_answer_train_and_evaluate_tasks_like_the_in_process_channel
     audit = AuditLog(tmp_path / "audit.jsonl")
     with serving(pki_root, audit=audit) as server:
         handlers, threads = _start_sites(server, pki_root)
-        tasks = {s: TrainTask("run-1", 1, w0, {"epochs": 1}) for s in SITES}
+        tasks = {s: TrainTask("run-1", 1, w0) for s in SITES}
         replies = server.channel.exchange(tasks, timeout=10)
         expected = InProcessChannel(handlers).exchange(tasks)
         evaluated = server.channel.exchange({s: EvaluateTask("run-1", 1, w0) for s in SITES}, 10)

@@ -15,10 +15,11 @@ ends with exactly the model of an uninterrupted one.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Protocol
 
 import numpy as np
@@ -30,13 +31,17 @@ from fedpharma.protocol import (
     Channel,
     EvaluateResult,
     EvaluateTask,
+    LocalTraining,
+    RecordDP,
     Refusal,
     SecureReply,
+    SecureSettings,
+    SiteDP,
     Task,
     TrainResult,
+    TrainSettings,
     TrainTask,
 )
-from fedpharma.protocol.messages import Scalar
 from fedpharma.server.round import RoundObserver, RoundRecord, site_seed, sort_replies
 from fedpharma.strategy import NO_STATE, SampleWeightedMean, Strategy
 
@@ -45,10 +50,10 @@ class UpdateAggregator(Protocol):
     """How the sites' updates of a round become one mean update Δ̄ in the clear.
 
     The default is FedAvg's sample-weighted mean; site-level DP replaces it with clipping and
-    noise (``fedpharma.server.dp``). ``task_settings`` adds what sites must know (e.g. C, σ).
+    noise (``fedpharma.server.dp``), whose ``task_settings`` tell the sites C and σ.
     """
 
-    def task_settings(self, rnd: int) -> dict[str, Scalar]: ...
+    def task_settings(self, rnd: int) -> SiteDP | None: ...
 
     def mean_update(self, rnd: int, results: Sequence[TrainResult]) -> Parameters: ...
 
@@ -72,7 +77,7 @@ class MeanCollector(Protocol):
     ``task_settings``; the sites answer them with :class:`SecureReply` messages, and ``collect``
     runs the remaining phases over the channel."""
 
-    def task_settings(self, rnd: int, n_sites: int) -> dict[str, Scalar]: ...
+    def task_settings(self, rnd: int, n_sites: int) -> SecureSettings: ...
 
     def collect(
         self,
@@ -114,7 +119,7 @@ class FederationSettings:
     evaluate_every: int = 1  # 0: evaluate only after the last round
     timeout: float | None = None  # seconds each exchange waits for the sites' answers
     seed: int = 0
-    train_settings: dict[str, Scalar] = field(default_factory=dict)  # sent with every TrainTask
+    record_dp: RecordDP | None = None  # DP-SGD at every site
     wait_for_sites: float | None = None  # seconds to wait for min_sites before a round
     retries: int = 0  # how often a failed round is tried again before the run stops
 
@@ -273,9 +278,16 @@ class Federation:
                 f"round {rnd}: {len(sites)} site(s) available, at least "
                 f"{self.settings.min_sites} needed; start more sites or lower min_sites"
             )
-        secure = self.collector.task_settings(rnd, len(sites)) if self.collector is not None else {}
+        secure = (
+            self.collector.task_settings(rnd, len(sites)) if self.collector is not None else None
+        )
         tasks: dict[str, Task] = {
-            site: TrainTask(run_id, rnd, parameters, self.train_config(rnd, site) | secure)
+            site: TrainTask(
+                run_id,
+                rnd,
+                parameters,
+                dataclasses.replace(self.train_settings(rnd, site), secure=secure),
+            )
             for site in sites
         }
         replies = channel.exchange(tasks, self.settings.timeout)
@@ -325,10 +337,8 @@ class Federation:
         self, channel: Channel, parameters: Parameters, rnd: int, run_id: str
     ) -> tuple[dict[str, EvaluateResult], dict[str, Refusal], dict[str, str]]:
         """Ask every available site to evaluate ``parameters`` on its held-out data."""
-        tasks: dict[str, Task] = {
-            site: EvaluateTask(run_id, rnd, parameters, self.strategy.configure_evaluate(rnd, site))
-            for site in channel.available_sites()
-        }
+        sites = self.strategy.configure_evaluate(rnd, channel.available_sites())
+        tasks: dict[str, Task] = {site: EvaluateTask(run_id, rnd, parameters) for site in sites}
         replies = channel.exchange(tasks, self.settings.timeout)
         results, refusals, failures = sort_replies(tasks, replies)
         evaluate = {s: r for s, r in results.items() if isinstance(r, EvaluateResult)}
@@ -344,12 +354,13 @@ class Federation:
         rng = np.random.default_rng([self.settings.seed, rnd])
         return sorted(rng.choice(sorted(available), size=count, replace=False).tolist())
 
-    def train_config(self, rnd: int, site: str) -> dict[str, Scalar]:
+    def train_settings(self, rnd: int, site: str) -> TrainSettings:
         """``site``'s training settings in round ``rnd``, without those of secure aggregation:
-        epochs, its own seed, record-level DP, the aggregator's and the strategy's settings."""
-        return (
-            {"epochs": self.settings.local_epochs, "seed": site_seed(self.settings.seed, rnd, site)}
-            | self.settings.train_settings
-            | self.aggregator.task_settings(rnd)
-            | self.strategy.configure_train(rnd, site)
+        the strategy's local training (epochs, the site's own seed, μ), record-level DP and the
+        aggregator's site-level DP."""
+        local = LocalTraining(self.settings.local_epochs, site_seed(self.settings.seed, rnd, site))
+        return TrainSettings(
+            local=self.strategy.configure_train(rnd, local),
+            record_dp=self.settings.record_dp,
+            site_dp=self.aggregator.task_settings(rnd),
         )

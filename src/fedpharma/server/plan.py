@@ -49,7 +49,7 @@ def build_federation(
         evaluate_every=recipe.strategy.evaluate_every,
         timeout=timeout,
         seed=recipe.seed,
-        train_settings=record_level_settings(recipe),
+        record_dp=record_level_settings(recipe),
         wait_for_sites=wait_for_sites,
         retries=retries,
     )

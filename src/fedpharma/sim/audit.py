@@ -123,7 +123,7 @@ def next_round_updates(
     with tempfile.TemporaryDirectory(prefix="fedpharma-audit-") as scratch:
         for name, runtime in runtimes_for(recipe, Path(scratch)).items():
             reply = runtime.handle(
-                TrainTask(run_id, rnd, start, federation.train_config(rnd, name))
+                TrainTask(run_id, rnd, start, federation.train_settings(rnd, name))
             )
             if isinstance(reply, TrainResult):
                 updates[name] = reply.update

@@ -17,8 +17,7 @@ from collections.abc import Sequence
 
 from fedpharma.errors import DataError
 from fedpharma.params import Parameters
-from fedpharma.protocol import EvaluateResult, TrainResult
-from fedpharma.protocol.messages import Scalar
+from fedpharma.protocol import EvaluateResult, LocalTraining, SiteDP, TrainResult
 from fedpharma.strategy.aggregate import weighted_average, weighted_mean_metrics
 
 NO_STATE = Parameters((), ())
@@ -28,17 +27,18 @@ NO_STATE = Parameters((), ())
 class Strategy(ABC):
     """configure → (the sites train) → aggregate, for training and evaluation."""
 
-    def configure_train(self, rnd: int, site: str) -> dict[str, Scalar]:
-        """The strategy's own training settings for ``site`` in round ``rnd`` (e.g. FedProx's μ)."""
-        return {}
+    def configure_train(self, rnd: int, local: LocalTraining) -> LocalTraining:
+        """The local training each selected site runs in round ``rnd``: ``local`` (the run's
+        epochs and the site's seed) with the strategy's own settings (e.g. FedProx's μ)."""
+        return local
 
     @abstractmethod
     def aggregate_train(self, rnd: int, parameters: Parameters, mean: Parameters) -> Parameters:
         """New global parameters from the current ones and the round's mean update Δ̄."""
 
-    def configure_evaluate(self, rnd: int, site: str) -> dict[str, Scalar]:
-        """The strategy's evaluation settings for ``site`` in round ``rnd`` (none by default)."""
-        return {}
+    def configure_evaluate(self, rnd: int, available: Sequence[str]) -> list[str]:
+        """The sites asked to evaluate round ``rnd``'s model (every available one by default)."""
+        return list(available)
 
     def aggregate_evaluate(self, rnd: int, results: Sequence[EvaluateResult]) -> dict[str, float]:
         """Test metrics over sites, weighted by each site's number of test examples."""
@@ -60,8 +60,8 @@ class Strategy(ABC):
 class SampleWeightedMean:
     """FedAvg's mean update Σ n_k Δ_k / Σ n_k (McMahan et al. 2017, Alg. 1)."""
 
-    def task_settings(self, rnd: int) -> dict[str, Scalar]:
-        return {}
+    def task_settings(self, rnd: int) -> SiteDP | None:
+        return None
 
     def mean_update(self, rnd: int, results: Sequence[TrainResult]) -> Parameters:
         weights = [r.n_examples for r in results]

@@ -12,8 +12,10 @@ sends μ.
 
 from __future__ import annotations
 
+import dataclasses
+
 from fedpharma.params import Parameters
-from fedpharma.protocol.messages import Scalar
+from fedpharma.protocol import LocalTraining
 from fedpharma.strategy.base import Strategy
 
 
@@ -32,5 +34,5 @@ class FedProx(FedAvg):
     def __init__(self, proximal_mu: float) -> None:
         self.proximal_mu = proximal_mu
 
-    def configure_train(self, rnd: int, site: str) -> dict[str, Scalar]:
-        return {"proximal_mu": self.proximal_mu}
+    def configure_train(self, rnd: int, local: LocalTraining) -> LocalTraining:
+        return dataclasses.replace(local, proximal_mu=self.proximal_mu)
