@@ -72,7 +72,7 @@ from fedpharma.data.molecules import featurize, parse_smiles, scaffold_groups
 from fedpharma.data.partition import scaffold_split
 from fedpharma.evaluation.metrics import per_task_metrics
 from fedpharma.models.factory import build_trainer
-from fedpharma.server.plan import strategy_for
+from fedpharma.server.plan import build_federation
 from fedpharma.sim.engine import Simulation, build_site_runtimes, site_trainers, train_baselines
 from fedpharma.transport.inprocess import InProcessChannel
 
@@ -166,11 +166,11 @@ def train_all(sim: Simulation, cfg: RunConfig) -> dict[str, dict[str, np.ndarray
     initial = shared.initial_parameters(cfg.seed)
     with tempfile.TemporaryDirectory() as run_dir:
         channel = InProcessChannel(build_site_runtimes(cfg, sim, trainers, Path(run_dir)))
-        strategy = strategy_for(
+        federation = build_federation(
             cfg, planned_sites=len(sim.sites), noise_rng=np.random.default_rng(cfg.seed)
         )
         started = time.perf_counter()
-        final = strategy.run(channel, initial, cfg.rounds, run_id="multipharma")
+        final = federation.run(channel, initial, cfg.rounds, run_id="multipharma")
         print(f"federated: {cfg.rounds} rounds in {time.perf_counter() - started:.0f} s")
     started = time.perf_counter()
     models, predictors = train_baselines(cfg, sim, shared, initial)

@@ -4,7 +4,7 @@ One simulated workload (default: 10 sites Ã— 20 rounds, 1 local epoch, MLP 2048â
 Morgan fingerprints, Adam, batch 64, FedAvg, evaluation only after the last round) is run:
 
 (a) through fedpharma: ``simulate()`` with ``baselines=False``, ``privacy_audit=False`` and
-    ``evaluate_every=0``, i.e. the preprocessing check at join, the strategy round loop, the
+    ``evaluate_every=0``, i.e. the preprocessing check at join, the Federation round loop, the
     in-process channel, the wire codec on every task and reply, the site runtime, the run store
     (SQLite, one checkpoint per round) and the final evaluation;
 (b) as a bare PyTorch loop doing the same local training (same network and initial weights, same

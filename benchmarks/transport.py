@@ -123,7 +123,7 @@ def main() -> int:
     args = parser.parse_args()
     names = [f"site-{i}" for i in range(args.sites)]
     parameters = model(args.params)
-    tasks = {s: TrainTask("bench", 1, parameters, {"epochs": 1}) for s in names}
+    tasks = {s: TrainTask("bench", 1, parameters) for s in names}
     payload_mb = len(encode_message(tasks[names[0]])) / 1e6
     moved_mb = 2 * args.sites * payload_mb
 

@@ -1,22 +1,21 @@
 """Typed, frozen run configuration; TOML in, validated, every problem reported at once.
 
-Each TOML table maps to one frozen dataclass below. A field's ``metadata`` may hold ``choices``
-(allowed values), ``min`` / ``max`` (inclusive bounds) and ``help`` (shown in error messages).
+Each TOML table maps to one frozen dataclass below, read by :mod:`fedpharma.serde`. A field's
+``metadata`` may hold ``choices`` (allowed values) and ``min`` / ``max`` (inclusive bounds).
 Unknown keys are reported with a "did you mean" suggestion, the way a typo deserves.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import difflib
 import re
 import tomllib
-import types
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from fedpharma import serde
 from fedpharma.errors import ConfigError
 
 STRATEGIES = ("fedavg", "fedprox", "fedadam", "fedyogi", "fedadagrad")
@@ -239,12 +238,7 @@ def load_site_policy(path: str | Path) -> SitePolicyConfig:
     """Read a data owner's policy file (top-level keys of :class:`SitePolicyConfig`)."""
     p = Path(path)
     raw = read_toml(p)
-    problems: list[str] = []
-    policy = _build(SitePolicyConfig, raw, "policy", problems)
-    if problems:
-        raise ConfigError(problems, str(p))
-    assert isinstance(policy, SitePolicyConfig)
-    return policy
+    return serde.load(SitePolicyConfig, raw, source=str(p), where="policy")
 
 
 def site_policy_toml(policy: SitePolicyConfig) -> str:
@@ -363,90 +357,6 @@ def cross_check(cfg: RunConfig) -> list[str]:
             '[features] permutation_key_id permutes fingerprint bits; set fingerprint = "morgan"'
         )
     return problems
-
-
-_INVALID = object()
-
-
-def _build(cls: type, values: dict[str, Any], where: str, problems: list[str]) -> Any:
-    fields = {f.name: f for f in dataclasses.fields(cls)}
-    hints = typing.get_type_hints(cls)
-    kwargs = {}
-    for key, value in values.items():
-        if key not in fields:
-            problems.append(_unknown(key, list(fields), where))
-            continue
-        coerced = _coerce(fields[key], hints[key], value, f"{where} {key}", problems)
-        if coerced is not _INVALID:
-            kwargs[key] = coerced
-    return cls(**kwargs)
-
-
-def _coerce(
-    f: dataclasses.Field[Any], hint: Any, value: Any, where: str, problems: list[str]
-) -> Any:
-    ok, converted = _convert(hint, value)
-    if not ok:
-        problems.append(f"{where} = {value!r}: expected {_describe(hint)}")
-        return _INVALID
-    meta = f.metadata
-    if "choices" in meta and converted is not None and converted not in meta["choices"]:
-        choices = ", ".join(repr(c) for c in meta["choices"])
-        problems.append(f"{where} = {value!r}: must be one of {choices}")
-        return _INVALID
-    lo, hi = meta.get("min"), meta.get("max")
-    is_number = isinstance(converted, int | float) and not isinstance(converted, bool)
-    if is_number and ((lo is not None and converted < lo) or (hi is not None and converted > hi)):
-        bounds = f"[{'-∞' if lo is None else lo}, {'∞' if hi is None else hi}]"
-        problems.append(f"{where} = {value!r}: must lie in {bounds}")
-        return _INVALID
-    return converted
-
-
-def _convert(hint: Any, value: Any) -> tuple[bool, Any]:
-    origin = typing.get_origin(hint)
-    if origin in (types.UnionType, typing.Union):
-        for arg in typing.get_args(hint):
-            if arg is type(None):
-                if value is None:
-                    return True, None
-                continue
-            ok, v = _convert(arg, value)
-            if ok:
-                return True, v
-        return False, None
-    if origin is tuple:
-        (item,) = {a for a in typing.get_args(hint) if a is not Ellipsis}
-        if not isinstance(value, list | tuple):
-            return False, None
-        items = [_convert(item, v) for v in value]
-        return all(ok for ok, _ in items), tuple(v for _, v in items)
-    if hint is bool:
-        return isinstance(value, bool), value
-    if hint is int:
-        return isinstance(value, int) and not isinstance(value, bool), value
-    if hint is float:
-        ok = isinstance(value, int | float) and not isinstance(value, bool)
-        return ok, float(value) if ok else None
-    if hint is str:
-        return isinstance(value, str), value
-    return False, None
-
-
-def _describe(hint: Any) -> str:
-    if typing.get_origin(hint) in (types.UnionType, typing.Union):
-        return " or ".join(_describe(a) for a in typing.get_args(hint))
-    if typing.get_origin(hint) is tuple:
-        return f"a list of {_describe(typing.get_args(hint)[0])}"
-    return {bool: "true/false", int: "an integer", float: "a number", str: "a string"}.get(
-        hint, "nothing (omit the key)" if hint is type(None) else str(hint)
-    )
-
-
-def _unknown(key: str, known: list[str], where: str) -> str:
-    close = difflib.get_close_matches(key, known, n=1)
-    hint = f"; did you mean {close[0]!r}?" if close else f"; known keys: {', '.join(sorted(known))}"
-    return f"{where}: unknown key {key!r}{hint}"
 
 
 # ----- deployment: server.toml and site.toml ------------------------------------------------
@@ -617,24 +527,8 @@ def build_top_level(cls: type[_TopLevel], raw: dict[str, Any]) -> tuple[_TopLeve
     Invalid values fall back to their defaults, so the caller's cross-checks can still run and
     every problem is reported at once.
     """
-    hints = typing.get_type_hints(cls)
-    fields = {f.name: f for f in dataclasses.fields(cls)}
-    sections = {
-        n: h for n, h in hints.items() if isinstance(h, type) and dataclasses.is_dataclass(h)
-    }
-    problems: list[str] = []
-    top: dict[str, Any] = {}
-    for key, value in raw.items():
-        if key in sections:
-            if not isinstance(value, dict):
-                problems.append(f"[{key}] must be a table, got {type(value).__name__}")
-            else:
-                top[key] = _build(sections[key], value, f"[{key}]", problems)
-        elif key in fields:
-            top[key] = _coerce(fields[key], hints[key], value, key, problems)
-        else:
-            problems.append(_unknown(key, list(fields), "top level"))
-    return cls(**{k: v for k, v in top.items() if v is not _INVALID}), problems
+    cfg, problems = serde.from_dict(cls, raw)
+    return (cls() if cfg is None else cfg), problems
 
 
 def _resolve(base: Path, value: str) -> str:

@@ -9,7 +9,7 @@ import pytest
 
 PACKAGE = Path(__file__).resolve().parents[2] / "src" / "fedpharma"
 LAYERS = {
-    "core": {"errors", "config", "params", "protocol"},
+    "core": {"errors", "serde", "config", "params", "protocol"},
     "capability": {"strategy", "privacy", "secure", "data", "models", "evaluation", "report"},
     "runtime": {"server", "site", "transport"},
     "composition": {"cli", "sim"},

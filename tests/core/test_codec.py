@@ -6,16 +6,25 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from fedpharma import params as params_codec
 from fedpharma.errors import ProtocolError
 from fedpharma.params import Parameters
 from fedpharma.protocol import (
     PROTOCOL_VERSION,
+    CKKSSettings,
     DescribeTask,
     DescriptionReply,
     EvaluateResult,
     EvaluateTask,
+    LabelStatisticsResult,
+    LabelStatisticsTask,
+    LocalTraining,
+    RecordDP,
     Refusal,
+    SecAggSettings,
+    SiteDP,
     TrainResult,
+    TrainSettings,
     TrainTask,
 )
 from fedpharma.protocol.codec import decode_message, encode_message
@@ -37,11 +46,87 @@ def _same(a, b):
             assert x == y
 
 
-@given(text, st.integers(0, 10_000), st.dictionaries(text, st.one_of(finite, st.booleans(), text)))
-def test_tasks_round_trip(run_id, rnd, config):
-    for cls in (TrainTask, EvaluateTask):
-        message = cls(run_id, rnd, PARAMS, config)
+positive = st.floats(min_value=1e-9, max_value=1e9)
+settings = st.builds(
+    TrainSettings,
+    st.builds(LocalTraining, st.integers(1, 100), st.integers(0, 2**31 - 1), st.floats(0, 10)),
+    st.none()
+    | st.builds(RecordDP, positive, positive, st.integers(1, 1000), st.none() | positive, positive),
+    st.none()
+    | st.builds(
+        SiteDP,
+        positive,
+        positive,
+        st.integers(1, 100),
+        st.integers(1, 100),
+        st.sampled_from(["central", "distributed"]),
+    ),
+    st.none()
+    | st.builds(
+        SecAggSettings,
+        st.integers(2, 100),
+        st.sampled_from([32, 64]),
+        positive,
+        st.integers(1, 100),
+        st.integers(1, 10**6),
+    )
+    | st.builds(CKKSSettings, st.integers(2, 100), text),
+)
+
+
+@given(text, st.integers(0, 10_000), settings)
+def test_tasks_round_trip(run_id, rnd, task_settings):
+    for message in (
+        TrainTask(run_id, rnd, PARAMS, task_settings),
+        EvaluateTask(run_id, rnd, PARAMS),
+        LabelStatisticsTask(run_id, rnd),
+    ):
         _same(decode_message(encode_message(message)), message)
+
+
+def _train_task(raw_settings: object) -> bytes:
+    header = {"type": "TrainTask", "version": PROTOCOL_VERSION, "run_id": "r", "round": 1}
+    return _forge(header | {"settings": raw_settings}, params_codec.encode(PARAMS))
+
+
+def test_train_settings_leave_defaults_out_and_refuse_an_unknown_field():
+    blob = encode_message(TrainTask("r", 1, PARAMS, TrainSettings(LocalTraining(seed=7))))
+    (header_len,) = struct.unpack("<I", blob[4:8])
+    assert json.loads(blob[8 : 8 + header_len])["settings"] == {"local": {"seed": 7}}
+    with pytest.raises(ProtocolError, match="unknown key 'new_privacy_knob'"):
+        decode_message(_train_task({"site_dp": {"new_privacy_knob": 1}}))
+
+
+def test_malformed_train_settings_are_refused_with_every_problem_named():
+    raw = {
+        "local": {"epochs": 0, "sed": 3},
+        "record_dp": {"max_grad_norm": -1.0, "delta": 1e-5, "planned_rounds": 2},
+        "secure": {"kind": "garbled"},
+    }
+    with pytest.raises(ProtocolError) as info:
+        decode_message(_train_task(raw))
+    text = str(info.value)
+    assert "epochs = 0" in text and "did you mean 'seed'" in text
+    assert (
+        "max_grad_norm = -1.0: must be > 0" in text and "noise_multiplier or target_epsilon" in text
+    )
+    assert "kind = 'garbled'" in text
+    nan = {
+        "site_dp": {
+            "noise_multiplier": float("nan"),
+            "clip_norm": 1.0,
+            "planned_sites": 2,
+            "min_sites": 1,
+        }
+    }
+    with pytest.raises(ProtocolError, match="finite"):
+        decode_message(_train_task(nan))
+
+
+@given(text, st.integers(0, 10_000), text, st.lists(finite, max_size=5))
+def test_label_statistics_round_trip(run_id, rnd, site, sums):
+    message = LabelStatisticsResult(run_id, rnd, site, tuple(sums), tuple(sums), tuple(sums))
+    _same(decode_message(encode_message(message)), message)
 
 
 @given(text, st.integers(0, 10_000), text, st.integers(1, 10**9), st.dictionaries(text, finite))

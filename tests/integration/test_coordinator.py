@@ -20,18 +20,14 @@ from fedpharma.config import (
 )
 from fedpharma.errors import ConfigError, RoundFailed
 from fedpharma.params import Parameters
-from fedpharma.protocol import TrainResult
+from fedpharma.protocol import EvaluateResult, TrainResult, TrainTask
 from fedpharma.server.audit import read_entries, verify
-from fedpharma.server.coordinator import (
-    read_head,
-    restore_strategy_state,
-    run_coordinator,
-    strategy_state,
-)
+from fedpharma.server.coordinator import read_head, run_coordinator
+from fedpharma.server.federation import Federation, FederationSettings
 from fedpharma.server.store import RunStore
 from fedpharma.sim.engine import prepare_sites
 from fedpharma.site.deploy import load_site_data, serve
-from fedpharma.strategy import FedOpt, LoopSettings
+from fedpharma.strategy import FedOpt
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples" / "deploy"
 
@@ -84,21 +80,37 @@ def test_a_demo_site_holds_exactly_the_data_of_the_simulated_site(molecules_csv,
             np.testing.assert_array_equal(got.labels, want.labels)
 
 
+class Echo:
+    """One site, "a", that answers every train task with the same update of 10 examples."""
+
+    def __init__(self, update: Parameters) -> None:
+        self.update = update
+
+    def available_sites(self):
+        return ("a",)
+
+    def exchange(self, tasks, timeout=None):
+        (task,) = tasks.values()
+        if isinstance(task, TrainTask):
+            return {"a": TrainResult(task.run_id, task.round, "a", self.update, 10, {})}
+        return {"a": EvaluateResult(task.run_id, task.round, "a", 5, {})}
+
+
 def test_fedadam_state_survives_the_run_store(tmp_path):
-    strategy = FedOpt(LoopSettings(), variant="adam")
+    strategy = FedOpt(variant="adam")
     w = Parameters(("w",), (np.zeros(4, dtype=np.float32),))
     update = Parameters(("w",), (np.array([1, -2, 3, 0.5], dtype=np.float32),))
-    strategy.aggregate_train(1, w, [TrainResult("r", 1, "a", update, 10, {})])
     store = RunStore.create(tmp_path / "run.sqlite", "r", {})
-    store.save_server_state(1, strategy_state(strategy) or b"")
+    federation = Federation(strategy, FederationSettings(), store=store)
+    federation.round(Echo(update), w, 1, 1, "r")  # one round: moments, then the checkpoint
     store.close()
-    restored = FedOpt(LoopSettings(), variant="adam")
+    restored = FedOpt(variant="adam")
     store = RunStore(tmp_path / "run.sqlite")
-    restore_strategy_state(restored, store.server_state(1), 1)
+    assert Federation(restored, FederationSettings(), store=store).resume(w)[0] == 1
     assert store.server_state(2) is None
-    assert restored.state is not None and strategy.state is not None
-    np.testing.assert_array_equal(restored.state.m, strategy.state.m)
-    np.testing.assert_array_equal(restored.state.v, strategy.state.v)
+    assert restored.moments is not None and strategy.moments is not None
+    np.testing.assert_array_equal(restored.moments.m, strategy.moments.m)
+    np.testing.assert_array_equal(restored.moments.v, strategy.moments.v)
 
 
 def test_too_few_sites_retries_the_round_then_stops_cleanly_with_a_reason(

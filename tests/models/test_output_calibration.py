@@ -3,7 +3,7 @@ import pytest
 
 from fedpharma.config import config_from_dict
 from fedpharma.errors import ConfigError
-from fedpharma.evaluation.label_statistics import statistics_metrics
+from fedpharma.evaluation.label_statistics import label_sums
 from fedpharma.models.output import calibrate_output_layer
 from fedpharma.params import Parameters
 
@@ -29,9 +29,9 @@ def test_classification_head_starts_at_the_logit_of_the_positive_rate():
 
 def test_site_label_statistics_ignore_missing_labels():
     labels = np.array([[1.0, np.nan], [3.0, 0.0], [np.nan, 1.0]])
-    stats = statistics_metrics(labels)
-    assert stats["count:0"] == 2 and stats["sum:0"] == 4 and stats["sum_of_squares:0"] == 10
-    assert stats["count:1"] == 2 and stats["sum:1"] == 1
+    stats = label_sums(labels)
+    assert stats.count[0] == 2 and stats.total[0] == 4 and stats.sum_of_squares[0] == 10
+    assert stats.count[1] == 2 and stats.total[1] == 1
 
 
 def test_label_prior_lengths_must_agree():

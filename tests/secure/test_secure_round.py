@@ -20,16 +20,18 @@ from fedpharma.protocol import (
     SecureReply,
     SecureTask,
     TrainResult,
+    TrainSettings,
     TrainTask,
 )
 from fedpharma.protocol.codec import decode_message, encode_message
 from fedpharma.protocol.messages import SECURE_FIRST_PHASE
 from fedpharma.secure import DecryptedMean, EncryptedUpdate, MaskedInput, create_secret_context
-from fedpharma.server.plan import strategy_for
+from fedpharma.server.federation import Federation, FederationSettings
+from fedpharma.server.plan import build_federation
 from fedpharma.server.secure import CKKSCollector, SecAggCollector
 from fedpharma.site.policy import SitePolicy
 from fedpharma.site.runtime import SiteRuntime
-from fedpharma.strategy import FedAvg, FedOpt, LoopSettings
+from fedpharma.strategy import FedAvg, FedOpt
 from fedpharma.transport.inprocess import InProcessChannel
 
 W0 = Parameters.from_dict(
@@ -94,9 +96,10 @@ class RecordingChannel(InProcessChannel):
             self.replies.append((site, reply))
         phase = next(
             (
-                t.phase if isinstance(t, SecureTask) else SECURE_FIRST_PHASE[t.config["secure"]]
+                t.phase if isinstance(t, SecureTask) else SECURE_FIRST_PHASE[t.settings.secure.kind]
                 for t in tasks.values()
-                if isinstance(t, SecureTask) or "secure" in getattr(t, "config", {})
+                if isinstance(t, SecureTask)
+                or (isinstance(t, TrainTask) and t.settings.secure is not None)
             ),
             "",
         )
@@ -128,14 +131,17 @@ def _fedavg_mean(sites=SITES) -> np.ndarray:
 
 
 def _secure_fedavg(channel, min_sites=1, mode="secagg", config=None) -> Parameters:
-    strategy = FedAvg(LoopSettings(min_sites=min_sites), collector=_collector(mode, config))
-    return strategy.run(channel, W0, rounds=1, run_id="run-s")
+    settings = FederationSettings(min_sites=min_sites)
+    federation = Federation(FedAvg(), settings, collector=_collector(mode, config))
+    return federation.run(channel, W0, rounds=1, run_id="run-s")
 
 
 @pytest.mark.parametrize("mode", MODES)
 def test_secure_round_matches_plaintext_fedavg_within_quantization_error(mode):
     secure = _secure_fedavg(RecordingChannel(_sites()), mode=mode)
-    plain = FedAvg(LoopSettings()).run(RecordingChannel(_sites()), W0, rounds=1, run_id="run-p")
+    plain = Federation(FedAvg(), FederationSettings()).run(
+        RecordingChannel(_sites()), W0, rounds=1, run_id="run-p"
+    )
     np.testing.assert_allclose(secure.flatten(), plain.flatten(), atol=1e-6)
     np.testing.assert_allclose(secure.flatten(), W0.flatten() + _fedavg_mean(), atol=1e-6)
 
@@ -143,8 +149,9 @@ def test_secure_round_matches_plaintext_fedavg_within_quantization_error(mode):
 @pytest.mark.parametrize("mode", MODES)
 def test_secure_round_drives_fedopt_with_the_secure_mean(mode):
     def fedadam(collector):
-        strategy = FedOpt(LoopSettings(), variant="adam", eta=0.1, collector=collector)
-        return strategy.run(RecordingChannel(_sites()), W0, rounds=1, run_id="run-o")
+        strategy = FedOpt(variant="adam", eta=0.1)
+        federation = Federation(strategy, FederationSettings(), collector=collector)
+        return federation.run(RecordingChannel(_sites()), W0, rounds=1, run_id="run-o")
 
     np.testing.assert_allclose(
         fedadam(_collector(mode)).flatten(), fedadam(None).flatten(), atol=1e-7
@@ -196,7 +203,7 @@ def test_ckks_coordinator_holds_only_ciphertexts_and_one_decrypted_sum():
 def test_ckks_site_refuses_to_decrypt_a_single_update():
     site = _sites()["site-a"]
     config = CKKSCollector(CKKS, KEY.public_context()).task_settings(1, 5)
-    reply = site.handle(TrainTask("run", 1, W0, {"epochs": 1} | config))
+    reply = site.handle(TrainTask("run", 1, W0, TrainSettings(secure=config)))
     assert isinstance(reply, SecureReply) and reply.phase == "encrypted_update"
     single = KEY.public_context().aggregate([EncryptedUpdate.from_bytes(reply.payload)])
     refused = site.handle(SecureTask("run", 1, "decrypt", single.to_bytes()))
@@ -210,11 +217,11 @@ def test_ckks_site_refuses_to_decrypt_a_single_update():
 def test_ckks_task_under_another_key_or_without_a_key_is_refused_before_training():
     sites = _sites()
     foreign = CKKSCollector(CKKS, create_secret_context().public_context()).task_settings(1, 5)
-    reply = sites["site-a"].handle(TrainTask("run", 1, W0, {"epochs": 1} | foreign))
+    reply = sites["site-a"].handle(TrainTask("run", 1, W0, TrainSettings(secure=foreign)))
     assert isinstance(reply, Refusal) and "provision every party from the same key" in reply.reason
     keyless = SiteRuntime("site-z", sites["site-a"].data, FakeTrainer("site-a"))
     settings = CKKSCollector(CKKS, KEY.public_context()).task_settings(1, 5)
-    reply = keyless.handle(TrainTask("run", 1, W0, {"epochs": 1} | settings))
+    reply = keyless.handle(TrainTask("run", 1, W0, TrainSettings(secure=settings)))
     assert isinstance(reply, Refusal) and "holds no CKKS key" in reply.reason
 
 
@@ -305,7 +312,7 @@ def test_secure_messages_round_trip_the_codec():
 @pytest.mark.parametrize("mode", MODES)
 def test_site_requiring_secure_aggregation_refuses_plaintext_training(tmp_path, mode):
     sites = _sites(SitePolicyConfig(require_secure=True), tmp_path)
-    reply = sites["site-a"].handle(TrainTask("run", 1, W0, {"epochs": 1}))
+    reply = sites["site-a"].handle(TrainTask("run", 1, W0))
     assert isinstance(reply, Refusal) and reply.kind == "policy"
     assert "secure aggregation" in reply.reason
     result = _secure_fedavg(RecordingChannel(sites), mode=mode)
@@ -322,9 +329,9 @@ def test_central_site_level_noise_is_refused_with_secure_aggregation():
     privacy = PrivacyConfig(site_level=True, site_noise_multiplier=1.0)
     config = dataclasses.replace(RunConfig(), privacy=privacy, secure=SECURE)
     with pytest.raises(ConfigError, match="distributed"):
-        strategy_for(config, planned_sites=4, noise_rng=np.random.default_rng(0))
+        build_federation(config, planned_sites=4, noise_rng=np.random.default_rng(0))
     distributed = dataclasses.replace(privacy, noise_placement="distributed")
-    ok = strategy_for(
+    ok = build_federation(
         dataclasses.replace(config, privacy=distributed),
         planned_sites=4,
         noise_rng=np.random.default_rng(0),
@@ -332,8 +339,8 @@ def test_central_site_level_noise_is_refused_with_secure_aggregation():
     assert isinstance(ok.collector, SecAggCollector)
     ckks = dataclasses.replace(config, privacy=distributed, secure=CKKS)
     with pytest.raises(ConfigError, match="public CKKS context"):
-        strategy_for(ckks, planned_sites=4, noise_rng=np.random.default_rng(0))
-    with_key = strategy_for(
+        build_federation(ckks, planned_sites=4, noise_rng=np.random.default_rng(0))
+    with_key = build_federation(
         ckks,
         planned_sites=4,
         noise_rng=np.random.default_rng(0),

@@ -45,10 +45,10 @@ from fedpharma.server.join import (
     JoinOutcome,
     expected_preprocessing,
 )
-from fedpharma.server.plan import strategy_for
+from fedpharma.server.plan import build_federation
+from fedpharma.server.round import RoundRecord
 from fedpharma.server.store import RunStore
 from fedpharma.site.deploy import build_site, load_site_data
-from fedpharma.strategy import RoundRecord
 from fedpharma.transport.inprocess import InProcessChannel
 
 SITES = ("site-1", "site-2", "site-3")
@@ -121,9 +121,11 @@ def test_a_site_with_another_fingerprint_radius_is_refused_at_join_and_the_other
         def on_round(self, record: RoundRecord) -> None:
             records.append(record)
 
-    strategy = strategy_for(run, planned_sites=3, noise_rng=np.random.default_rng(0))
+    federation = build_federation(
+        run, planned_sites=3, noise_rng=np.random.default_rng(0), store=store, observers=[Keep()]
+    )
     initial = handlers["site-1"].runtime.trainer.initial_parameters(0)
-    strategy.run(gate, initial, run.rounds, run_id="run-1", observers=[Keep(), store])
+    federation.run(gate, initial, run.rounds, run_id="run-1")
     store.close()
 
     assert [r.contributors for r in records] == [("site-1", "site-2")]

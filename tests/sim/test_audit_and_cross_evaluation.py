@@ -22,7 +22,7 @@ from fedpharma.config import (
 )
 from fedpharma.models.factory import build_trainer
 from fedpharma.protocol import Refusal, TrainTask
-from fedpharma.server.plan import strategy_for
+from fedpharma.server.plan import build_federation
 from fedpharma.sim.audit import next_round_updates
 from fedpharma.sim.engine import build_site_runtimes, prepare_sites, simulate, site_trainers
 from fedpharma.site.policy import SitePolicy
@@ -123,10 +123,10 @@ def test_switched_off_audit_and_no_baselines(prepared, tmp_path):
 def _updates(prepared, config):
     trainer = build_trainer(config, prepared.dataset)
     trainers = site_trainers(config, prepared, trainer)
-    strategy = strategy_for(config, planned_sites=3, noise_rng=np.random.default_rng(0))
+    federation = build_federation(config, planned_sites=3, noise_rng=np.random.default_rng(0))
     return next_round_updates(
         config,
-        strategy,
+        federation,
         lambda recipe, folder: build_site_runtimes(recipe, prepared, trainers, folder),
         run_id="audit-test",
         start=trainer.initial_parameters(0),
@@ -153,7 +153,7 @@ def test_the_raw_update_is_computed_even_where_the_policy_requires_secure_aggreg
     )
     trainer = build_trainer(config, prepared.dataset)
     real = build_site_runtimes(config, prepared, site_trainers(config, prepared, trainer), tmp_path)
-    plaintext = TrainTask("audit-test", 1, trainer.initial_parameters(0), {"epochs": 1})
+    plaintext = TrainTask("audit-test", 1, trainer.initial_parameters(0))
     assert isinstance(real["site-1"].handle(plaintext), Refusal)  # the real site would not send it
 
     updates = _updates(prepared, config)

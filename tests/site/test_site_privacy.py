@@ -8,7 +8,14 @@ from fedpharma.data.dataset import Dataset, SiteData
 from fedpharma.models.base import FitOutput
 from fedpharma.params import Parameters
 from fedpharma.privacy import GaussianEvent, compose
-from fedpharma.protocol import Refusal, TrainResult, TrainTask
+from fedpharma.protocol import (
+    LocalTraining,
+    Refusal,
+    SiteDP,
+    TrainResult,
+    TrainSettings,
+    TrainTask,
+)
 from fedpharma.server.dp import SiteLevelDP
 from fedpharma.site.policy import SitePolicy
 from fedpharma.site.runtime import SiteRuntime
@@ -60,21 +67,8 @@ def _site(tmp_path, policy_config, trainer=None):
 
 
 def _site_level_task(rnd, sigma=1.0, clip=1.0, placement="central"):
-    return TrainTask(
-        "run-1",
-        rnd,
-        W0,
-        {
-            "epochs": 1,
-            "seed": rnd,
-            "dp_site": True,
-            "site_noise_multiplier": sigma,
-            "clip_norm": clip,
-            "noise_placement": placement,
-            "planned_sites": 4,
-            "min_sites": 4,
-        },
-    )
+    site_dp = SiteDP(sigma, clip, planned_sites=4, min_sites=4, placement=placement)
+    return TrainTask("run-1", rnd, W0, TrainSettings(LocalTraining(1, rnd), site_dp=site_dp))
 
 
 def test_task_over_budget_is_refused_before_training_and_charges_nothing(tmp_path):
@@ -101,7 +95,7 @@ def test_site_without_a_budget_for_the_relation_refuses(tmp_path):
 
 def test_require_dp_refuses_a_plain_task(tmp_path):
     site, trainer, _ = _site(tmp_path, SitePolicyConfig(require_dp=True))
-    reply = site.handle(TrainTask("run-1", 1, W0, {"epochs": 1, "seed": 1}))
+    reply = site.handle(TrainTask("run-1", 1, W0, TrainSettings(LocalTraining(1, 1))))
     assert isinstance(reply, Refusal) and "requires differential privacy" in reply.reason
     assert trainer.fits == 0
 
@@ -136,7 +130,7 @@ def test_distributed_noise_share_has_std_sigma_c_over_sqrt_n(tmp_path):
 
     def task(placement):
         base = _site_level_task(1, sigma=sigma, clip=clip, placement=placement)
-        return TrainTask(base.run_id, base.round, big, base.config)
+        return TrainTask(base.run_id, base.round, big, base.settings)
 
     share = (
         site.handle(task("distributed")).update.flatten()

@@ -11,7 +11,8 @@ from grpc_fakes import EchoHandler, SiteThread, parameters, serving
 
 from fedpharma.protocol import EvaluateResult, EvaluateTask, Failure, TrainResult, TrainTask
 from fedpharma.server.audit import AuditLog, read_entries, verify
-from fedpharma.strategy import FedAvg, LoopSettings
+from fedpharma.server.federation import Federation, FederationSettings
+from fedpharma.strategy import FedAvg
 from fedpharma.transport.grpc import SiteConnection, SiteTls
 from fedpharma.transport.inprocess import InProcessChannel
 
@@ -34,7 +35,7 @@ def test_three_sites_answer_train_and_evaluate_tasks_like_the_in_process_channel
     audit = AuditLog(tmp_path / "audit.jsonl")
     with serving(pki_root, audit=audit) as server:
         handlers, threads = _start_sites(server, pki_root)
-        tasks = {s: TrainTask("run-1", 1, w0, {"epochs": 1}) for s in SITES}
+        tasks = {s: TrainTask("run-1", 1, w0) for s in SITES}
         replies = server.channel.exchange(tasks, timeout=10)
         expected = InProcessChannel(handlers).exchange(tasks)
         evaluated = server.channel.exchange({s: EvaluateTask("run-1", 1, w0) for s in SITES}, 10)
@@ -56,11 +57,11 @@ def test_three_sites_answer_train_and_evaluate_tasks_like_the_in_process_channel
     assert verify(tmp_path / "audit.jsonl").ok
 
 
-def test_a_strategy_runs_rounds_over_grpc(pki_root):
+def test_a_federation_runs_rounds_over_grpc(pki_root):
     with serving(pki_root) as server:
         _, threads = _start_sites(server, pki_root)
-        strategy = FedAvg(LoopSettings(min_sites=3, timeout=10))
-        final = strategy.run(server.channel, parameters(20), rounds=2, run_id="run-1")
+        federation = Federation(FedAvg(), FederationSettings(min_sites=3, timeout=10))
+        final = federation.run(server.channel, parameters(20), rounds=2, run_id="run-1")
         server.finish(wait=5)
         for t in threads:
             t.join()

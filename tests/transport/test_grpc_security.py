@@ -5,7 +5,7 @@ from grpc_fakes import EchoHandler, SiteThread, fast_coordinator, parameters, se
 
 import fedpharma.transport.grpc.client as client_module
 from fedpharma.errors import ConfigError, TransportError
-from fedpharma.protocol import TrainTask
+from fedpharma.protocol import PROTOCOL_VERSION, TrainTask
 from fedpharma.server.audit import AuditLog, read_entries
 from fedpharma.transport import pki
 from fedpharma.transport.grpc import (
@@ -101,7 +101,7 @@ def test_a_protocol_version_mismatch_names_both_versions(pki_root, monkeypatch):
     monkeypatch.setattr(client_module, "PROTOCOL_VERSION", 99)
     with serving(pki_root) as server:
         folder = pki_root / "sites" / "site-a"
-        with pytest.raises(VersionMismatch, match=r"version 99.*version 1"):
+        with pytest.raises(VersionMismatch, match=rf"version 99.*version {PROTOCOL_VERSION}"):
             run_site(server.address, SiteTls.from_folder(folder), EchoHandler("site-a"))
 
 

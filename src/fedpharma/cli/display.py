@@ -9,7 +9,7 @@ import typer
 
 from fedpharma.evaluation.metrics import PRIMARY_METRIC
 from fedpharma.privacy import RELATIONS
-from fedpharma.strategy import RoundRecord
+from fedpharma.server.round import RoundRecord
 
 if TYPE_CHECKING:
     from fedpharma.site.policy import SitePolicy

@@ -3,17 +3,28 @@ spread (see :mod:`fedpharma.server.label_statistics`)."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 import numpy.typing as npt
 
 
-def statistics_metrics(labels: npt.NDArray[np.floating]) -> dict[str, float]:
-    """A site's contribution: per task t, ``count:t``, ``sum:t``, ``sum_of_squares:t``."""
+@dataclass(frozen=True)
+class LabelSums:
+    """Per task: the count of observed labels, their sum and their sum of squares."""
+
+    count: tuple[float, ...]
+    total: tuple[float, ...]
+    sum_of_squares: tuple[float, ...]
+
+
+def label_sums(labels: npt.NDArray[np.floating]) -> LabelSums:
+    """A site's contribution, over its observed labels only (a missing label is NaN)."""
     observed = ~np.isnan(labels)
     values = np.where(observed, labels, 0.0).astype(np.float64)
-    out = {}
-    for t in range(labels.shape[1]):
-        out[f"count:{t}"] = float(observed[:, t].sum())
-        out[f"sum:{t}"] = float(values[:, t].sum())
-        out[f"sum_of_squares:{t}"] = float((values[:, t] ** 2).sum())
-    return out
+    columns = range(labels.shape[1])
+    return LabelSums(
+        tuple(float(observed[:, t].sum()) for t in columns),
+        tuple(float(values[:, t].sum()) for t in columns),
+        tuple(float((values[:, t] ** 2).sum()) for t in columns),
+    )

@@ -1,4 +1,4 @@
-"""Versioned messages, their wire codec, and the Channel interface every transport implements."""
+"""Versioned messages, their typed task settings and wire codec, and the Channel interface."""
 
 from fedpharma.protocol.channel import Channel
 from fedpharma.protocol.messages import (
@@ -8,6 +8,8 @@ from fedpharma.protocol.messages import (
     EvaluateResult,
     EvaluateTask,
     Failure,
+    LabelStatisticsResult,
+    LabelStatisticsTask,
     Refusal,
     Reply,
     SecureReply,
@@ -16,20 +18,38 @@ from fedpharma.protocol.messages import (
     TrainResult,
     TrainTask,
 )
+from fedpharma.protocol.settings import (
+    CKKSSettings,
+    LocalTraining,
+    RecordDP,
+    SecAggSettings,
+    SecureSettings,
+    SiteDP,
+    TrainSettings,
+)
 
 __all__ = [
     "PROTOCOL_VERSION",
+    "CKKSSettings",
     "Channel",
     "DescribeTask",
     "DescriptionReply",
     "EvaluateResult",
     "EvaluateTask",
     "Failure",
+    "LabelStatisticsResult",
+    "LabelStatisticsTask",
+    "LocalTraining",
+    "RecordDP",
     "Refusal",
     "Reply",
+    "SecAggSettings",
     "SecureReply",
+    "SecureSettings",
     "SecureTask",
+    "SiteDP",
     "Task",
     "TrainResult",
+    "TrainSettings",
     "TrainTask",
 ]

@@ -6,9 +6,10 @@ Layout (integers little-endian)::
 
 Secure-aggregation messages carry their opaque ``payload`` bytes in place of the parameters.
 
-The header holds the message type, the protocol version and the scalar fields. Decoding checks
-every field's type, so a malformed or hostile message becomes a :class:`ProtocolError` that says
-what is wrong, and nothing else.
+The header holds the message type, the protocol version and the scalar fields; a train task's
+typed settings are a nested object (:mod:`fedpharma.protocol.settings`). Decoding checks every
+field's type, so a malformed or hostile message becomes a :class:`ProtocolError` that says what
+is wrong, and nothing else.
 """
 
 from __future__ import annotations
@@ -28,6 +29,8 @@ from fedpharma.protocol.messages import (
     DescriptionReply,
     EvaluateResult,
     EvaluateTask,
+    LabelStatisticsResult,
+    LabelStatisticsTask,
     Refusal,
     Reply,
     SecureReply,
@@ -36,6 +39,7 @@ from fedpharma.protocol.messages import (
     TrainResult,
     TrainTask,
 )
+from fedpharma.protocol.settings import TrainSettings, settings_from_json, settings_to_json
 
 MAGIC = b"FPM1"
 MAX_HEADER_BYTES = 1 << 20
@@ -55,6 +59,8 @@ _TYPES: dict[str, type[Any]] = {
         SecureReply,
         DescribeTask,
         DescriptionReply,
+        LabelStatisticsTask,
+        LabelStatisticsResult,
     )
 }
 _PARAMETER_FIELDS = ("parameters", "update")
@@ -69,6 +75,7 @@ _SCALAR_TYPES = {
     "description": str,
 }
 _INT_FIELDS = ("round", "n_examples")
+_NUMBER_LIST_FIELDS = ("count", "total", "sum_of_squares")
 
 
 def encode_message(message: Message) -> bytes:
@@ -87,6 +94,8 @@ def encode_message_parts(message: Message) -> EncodedMessage:
             payload = value.wire_parts
         elif f.name in _BYTES_FIELDS:
             payload = (bytes(value),)
+        elif isinstance(value, TrainSettings):
+            header[f.name] = settings_to_json(value)
         else:
             header[f.name] = value
     try:
@@ -126,7 +135,7 @@ def decode_message(data: bytes | memoryview) -> Message:
         elif f.name in _BYTES_FIELDS:
             kwargs[f.name] = bytes(data[8 + header_len :])
         elif f.name not in header:
-            if f.name in ("config", "metrics"):
+            if f.name == "metrics":
                 kwargs[f.name] = {}
                 continue
             raise ProtocolError(f"{cls.__name__} lacks field {f.name!r}")
@@ -154,14 +163,12 @@ def _check_field(type_name: str, name: str, value: Any) -> Any:
         ):
             raise ProtocolError(f"{where} must map names to finite numbers")
         return {k: float(v) for k, v in value.items()}
-    if name == "config" and not (
-        isinstance(value, dict)
-        and all(
-            isinstance(k, str) and (isinstance(v, str | bool) or _is_number(v))
-            for k, v in value.items()
-        )
-    ):
-        raise ProtocolError(f"{where} must map names to strings, booleans or finite numbers")
+    if name == "settings":
+        return settings_from_json(value)
+    if name in _NUMBER_LIST_FIELDS:
+        if not isinstance(value, list) or not all(_is_number(v) for v in value):
+            raise ProtocolError(f"{where} must be a list of finite numbers")
+        return tuple(float(v) for v in value)
     return value
 
 

@@ -1,12 +1,13 @@
 """The messages a coordinator and a site exchange, as frozen dataclasses.
 
-A round is a coordinator's :class:`TrainTask` (global parameters + the site's configuration)
-answered by a site's :class:`TrainResult` (its update Δ_k = w_k − w, its example count n_k and
-training metrics), or by a :class:`Refusal` when the site's policy forbids the task. Evaluation
-follows the same pattern with :class:`EvaluateTask` / :class:`EvaluateResult`. A :class:`Failure`
-is what a *channel* reports when it could not get any answer from a site (crash, timeout).
+A round is a coordinator's :class:`TrainTask` (global parameters + the site's typed
+:class:`~fedpharma.protocol.settings.TrainSettings`) answered by a site's :class:`TrainResult`
+(its update Δ_k = w_k − w, its example count n_k and training metrics), or by a :class:`Refusal`
+when the site's policy forbids the task. Evaluation follows the same pattern with
+:class:`EvaluateTask` / :class:`EvaluateResult`. A :class:`Failure` is what a *channel* reports
+when it could not get any answer from a site (crash, timeout).
 
-Under secure aggregation a site answers a :class:`TrainTask` whose config has ``secure`` set
+Under secure aggregation a site answers a :class:`TrainTask` whose settings have ``secure`` set
 with a :class:`SecureReply` instead of its update — phase ``"advertise"`` (a key advertisement)
 for pairwise masking (``"secagg"``, Bonawitz et al. 2017), phase ``"encrypted_update"`` for CKKS
 (``"ckks"``) — and the coordinator drives the remaining phases with :class:`SecureTask` messages
@@ -14,7 +15,9 @@ whose opaque ``payload`` is a :mod:`fedpharma.secure` message's bytes.
 
 Before a site takes part in any round, the coordinator sends it a :class:`DescribeTask`; the
 site's :class:`DescriptionReply` says how it prepares its data, and a site whose preprocessing
-differs from the run's recipe is refused at join.
+differs from the run's recipe is refused at join. Before the first round the coordinator may
+send a :class:`LabelStatisticsTask`, answered by the site's per-task label sums
+(:class:`LabelStatisticsResult`), to start the output layer at the labels.
 """
 
 from __future__ import annotations
@@ -23,20 +26,21 @@ from dataclasses import dataclass, field
 
 from fedpharma.errors import ProtocolError
 from fedpharma.params import Parameters
+from fedpharma.protocol.settings import TrainSettings
 
-PROTOCOL_VERSION = 1
-
-Scalar = bool | int | float | str
+PROTOCOL_VERSION = 2
+"""Version 2: train tasks carry typed settings; label statistics are their own task."""
 
 
 @dataclass(frozen=True)
 class TrainTask:
-    """Train on local data starting from ``parameters``; ``config`` carries epochs, seed, μ..."""
+    """Train on local data starting from ``parameters``, as ``settings`` say (epochs, seed, μ,
+    DP, secure aggregation)."""
 
     run_id: str
     round: int
     parameters: Parameters
-    config: dict[str, Scalar] = field(default_factory=dict)
+    settings: TrainSettings = field(default_factory=TrainSettings)
 
 
 @dataclass(frozen=True)
@@ -46,7 +50,6 @@ class EvaluateTask:
     run_id: str
     round: int
     parameters: Parameters
-    config: dict[str, Scalar] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -142,16 +145,38 @@ class DescriptionReply:
     description: str
 
 
-Task = TrainTask | EvaluateTask | SecureTask | DescribeTask
-Reply = TrainResult | EvaluateResult | Refusal | SecureReply | DescriptionReply
+@dataclass(frozen=True)
+class LabelStatisticsTask:
+    """Send your training labels' per-task sums, to start the output layer at the labels."""
+
+    run_id: str
+    round: int
+
+
+@dataclass(frozen=True)
+class LabelStatisticsResult:
+    """Per task t: the count of observed training labels, their sum and their sum of squares —
+    the same kind of aggregate as n_k, nothing of any single record."""
+
+    run_id: str
+    round: int
+    site: str
+    count: tuple[float, ...]
+    total: tuple[float, ...]
+    sum_of_squares: tuple[float, ...]
+
+
+Task = TrainTask | EvaluateTask | SecureTask | DescribeTask | LabelStatisticsTask
+Reply = (
+    TrainResult | EvaluateResult | Refusal | SecureReply | DescriptionReply | LabelStatisticsResult
+)
 
 
 def secure_mode(task: Task) -> str | None:
     """The secure-aggregation mode a train task runs under ("secagg", "ckks"), else None."""
-    if not isinstance(task, TrainTask):
+    if not isinstance(task, TrainTask) or task.settings.secure is None:
         return None
-    mode = task.config.get("secure")
-    return mode if isinstance(mode, str) and mode in SECURE_FIRST_PHASE else None
+    return task.settings.secure.kind
 
 
 def validate_reply(task: Task, site: str, reply: Reply) -> Reply:
@@ -168,6 +193,8 @@ def validate_reply(task: Task, site: str, reply: Reply) -> Reply:
         expected = (TrainResult, Refusal)
     elif isinstance(task, DescribeTask):
         expected = (DescriptionReply, Refusal)
+    elif isinstance(task, LabelStatisticsTask):
+        expected = (LabelStatisticsResult, Refusal)
     else:
         expected = (EvaluateResult, Refusal)
     if not isinstance(reply, expected):

@@ -16,6 +16,7 @@ import numpy as np
 import numpy.typing as npt
 
 from fedpharma.errors import CryptoError
+from fedpharma.protocol.settings import SecAggSettings
 
 RingVector = npt.NDArray[np.unsignedinteger]
 RING_DTYPES: dict[int, np.dtype[np.unsignedinteger]] = {
@@ -34,6 +35,16 @@ class FixedPoint:
     clip: float = 1.0
     max_sites: int = 100
     max_examples: int = 1_000_000
+
+    @classmethod
+    def from_settings(cls, settings: SecAggSettings) -> FixedPoint:
+        """The codec a secagg round's settings name, the same at the coordinator and the sites."""
+        return cls(
+            bits=settings.ring_bits,
+            clip=settings.clip,
+            max_sites=settings.max_sites,
+            max_examples=settings.max_examples,
+        )
 
     def __post_init__(self) -> None:
         problems = []

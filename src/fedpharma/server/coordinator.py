@@ -1,4 +1,4 @@
-"""The coordinator process: serve the sites over gRPC + mTLS, run the strategy, persist, audit.
+"""The coordinator process: serve the sites over gRPC + mTLS, run the Federation, persist, audit.
 
 One run is one directory ``RUN = runs_dir/<run id>``:
 
@@ -43,28 +43,19 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
-from fedpharma import params as params_codec
 from fedpharma.config import RunConfig, ServerConfig
 from fedpharma.data.dataset import Task as DataTask
 from fedpharma.errors import ConfigError, DataError, RoundFailed
 from fedpharma.params import Parameters
 from fedpharma.privacy import production_rng
-from fedpharma.protocol import Channel, EvaluateTask, Failure, Reply, Task, TrainTask
+from fedpharma.protocol import EvaluateTask, Failure, Reply, Task, TrainTask
 from fedpharma.secure.ckks import PublicContext, load_public_context
 from fedpharma.server.audit import AuditHead, AuditLog, verify
 from fedpharma.server.join import JoinGate, JoinLog, expected_preprocessing
 from fedpharma.server.label_statistics import calibrated_start
-from fedpharma.server.plan import strategy_for
+from fedpharma.server.plan import build_federation
+from fedpharma.server.round import RoundRecord
 from fedpharma.server.store import RunStore
-from fedpharma.strategy import (
-    RoundObserver,
-    RoundRecord,
-    Strategy,
-)
-from fedpharma.strategy.aggregate import MomentState
-from fedpharma.strategy.fedopt import FedOpt
 from fedpharma.transport.pki import CKKS_PUBLIC_FILE
 
 MANIFEST_FILE, STORE_FILE, AUDIT_FILE, HEAD_FILE = (
@@ -124,45 +115,6 @@ def model_shape(recipe: RunConfig, n_features: int | None = None) -> ModelShape:
         ["[server] a tabular file dataset needs `n_features` (the width of the sites' inputs)"],
         "server config",
     )
-
-
-# ----- server-optimizer state -----------------------------------------------------------------
-
-
-def strategy_state(strategy: Strategy) -> bytes | None:
-    """The strategy's state as bytes (FedOpt's moments), or None for a stateless strategy."""
-    if isinstance(strategy, FedOpt) and strategy.state is not None:
-        state = Parameters(("m", "v"), (strategy.state.m, strategy.state.v))
-        return params_codec.encode(state)
-    return None
-
-
-def restore_strategy_state(strategy: Strategy, blob: bytes | None, rnd: int) -> None:
-    """Put back what :func:`strategy_state` saved after round ``rnd``."""
-    if not isinstance(strategy, FedOpt):
-        return
-    if blob is None:
-        raise DataError(
-            f"the run store holds no server-optimizer state for round {rnd}; a "
-            f"{type(strategy).__name__} run cannot be resumed exactly without it"
-        )
-    state = params_codec.decode(blob)
-    if state.names != ("m", "v"):
-        raise DataError(f"server-optimizer state of round {rnd} is not FedOpt moments")
-    m, v = (np.asarray(a, dtype=np.float64) for a in state.arrays)
-    strategy.state = MomentState(m, v)
-
-
-class _StateSaver:
-    """Saves the server optimizer's state *before* the store commits the round's checkpoint."""
-
-    def __init__(self, store: RunStore, strategy: Strategy) -> None:
-        self.store, self.strategy = store, strategy
-
-    def on_round(self, record: RoundRecord) -> None:
-        blob = strategy_state(self.strategy)
-        if blob is not None:
-            self.store.save_server_state(record.round, blob)
 
 
 class _AuditRounds:
@@ -333,32 +285,16 @@ def run_coordinator(
     # What every site's preprocessing must match, computed once from the recipe (no key).
     join_check = expected_preprocessing(recipe)
     initial = build_trainer(recipe, shape).initial_parameters(recipe.seed)
-    # Site-level DP noise in deployment comes from the OS CSPRNG, never from the recipe's seed.
-    strategy = strategy_for(
-        recipe,
-        planned_sites=recipe.partition.n_sites,
-        noise_rng=production_rng(),
-        timeout=config.round_control.round_timeout,
-        ckks_context=_ckks_context(config) if recipe.secure.mode == "ckks" else None,
-    )
 
     if resume is None:
         run_id, run_dir = _new_run(config, recipe)
         store = RunStore.create(run_dir / STORE_FILE, run_id, recipe.to_dict())
         audit = AuditLog(run_dir / AUDIT_FILE)
         audit.record("run_started", reason=f"{recipe.rounds} rounds of {recipe.strategy.name}")
-        completed, parameters = 0, initial
     else:
         run_id, run_dir = _open_run(resume, config, recipe)
         store = RunStore(run_dir / STORE_FILE)
         audit = AuditLog(run_dir / AUDIT_FILE)
-        checkpoint = store.latest_checkpoint()
-        completed, parameters = (0, initial) if checkpoint is None else checkpoint
-        if checkpoint is not None:
-            checkpoint[1].check_matches(initial, "checkpoint")
-            restore_strategy_state(strategy, store.server_state(completed), completed)
-        audit.record("resume", round=completed + 1, reason=f"last completed round {completed}")
-        say(f"resumed at round {completed + 1} (run {run_id}, last completed round {completed})")
 
     tls = None if config.server.tls is None else ServerTls.from_folder(Path(config.server.tls))
     server_settings = CoordinatorSettings(
@@ -382,13 +318,6 @@ def run_coordinator(
         audit=audit,
         on_status=transport_status,
     )
-    progress = _Progress(parameters, completed, recipe.rounds, say)
-    observers: list[RoundObserver] = [
-        _StateSaver(store, strategy),  # before the checkpoint: see RunStore.save_server_state
-        store,
-        _AuditRounds(audit, run_dir / HEAD_FILE),
-        progress,
-    ]
     control = config.round_control
     # Sites are listed (to the round loop and to the calibration) only once admitted at join.
     gate = JoinGate(
@@ -401,66 +330,59 @@ def run_coordinator(
         dismiss=server.channel.dismiss,
         connection_of=server.channel.connection,
     )
-    channel = _AnnouncingChannel(gate, recipe.rounds, say)
 
-    def calibrate(parameters: Parameters, sites: Channel) -> Parameters:
+    def calibrate(parameters: Parameters) -> Parameters:
         """Start the output layer at the labels, exactly as a simulation does."""
-        timeout = config.round_control.round_timeout
         calibrated, how = calibrated_start(
-            recipe, sites, run_id, parameters, shape.task, shape.n_tasks, timeout
+            recipe, gate, run_id, parameters, shape.task, shape.n_tasks, control.round_timeout
         )
         say(how)
         return calibrated
 
-    min_sites = strategy.settings.min_sites
+    progress = _Progress(initial, 0, recipe.rounds, say)
+    # Site-level DP noise in deployment comes from the OS CSPRNG, never from the recipe's seed.
+    federation = build_federation(
+        recipe,
+        planned_sites=recipe.partition.n_sites,
+        noise_rng=production_rng(),
+        timeout=control.round_timeout,
+        ckks_context=_ckks_context(config) if recipe.secure.mode == "ckks" else None,
+        store=store,
+        observers=[_AuditRounds(audit, run_dir / HEAD_FILE), progress],
+        prepare=calibrate,
+        on_status=say,
+        wait_for_sites=control.wait_for_sites,
+        retries=control.retries,
+    )
     try:
+        if resume is not None:
+            completed, parameters = federation.resume(initial)
+            progress.parameters, progress.completed = parameters, completed
+            audit.record("resume", round=completed + 1, reason=f"last completed round {completed}")
+            say(
+                f"resumed at round {completed + 1} (run {run_id}, last completed round {completed})"
+            )
         server.start()
         if on_listening is not None:
             on_listening(server.address)
         say(f"run directory {run_dir}")
-        failures, calibrated = 0, False
-        while progress.completed < recipe.rounds:
-            rnd = progress.completed + 1
-            connected = gate.available_sites()
-            if len(connected) < min_sites:
-                say(
-                    f"waiting for sites: {len(connected)} of {min_sites} needed admitted"
-                    + (f" ({', '.join(connected)})" if connected else "")
-                )
-                connected = gate.wait_for_sites(min_sites, control.wait_for_sites)
-            if len(connected) < min_sites:
-                reason = (
-                    f"round {rnd}: only {len(connected)} of the {min_sites} site(s) needed "
-                    f"connected and admitted within {control.wait_for_sites:g} s"
-                )
-            else:
-                if progress.completed == 0 and not calibrated:
-                    progress.parameters = calibrate(progress.parameters, gate)
-                    calibrated = True
-                try:
-                    strategy.run(
-                        channel,
-                        progress.parameters,
-                        recipe.rounds,
-                        run_id=run_id,
-                        observers=observers,
-                        first_round=rnd,
-                    )
-                    continue
-                except RoundFailed as exc:
-                    reason = str(exc)
-            if progress.completed >= rnd:  # a later round failed: the retry count starts anew
-                failures = 0
-            failures += 1
-            if failures > control.retries:
-                stop = f"stopped: {reason}; gave up after {control.retries} retries"
-                say(stop)
-                server.finish(stop, wait=FINISH_WAIT_SECONDS)
-                server.stop()
-                audit.record("run_finished", round=progress.completed + 1, reason=stop[:1000])
-                write_head(run_dir / HEAD_FILE, audit.head)
-                raise RoundFailed(stop)
-            say(f"{reason}; retry {failures} of {control.retries}")
+        try:
+            federation.run(
+                _AnnouncingChannel(gate, recipe.rounds, say),
+                progress.parameters,
+                recipe.rounds,
+                run_id=run_id,
+                first_round=progress.completed + 1,
+                wait_for_sites=gate.wait_for_sites,
+            )
+        except RoundFailed as exc:
+            stop = str(exc)
+            say(stop)
+            server.finish(stop, wait=FINISH_WAIT_SECONDS)
+            server.stop()
+            audit.record("run_finished", round=progress.completed + 1, reason=stop[:1000])
+            write_head(run_dir / HEAD_FILE, audit.head)
+            raise
         say(f"run {run_id} finished after {progress.completed} rounds; telling the sites")
         server.finish("run finished", wait=FINISH_WAIT_SECONDS)
         server.stop()  # in-flight calls (the sites' leaves) are recorded before the end

@@ -31,11 +31,11 @@ from fedpharma.privacy import (
     update_noise_multiplier_with_adaptive_clipping,
 )
 from fedpharma.protocol import TrainResult
-from fedpharma.protocol.messages import Scalar
+from fedpharma.protocol.settings import WITHIN_CLIP_METRIC, RecordDP, SiteDP
 
 
 class SiteLevelDP:
-    """An :class:`~fedpharma.strategy.UpdateAggregator` for site-level DP.
+    """An :class:`~fedpharma.server.federation.UpdateAggregator` for site-level DP.
 
     ``noise_multiplier`` is σ, what every site's ledger is charged per round; ``planned_sites`` is
     K, the fixed denominator and the number of noise shares; ``min_sites`` is the fewest updates
@@ -110,15 +110,14 @@ class SiteLevelDP:
     def clip_norm(self) -> float:
         return self.clipping.clip_norm
 
-    def task_settings(self, rnd: int) -> dict[str, Scalar]:
-        return {
-            "dp_site": True,
-            "clip_norm": self.clip_norm,
-            "site_noise_multiplier": self.noise_multiplier,
-            "noise_placement": "distributed" if self.distributed else "central",
-            "planned_sites": self.planned_sites,
-            "min_sites": self.min_sites,
-        }
+    def task_settings(self, rnd: int) -> SiteDP:
+        return SiteDP(
+            noise_multiplier=self.noise_multiplier,
+            clip_norm=self.clip_norm,
+            planned_sites=self.planned_sites,
+            min_sites=self.min_sites,
+            placement="distributed" if self.distributed else "central",
+        )
 
     def mean_update(self, rnd: int, results: Sequence[TrainResult]) -> Parameters:
         template = results[0].update
@@ -134,9 +133,7 @@ class SiteLevelDP:
             total = total + gaussian_noise(total.shape, std, self.rng)
         if self.adaptive:
             bits = [
-                r.metrics["update_within_clip"]
-                for r in results
-                if "update_within_clip" in r.metrics
+                r.metrics[WITHIN_CLIP_METRIC] for r in results if WITHIN_CLIP_METRIC in r.metrics
             ]
             if bits:
                 fraction = noised_unclipped_fraction(bits, self.clipping.count_noise_std, self.rng)
@@ -144,23 +141,18 @@ class SiteLevelDP:
         return template.unflatten(total / self.planned_sites)
 
 
-def record_level_settings(config: RunConfig) -> dict[str, Scalar]:
-    """What every train task carries so that sites run (and charge) DP-SGD."""
+def record_level_settings(config: RunConfig) -> RecordDP | None:
+    """What every train task carries so that sites run (and charge) DP-SGD; None without."""
     dp = config.privacy
     if not dp.record_level:
-        return {}
-    settings: dict[str, Scalar] = {
-        "dp_record": True,
-        "max_grad_norm": dp.max_grad_norm,
-        "delta": dp.delta,
-        "planned_rounds": config.rounds,
-    }
-    if dp.noise_multiplier is not None:
-        settings["noise_multiplier"] = dp.noise_multiplier
-    else:
-        assert dp.target_epsilon is not None
-        settings["target_epsilon"] = dp.target_epsilon
-    return settings
+        return None
+    return RecordDP(
+        dp.max_grad_norm,
+        dp.delta,
+        config.rounds,
+        noise_multiplier=dp.noise_multiplier,
+        target_epsilon=dp.target_epsilon if dp.noise_multiplier is None else None,
+    )
 
 
 def site_level_aggregator(

@@ -1,9 +1,10 @@
 """Agree on label statistics across sites without pooling any label.
 
-Each site answers a statistics task with, per task, its count of observed labels, their sum and
-their sum of squares over its training data; the coordinator adds them up. Only those three sums
-per site and task leave a site (the same kind of aggregate as n_k); a site whose policy requires
-differential privacy refuses, and the run starts from an uncalibrated head instead.
+Each site answers a :class:`~fedpharma.protocol.LabelStatisticsTask` with, per task, its count
+of observed labels, their sum and their sum of squares over its training data; the coordinator
+adds them up. Only those three sums per site and task leave a site (the same kind of aggregate
+as n_k); a site whose policy requires differential privacy refuses, and the run starts from an
+uncalibrated head instead.
 """
 
 from __future__ import annotations
@@ -18,9 +19,8 @@ from fedpharma.data.dataset import Task as LearningTask
 from fedpharma.errors import ConfigError
 from fedpharma.models.output import calibrate_output_layer
 from fedpharma.params import Parameters
-from fedpharma.protocol import Channel, EvaluateResult, EvaluateTask, Task
-
-STATISTICS_TASK = {"label_statistics": True}
+from fedpharma.protocol import Channel, LabelStatisticsResult, LabelStatisticsTask, Task
+from fedpharma.server.round import sort_replies
 
 
 @dataclass(frozen=True)
@@ -34,31 +34,20 @@ class LabelStatistics:
 
 
 def gather_label_statistics(
-    channel: Channel,
-    run_id: str,
-    parameters: Parameters,
-    n_tasks: int,
-    timeout: float | None = None,
+    channel: Channel, run_id: str, n_tasks: int, timeout: float | None = None
 ) -> LabelStatistics | None:
     """Sum the sites' label statistics; None when no site contributed."""
     tasks: dict[str, Task] = {
-        site: EvaluateTask(run_id, 0, parameters, dict(STATISTICS_TASK))
-        for site in channel.available_sites()
+        site: LabelStatisticsTask(run_id, 0) for site in channel.available_sites()
     }
-    replies = channel.exchange(tasks, timeout)
+    results, _, _ = sort_replies(tasks, channel.exchange(tasks, timeout))
     count, total, squares = np.zeros(n_tasks), np.zeros(n_tasks), np.zeros(n_tasks)
     contributors = []
-    for site, reply in sorted(replies.items()):
-        if not isinstance(reply, EvaluateResult) or reply.site != site or reply.run_id != run_id:
+    for site, reply in sorted(results.items()):
+        if not isinstance(reply, LabelStatisticsResult):
             continue
-        try:
-            parts = [
-                np.array([reply.metrics[f"{key}:{t}"] for t in range(n_tasks)])
-                for key in ("count", "sum", "sum_of_squares")
-            ]
-        except KeyError:
-            continue
-        if np.any(parts[0] < 0):
+        parts = [np.array(p) for p in (reply.count, reply.total, reply.sum_of_squares)]
+        if any(len(p) != n_tasks for p in parts) or np.any(parts[0] < 0):
             continue
         count, total, squares = count + parts[0], total + parts[1], squares + parts[2]
         contributors.append(site)
@@ -99,7 +88,7 @@ def calibrated_start(
         ), "output layer set from the public label prior"
     if not config.training.calibrate_output or config.privacy.enabled:
         return parameters, "output layer as initialised"
-    statistics = gather_label_statistics(channel, run_id, parameters, n_tasks, timeout)
+    statistics = gather_label_statistics(channel, run_id, n_tasks, timeout)
     if statistics is None:
         return parameters, "output layer as initialised (no site sent label statistics)"
     calibrated = calibrate_output_layer(parameters, task, statistics.mean, statistics.std)

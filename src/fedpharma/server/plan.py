@@ -1,38 +1,57 @@
-"""The strategy a run recipe asks for — the same for a simulation and a deployed coordinator."""
+"""The Federation a run recipe asks for — the same for a simulation and a deployed coordinator."""
 
 from __future__ import annotations
+
+from collections.abc import Callable, Sequence
 
 import numpy as np
 
 from fedpharma.config import RunConfig
 from fedpharma.errors import ConfigError
+from fedpharma.params import Parameters
 from fedpharma.secure.ckks import PublicContext
 from fedpharma.server.dp import record_level_settings, site_level_aggregator
+from fedpharma.server.federation import Checkpoints, Federation, FederationSettings
+from fedpharma.server.round import RoundObserver
 from fedpharma.server.secure import CKKSCollector, SecAggCollector
-from fedpharma.strategy import LoopSettings, Strategy, build_strategy
+from fedpharma.strategy import build_strategy
 
 
-def strategy_for(
+def _quiet(_: str) -> None:
+    return None
+
+
+def build_federation(
     recipe: RunConfig,
     *,
     planned_sites: int,
     noise_rng: np.random.Generator,
     timeout: float | None = None,
     ckks_context: PublicContext | None = None,
-) -> Strategy:
-    """The recipe's strategy and loop settings, its record-level DP task settings, and its
+    store: Checkpoints | None = None,
+    observers: Sequence[RoundObserver] = (),
+    prepare: Callable[[Parameters], Parameters] | None = None,
+    on_status: Callable[[str], None] = _quiet,
+    wait_for_sites: float | None = None,
+    retries: int = 0,
+) -> Federation:
+    """The recipe's strategy and round settings, its record-level DP task settings, and its
     site-level DP aggregator for ``planned_sites`` sites (noise drawn from ``noise_rng``:
     seeded in a simulation, the OS CSPRNG in a deployment). With ``[secure] mode`` set, the
     mean update is collected by secure aggregation: pairwise masks (``"secagg"``) or CKKS
-    (``"ckks"``, with the coordinator's keyless ``ckks_context``)."""
-    settings = LoopSettings(
+    (``"ckks"``, with the coordinator's keyless ``ckks_context``). The other arguments go to
+    :class:`~fedpharma.server.federation.Federation` (``timeout``, ``wait_for_sites`` and
+    ``retries`` to its settings)."""
+    settings = FederationSettings(
         local_epochs=recipe.training.local_epochs,
         fraction_fit=recipe.strategy.fraction_fit,
         min_sites=recipe.strategy.min_sites,
         evaluate_every=recipe.strategy.evaluate_every,
         timeout=timeout,
         seed=recipe.seed,
-        train_settings=record_level_settings(recipe),
+        record_dp=record_level_settings(recipe),
+        wait_for_sites=wait_for_sites,
+        retries=retries,
     )
     aggregator = site_level_aggregator(recipe, planned_sites, noise_rng)
     collector: SecAggCollector | CKKSCollector | None = None
@@ -60,4 +79,13 @@ def strategy_for(
             collector = CKKSCollector(
                 recipe.secure, ckks_context, dp_planned_sites=dp_planned_sites
             )
-    return build_strategy(recipe.strategy, settings, aggregator, collector)
+    return Federation(
+        build_strategy(recipe.strategy),
+        settings,
+        aggregator=aggregator,
+        collector=collector,
+        store=store,
+        observers=observers,
+        prepare=prepare,
+        on_status=on_status,
+    )

@@ -35,7 +35,7 @@ from fedpharma.config import SecureConfig
 from fedpharma.errors import CryptoError, ProtocolError, RoundFailed
 from fedpharma.params import Parameters
 from fedpharma.protocol import Channel, Failure, Refusal, SecureReply, SecureTask, Task
-from fedpharma.protocol.messages import Scalar
+from fedpharma.protocol.settings import CKKSSettings, SecAggSettings
 from fedpharma.secure.ckks import DecryptedMean, EncryptedUpdate, PublicContext
 from fedpharma.secure.quantize import FixedPoint
 from fedpharma.secure.secagg import (
@@ -47,7 +47,7 @@ from fedpharma.secure.secagg import (
     UnmaskingShares,
     minimum_threshold,
 )
-from fedpharma.strategy.base import sort_replies
+from fedpharma.server.round import sort_replies
 
 
 @dataclass(frozen=True)
@@ -72,23 +72,19 @@ class SecAggCollector:
         return max(self.config.threshold or 0, minimum_threshold(n_sites), 2)
 
     def codec(self, n_sites: int) -> FixedPoint:
-        return FixedPoint(
-            bits=self.config.ring_bits,
+        """The fixed-point codec of a round of ``n_sites``: the sites build the same one from
+        the settings their train task carries."""
+        return FixedPoint.from_settings(self.task_settings(0, n_sites))
+
+    def task_settings(self, rnd: int, n_sites: int) -> SecAggSettings:
+        """What every site of a round of ``n_sites`` must agree on."""
+        return SecAggSettings(
+            threshold=self.threshold(n_sites),
+            ring_bits=self.config.ring_bits,
             clip=self.config.clip,
             max_sites=max(n_sites, 1),
             max_examples=self.config.max_examples,
         )
-
-    def task_settings(self, rnd: int, n_sites: int) -> dict[str, Scalar]:
-        """What every site of a round of ``n_sites`` must agree on."""
-        return {
-            "secure": "secagg",
-            "secure_threshold": self.threshold(n_sites),
-            "secure_ring_bits": self.config.ring_bits,
-            "secure_clip": self.config.clip,
-            "secure_max_sites": max(n_sites, 1),
-            "secure_max_examples": self.config.max_examples,
-        }
 
     def collect(
         self,
@@ -164,12 +160,8 @@ class CKKSCollector:
         """t: the fewest updates a site will decrypt the sum of (the configured one, at least 2)."""
         return max(self.config.threshold or 0, 2)
 
-    def task_settings(self, rnd: int, n_sites: int) -> dict[str, Scalar]:
-        return {
-            "secure": "ckks",
-            "secure_threshold": self.threshold(n_sites),
-            "secure_key_id": self.context.key_id.hex(),
-        }
+    def task_settings(self, rnd: int, n_sites: int) -> CKKSSettings:
+        return CKKSSettings(threshold=self.threshold(n_sites), key_id=self.context.key_id.hex())
 
     def collect(
         self,

@@ -2,8 +2,8 @@
 
 It records the run's config, per-round timings and per-site metrics, refusals and failures, the
 latest model checkpoint with its sha256, and the final comparison of models. It is a
-:class:`~fedpharma.strategy.RoundObserver`, so the round loop writes to it as rounds complete and
-a crash loses at most the round in flight. Only aggregate metrics are stored, never records.
+:class:`~fedpharma.server.round.RoundObserver`, so the round loop writes to it as rounds complete
+and a crash loses at most the round in flight. Only aggregate metrics are stored, never records.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from typing import Any
 from fedpharma import params as params_codec
 from fedpharma.errors import DataError
 from fedpharma.params import Parameters
-from fedpharma.strategy import RoundRecord
+from fedpharma.server.round import RoundRecord
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS run (

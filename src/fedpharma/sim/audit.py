@@ -11,7 +11,7 @@ and its difficulty-calibrated variant (Watson et al. 2022, §3):
 - **site update**: what the site would send in one more round from the final model — its raw
   update Δ_k, which an honest-but-curious coordinator holds without secure aggregation (with
   SecAgg or CKKS it only ever sees the sum). The update comes from the site's own train path
-  (:meth:`SiteRuntime.handle` on the strategy's plaintext train task), so under record-level DP
+  (:meth:`SiteRuntime.handle` on the federation's plaintext train task), so under record-level DP
   it is DP-SGD's, under site-level DP it is clipped (and carries the site's noise share when
   noise is distributed), exactly as the site computes it. That extra round runs on twin
   runtimes whose ledgers live in a scratch folder: the audit is a measurement, not a release,
@@ -49,8 +49,8 @@ from fedpharma.evaluation.membership import (
 )
 from fedpharma.params import Parameters
 from fedpharma.protocol import Refusal, TrainResult, TrainTask
+from fedpharma.server.federation import Federation
 from fedpharma.site.runtime import SiteRuntime
-from fedpharma.strategy import Strategy
 
 RuntimeFactory = Callable[[RunConfig, Path], Mapping[str, SiteRuntime]]
 """Builds the simulation's site runtimes for a recipe, with their state under a folder."""
@@ -62,7 +62,7 @@ def audit_privacy(
     config: RunConfig,
     sites: Mapping[str, SiteData],
     predictors: Mapping[str, Predictor],
-    strategy: Strategy,
+    federation: Federation,
     runtimes_for: RuntimeFactory,
     *,
     run_id: str,
@@ -85,7 +85,7 @@ def audit_privacy(
     }
     # After the final-model audit: a site's trainer may hold state (a private head) that
     # the extra round moves on.
-    updates = next_round_updates(config, strategy, runtimes_for, run_id=run_id, start=final)
+    updates = next_round_updates(config, federation, runtimes_for, run_id=run_id, start=final)
     audited = {}
     for name, data in sites.items():
         update = updates[name]
@@ -104,7 +104,7 @@ def audit_privacy(
 
 def next_round_updates(
     config: RunConfig,
-    strategy: Strategy,
+    federation: Federation,
     runtimes_for: RuntimeFactory,
     *,
     run_id: str,
@@ -112,7 +112,7 @@ def next_round_updates(
 ) -> dict[str, Parameters | str]:
     """Each site's raw update in round ``config.rounds + 1`` from ``start``, or why there is none.
 
-    The task is the strategy's own (epochs, seed, μ, DP settings) without the secure-aggregation
+    The task is the federation's own (epochs, seed, μ, DP settings) without the secure-aggregation
     settings; twin runtimes with scratch ledgers answer it (see the module docstring).
     """
     rnd = config.rounds + 1
@@ -123,7 +123,7 @@ def next_round_updates(
     with tempfile.TemporaryDirectory(prefix="fedpharma-audit-") as scratch:
         for name, runtime in runtimes_for(recipe, Path(scratch)).items():
             reply = runtime.handle(
-                TrainTask(run_id, rnd, start, strategy.configure_train(rnd, name))
+                TrainTask(run_id, rnd, start, federation.train_settings(rnd, name))
             )
             if isinstance(reply, TrainResult):
                 updates[name] = reply.update

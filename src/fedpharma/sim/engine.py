@@ -36,14 +36,13 @@ from fedpharma.params import Parameters
 from fedpharma.secure.ckks import SecretContext, create_secret_context
 from fedpharma.server.join import JoinGate, JoinLog, expected_preprocessing
 from fedpharma.server.label_statistics import calibrated_start
-from fedpharma.server.plan import strategy_for
+from fedpharma.server.plan import build_federation
+from fedpharma.server.round import RoundRecord, site_seed
 from fedpharma.server.store import RunStore
 from fedpharma.sim.audit import audit_privacy
 from fedpharma.sim.cross_evaluation import cross_evaluate
 from fedpharma.sim.privacy import PrivacyRecorder, site_policy
 from fedpharma.site.runtime import SiteRuntime
-from fedpharma.strategy import RoundRecord
-from fedpharma.strategy.base import site_seed
 from fedpharma.transport.inprocess import InProcessChannel
 
 SUMMARY_FORMAT = 1
@@ -114,7 +113,7 @@ def simulate(
     store = RunStore.create(run_dir / "run.sqlite", run_id, config.to_dict(), durable=False)
     curves = CurveRecorder(sim.dataset.task)
     privacy = PrivacyRecorder()
-    observers: list[Any] = [privacy, store, curves]
+    observers: list[Any] = [privacy, curves]
     if on_round is not None:
         observers.append(_Callback(on_round, config.rounds))
     # CKKS in simulation: a fresh consortium key; the coordinator gets only its public context.
@@ -125,18 +124,22 @@ def simulate(
     channel = JoinGate(
         sites, run_id, expected_preprocessing(config), on_outcome=JoinLog(store, say)
     )
-    strategy = strategy_for(
+    federation = build_federation(
         config,
         planned_sites=len(sim.sites),
         noise_rng=np.random.default_rng([config.seed, 0xD9]),
         ckks_context=ckks_key.public_context() if ckks_key is not None else None,
+        store=store,
+        observers=observers,
     )
+    # All simulated sites are there from the start: calibrate once, before the federation and
+    # the references, which all start from the same model.
     initial, how = calibrated_start(
         config, channel, run_id, initial, sim.dataset.task, sim.dataset.n_tasks
     )
     say(how)
     fed_started = time.perf_counter()
-    final = strategy.run(channel, initial, config.rounds, run_id=run_id, observers=observers)
+    final = federation.run(channel, initial, config.rounds, run_id=run_id)
     federated_seconds = time.perf_counter() - fed_started
 
     models: dict[str, dict[str, Parameters] | Parameters] = {"federated": final}
@@ -180,7 +183,7 @@ def simulate(
             config,
             sim.sites,
             trainers,
-            strategy,
+            federation,
             lambda recipe, folder: build_site_runtimes(recipe, sim, trainers, folder),
             run_id=run_id,
             reference=initial,

@@ -7,8 +7,8 @@ from pathlib import Path
 from typing import Any
 
 from fedpharma.config import RunConfig, site_policy_toml
+from fedpharma.server.round import RoundRecord
 from fedpharma.site.policy import SitePolicy
-from fedpharma.strategy import RoundRecord
 
 RELATION_METRICS = {"record": "epsilon_record", "site": "epsilon_site"}
 

@@ -1,56 +1,34 @@
-"""Strategies: the base class owns the round loop; each strategy configures and aggregates."""
+"""Strategies: pure configure / aggregate / state, no loop (the Federation runs the rounds)."""
 
 from __future__ import annotations
 
 from fedpharma.config import StrategyConfig
-from fedpharma.strategy.base import (
-    LoopSettings,
-    MeanCollector,
-    RoundObserver,
-    RoundRecord,
-    SampleWeightedMean,
-    Strategy,
-    UpdateAggregator,
-)
+from fedpharma.strategy.base import NO_STATE, SampleWeightedMean, Strategy
 from fedpharma.strategy.fedavg import FedAvg, FedProx
 from fedpharma.strategy.fedopt import FedOpt
 
 
-def build_strategy(
-    config: StrategyConfig,
-    settings: LoopSettings,
-    aggregator: UpdateAggregator | None = None,
-    collector: MeanCollector | None = None,
-) -> Strategy:
-    """The strategy a run config names; ``aggregator`` replaces the sample-weighted mean, and
-    ``collector`` (secure aggregation) computes the mean without revealing any update."""
+def build_strategy(config: StrategyConfig) -> Strategy:
+    """The strategy a run config names."""
     if config.name == "fedavg":
-        return FedAvg(settings, aggregator, collector)
+        return FedAvg()
     if config.name == "fedprox":
-        return FedProx(settings, config.proximal_mu, aggregator, collector)
-    variant = config.name.removeprefix("fed")
+        return FedProx(config.proximal_mu)
     return FedOpt(
-        settings,
-        variant=variant,
+        variant=config.name.removeprefix("fed"),
         eta=1e-2 if config.server_learning_rate is None else config.server_learning_rate,
         beta1=config.beta1,
         beta2=config.beta2,
         tau=config.tau,
-        aggregator=aggregator,
-        collector=collector,
     )
 
 
 __all__ = [
+    "NO_STATE",
     "FedAvg",
     "FedOpt",
     "FedProx",
-    "LoopSettings",
-    "MeanCollector",
-    "RoundObserver",
-    "RoundRecord",
     "SampleWeightedMean",
     "Strategy",
-    "UpdateAggregator",
     "build_strategy",
 ]

@@ -12,21 +12,15 @@ sends μ.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import dataclasses
 
 from fedpharma.params import Parameters
-from fedpharma.protocol import TrainResult
-from fedpharma.protocol.messages import Scalar
-from fedpharma.strategy.base import LoopSettings, MeanCollector, Strategy, UpdateAggregator
+from fedpharma.protocol import LocalTraining
+from fedpharma.strategy.base import Strategy
 
 
 class FedAvg(Strategy):
-    def aggregate_train(
-        self, rnd: int, parameters: Parameters, results: Sequence[TrainResult]
-    ) -> Parameters:
-        return self.apply_mean_update(rnd, parameters, self.aggregator.mean_update(rnd, results))
-
-    def apply_mean_update(self, rnd: int, parameters: Parameters, mean: Parameters) -> Parameters:
+    def aggregate_train(self, rnd: int, parameters: Parameters, mean: Parameters) -> Parameters:
         """w + Δ̄, whether Δ̄ was averaged in the clear or by secure aggregation."""
         return Parameters(
             parameters.names,
@@ -37,15 +31,8 @@ class FedAvg(Strategy):
 
 
 class FedProx(FedAvg):
-    def __init__(
-        self,
-        settings: LoopSettings,
-        proximal_mu: float,
-        aggregator: UpdateAggregator | None = None,
-        collector: MeanCollector | None = None,
-    ) -> None:
-        super().__init__(settings, aggregator, collector)
+    def __init__(self, proximal_mu: float) -> None:
         self.proximal_mu = proximal_mu
 
-    def configure_train(self, rnd: int, site: str) -> dict[str, Scalar]:
-        return super().configure_train(rnd, site) | {"proximal_mu": self.proximal_mu}
+    def configure_train(self, rnd: int, local: LocalTraining) -> LocalTraining:
+        return dataclasses.replace(local, proximal_mu=self.proximal_mu)

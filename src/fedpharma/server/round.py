@@ -1,0 +1,73 @@
+"""What one round is made of: its record for observers, validated replies, per-site seeds."""
+
+from __future__ import annotations
+
+import zlib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Protocol
+
+import numpy as np
+
+from fedpharma.errors import ProtocolError
+from fedpharma.params import Parameters
+from fedpharma.protocol import EvaluateResult, Failure, Refusal, Reply, Task, TrainResult
+from fedpharma.protocol.messages import validate_reply
+from fedpharma.strategy.aggregate import weighted_mean_metrics
+
+
+@dataclass(frozen=True)
+class RoundRecord:
+    """Everything that happened in one round, handed to observers (store, progress display)."""
+
+    round: int
+    parameters: Parameters
+    train_results: dict[str, TrainResult]
+    evaluate_results: dict[str, EvaluateResult]
+    refusals: dict[str, Refusal] = field(default_factory=dict)
+    failures: dict[str, str] = field(default_factory=dict)
+    seconds: float = 0.0
+    # The sites whose update is in the new parameters (under secure aggregation the coordinator
+    # knows who contributed but holds no TrainResult of any of them).
+    contributors: tuple[str, ...] = ()
+    # The strategy's aggregate of the evaluation results (Strategy.aggregate_evaluate).
+    evaluate_metrics: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def train_metrics(self) -> dict[str, float]:
+        results = list(self.train_results.values())
+        return weighted_mean_metrics([r.metrics for r in results], [r.n_examples for r in results])
+
+
+class RoundObserver(Protocol):
+    def on_round(self, record: RoundRecord) -> None: ...
+
+
+def site_seed(run_seed: int, rnd: int, site: str) -> int:
+    """A reproducible 31-bit seed for one site's local training in one round."""
+    entropy = [run_seed, rnd, zlib.crc32(site.encode())]
+    return int(np.random.SeedSequence(entropy).generate_state(1)[0] >> 1)
+
+
+def sort_replies(
+    tasks: Mapping[str, Task], replies: Mapping[str, Reply | Failure]
+) -> tuple[dict[str, Reply], dict[str, Refusal], dict[str, str]]:
+    """Each site's reply validated against its task: (results, refusals, failure reasons)."""
+    results: dict[str, Reply] = {}
+    refusals: dict[str, Refusal] = {}
+    failures: dict[str, str] = {}
+    for site, task in tasks.items():
+        reply = replies.get(site, Failure(site, "no reply"))
+        if isinstance(reply, Failure):
+            failures[site] = reply.reason
+            continue
+        try:
+            checked = validate_reply(task, site, reply)
+        except ProtocolError as exc:
+            failures[site] = f"rejected: {exc}"
+            continue
+        if isinstance(checked, Refusal):
+            refusals[site] = checked
+        else:
+            results[site] = checked
+    return results, refusals, failures
