@@ -18,7 +18,7 @@ from fedpharma.report.membership import (
     audit_sentence,
     privacy_audit_html,
 )
-from fedpharma.report.summary import AuditTarget, parse_summary
+from fedpharma.report.summary import AuditTarget, NotAudited, parse_summary
 
 EVIL = "<script>alert('x')</script>"
 
@@ -40,15 +40,17 @@ def test_audit_and_matrix_are_parsed_into_typed_objects() -> None:
     audit, matrix = summary.privacy_audit, summary.cross_evaluation
 
     assert audit is not None and matrix is not None
-    assert [s.site for s in audit.sites] == ["site-1", "site-2", "site-3", "site-4"]
-    first = audit.sites[0].final_model
+    assert list(audit.sites) == ["site-1", "site-2", "site-3", "site-4"]
+    first = audit.sites["site-1"].final_model
     assert isinstance(first, AuditTarget)
     assert (first.loss_threshold.auc, first.calibrated.auc, first.best_auc()) == (
         0.52,
         0.53,
         0.53,
     )
-    assert audit.sites[2].site_update == "the site refused the audit round (policy): <no>"
+    assert audit.sites["site-3"].site_update == NotAudited(
+        "the site refused the audit round (policy): <no>"
+    )
     assert matrix.allowed["site-4"] is False
     assert set(matrix.rows[4].scores) == {"site-4"}
     assert matrix.rows[1].scores["site-2"] is None
@@ -61,19 +63,19 @@ def test_audit_and_matrix_are_parsed_into_typed_objects() -> None:
             lambda s: s["privacy_audit"]["sites"]["site-1"]["final_model"]["calibrated"].update(
                 auc=1.2
             ),
-            r"'privacy_audit\.sites\.site-1\.final_model\.calibrated\.auc' should be a number in",
+            r"\[privacy_audit\.sites\.site-1\.final_model\.calibrated\] auc = 1\.2: must lie in",
         ),
         (
             lambda s: s["privacy_audit"]["sites"]["site-2"].pop("nonmember_shift"),
-            r"key 'privacy_audit\.sites\.site-2\.nonmember_shift' is missing",
+            r"\[privacy_audit\.sites\.site-2\]: missing key 'nonmember_shift'",
         ),
         (
             lambda s: s["cross_evaluation"]["rows"][0]["scores"].update(elsewhere=0.5),
-            r"'cross_evaluation\.rows\[0\]\.scores\.elsewhere' is not one of",
+            r"\[cross_evaluation\.rows\[0\]\.scores\] elsewhere: not one of",
         ),
         (
             lambda s: s["cross_evaluation"].update(test_sites=[1, 2]),
-            r"'cross_evaluation\.test_sites' should list site names",
+            r"\[cross_evaluation\] test_sites = \[1, 2\]: expected a list of a string",
         ),
     ],
 )

@@ -33,6 +33,7 @@ from fedpharma.report.formatting import (
 from fedpharma.report.membership import NO_DP_SENTENCE, privacy_audit_html
 from fedpharma.report.summary import (
     MODELS,
+    POOLED_NAME,
     SUMMARY_FILE,
     Model,
     Partner,
@@ -84,7 +85,7 @@ def build_report_html(summary: RunSummary) -> str:
 
 def headline_sentence(summary: RunSummary) -> str:
     """The one line a reader should take away: the federated score next to the baselines."""
-    scores = summary.pooled.scores.headline
+    scores = summary.pooled.headline()
     label = metric_label(summary.metric.name)
     federated = scores["federated"]
     if federated is None:
@@ -104,7 +105,7 @@ def headline_sentence(summary: RunSummary) -> str:
 
 def verdict_sentence(summary: RunSummary) -> str | None:
     """How federation compares with the baselines, in words; None without a local baseline."""
-    scores = summary.pooled.scores.headline
+    scores = summary.pooled.headline()
     federated, local, centralized = scores["federated"], scores["local"], scores["centralized"]
     if federated is None or local is None:
         return None
@@ -174,7 +175,7 @@ def _headline_html(summary: RunSummary) -> str:
     cards = "".join(
         f'<div class="stat {model}"><div class="stat-label">{MODEL_LABELS[model]}</div>'
         f'<div class="stat-value">{escape(format_score(score))}</div></div>'
-        for model, score in summary.pooled.scores.headline.items()
+        for model, score in summary.pooled.headline().items()
         if score is not None
     )
     return (
@@ -204,8 +205,8 @@ def _plots_html(summary: RunSummary) -> str:
         )
     else:
         sections.append(_note_section("Learning curves", "No rounds were recorded."))
-    partners = [*summary.sites, summary.pooled]
-    if any(score is not None for p in partners for score in p.scores.headline.values()):
+    partners = summary.partners()
+    if any(score is not None for _, p in partners for score in p.headline().values()):
         png = plots.partner_bars_png(partners, metric)
         sections.append(
             _figure_section(
@@ -250,11 +251,11 @@ def privacy_sentence(summary: RunSummary) -> str | None:
     for relation in relations:
         mechanism = _MECHANISMS[relation]
         spent = privacy.max_final(relation)
-        delta = format_parameter(privacy.delta[relation])
+        delta = format_parameter(privacy.delta.get(relation))
         if spent is None:
             parts.append(f"{mechanism}: no site reported ε.")
             continue
-        budget = privacy.budget[relation]
+        budget = privacy.budget.get(relation)
         if budget is None:
             limit = "no ε budget was set"
         else:
@@ -266,9 +267,7 @@ def privacy_sentence(summary: RunSummary) -> str | None:
             limit = f"budgets ε = {format_parameter(budget)} per site, enforced by each site"
             if over:
                 limit += f", were exceeded by {', '.join(over)}"
-        missing = [
-            s.name for s in summary.sites if privacy.final.get(s.name, {}).get(relation) is None
-        ]
+        missing = [s for s in summary.sites if privacy.final.get(s, {}).get(relation) is None]
         unreported = f" (no ε reported by {', '.join(missing)})" if missing else ""
         parts.append(
             f"{mechanism}: every site's cumulative ε after {last} is at most "
@@ -311,8 +310,8 @@ def _privacy_html(summary: RunSummary) -> str:
         rows = "".join(
             f'<tr><th scope="row">{escape(site)}</th><td>{escape(rel)}</td>'
             f"<td>{escape(format_epsilon(by.get(rel)))}</td>"
-            f"<td>{escape(format_parameter(privacy.budget[rel]))}</td>"
-            f"<td>{escape(format_parameter(privacy.delta[rel]))}</td></tr>"
+            f"<td>{escape(format_parameter(privacy.budget.get(rel)))}</td>"
+            f"<td>{escape(format_parameter(privacy.delta.get(rel)))}</td></tr>"
             for site, by in privacy.final.items()
             for rel in relations
         )
@@ -360,13 +359,11 @@ def _note_section(heading: str, note: str) -> str:
 
 def _partner_tables_html(summary: RunSummary) -> str:
     """One table per test set (pooled first): every metric × the models that were trained."""
-    partners = [summary.pooled, *summary.sites]
+    partners = [(POOLED_NAME, summary.pooled), *summary.sites.items()]
     models = [
-        m
-        for m in MODELS
-        if any(p.scores.headline[m] is not None or m in p.scores.metrics for p in partners)
+        m for m in MODELS if any(p.score(m) is not None or m in p.details() for _, p in partners)
     ]
-    tables = "\n".join(_partner_table_html(p, models, summary) for p in partners)
+    tables = "\n".join(_partner_table_html(n, p, models, summary) for n, p in partners)
     return (
         '<section class="card">\n<h2>Metrics by partner</h2>\n'
         '<p class="hint">Best value in each row is highlighted.</p>\n'
@@ -374,7 +371,9 @@ def _partner_tables_html(summary: RunSummary) -> str:
     )
 
 
-def _partner_table_html(partner: Partner, models: Sequence[Model], summary: RunSummary) -> str:
+def _partner_table_html(
+    name: str, partner: Partner, models: Sequence[Model], summary: RunSummary
+) -> str:
     sizes = []
     if partner.n_train is not None:
         sizes.append(f"{format_count(partner.n_train)} train")
@@ -388,7 +387,7 @@ def _partner_table_html(partner: Partner, models: Sequence[Model], summary: RunS
         for metric in _metric_names(partner, summary)
     )
     return (
-        f'<div class="partner">\n<h3>{escape(partner.name)}</h3>\n'
+        f'<div class="partner">\n<h3>{escape(name)}</h3>\n'
         f'<p class="hint">{escape(" · ".join(sizes))}</p>\n'
         f'<table>\n<thead><tr><th scope="col">Metric</th>{head}</tr></thead>\n'
         f"<tbody>{body}</tbody>\n</table>\n</div>"
@@ -398,7 +397,7 @@ def _partner_table_html(partner: Partner, models: Sequence[Model], summary: RunS
 def _metric_names(partner: Partner, summary: RunSummary) -> list[str]:
     """The headline metric first, then every other metric in the order the summary lists it."""
     names = [summary.metric.name]
-    for values in partner.scores.metrics.values():
+    for values in partner.details().values():
         names.extend(name for name in values if name not in names)
     return names
 
@@ -414,10 +413,10 @@ def _metric_row_html(
 
 def _metric_value(partner: Partner, model: Model, metric: str, summary: RunSummary) -> float | None:
     """A metric from the detailed ``metrics`` block, falling back to the headline score."""
-    detailed = partner.scores.metrics.get(model, {})
+    detailed = partner.details().get(model, {})
     if metric in detailed:
         return detailed[metric]
-    return partner.scores.headline[model] if metric == summary.metric.name else None
+    return partner.score(model) if metric == summary.metric.name else None
 
 
 def _higher_is_better(metric: str, summary: RunSummary) -> bool | None:

@@ -11,7 +11,13 @@ from __future__ import annotations
 from html import escape
 
 from fedpharma.report.formatting import MISSING, format_count, format_epsilon, format_score
-from fedpharma.report.summary import AttackScores, AuditTarget, PrivacyAudit, RunSummary
+from fedpharma.report.summary import (
+    AttackScores,
+    AuditTarget,
+    NotAudited,
+    PrivacyAudit,
+    RunSummary,
+)
 
 NO_DP_SENTENCE = (
     "No differential privacy was applied in this run: the audit below is the leakage without it."
@@ -24,8 +30,8 @@ RAW_UPDATE_SECURE = "Raw update: what secure aggregation keeps from the coordina
 def audit_sentence(audit: PrivacyAudit) -> str:
     """The strongest attack of the audit, in words."""
     found = [
-        (target.best_auc(), site.site, what)
-        for site in audit.sites
+        (target.best_auc(), name, what)
+        for name, site in audit.sites.items()
         for what, target in (("final model", site.final_model), ("raw update", site.site_update))
         if isinstance(target, AuditTarget)
     ]
@@ -45,12 +51,12 @@ def privacy_audit_html(summary: RunSummary) -> str:
         return ""
     update_label = RAW_UPDATE if audit.secure_aggregation == "none" else RAW_UPDATE_SECURE
     rows = "".join(
-        f"<tr>{_site_cell(site.site)}{_epsilon_cell(summary, site.site)}"
+        f"<tr>{_site_cell(name)}{_epsilon_cell(summary, name)}"
         f'<td class="text">{FINAL_MODEL}</td>{_target_cells(site.final_model)}</tr>'
         f'<tr><td class="text">{escape(update_label)}</td>{_target_cells(site.site_update)}</tr>'
-        for site in audit.sites
+        for name, site in audit.sites.items()
     )
-    shifted = [site.site for site in audit.sites if site.nonmember_shift]
+    shifted = [name for name, site in audit.sites.items() if site.nonmember_shift]
     notes = [
         "AUC: how often the attack ranks a random training record of the site above a random "
         "held-out one (0.5 = it learns nothing, 1 = it tells them apart every time). Advantage: "
@@ -99,9 +105,10 @@ def _epsilon_cell(summary: RunSummary, site: str) -> str:
     return f'<td class="text" rowspan="2">{escape(text)}</td>'
 
 
-def _target_cells(target: AuditTarget | str) -> str:
-    if isinstance(target, str):
-        return f'<td class="missing text" colspan="5">{MISSING} not run: {escape(target)}</td>'
+def _target_cells(target: AuditTarget | NotAudited) -> str:
+    if isinstance(target, NotAudited):
+        reason = escape(target.unavailable)
+        return f'<td class="missing text" colspan="5">{MISSING} not run: {reason}</td>'
     return (
         _attack_cells(target.loss_threshold)
         + _attack_cells(target.calibrated)
