@@ -5,12 +5,14 @@ once, each naming its place the way TOML does (``[model] hidden``, ``[privacy.re
 an unknown key gets a "did you mean". :func:`to_dict` writes the reverse: what it returns,
 :func:`from_dict` reads back to an equal object.
 
-Supported field types: ``bool``, ``int``, ``float`` (an integer is accepted), ``str``, ``None``,
-``Literal[...]``, ``X | Y`` (a union of dataclasses is told apart by a field whose type is a
-one-value ``Literal``, e.g. ``kind: Literal["secagg"] = "secagg"``), ``tuple[X, ...]``,
-``tuple[X, Y]``, ``Mapping[str, X]`` / ``dict[str, X]``, ``object`` (taken as decoded) and
-nested dataclasses. A field's ``metadata`` may hold ``choices`` (allowed values) and ``min`` /
-``max`` (inclusive bounds of a number).
+Supported field types: ``bool``, ``int``, ``float`` (an integer is accepted; NaN and ±inf pass
+unless bounded), ``str``, ``None``, ``Literal[...]``, ``X | Y``, ``tuple[X, ...]``,
+``tuple[X, Y]``, ``Mapping[K, X]`` / ``dict[K, X]`` (``K`` is ``str`` or a ``Literal`` of the
+allowed keys), ``object`` (taken as decoded) and nested dataclasses. A union of dataclasses is
+told apart by a field each fixes to a one-value ``Literal`` (``kind: Literal["secagg"] =
+"secagg"``), else by which one's keys the data has. A field's ``metadata`` may hold ``choices``
+(allowed values), ``min`` / ``max`` (inclusive bounds of a number) and ``key`` (its name in the
+data, when that differs from the attribute's).
 """
 
 from __future__ import annotations
@@ -154,7 +156,7 @@ class _Reader:
         lo, hi = meta.get("min"), meta.get("max")
         is_number = isinstance(converted, int | float) and not isinstance(converted, bool)
         if is_number and (
-            (lo is not None and converted < lo) or (hi is not None and converted > hi)
+            (lo is not None and not converted >= lo) or (hi is not None and not converted <= hi)
         ):
             bounds = f"[{'-∞' if lo is None else lo}, {'∞' if hi is None else hi}]"
             self.problems.append(f"{where} = {_shown(value)}: must lie in {bounds}")
@@ -187,7 +189,7 @@ class _Reader:
         for name in value:
             if names and name not in names:
                 allowed = ", ".join(repr(n) for n in names)
-                self.problems.append(f"{inner.title}: key {name!r} is not one of {allowed}")
+                self.problems.append(f"{inner.title}: key {_shown(name)} is not one of {allowed}")
         items = {k: self.value(args[1], v, inner, str(k)) for k, v in value.items()}
         if _INVALID in items.values() or any(names and k not in names for k in items):
             return _INVALID
@@ -371,4 +373,4 @@ def _union(hints: tuple[Any, ...]) -> Any:
 def _unknown(key: str, known: list[str], where: str) -> str:
     close = difflib.get_close_matches(key, known, n=1)
     hint = f"; did you mean {close[0]!r}?" if close else f"; known keys: {', '.join(sorted(known))}"
-    return f"{where}: unknown key {key!r}{hint}"
+    return f"{where}: unknown key {_shown(key)}{hint}"

@@ -139,6 +139,11 @@ def test_non_finite_numbers_pass_through():
     assert read.limit == math.inf and math.isnan(read.scores["a"] or 0.0)
 
 
+def test_a_bounded_number_refuses_nan():
+    raw = {"auc": math.nan, "n": 1}
+    assert serde.from_dict(Attack, raw)[1] == ["auc = nan: must lie in [0.0, 1.0]"]
+
+
 def test_to_dict_refuses_what_is_not_a_dataclass_instance():
     with pytest.raises(TypeError):
         serde.to_dict(Report)

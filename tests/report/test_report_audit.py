@@ -21,6 +21,7 @@ from fedpharma.report.membership import (
 from fedpharma.report.summary import AuditTarget, NotAudited, parse_summary
 
 EVIL = "<script>alert('x')</script>"
+NOT_EVALUATED_ATTRIBUTE = NOT_EVALUATED.replace("'", "&#39;")
 
 
 @pytest.fixture(scope="module")
@@ -114,8 +115,8 @@ def test_matrix_marks_best_own_and_cells_not_evaluated() -> None:
     federated, local_1, local_4 = rows[0], rows[1], rows[4]
     assert '<td class="best">0.640</td>' in federated  # lowest RMSE on site-1's data
     assert f'<td class="missing" title="{UNDEFINED}">—</td>' in local_1
-    assert f'<td class="missing" title="{NOT_EVALUATED}">—</td>' in local_1  # site-4's column
-    assert local_4.count(f'title="{NOT_EVALUATED}"') == 3
+    assert f'<td class="missing" title="{NOT_EVALUATED_ATTRIBUTE}">—</td>' in local_1  # site-4
+    assert local_4.count(f'title="{NOT_EVALUATED_ATTRIBUTE}"') == 3
     assert '<td class="own">0.930</td>' in local_4
 
 
@@ -126,7 +127,7 @@ def test_audit_sits_beside_the_epsilon_and_names_secure_aggregation() -> None:
 
     assert '<td class="text" rowspan="2">record 3.23</td>' in html
     assert RAW_UPDATE_SECURE in html and RAW_UPDATE not in html
-    assert "ε: the site&#x27;s cumulative final ε" in html
+    assert "ε: the site&#39;s cumulative final ε" in html
     assert audit_sentence(parse_summary(summary).privacy_audit) == (
         "The strongest membership-inference attack reaches AUC 0.720 (site-1, raw update); "
         "0.5 means an attacker cannot tell training records from held-out ones."

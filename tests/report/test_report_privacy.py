@@ -67,7 +67,7 @@ def test_privacy_section_states_the_guarantee_and_adds_a_plot(privacy_page: str)
 
     assert _img_count(privacy_page) == 4  # learning curves, bars, loss + ε per round
     assert _img_count(section) == 1
-    assert SENTENCE.replace("'", "&#x27;") in section
+    assert SENTENCE.replace("'", "&#39;") in section
     assert '<th scope="row">site-1</th><td>record</td><td>3.23</td><td>5</td><td>1e-5</td>' in (
         section
     )
@@ -92,7 +92,7 @@ def test_refusal_reason_is_escaped(tmp_path: Path) -> None:
     page = _page(tmp_path / "run", data)
 
     assert "<script" not in page
-    assert "<td>&lt;script&gt;alert(&#x27;x&#x27;)&lt;/script&gt;</td>" in page
+    assert "<td>&lt;script&gt;alert(&#39;x&#39;)&lt;/script&gt;</td>" in page
 
 
 @pytest.mark.parametrize(
