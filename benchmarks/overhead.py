@@ -140,11 +140,11 @@ def run_fedpharma(config: RunConfig, sim: Simulation, workdir: Path) -> dict[str
             seconds = time.perf_counter() - started
         finally:
             engine.prepare_sites = original
-    metric = result.summary["metric"]["name"]
+    metric = result.summary.metric.name
     return {
         "seconds": seconds,
-        "loop_seconds": result.summary["timings"]["federated_seconds"],
-        "metric": result.summary["pooled"]["federated"],
+        "loop_seconds": result.summary.timings.federated_seconds,
+        "metric": result.summary.pooled.federated,
         "metric_name": metric,
     }
 

@@ -77,17 +77,18 @@ def run_dataset(key: str, epsilons: tuple[float | None, ...], quick: bool) -> di
             started = time.perf_counter()
             summary = simulate(config, Path(tmp) / f"eps{eps}", prepared=sim).summary
             seconds = time.perf_counter() - started
+            privacy = summary.privacy
             spent = [
-                value["record"]
-                for value in summary.get("privacy", {}).get("final", {}).values()
-                if value.get("record") is not None
+                value
+                for by in (privacy.final.values() if privacy is not None else ())
+                if (value := by.get("record")) is not None
             ]
             result = {
                 "epsilon_target": eps,
                 "epsilon_spent_max": max(spent) if spent else None,
-                "pooled": summary["pooled"]["federated"],
-                "sites": {n: s["federated"] for n, s in summary["sites"].items()},
-                "refusals": len(summary.get("privacy", {}).get("refusals", [])),
+                "pooled": summary.pooled.federated,
+                "sites": {n: s.federated for n, s in summary.sites.items()},
+                "refusals": len(privacy.refusals) if privacy is not None else 0,
                 "seconds": seconds,
             }
             results.append(result)
@@ -101,14 +102,14 @@ def run_dataset(key: str, epsilons: tuple[float | None, ...], quick: bool) -> di
                 ]
             )
             print(
-                f"   ε = {rows[-1][0]}: pooled {summary['metric']['name']} {rows[-1][2]}",
+                f"   ε = {rows[-1][0]}: pooled {summary.metric.name} {rows[-1][2]}",
                 flush=True,
             )
-    metric = summary["metric"]
-    arrow = "↑" if metric["higher_is_better"] else "↓"
-    print(f"\n{bench.title}: federated (FedAvg) {metric['name']} {arrow}")
+    metric = summary.metric
+    arrow = "↑" if metric.higher_is_better else "↓"
+    print(f"\n{bench.title}: federated (FedAvg) {metric.name} {arrow}")
     print(f"at record-level target ε (δ = {DELTA:g}); spent ε = the most any site spent")
-    print_table(["target ε", "spent ε", "pooled", *summary["sites"], "s"], rows)
+    print_table(["target ε", "spent ε", "pooled", *summary.sites, "s"], rows)
     plot = RESULTS_DIR / f"privacy_utility_{key}.png"
     plot.parent.mkdir(parents=True, exist_ok=True)
     plot.write_bytes(

@@ -54,6 +54,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from _common import RESULTS_DIR, machine_info, print_table, require_shared_file, write_json
 
+from fedpharma import serde
 from fedpharma.config import (
     DatasetConfig,
     FeaturesConfig,
@@ -192,7 +193,7 @@ def run_seed(
     ``resamples``, also the test-set bootstrap of how each comparison could have come out."""
     started = time.perf_counter()
     fedavg_run = simulate(config, workdir / "fedavg", prepared=sim)
-    fedavg = fedavg_run.summary
+    fedavg = serde.to_dict(fedavg_run.summary)
     fedavg_seconds = time.perf_counter() - started
     fedadam_config = replace(
         config,
@@ -203,7 +204,7 @@ def run_seed(
     )
     started = time.perf_counter()
     fedadam_run = simulate(fedadam_config, workdir / "fedadam", prepared=sim)
-    fedadam = fedadam_run.summary
+    fedadam = serde.to_dict(fedadam_run.summary)
     fedadam_seconds = time.perf_counter() - started
 
     def row(a: dict[str, Any], b: dict[str, Any]) -> dict[str, Any]:

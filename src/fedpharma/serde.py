@@ -5,12 +5,14 @@ once, each naming its place the way TOML does (``[model] hidden``, ``[privacy.re
 an unknown key gets a "did you mean". :func:`to_dict` writes the reverse: what it returns,
 :func:`from_dict` reads back to an equal object.
 
-Supported field types: ``bool``, ``int``, ``float`` (an integer is accepted), ``str``, ``None``,
-``Literal[...]``, ``X | Y`` (a union of dataclasses is told apart by a field whose type is a
-one-value ``Literal``, e.g. ``kind: Literal["secagg"] = "secagg"``), ``tuple[X, ...]``,
-``tuple[X, Y]``, ``Mapping[str, X]`` / ``dict[str, X]``, ``object`` (taken as decoded) and
-nested dataclasses. A field's ``metadata`` may hold ``choices`` (allowed values) and ``min`` /
-``max`` (inclusive bounds of a number).
+Supported field types: ``bool``, ``int``, ``float`` (an integer is accepted; NaN and ±inf pass
+unless bounded), ``str``, ``None``, ``Literal[...]``, ``X | Y``, ``tuple[X, ...]``,
+``tuple[X, Y]``, ``Mapping[K, X]`` / ``dict[K, X]`` (``K`` is ``str`` or a ``Literal`` of the
+allowed keys), ``object`` (taken as decoded) and nested dataclasses. A union of dataclasses is
+told apart by a field each fixes to a one-value ``Literal`` (``kind: Literal["secagg"] =
+"secagg"``), else by which one's keys the data has. A field's ``metadata`` may hold ``choices``
+(allowed values), ``min`` / ``max`` (inclusive bounds of a number) and ``key`` (its name in the
+data, when that differs from the attribute's).
 """
 
 from __future__ import annotations
@@ -82,7 +84,9 @@ def to_dict(obj: object) -> dict[str, Any]:
 
 def _plain(value: object) -> object:
     if dataclasses.is_dataclass(value) and not isinstance(value, type):
-        return {f.name: _plain(getattr(value, f.name)) for f in dataclasses.fields(value) if f.init}
+        return {
+            _key(f): _plain(getattr(value, f.name)) for f in dataclasses.fields(value) if f.init
+        }
     if isinstance(value, Mapping):
         return {str(k): _plain(v) for k, v in value.items()}
     if isinstance(value, tuple | list):
@@ -118,7 +122,7 @@ class _Reader:
         if not isinstance(raw, dict):
             self.problems.append(f"{table.title} must be a table, got {type(raw).__name__}")
             return _INVALID
-        fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
+        fields = _fields(cls)
         hints = _hints(cls)
         kwargs: dict[str, Any] = {}
         for key, value in raw.items():
@@ -126,14 +130,15 @@ class _Reader:
                 if not self.ignore_unknown:
                     self.problems.append(_unknown(str(key), list(fields), table.title))
                 continue
-            converted = self.field(fields[key], hints[key], value, table, key)
+            f = fields[key]
+            converted = self.field(f, hints[f.name], value, table, key)
             if converted is not _INVALID:
-                kwargs[key] = converted
-        required = [name for name, f in fields.items() if _required(f)]
-        for name in required:
-            if name not in raw:
-                self.problems.append(f"{table.title}: missing key {name!r}")
-        if any(name not in kwargs for name in required):
+                kwargs[f.name] = converted
+        required = [f for f in fields.values() if _required(f)]
+        for f in required:
+            if _key(f) not in raw:
+                self.problems.append(f"{table.title}: missing key {_key(f)!r}")
+        if any(f.name not in kwargs for f in required):
             return _INVALID
         return cls(**kwargs)
 
@@ -146,15 +151,15 @@ class _Reader:
         where, meta = table.key(key), f.metadata
         if "choices" in meta and converted is not None and converted not in meta["choices"]:
             choices = ", ".join(repr(c) for c in meta["choices"])
-            self.problems.append(f"{where} = {value!r}: must be one of {choices}")
+            self.problems.append(f"{where} = {_shown(value)}: must be one of {choices}")
             return _INVALID
         lo, hi = meta.get("min"), meta.get("max")
         is_number = isinstance(converted, int | float) and not isinstance(converted, bool)
         if is_number and (
-            (lo is not None and converted < lo) or (hi is not None and converted > hi)
+            (lo is not None and not converted >= lo) or (hi is not None and not converted <= hi)
         ):
             bounds = f"[{'-∞' if lo is None else lo}, {'∞' if hi is None else hi}]"
-            self.problems.append(f"{where} = {value!r}: must lie in {bounds}")
+            self.problems.append(f"{where} = {_shown(value)}: must lie in {bounds}")
             return _INVALID
         return converted
 
@@ -163,7 +168,9 @@ class _Reader:
         if not _structured(hint):
             ok, converted = _convert(hint, value)
             if not ok:
-                self.problems.append(f"{table.key(key)} = {value!r}: expected {_describe(hint)}")
+                self.problems.append(
+                    f"{table.key(key)} = {_shown(value)}: expected {_describe(hint)}"
+                )
                 return _INVALID
             return converted
         origin, args = typing.get_origin(hint), typing.get_args(hint)
@@ -178,34 +185,57 @@ class _Reader:
         if not isinstance(value, dict):
             self.problems.append(f"{inner.title} must be a table, got {type(value).__name__}")
             return _INVALID
+        names = typing.get_args(args[0]) if typing.get_origin(args[0]) is typing.Literal else ()
+        for name in value:
+            if names and name not in names:
+                allowed = ", ".join(repr(n) for n in names)
+                self.problems.append(f"{inner.title}: key {_shown(name)} is not one of {allowed}")
         items = {k: self.value(args[1], v, inner, str(k)) for k, v in value.items()}
-        return _INVALID if _INVALID in items.values() else items
+        if _INVALID in items.values() or any(names and k not in names for k in items):
+            return _INVALID
+        return items
 
     def union(self, args: tuple[Any, ...], value: object, table: _Table, key: str) -> Any:
-        classes: list[Any] = [a for a in args if dataclasses.is_dataclass(a)]
+        if value is None and type(None) in args:
+            return None
+        options = [a for a in args if a is not type(None)]
+        if len(options) == 1:
+            return self.value(options[0], value, table, key)
+        classes: list[Any] = [a for a in options if dataclasses.is_dataclass(a)]
+        mappings = [a for a in options if _is_mapping(a)]
+        if isinstance(value, dict) and mappings:
+            return self.value(mappings[0], value, table, key)
         if not isinstance(value, dict) or not classes:
             others = tuple(a for a in args if a not in classes)
             ok, converted = _convert(_union(others), value) if others else (False, None)
             if not ok:
                 expected = _describe(_union(args))
-                self.problems.append(f"{table.key(key)} = {value!r}: expected {expected}")
+                self.problems.append(f"{table.key(key)} = {_shown(value)}: expected {expected}")
                 return _INVALID
             return converted
         if len(classes) == 1:
             return self.dataclass(classes[0], value, table.child(key))
         tag = _discriminator(classes)
-        chosen = [c for c in classes if _tag_value(c, tag) == value.get(tag)]
-        if not chosen:
-            options = ", ".join(repr(_tag_value(c, tag)) for c in classes)
-            self.problems.append(
-                f"{table.child(key).key(tag)} = {value.get(tag)!r}: must be one of {options}"
-            )
-            return _INVALID
+        if tag is None:  # told apart by their keys
+            chosen = [c for c in classes if _fits(c, value)]
+            if len(chosen) != 1:
+                keys = " or ".join(f"({', '.join(_fields(c))})" for c in classes)
+                self.problems.append(f"{table.child(key).title} needs the keys of one of {keys}")
+                return _INVALID
+        else:
+            chosen = [c for c in classes if _tag_value(c, tag) == value.get(tag)]
+            if not chosen:
+                tags = ", ".join(repr(_tag_value(c, tag)) for c in classes)
+                given = _shown(value.get(tag))
+                self.problems.append(
+                    f"{table.child(key).key(tag)} = {given}: must be one of {tags}"
+                )
+                return _INVALID
         return self.dataclass(chosen[0], value, table.child(key))
 
     def sequence(self, args: tuple[Any, ...], value: object, table: _Table, key: str) -> Any:
         if not isinstance(value, list | tuple):
-            self.problems.append(f"{table.key(key)} = {value!r}: expected a list")
+            self.problems.append(f"{table.key(key)} = {_shown(value)}: expected a list")
             return _INVALID
         if Ellipsis in args:
             hints = [args[0]] * len(value)
@@ -226,6 +256,22 @@ def _hints(cls: type) -> dict[str, Any]:
     return typing.get_type_hints(cls)
 
 
+@functools.cache
+def _fields(cls: type) -> dict[str, dataclasses.Field[Any]]:
+    """A dataclass's fields by their key in the data (``metadata["key"]``, else the name)."""
+    return {_key(f): f for f in dataclasses.fields(cls) if f.init}
+
+
+def _key(f: dataclasses.Field[Any]) -> str:
+    return str(f.metadata.get("key", f.name))
+
+
+def _fits(cls: type, raw: dict[Any, Any]) -> bool:
+    """Whether ``raw`` has every required key of ``cls`` and no other than its own."""
+    fields = _fields(cls)
+    return set(raw) <= set(fields) and all(k in raw for k, f in fields.items() if _required(f))
+
+
 def _required(f: dataclasses.Field[Any]) -> bool:
     return f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
 
@@ -234,26 +280,33 @@ def _structured(hint: Any) -> bool:
     """Whether ``hint`` holds a dataclass or a mapping (parts then get their own messages)."""
     if dataclasses.is_dataclass(hint):
         return True
-    if typing.get_origin(hint) in (dict, collections.abc.Mapping):
+    if _is_mapping(hint):
         return True
     return any(_structured(a) for a in typing.get_args(hint) if a is not Ellipsis)
 
 
-def _discriminator(classes: list[Any]) -> str:
-    """The field every class in a union fixes to its own one-value ``Literal``."""
+def _is_mapping(hint: Any) -> bool:
+    return typing.get_origin(hint) in (dict, collections.abc.Mapping)
+
+
+def _discriminator(classes: list[Any]) -> str | None:
+    """The key every class in a union fixes to its own one-value ``Literal``, if any."""
     common = set.intersection(
-        *({n for n in _hints(c) if _tag_value(c, n) is not None} for c in classes)
+        *({k for k in _fields(c) if _tag_value(c, k) is not None} for c in classes)
     )
-    if len(common) != 1:
-        names = ", ".join(c.__name__ for c in classes)
-        raise TypeError(f"a union of {names} needs one field typed as a one-value Literal")
-    return common.pop()
+    return common.pop() if len(common) == 1 else None
 
 
-def _tag_value(cls: Any, name: str) -> object:
-    hint = _hints(cls).get(name)
+def _tag_value(cls: Any, key: str) -> object:
+    hint = _hints(cls)[_fields(cls)[key].name]
     args = typing.get_args(hint) if typing.get_origin(hint) is typing.Literal else ()
     return args[0] if len(args) == 1 else None
+
+
+def _shown(value: object) -> str:
+    """``repr(value)``, shortened for a message."""
+    text = repr(value)
+    return text if len(text) <= 60 else f"{text[:57]}..."
 
 
 def _convert(hint: Any, value: Any) -> tuple[bool, Any]:
@@ -308,7 +361,7 @@ def _describe(hint: Any) -> str:
         return "one of " + ", ".join(repr(a) for a in typing.get_args(hint))
     if hint is type(None):
         return "nothing (omit the key)"
-    if dataclasses.is_dataclass(hint):
+    if dataclasses.is_dataclass(hint) or _is_mapping(hint):
         return "a table"
     return _SCALARS.get(hint, str(hint))
 
@@ -320,4 +373,4 @@ def _union(hints: tuple[Any, ...]) -> Any:
 def _unknown(key: str, known: list[str], where: str) -> str:
     close = difflib.get_close_matches(key, known, n=1)
     hint = f"; did you mean {close[0]!r}?" if close else f"; known keys: {', '.join(sorted(known))}"
-    return f"{where}: unknown key {key!r}{hint}"
+    return f"{where}: unknown key {_shown(key)}{hint}"

@@ -65,7 +65,7 @@ def test_importing_the_package_and_its_core_stays_light():
     code = (
         "import sys, fedpharma, fedpharma.config, fedpharma.params, fedpharma.protocol.codec,"
         " fedpharma.strategy, fedpharma.server.store, fedpharma.report;"
-        " print(','.join(m for m in ('torch', 'rdkit', 'tenseal', 'grpc', 'matplotlib')"
+        " print(','.join(m for m in ('torch', 'rdkit', 'tenseal', 'grpc', 'matplotlib', 'jinja2')"
         " if m in sys.modules))"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)

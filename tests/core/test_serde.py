@@ -139,6 +139,50 @@ def test_non_finite_numbers_pass_through():
     assert read.limit == math.inf and math.isnan(read.scores["a"] or 0.0)
 
 
+def test_a_bounded_number_refuses_nan():
+    raw = {"auc": math.nan, "n": 1}
+    assert serde.from_dict(Attack, raw)[1] == ["auc = nan: must lie in [0.0, 1.0]"]
+
+
 def test_to_dict_refuses_what_is_not_a_dataclass_instance():
     with pytest.raises(TypeError):
         serde.to_dict(Report)
+
+
+@dataclass(frozen=True)
+class Unavailable:
+    unavailable: str
+
+
+@dataclass(frozen=True)
+class Audit:
+    rounds: tuple[int, ...] = field(default=(), metadata={"key": "round"})
+    by_relation: Mapping[Literal["record", "site"], float] = field(default_factory=dict)
+    target: Attack | Unavailable | None = None
+
+
+def test_a_field_may_have_its_own_key_in_the_data():
+    audit = Audit(rounds=(1, 2))
+    assert serde.to_dict(audit)["round"] == [1, 2]
+    assert serde.load(Audit, {"round": [1, 2]}, source="t") == audit
+    assert serde.from_dict(Audit, {"rounds": [1]})[1] == [
+        "top level: unknown key 'rounds'; did you mean 'round'?"
+    ]
+
+
+def test_mapping_keys_of_a_literal_type_are_checked():
+    assert serde.load(Audit, {"by_relation": {"site": 1}}, source="t").by_relation == {"site": 1.0}
+    assert serde.from_dict(Audit, {"by_relation": {"user": 1}})[1] == [
+        "[by_relation]: key 'user' is not one of 'record', 'site'"
+    ]
+
+
+def test_a_union_of_dataclasses_without_a_tag_is_told_apart_by_its_keys():
+    assert serde.load(Audit, {"target": {"unavailable": "no"}}, source="t").target == (
+        Unavailable("no")
+    )
+    read = serde.load(Audit, {"target": {"auc": 0.5, "n": 1}}, source="t")
+    assert read.target == Attack(auc=0.5, n=1)
+    assert serde.from_dict(Audit, {"target": {"auc": 0.5}})[1] == [
+        "[target] needs the keys of one of (auc, n) or (unavailable)"
+    ]

@@ -87,12 +87,12 @@ def test_head_parameters_never_appear_in_any_message_a_site_sends(tmp_path, monk
 
 def test_federated_trunk_with_private_heads_learns_and_reports_per_partner(tmp_path):
     result = simulate(CONFIG, tmp_path, prepared=_simulation())
-    sites = result.summary["sites"]
+    sites = result.summary.sites
     assert set(sites) == set(PARTNER_TASKS)
     for site in sites.values():
-        assert site["federated"] is not None and site["local"] is not None
-        assert site["centralized"] is None  # the partners' tasks differ: no pooled model
-    assert result.summary["pooled"]["federated"] is None
+        assert site.federated is not None and site.local is not None
+        assert site.centralized is None  # the partners' tasks differ: no pooled model
+    assert result.summary.pooled.federated is None
 
 
 def test_the_head_is_trained_kept_and_used_for_prediction():

@@ -95,7 +95,7 @@ def test_config_is_a_collapsible_json_block(regression_page: str) -> None:
     config = regression_page.split("<details>")[1].split("</details>")[0]
 
     assert "<summary>" in config
-    assert "&quot;seed&quot;: 7" in config
+    assert "&#34;seed&#34;: 7" in config
 
 
 def test_report_is_self_contained(regression_page: str) -> None:
@@ -138,8 +138,8 @@ def test_strings_from_the_summary_are_escaped(tmp_path: Path) -> None:
 
     assert "<script" not in page
     assert "<b>" not in page
-    assert "<h3>&lt;script&gt;alert(&#x27;x&#x27;)&lt;/script&gt;</h3>" in page
-    assert "&lt;script&gt;alert(&#x27;x&#x27;)&lt;/script&gt; &amp; co" in page
+    assert "<h3>&lt;script&gt;alert(&#39;x&#39;)&lt;/script&gt;</h3>" in page
+    assert "&lt;script&gt;alert(&#39;x&#39;)&lt;/script&gt; &amp; co" in page
     assert _img_count(page) == 3
 
 

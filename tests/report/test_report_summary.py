@@ -7,11 +7,11 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from report_samples import Summary
+from report_samples import Summary, make_audit_summary
 
 from fedpharma.errors import DataError
 from fedpharma.report import render_report
-from fedpharma.report.summary import parse_summary
+from fedpharma.report.summary import load_summary, parse_summary, write_summary
 
 WriteRun = Callable[[Summary], Path]
 
@@ -31,11 +31,11 @@ def test_invalid_json_names_the_position(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("path", "message"),
     [
-        (("title",), r"key 'title' is missing"),
-        (("metric", "name"), r"key 'metric\.name' is missing"),
-        (("dataset", "task"), r"key 'dataset\.task' is missing"),
-        (("pooled",), r"key 'pooled' is missing"),
-        (("format",), r"key 'format' is missing"),
+        (("title",), r"top level: missing key 'title'"),
+        (("metric", "name"), r"\[metric\]: missing key 'name'"),
+        (("dataset", "task"), r"\[dataset\]: missing key 'task'"),
+        (("pooled",), r"top level: missing key 'pooled'"),
+        (("format",), r"top level: missing key 'format'"),
     ],
 )
 def test_missing_key_is_named(
@@ -55,30 +55,30 @@ def test_missing_key_is_named(
 
 def test_wrong_types_are_named(regression_summary: Summary) -> None:
     regression_summary["sites"]["site-2"]["federated"] = "0.7"
-    with pytest.raises(DataError, match=r"'sites\.site-2\.federated' should be a number"):
+    with pytest.raises(DataError, match=r"\[sites\.site-2\] federated = '0\.7': expected a number"):
         parse_summary(regression_summary)
 
 
 def test_boolean_is_not_a_number(regression_summary: Summary) -> None:
     regression_summary["rounds"] = True
-    with pytest.raises(DataError, match=r"'rounds' should be an integer, got true"):
+    with pytest.raises(DataError, match=r"rounds = True: expected an integer"):
         parse_summary(regression_summary)
 
 
 def test_non_object_section_is_named(regression_summary: Summary) -> None:
     regression_summary["metric"] = "rmse"
-    with pytest.raises(DataError, match=r"'metric' should be a JSON object"):
+    with pytest.raises(DataError, match=r"\[metric\] must be a table, got str"):
         parse_summary(regression_summary)
 
 
 def test_top_level_must_be_an_object() -> None:
-    with pytest.raises(DataError, match=r"the top level should be a JSON object, got \[\]"):
+    with pytest.raises(DataError, match=r"top level must be a table, got list"):
         parse_summary([])
 
 
 def test_curve_length_mismatch_is_named(regression_summary: Summary) -> None:
     regression_summary["curves"]["sites"]["site-3"].pop()
-    with pytest.raises(DataError, match=r"'curves\.sites\.site-3' has 19 values but"):
+    with pytest.raises(DataError, match=r"\[curves\.sites\] site-3 has 19 values but"):
         parse_summary(regression_summary)
 
 
@@ -97,8 +97,8 @@ def test_optional_parts_may_be_absent(regression_summary: Summary) -> None:
 
     assert summary.curves.rounds == ()
     assert summary.timings.total_seconds is None
-    assert summary.pooled.scores.metrics == {}
-    assert summary.pooled.scores.headline["federated"] == 0.67
+    assert summary.pooled.details() == {}
+    assert summary.pooled.score("federated") == 0.67
 
 
 def test_null_and_nan_values_become_missing(regression_summary: Summary) -> None:
@@ -108,6 +108,15 @@ def test_null_and_nan_values_become_missing(regression_summary: Summary) -> None
 
     summary = parse_summary(regression_summary)
 
-    assert summary.pooled.scores.headline["local"] is None
-    assert summary.pooled.scores.headline["centralized"] is None
-    assert math.isnan(summary.curves.pooled[0])
+    assert summary.pooled.score("local") is None
+    assert summary.pooled.score("centralized") is None
+    assert summary.curves.pooled[0] is None
+
+
+def test_a_summary_reads_back_as_written(regression_summary: Summary, tmp_path: Path) -> None:
+    summary = parse_summary(make_audit_summary())
+
+    write_summary(summary, tmp_path)
+
+    assert load_summary(tmp_path) == summary
+    assert parse_summary(regression_summary).sites["site-2"].score("federated") == 0.66

@@ -363,6 +363,6 @@ def test_secure_demo_simulation_matches_plaintext(tmp_path, mode):
     np.testing.assert_allclose(
         secure.parameters.flatten(), plain.parameters.flatten(), rtol=0, atol=1e-5
     )
-    assert secure.summary["pooled"]["federated"] == pytest.approx(
-        plain.summary["pooled"]["federated"], abs=1e-3
+    assert secure.summary.pooled.federated == pytest.approx(
+        plain.summary.pooled.federated, abs=1e-3
     )

@@ -74,22 +74,22 @@ def test_the_audit_round_charges_no_real_ledger(result):
 
 def test_matrix_rows_are_the_federated_and_each_local_model(result):
     summary = result.summary
-    matrix = summary["cross_evaluation"]
+    matrix = summary.cross_evaluation
 
-    assert matrix["test_sites"] == list(SITES)
-    assert matrix["allow_cross_evaluation"] == dict.fromkeys(SITES, True)
-    rows = matrix["rows"]
-    assert [(r["model"], r["trained_at"]) for r in rows] == [
+    assert matrix.test_sites == SITES
+    assert matrix.allowed == dict.fromkeys(SITES, True)
+    rows = matrix.rows
+    assert [(r.model, r.trained_at) for r in rows] == [
         ("federated", None),
         *[("local", site) for site in SITES],
     ]
     for row in rows:
-        assert set(row["scores"]) == set(SITES)
+        assert set(row.scores) == set(SITES)
     for site in SITES:
         # The diagonal and the federated row are the comparison already computed.
-        assert rows[0]["scores"][site] == pytest.approx(summary["sites"][site]["federated"])
-        local_row = next(r for r in rows if r["trained_at"] == site)
-        assert local_row["scores"][site] == pytest.approx(summary["sites"][site]["local"])
+        assert rows[0].scores[site] == pytest.approx(summary.sites[site].federated)
+        local_row = next(r for r in rows if r.trained_at == site)
+        assert local_row.scores[site] == pytest.approx(summary.sites[site].local)
 
 
 def test_off_diagonal_cells_go_to_the_run_store(result):
@@ -101,14 +101,12 @@ def test_off_diagonal_cells_go_to_the_run_store(result):
     )
     assert cells == {(f"local:{a}", b) for a in SITES for b in SITES if a != b}
     for model, site in cells:
-        row = next(
-            r for r in result.summary["cross_evaluation"]["rows"] if r["trained_at"] == model[6:]
-        )
+        row = next(r for r in result.summary.cross_evaluation.rows if r.trained_at == model[6:])
         (value,) = db.execute(
             "SELECT value FROM comparison WHERE model = ? AND site = ? AND name = 'roc_auc'",
             (model, site),
         ).fetchone()
-        assert value == pytest.approx(row["scores"][site])
+        assert value == pytest.approx(row.scores[site])
 
 
 def test_switched_off_audit_and_no_baselines(prepared, tmp_path):
@@ -116,8 +114,8 @@ def test_switched_off_audit_and_no_baselines(prepared, tmp_path):
 
     summary = simulate(config, tmp_path, prepared=prepared).summary
 
-    assert "privacy_audit" not in summary
-    assert [row["model"] for row in summary["cross_evaluation"]["rows"]] == ["federated"]
+    assert summary.privacy_audit is None
+    assert [row.model for row in summary.cross_evaluation.rows] == ["federated"]
 
 
 def _updates(prepared, config):

@@ -24,9 +24,9 @@ def dp_run(tmp_path_factory):
 
 
 def test_planned_rounds_spend_the_target_epsilon_and_no_more(dp_run):
-    privacy = dp_run.summary["privacy"]
-    assert privacy["accountant"] == "rdp (improved conversion)"
-    for site, series in privacy["epsilon"].items():
+    privacy = dp_run.summary.privacy
+    assert privacy.accountant == "rdp (improved conversion)"
+    for site, series in privacy.epsilon.items():
         record = series["record"]
         assert len(record) == 2 and record[0] < record[1], site
         assert record[1] == pytest.approx(4.0, rel=0.01)

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from fedpharma.cli.main import DEMO_CONFIG
+from fedpharma.report.summary import Metric
 from fedpharma.sim.engine import prepare_sites, simulate
 
 CONFIG = dataclasses.replace(DEMO_CONFIG, rounds=12)
@@ -33,10 +34,10 @@ def test_sites_hold_disjoint_scaffolds_and_disjoint_test_sets(prepared):
 
 
 def test_federated_model_beats_the_mean_local_only_model(result):
-    sites = result.summary["sites"].values()
-    mean_local = np.mean([s["local"] for s in sites])
-    mean_federated = np.mean([s["federated"] for s in sites])
-    assert result.summary["metric"] == {"name": "rmse", "higher_is_better": False}
+    sites = result.summary.sites.values()
+    mean_local = np.mean([s.local for s in sites])
+    mean_federated = np.mean([s.federated for s in sites])
+    assert result.summary.metric == Metric(name="rmse", higher_is_better=False)
     assert mean_federated < mean_local
 
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import typer
 
@@ -12,6 +12,7 @@ from fedpharma.privacy import RELATIONS
 from fedpharma.server.round import RoundRecord
 
 if TYPE_CHECKING:
+    from fedpharma.report.summary import RunSummary
     from fedpharma.site.policy import SitePolicy
 
 
@@ -39,21 +40,22 @@ def print_round(record: RoundRecord, rounds: int) -> None:
     typer.echo(" · ".join(parts), err=True)
 
 
-def print_comparison(summary: dict[str, Any]) -> None:
-    metric = summary["metric"]
-    arrow = "higher is better" if metric["higher_is_better"] else "lower is better"
-    typer.echo(f"\nTest {metric['name'].upper()} per partner ({arrow})")
+def print_comparison(summary: RunSummary) -> None:
+    metric = summary.metric
+    arrow = "higher is better" if metric.higher_is_better else "lower is better"
+    typer.echo(f"\nTest {metric.name.upper()} per partner ({arrow})")
     header = (
         f"{'partner':<10} {'train':>6} {'test':>6} {'local':>9} {'federated':>10} {'central':>9}"
     )
     typer.echo(header)
     typer.echo("-" * len(header))
-    rows = [*summary["sites"].items(), ("pooled", summary["pooled"])]
+    rows = [*summary.sites.items(), ("pooled", summary.pooled)]
     for name, entry in rows:
+        n_train, n_test = ("" if n is None else n for n in (entry.n_train, entry.n_test))
         typer.echo(
-            f"{name:<10} {entry.get('n_train', ''):>6} {entry['n_test']:>6} "
-            f"{_fmt(entry['local']):>9} {_fmt(entry['federated']):>10} "
-            f"{_fmt(entry['centralized']):>9}"
+            f"{name:<10} {n_train:>6} {n_test:>6} "
+            f"{_fmt(entry.local):>9} {_fmt(entry.federated):>10} "
+            f"{_fmt(entry.centralized):>9}"
         )
 
 

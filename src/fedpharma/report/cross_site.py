@@ -4,24 +4,27 @@ Rows are the federated model and each site's local-only model, columns the sites
 cells the run's headline metric. The best value in each column (the best model for that site's
 data) is highlighted, a local-only model's own site is outlined, and a cell that was not
 evaluated — a site's policy does not allow cross evaluation, or the two sites' tasks differ —
-shows "—" with the reason on hover.
+shows "—" with the reason on hover. The markup is ``templates/cross_site.html.j2``.
 """
 
 from __future__ import annotations
 
-from html import escape
+from typing import NamedTuple
 
-from fedpharma.report.formatting import (
-    MISSING,
-    MODEL_LABELS,
-    direction_text,
-    format_score,
-    metric_label,
-)
+from fedpharma.report.formatting import MISSING, MODEL_LABELS, format_score
 from fedpharma.report.summary import CrossEvaluation, CrossSiteRow, RunSummary
+from fedpharma.report.templating import render
 
 NOT_EVALUATED = "not evaluated: cross evaluation needs both sites' policy to allow it"
 UNDEFINED = "undefined on this test set"
+
+
+class Cell(NamedTuple):
+    """One cell as shown: its text, CSS classes and hover title ('' for none)."""
+
+    text: str
+    classes: tuple[str, ...] = ()
+    title: str = ""
 
 
 def cross_site_html(summary: RunSummary) -> str:
@@ -29,32 +32,14 @@ def cross_site_html(summary: RunSummary) -> str:
     matrix = summary.cross_evaluation
     if matrix is None or not matrix.rows:
         return ""
-    metric = summary.metric
-    best = _column_best(matrix, metric.higher_is_better)
-    head = "".join(f'<th scope="col">{escape(site)}</th>' for site in matrix.test_sites)
-    body = "".join(
-        f'<tr><th scope="row">{escape(_row_label(row))}</th>'
-        + "".join(_cell_html(row, site, best[site]) for site in matrix.test_sites)
-        + "</tr>"
+    best = _column_best(matrix, summary.metric.higher_is_better)
+    rows = [
+        (_row_label(row), [_cell(row, site, best[site]) for site in matrix.test_sites])
         for row in matrix.rows
-    )
+    ]
     refusing = [site for site, allowed in matrix.allowed.items() if not allowed]
-    policy = (
-        f"Cross evaluation not allowed by: {', '.join(refusing)} (a local-only model is shared "
-        "with a partner, and a partner's model evaluated on a site's data, only when both "
-        "sites' policies allow it; the federated model is evaluated at every site)."
-        if refusing
-        else "Every site allows cross evaluation."
-    )
-    return (
-        '<section class="card">\n<h2>Cross-site evaluation</h2>\n'
-        f'<p class="hint">{escape(metric_label(metric.name))} of each model (rows) on each '
-        f"site's test data (columns), {direction_text(metric.higher_is_better)}. Best in each "
-        "column highlighted; outlined: a local-only model on its own site's data.</p>\n"
-        '<div class="scroll"><table class="cross-site">\n'
-        f'<thead><tr><th scope="col">Model</th>{head}</tr></thead>\n'
-        f"<tbody>{body}</tbody>\n</table></div>\n"
-        f'<p class="hint">{escape(policy)}</p>\n</section>'
+    return render(
+        "cross_site.html.j2", matrix=matrix, metric=summary.metric, rows=rows, refusing=refusing
     )
 
 
@@ -76,17 +61,12 @@ def _column_best(matrix: CrossEvaluation, higher_is_better: bool) -> dict[str, s
     return best
 
 
-def _cell_html(row: CrossSiteRow, site: str, best: str) -> str:
-    classes = ["own"] if row.trained_at == site else []
+def _cell(row: CrossSiteRow, site: str, best: str) -> Cell:
+    own = ("own",) if row.trained_at == site else ()
     if site not in row.scores:
-        classes.append("missing")
-        return f'<td class="{" ".join(classes)}" title="{NOT_EVALUATED}">{MISSING}</td>'
+        return Cell(MISSING, (*own, "missing"), NOT_EVALUATED)
     value = row.scores[site]
     if value is None:
-        classes.append("missing")
-        return f'<td class="{" ".join(classes)}" title="{UNDEFINED}">{MISSING}</td>'
+        return Cell(MISSING, (*own, "missing"), UNDEFINED)
     shown = format_score(value)
-    if shown == best:
-        classes.append("best")
-    attribute = f' class="{" ".join(classes)}"' if classes else ""
-    return f"<td{attribute}>{escape(shown)}</td>"
+    return Cell(shown, (*own, "best") if shown == best else own)

@@ -4,14 +4,14 @@ A formal (ε, δ) bounds what *any* attack can learn; the audit shows what two c
 did learn (loss threshold, Yeom et al. 2018; difficulty-calibrated, Watson et al. 2022), on the
 final model and on one site's raw update — which secure aggregation, when on, keeps from the
 coordinator. Without differential privacy the audit is the baseline a data owner compares with.
+The markup is ``templates/audit.html.j2``.
 """
 
 from __future__ import annotations
 
-from html import escape
-
-from fedpharma.report.formatting import MISSING, format_count, format_epsilon, format_score
-from fedpharma.report.summary import AttackScores, AuditTarget, PrivacyAudit, RunSummary
+from fedpharma.report.formatting import format_epsilon, format_score
+from fedpharma.report.summary import AuditTarget, PrivacyAudit, RunSummary
+from fedpharma.report.templating import render
 
 NO_DP_SENTENCE = (
     "No differential privacy was applied in this run: the audit below is the leakage without it."
@@ -24,8 +24,8 @@ RAW_UPDATE_SECURE = "Raw update: what secure aggregation keeps from the coordina
 def audit_sentence(audit: PrivacyAudit) -> str:
     """The strongest attack of the audit, in words."""
     found = [
-        (target.best_auc(), site.site, what)
-        for site in audit.sites
+        (target.best_auc(), name, what)
+        for name, site in audit.sites.items()
         for what, target in (("final model", site.final_model), ("raw update", site.site_update))
         if isinstance(target, AuditTarget)
     ]
@@ -44,13 +44,15 @@ def privacy_audit_html(summary: RunSummary) -> str:
     if audit is None:
         return ""
     update_label = RAW_UPDATE if audit.secure_aggregation == "none" else RAW_UPDATE_SECURE
-    rows = "".join(
-        f"<tr>{_site_cell(site.site)}{_epsilon_cell(summary, site.site)}"
-        f'<td class="text">{FINAL_MODEL}</td>{_target_cells(site.final_model)}</tr>'
-        f'<tr><td class="text">{escape(update_label)}</td>{_target_cells(site.site_update)}</tr>'
-        for site in audit.sites
-    )
-    shifted = [site.site for site in audit.sites if site.nonmember_shift]
+    rows = [
+        (
+            name,
+            _epsilon_text(summary, name),
+            ((FINAL_MODEL, site.final_model), (update_label, site.site_update)),
+        )
+        for name, site in audit.sites.items()
+    ]
+    shifted = [name for name, site in audit.sites.items() if site.nonmember_shift]
     notes = [
         "AUC: how often the attack ranks a random training record of the site above a random "
         "held-out one (0.5 = it learns nothing, 1 = it tells them apart every time). Advantage: "
@@ -72,43 +74,14 @@ def privacy_audit_html(summary: RunSummary) -> str:
             "update alone carries little or none of it; record-level DP-SGD bounds each update "
             "itself."
         )
-    hints = "".join(f'<p class="hint">{escape(note)}</p>' for note in notes)
-    return (
-        '<h3 class="spaced">Membership-inference audit</h3>\n'
-        f'<p>{escape(audit_sentence(audit))}</p>\n<table class="audit">\n<thead><tr>'
-        '<th scope="col">Site</th><th scope="col">ε</th><th scope="col">Attacked</th>'
-        '<th scope="col">Loss-threshold AUC</th><th scope="col">Advantage</th>'
-        '<th scope="col">Calibrated AUC</th><th scope="col">Advantage</th>'
-        '<th scope="col">Members / non-members</th></tr></thead>\n'
-        f"<tbody>{rows}</tbody>\n</table>\n{hints}"
-    )
+    return render("audit.html.j2", sentence=audit_sentence(audit), rows=rows, notes=notes)
 
 
-def _site_cell(site: str) -> str:
-    return f'<th scope="rowgroup" rowspan="2">{escape(site)}</th>'
-
-
-def _epsilon_cell(summary: RunSummary, site: str) -> str:
-    """The site's final ε per relation, beside both of its rows; "no DP" without DP."""
+def _epsilon_text(summary: RunSummary, site: str) -> str:
+    """The site's final ε per relation, shown beside both of its rows; "no DP" without DP."""
     privacy = summary.privacy
     relations = privacy.relations() if privacy is not None else ()
     if privacy is None or not relations:
-        return '<td class="text" rowspan="2">no DP</td>'
+        return "no DP"
     final = privacy.final.get(site, {})
-    text = ", ".join(f"{rel} {format_epsilon(final.get(rel))}" for rel in relations)
-    return f'<td class="text" rowspan="2">{escape(text)}</td>'
-
-
-def _target_cells(target: AuditTarget | str) -> str:
-    if isinstance(target, str):
-        return f'<td class="missing text" colspan="5">{MISSING} not run: {escape(target)}</td>'
-    return (
-        _attack_cells(target.loss_threshold)
-        + _attack_cells(target.calibrated)
-        + f"<td>{format_count(target.loss_threshold.n_members)} / "
-        f"{format_count(target.loss_threshold.n_nonmembers)}</td>"
-    )
-
-
-def _attack_cells(attack: AttackScores) -> str:
-    return f"<td>{format_score(attack.auc)}</td><td>{format_score(attack.advantage)}</td>"
+    return ", ".join(f"{rel} {format_epsilon(final.get(rel))}" for rel in relations)

@@ -59,7 +59,7 @@ def learning_curves_png(curves: Curves, metric: Metric, pooled: Partner) -> byte
         for i, series in enumerate(curves.sites.values()):
             ax.plot(
                 rounds,
-                list(series),
+                _values(series),
                 color=SITE_COLOUR,
                 linewidth=0.9,
                 alpha=0.7,
@@ -68,7 +68,7 @@ def learning_curves_png(curves: Curves, metric: Metric, pooled: Partner) -> byte
         if curves.pooled:
             ax.plot(
                 rounds,
-                list(curves.pooled),
+                _values(curves.pooled),
                 color=MODEL_COLOURS["federated"],
                 linewidth=2.4,
                 marker="o" if len(rounds) <= 30 else None,
@@ -76,7 +76,7 @@ def learning_curves_png(curves: Curves, metric: Metric, pooled: Partner) -> byte
                 label="federated, pooled test set",
             )
         for model in ("local", "centralized"):
-            value = pooled.scores.headline[model]
+            value = pooled.score(model)
             if value is not None:
                 ax.axhline(
                     value,
@@ -85,7 +85,7 @@ def learning_curves_png(curves: Curves, metric: Metric, pooled: Partner) -> byte
                     linewidth=1.6,
                     label=f"{MODEL_LABELS[model].lower()}, pooled ({format_score(value)})",
                 )
-        references = [pooled.scores.headline[m] for m in ("local", "centralized")]
+        references = [pooled.score("local"), pooled.score("centralized")]
         _fit_y_limits(ax, [*curves.pooled, *chain(*curves.sites.values()), *references])
         ax.set_xlabel("round")
         ax.set_ylabel(_metric_axis_label(metric))
@@ -94,7 +94,7 @@ def learning_curves_png(curves: Curves, metric: Metric, pooled: Partner) -> byte
         return _to_png(fig)
 
 
-def partner_bars_png(partners: Sequence[Partner], metric: Metric) -> bytes:
+def partner_bars_png(partners: Sequence[tuple[str, Partner]], metric: Metric) -> bytes:
     """Grouped bars of the headline metric: local-only, federated, centralized per partner.
 
     The last partner is expected to be the pooled test set; a thin rule sets it apart. Bars are
@@ -102,16 +102,16 @@ def partner_bars_png(partners: Sequence[Partner], metric: Metric) -> bytes:
     """
     width_in = min(14.0, max(7.5, 1.5 + 1.2 * len(partners)))
     with _figure(width=width_in, height=3.8) as (fig, ax):
-        models = [m for m in MODELS if any(p.scores.headline[m] is not None for p in partners)]
+        models = [m for m in MODELS if any(p.score(m) is not None for _, p in partners)]
         bar_width = 0.8 / max(1, len(models))
         label_bars = len(partners) * len(models) <= _MAX_LABELLED_BARS
         for offset, model in enumerate(models):
             xs = [
                 i + (offset - (len(models) - 1) / 2) * bar_width
-                for i, p in enumerate(partners)
-                if p.scores.headline[model] is not None
+                for i, (_, p) in enumerate(partners)
+                if p.score(model) is not None
             ]
-            values = [p.scores.headline[model] for p in partners]
+            values = [p.score(model) for _, p in partners]
             heights = [v for v in values if v is not None]
             bars = ax.bar(
                 xs,
@@ -133,7 +133,7 @@ def partner_bars_png(partners: Sequence[Partner], metric: Metric) -> bytes:
         ax.set_xticks(range(len(partners)))
         crowded = len(partners) > 6
         ax.set_xticklabels(
-            [_plain_text(_shorten(p.name)) for p in partners],
+            [_plain_text(_shorten(name)) for name, _ in partners],
             rotation=30 if crowded else 0,
             ha="right" if crowded else "center",
             rotation_mode="anchor" if crowded else "default",
@@ -149,7 +149,7 @@ def train_loss_png(curves: Curves) -> bytes:
     """Mean training loss per round; a log scale when it spans more than a factor of 20."""
     with _figure(width=7.5, height=3.0) as (fig, ax):
         rounds = list(curves.rounds)
-        losses = list(curves.train_loss)
+        losses = _values(curves.train_loss)
         ax.plot(
             rounds,
             losses,
@@ -182,7 +182,7 @@ def privacy_epsilon_png(privacy: Privacy) -> bytes:
         for i, (site, by) in enumerate(privacy.epsilon.items()):
             colour = SITE_COLOURS[i % len(SITE_COLOURS)]
             for relation in relations:
-                series = list(by.get(relation, ()))
+                series = _values(by.get(relation, ()))
                 if not series:
                     continue
                 linestyle, marker = RELATION_STYLES[relation]
@@ -201,7 +201,7 @@ def privacy_epsilon_png(privacy: Privacy) -> bytes:
                 )
                 drawn.extend(v for v in series if math.isfinite(v))
         for relation in relations:
-            budget = privacy.budget[relation]
+            budget = privacy.budget.get(relation)
             if budget is not None and math.isfinite(budget):
                 ax.axhline(
                     budget,
@@ -332,6 +332,11 @@ def _to_png(fig: Figure) -> bytes:
 def _metric_axis_label(metric: Metric) -> str:
     name = _plain_text(metric_label(metric.name))
     return f"{name} ({direction_text(metric.higher_is_better)})"
+
+
+def _values(series: Iterable[float | None]) -> list[float]:
+    """A series to plot: NaN (a gap) where it has no value."""
+    return [math.nan if v is None else v for v in series]
 
 
 def _fit_y_limits(ax: Axes, values: Iterable[float | None]) -> None:

@@ -33,7 +33,7 @@ import dataclasses
 import tempfile
 from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any, ParamSpec
+from typing import ParamSpec
 
 import numpy as np
 
@@ -49,6 +49,13 @@ from fedpharma.evaluation.membership import (
 )
 from fedpharma.params import Parameters
 from fedpharma.protocol import Refusal, TrainResult, TrainTask
+from fedpharma.report.summary import (
+    AttackScores,
+    AuditTarget,
+    NotAudited,
+    PrivacyAudit,
+    SiteAudit,
+)
 from fedpharma.server.federation import Federation
 from fedpharma.site.runtime import SiteRuntime
 
@@ -69,13 +76,13 @@ def audit_privacy(
     reference: Parameters,
     final: Parameters,
     rng: np.random.Generator,
-) -> dict[str, Any]:
-    """Both attacks on the final model and on each site's raw update, as ``summary.json``'s
+) -> PrivacyAudit:
+    """Both attacks on the final model and on each site's raw update, the summary's
     ``privacy_audit`` section.
 
     ``predictors[site]`` applies a model at ``site``; ``runtimes_for`` builds the twin runtimes
     (see the module docstring). An audit that cannot run (a refused task, a diverged model) is
-    ``{"unavailable": reason}`` rather than an error: the run has finished by then.
+    :class:`NotAudited` with the reason rather than an error: the run has finished by then.
     """
     final_model = {
         name: _attempt(
@@ -92,14 +99,14 @@ def audit_privacy(
         site_update = (
             _attempt(audit_update, predictors[name], final, update, data.train, data.test, rng=rng)
             if isinstance(update, Parameters)
-            else {"unavailable": update}
+            else NotAudited(update)
         )
-        audited[name] = {
-            "nonmember_shift": bool(not np.isin(data.test.groups, data.train.groups).any()),
-            "final_model": final_model[name],
-            "site_update": site_update,
-        }
-    return {"secure_aggregation": config.secure.mode, "sites": audited}
+        audited[name] = SiteAudit(
+            nonmember_shift=bool(not np.isin(data.test.groups, data.train.groups).any()),
+            final_model=final_model[name],
+            site_update=site_update,
+        )
+    return PrivacyAudit(secure_aggregation=config.secure.mode, sites=audited)
 
 
 def next_round_updates(
@@ -136,22 +143,14 @@ def next_round_updates(
 
 def _attempt(
     audit: Callable[_P, MembershipAudit], *args: _P.args, **kwargs: _P.kwargs
-) -> dict[str, Any]:
-    """The audit as JSON, or why it could not run (e.g. a diverged model's NaN predictions)."""
+) -> AuditTarget | NotAudited:
+    """The audit's scores, or why it could not run (e.g. a diverged model's NaN predictions)."""
     try:
         result = audit(*args, **kwargs)
     except DataError as exc:
-        return {"unavailable": str(exc)}
-    return {
-        "loss_threshold": _attack(result.loss_threshold),
-        "calibrated": _attack(result.calibrated),
-    }
+        return NotAudited(str(exc))
+    return AuditTarget(_attack(result.loss_threshold), _attack(result.calibrated))
 
 
-def _attack(result: AttackResult) -> dict[str, float | int]:
-    return {
-        "auc": result.auc,
-        "advantage": result.advantage,
-        "n_members": result.n_members,
-        "n_nonmembers": result.n_nonmembers,
-    }
+def _attack(result: AttackResult) -> AttackScores:
+    return AttackScores(result.auc, result.advantage, result.n_members, result.n_nonmembers)

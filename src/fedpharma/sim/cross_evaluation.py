@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from typing import Any
 
 from fedpharma.config import RunConfig
 from fedpharma.data.dataset import SiteData
@@ -20,6 +19,7 @@ from fedpharma.evaluation.cross_site import LOCAL, CrossSiteMatrix, cross_site_m
 from fedpharma.evaluation.membership import Predictor
 from fedpharma.evaluation.metrics import PRIMARY_METRIC
 from fedpharma.params import Parameters
+from fedpharma.report.summary import CrossEvaluation, CrossSiteRow
 from fedpharma.server.store import RunStore
 
 
@@ -30,7 +30,7 @@ def cross_evaluate(
     comparison: Mapping[str, Mapping[str, Mapping[str, float]]],
     sites: Mapping[str, SiteData],
     store: RunStore,
-) -> dict[str, Any]:
+) -> CrossEvaluation:
     """Evaluate the local-only models (if trained) across sites, beside the comparison's cells.
 
     ``models``, ``predictors`` and ``comparison`` are the engine's: ``models["local"]`` the
@@ -60,21 +60,21 @@ def cross_evaluate(
 
 def matrix_summary(
     matrix: CrossSiteMatrix, metric: str, allows: Mapping[str, bool]
-) -> dict[str, Any]:
-    """The matrix as JSON: ``metric`` per cell (``null`` where it is undefined, e.g. a test set
-    of one class), a cell not evaluated absent; and each site's policy flag."""
-    return {
-        "test_sites": list(matrix.test_sites),
-        "allow_cross_evaluation": dict(allows),
-        "rows": [
-            {
-                "model": row.model,
-                "trained_at": row.trained_at,
-                "scores": {site: _finite(cell.get(metric)) for site, cell in row.cells.items()},
-            }
+) -> CrossEvaluation:
+    """The matrix for the summary: ``metric`` per cell (``None`` where it is undefined, e.g. a
+    test set of one class), a cell not evaluated absent; and each site's policy flag."""
+    return CrossEvaluation(
+        test_sites=tuple(matrix.test_sites),
+        allowed=dict(allows),
+        rows=tuple(
+            CrossSiteRow(
+                model=row.model,
+                trained_at=row.trained_at,
+                scores={site: _finite(cell.get(metric)) for site, cell in row.cells.items()},
+            )
             for row in matrix.rows
-        ],
-    }
+        ),
+    )
 
 
 def _finite(value: float | None) -> float | None:

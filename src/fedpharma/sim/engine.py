@@ -11,7 +11,7 @@ audit (:mod:`fedpharma.sim.audit`) → ``run.sqlite`` + ``summary.json`` in the 
 
 from __future__ import annotations
 
-import json
+import dataclasses
 import secrets
 import time
 from collections.abc import Callable
@@ -33,6 +33,17 @@ from fedpharma.evaluation.metrics import PRIMARY_METRIC, compute_metrics
 from fedpharma.models.base import Trainer
 from fedpharma.models.factory import build_private_trainer, build_trainer
 from fedpharma.params import Parameters
+from fedpharma.report.summary import (
+    MODELS,
+    SUMMARY_FORMAT,
+    Curves,
+    DatasetInfo,
+    Metric,
+    Partner,
+    RunSummary,
+    Timings,
+    write_summary,
+)
 from fedpharma.secure.ckks import SecretContext, create_secret_context
 from fedpharma.server.join import JoinGate, JoinLog, expected_preprocessing
 from fedpharma.server.label_statistics import calibrated_start
@@ -44,8 +55,6 @@ from fedpharma.sim.cross_evaluation import cross_evaluate
 from fedpharma.sim.privacy import PrivacyRecorder, site_policy
 from fedpharma.site.runtime import SiteRuntime
 from fedpharma.transport.inprocess import InProcessChannel
-
-SUMMARY_FORMAT = 1
 
 
 @dataclass(frozen=True)
@@ -68,7 +77,7 @@ class SimulationResult:
     confidence intervals)."""
 
     run_dir: Path
-    summary: dict[str, Any]
+    summary: RunSummary
     parameters: Parameters
     predictions: Predictions
 
@@ -162,24 +171,10 @@ def simulate(
             store.record_comparison(model, site, metrics)
     cross_site = cross_evaluate(config, models, predictors, comparison, sim.sites, store)
     store.close()
-    summary = build_summary(
-        config,
-        run_id,
-        sim,
-        comparison,
-        curves,
-        {
-            "total_seconds": time.perf_counter() - started,
-            "federated_seconds": federated_seconds,
-            "baseline_seconds": baseline_seconds,
-        },
-    )
-    if config.privacy.enabled or config.site_policy.require_dp:
-        summary["privacy"] = privacy.summary(config)
-    summary["cross_evaluation"] = cross_site
+    audit = None
     if config.privacy_audit:
         say("privacy audit: membership inference on the final model and each site's raw update")
-        summary["privacy_audit"] = audit_privacy(
+        audit = audit_privacy(
             config,
             sim.sites,
             trainers,
@@ -190,7 +185,16 @@ def simulate(
             final=final,
             rng=np.random.default_rng([config.seed, 0xA0D1]),
         )
-    (run_dir / "summary.json").write_text(json.dumps(summary, indent=2), encoding="utf-8")
+    summary = dataclasses.replace(
+        build_summary(config, run_id, sim, comparison, curves.curves()),
+        timings=Timings(time.perf_counter() - started, federated_seconds, baseline_seconds),
+        privacy=privacy.summary(config)
+        if config.privacy.enabled or config.site_policy.require_dp
+        else None,
+        privacy_audit=audit,
+        cross_evaluation=cross_site,
+    )
+    write_summary(summary, run_dir)
     return SimulationResult(run_dir, summary, final, predictions)
 
 
@@ -335,14 +339,13 @@ class CurveRecorder:
             series = self.sites.setdefault(site, [None] * (len(self.rounds) - 1))
             series.append(result.metrics.get(self.metric))
 
-    def as_dict(self) -> dict[str, Any]:
-        return {
-            "round": self.rounds,
-            "train_loss": self.train_loss,
-            "pooled": self.pooled,
-            "pooled_is": "test-size-weighted mean of the sites' metrics",
-            "sites": self.sites,
-        }
+    def curves(self) -> Curves:
+        return Curves(
+            rounds=tuple(self.rounds),
+            train_loss=tuple(self.train_loss),
+            pooled=tuple(self.pooled),
+            sites={site: tuple(series) for site, series in self.sites.items()},
+        )
 
 
 class _Callback:
@@ -358,48 +361,43 @@ def build_summary(
     run_id: str,
     sim: Simulation,
     comparison: dict[str, dict[str, dict[str, float]]],
-    curves: CurveRecorder,
-    timings: dict[str, float],
-) -> dict[str, Any]:
+    curves: Curves,
+) -> RunSummary:
+    """The run's summary without its optional sections (timings, privacy, audit, matrix)."""
     task = sim.dataset.task
     metric, higher_is_better = PRIMARY_METRIC[task]
-    models = ("local", "federated", "centralized")
 
-    def entry(site: str) -> dict[str, Any]:
-        found = {m: comparison[m].get(site) if m in comparison else None for m in models}
+    def entry(site: str, n_train: int | None, n_test: int) -> Partner:
+        found = {m: comparison[m].get(site) if m in comparison else None for m in MODELS}
         values = {m: _json_float(r.get(metric)) if r else None for m, r in found.items()}
         details = {
             m: {k: _json_float(v) for k, v in r.items()} if r else None for m, r in found.items()
         }
-        return values | {"metrics": details}
+        return Partner(n_train, n_test, **values, metrics=details)
 
-    sites = {
-        name: {"n_train": len(data.train), "n_test": len(data.test)} | entry(name)
-        for name, data in sim.sites.items()
-    }
-    pooled = {"n_test": sum(len(d.test) for d in sim.sites.values())} | entry("pooled")
+    sites = {name: entry(name, len(data.train), len(data.test)) for name, data in sim.sites.items()}
+    pooled = entry("pooled", None, sum(len(d.test) for d in sim.sites.values()))
     name = config.dataset.name or Path(config.dataset.path or "").name
-    return {
-        "format": SUMMARY_FORMAT,
-        "run_id": run_id,
-        "created": datetime.now(UTC).isoformat(timespec="seconds"),
-        "title": f"{name} · {len(sim.sites)} sites · {config.strategy.name}",
-        "dataset": {
-            "name": name,
-            "task": task,
-            "task_names": list(sim.dataset.task_names),
-            "n_rows": len(sim.dataset),
-            "invalid_molecules": sim.invalid_molecules,
-        },
-        "metric": {"name": metric, "higher_is_better": higher_is_better},
-        "strategy": config.strategy.name,
-        "rounds": config.rounds,
-        "sites": sites,
-        "pooled": pooled,
-        "curves": curves.as_dict(),
-        "timings": timings,
-        "config": config.to_dict(),
-    }
+    return RunSummary(
+        format=SUMMARY_FORMAT,
+        run_id=run_id,
+        created=datetime.now(UTC).isoformat(timespec="seconds"),
+        title=f"{name} · {len(sim.sites)} sites · {config.strategy.name}",
+        dataset=DatasetInfo(
+            name=name,
+            task=task,
+            task_names=tuple(sim.dataset.task_names),
+            n_rows=len(sim.dataset),
+            invalid_molecules=sim.invalid_molecules,
+        ),
+        metric=Metric(metric, higher_is_better),
+        strategy=config.strategy.name,
+        rounds=config.rounds,
+        sites=sites,
+        pooled=pooled,
+        curves=curves,
+        config=config.to_dict(),
+    )
 
 
 def _json_float(value: float | None) -> float | None:

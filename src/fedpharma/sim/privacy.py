@@ -4,13 +4,13 @@ coordinator's site-level DP aggregator, and the ε every site spent, round by ro
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
 from fedpharma.config import RunConfig, site_policy_toml
+from fedpharma.report.summary import Privacy, Refusal, Relation
 from fedpharma.server.round import RoundRecord
 from fedpharma.site.policy import SitePolicy
 
-RELATION_METRICS = {"record": "epsilon_record", "site": "epsilon_site"}
+RELATION_METRICS: dict[Relation, str] = {"record": "epsilon_record", "site": "epsilon_site"}
 
 
 def site_policy(config: RunConfig, site_dir: Path) -> SitePolicy:
@@ -26,8 +26,8 @@ class PrivacyRecorder:
 
     def __init__(self) -> None:
         self.rounds: list[int] = []
-        self.spent: dict[str, dict[str, list[float | None]]] = {}
-        self.refusals: list[dict[str, Any]] = []
+        self.spent: dict[str, dict[Relation, list[float | None]]] = {}
+        self.refusals: list[Refusal] = []
 
     def on_round(self, record: RoundRecord) -> None:
         self.rounds.append(record.round)
@@ -38,27 +38,28 @@ class PrivacyRecorder:
                     series.extend([None] * (len(self.rounds) - 1 - len(series)))
                     series.append(result.metrics[metric])
         self.refusals += [
-            {"round": record.round, "site": site, "kind": r.kind, "reason": r.reason}
-            for site, r in record.refusals.items()
+            Refusal(record.round, site, r.kind, r.reason) for site, r in record.refusals.items()
         ]
 
-    def summary(self, config: RunConfig) -> dict[str, Any]:
+    def summary(self, config: RunConfig) -> Privacy:
         policy = config.site_policy
         conversion = f" ({policy.conversion} conversion)" if policy.accountant == "rdp" else ""
-        return {
-            "record_level": config.privacy.record_level,
-            "site_level": config.privacy.site_level,
-            "accountant": f"{policy.accountant}{conversion}",
-            "delta": {"record": policy.record_delta, "site": policy.site_delta},
-            "budget": {"record": policy.record_epsilon, "site": policy.site_epsilon},
-            "round": self.rounds,
-            "epsilon": self.spent,
-            "final": {
+        return Privacy(
+            record_level=config.privacy.record_level,
+            site_level=config.privacy.site_level,
+            accountant=f"{policy.accountant}{conversion}",
+            delta={"record": policy.record_delta, "site": policy.site_delta},
+            budget={"record": policy.record_epsilon, "site": policy.site_epsilon},
+            rounds=tuple(self.rounds),
+            epsilon={
+                site: {rel: tuple(s) for rel, s in by.items()} for site, by in self.spent.items()
+            },
+            final={
                 site: {
                     rel: next((v for v in reversed(s) if v is not None), None)
                     for rel, s in by.items()
                 }
                 for site, by in self.spent.items()
             },
-            "refusals": self.refusals,
-        }
+            refusals=tuple(self.refusals),
+        )
