@@ -16,7 +16,13 @@ import pytest
 import torch
 
 from fedpharma.cli.main import DEMO_CONFIG
-from fedpharma.config import ModelConfig, StrategyConfig, TrainingConfig
+from fedpharma.config import (
+    ModelConfig,
+    PrivacyConfig,
+    SitePolicyConfig,
+    StrategyConfig,
+    TrainingConfig,
+)
 from fedpharma.data.dataset import Dataset, SiteData
 from fedpharma.models.trainer import TorchTrainer
 from fedpharma.params import Parameters
@@ -101,21 +107,39 @@ def small_federation():
     return config, prepare_sites(config)
 
 
-def federated_model(small_federation, tmp_path, strategy: StrategyConfig) -> np.ndarray:
+DP_SGD = {
+    "privacy": PrivacyConfig(record_level=True, noise_multiplier=1.0, max_grad_norm=1.0),
+    "site_policy": SitePolicyConfig(record_epsilon=1000.0),
+    "rounds": 1,  # DP-SGD is the slow part; one round shows it
+}
+
+
+def federated_model(
+    small_federation, tmp_path, strategy: StrategyConfig, **changes: object
+) -> np.ndarray:
     config, prepared = small_federation
-    config = dataclasses.replace(config, strategy=strategy)
-    return simulate(config, tmp_path / strategy.name, prepared=prepared).parameters.flatten()
+    config = dataclasses.replace(config, strategy=strategy, **changes)  # type: ignore[arg-type]
+    return simulate(config, tmp_path, prepared=prepared).parameters.flatten()
 
 
-def test_fedprox_reaches_the_sites_through_the_round_loop(small_federation, tmp_path):
+@pytest.mark.parametrize("private", [False, True], ids=["plain", "dp-sgd"])
+def test_fedprox_reaches_the_sites_through_the_round_loop(small_federation, tmp_path, private):
     """End to end: FedProx with μ = 0 is FedAvg exactly; with μ > 0 it is not, so the μ the
-    strategy configures is the μ every site trains with."""
-    fedavg = federated_model(small_federation, tmp_path, StrategyConfig(name="fedavg"))
+    strategy configures is the μ every site trains with (with DP-SGD too, whose noise is seeded
+    in simulation)."""
+    changes = DP_SGD if private else {}
+    fedavg = federated_model(small_federation, tmp_path / "a", StrategyConfig(), **changes)
     prox_0 = federated_model(
-        small_federation, tmp_path / "0", StrategyConfig(name="fedprox", proximal_mu=0.0)
+        small_federation,
+        tmp_path / "p0",
+        StrategyConfig(name="fedprox", proximal_mu=0.0),
+        **changes,
     )
     prox = federated_model(
-        small_federation, tmp_path / "1", StrategyConfig(name="fedprox", proximal_mu=1.0)
+        small_federation,
+        tmp_path / "p1",
+        StrategyConfig(name="fedprox", proximal_mu=1.0),
+        **changes,
     )
     np.testing.assert_array_equal(prox_0, fedavg)
     assert np.abs(prox - fedavg).max() > 1e-4
