@@ -1,4 +1,10 @@
-"""Fixtures for data-layer tests: the shared public benchmark files, skipped when absent."""
+"""Fixtures for data-layer tests: the shared public benchmark files.
+
+Without them the tests that read them are skipped, each with the reason and the folder looked at
+(``pytest -rs`` lists them). Where the data must be there (CI exports
+``FEDPHARMA_REQUIRE_SHARED_DATA=1`` when ``../shared/data`` exists), a missing folder fails those
+tests instead, so they cannot be skipped silently.
+"""
 
 from __future__ import annotations
 
@@ -8,6 +14,7 @@ from pathlib import Path
 import pytest
 
 SHARED_DATA_ENV = "FEDPHARMA_SHARED_DATA"
+REQUIRE_SHARED_DATA_ENV = "FEDPHARMA_REQUIRE_SHARED_DATA"
 
 
 def shared_data_dir() -> Path:
@@ -22,5 +29,8 @@ def shared_data_dir() -> Path:
 def shared_data() -> Path:
     folder = shared_data_dir()
     if not folder.is_dir():
-        pytest.skip(f"shared benchmark data not found at {folder} (set {SHARED_DATA_ENV})")
+        reason = f"shared benchmark data not found at {folder} (set {SHARED_DATA_ENV})"
+        if os.environ.get(REQUIRE_SHARED_DATA_ENV) == "1":
+            pytest.fail(f"{reason}, but {REQUIRE_SHARED_DATA_ENV}=1 says it must be there")
+        pytest.skip(reason)
     return folder

@@ -138,8 +138,22 @@ def test_bad_input_is_rejected() -> None:
         compute_metrics("ranking", [0.0], [0.0])  # type: ignore[arg-type]
 
 
-def test_primary_metric() -> None:
-    assert PRIMARY_METRIC == {"regression": ("rmse", False), "classification": ("roc_auc", True)}
+@pytest.mark.parametrize("task", sorted(PRIMARY_METRIC))
+def test_the_primary_metric_ranks_the_better_model_first(task) -> None:
+    """The direction the report and the cross-site matrix read the primary metric in is the
+    direction in which it improves."""
+    name, higher_is_better = PRIMARY_METRIC[task]
+    rng = np.random.default_rng(0)
+    if task == "regression":
+        labels = rng.normal(size=200)
+        close = labels + 0.2 * rng.normal(size=200)
+    else:
+        labels = rng.integers(0, 2, 200).astype(float)
+        close = np.clip(labels + 0.3 * rng.normal(size=200), 0.01, 0.99)
+    far = rng.random(200)
+    better = compute_metrics(task, labels, close)[name]
+    worse = compute_metrics(task, labels, far)[name]
+    assert (better > worse) == higher_is_better and better != worse
 
 
 def test_evaluation_never_imports_torch() -> None:

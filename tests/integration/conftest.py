@@ -1,27 +1,16 @@
-"""Helpers for deployment tests: a small molecule CSV, a PKI, configs, real processes.
+"""Fixtures for deployment tests: a PKI, and CLI processes that are killed at teardown.
 
-Processes are started with the ``fedpharma`` CLI of this interpreter, bound to 127.0.0.1 on a
-free port, their output going to log files the test polls (no pipe can fill up); every process
-a test starts is killed at teardown.
+The helpers the tests import live in ``deploy_helpers.py`` (not here, see its docstring).
 """
 
 from __future__ import annotations
 
-import os
-import re
-import signal
-import socket
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import pytest
+from deploy_helpers import SITES, Proc
 
 from fedpharma.transport import pki
-
-SITES = ("site-1", "site-2", "site-3")
-CLI = [sys.executable, "-c", "from fedpharma.cli.main import app; app(prog_name='fedpharma')"]
 
 
 @pytest.fixture(scope="session")
@@ -29,144 +18,6 @@ def pki_root(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("pki")
     pki.provision("itest", SITES, root, days=2)
     return root
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def recipe_toml(
-    data: Path,
-    *,
-    rounds: int = 2,
-    min_sites: int = 3,
-    strategy: str = "fedavg",
-    local_epochs: int = 1,
-    seed: int = 7,
-) -> str:
-    return f"""
-rounds = {rounds}
-seed = {seed}
-baselines = false
-[dataset]
-path = "{data}"
-label_columns = ["pIC50"]
-task = "regression"
-test_fraction = 0.2
-[features]
-n_bits = 256
-[partition]
-method = "scaffold"
-n_sites = 3
-[model]
-hidden = [32]
-dropout = 0.1
-[training]
-local_epochs = {local_epochs}
-batch_size = 8
-learning_rate = 0.01
-[strategy]
-name = "{strategy}"
-min_sites = {min_sites}
-server_learning_rate = 0.05
-"""
-
-
-def write_deployment(
-    folder: Path,
-    pki_root: Path,
-    recipe: str,
-    *,
-    port: int,
-    retries: int = 2,
-    round_timeout: float = 60.0,
-) -> dict[str, Path]:
-    """run.toml, server.toml and one site-k.toml per site (part k of the recipe's data)."""
-    folder.mkdir(parents=True, exist_ok=True)
-    (folder / "run.toml").write_text(recipe)
-    (folder / "server.toml").write_text(
-        f"""
-run_config = "run.toml"
-runs_dir = "runs"
-[server]
-address = "127.0.0.1:{port}"
-tls = "{pki_root / "coordinator"}"
-heartbeat_seconds = 0.3
-liveness_timeout = 2.0
-[round_control]
-round_timeout = {round_timeout}
-wait_for_sites = 90.0
-retries = {retries}
-"""
-    )
-    files = {"server": folder / "server.toml"}
-    for index, site in enumerate(SITES, start=1):
-        files[site] = folder / f"{site}.toml"
-        files[site].write_text(
-            f"""
-run_config = "run.toml"
-[site]
-coordinator = "127.0.0.1:{port}"
-tls = "{pki_root / "sites" / site}"
-pull_wait = 0.5
-backoff_max = 0.5
-give_up_after = 120.0
-[data]
-path = "{recipe_data_path(recipe)}"
-label_columns = ["pIC50"]
-task = "regression"
-partition_index = {index}
-"""
-        )
-    return files
-
-
-def recipe_data_path(recipe: str) -> str:
-    match = re.search(r'path = "([^"]+)"', recipe)
-    assert match
-    return match.group(1)
-
-
-class Proc:
-    """A CLI process whose stdout+stderr go to a log file."""
-
-    def __init__(self, args: list[str], log: Path, cwd: Path) -> None:
-        self.log = log
-        env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONUNBUFFERED="1")
-        with log.open("wb") as out:
-            self.popen = subprocess.Popen(
-                [*CLI, *args], stdout=out, stderr=subprocess.STDOUT, cwd=cwd, env=env
-            )
-
-    def text(self) -> str:
-        return self.log.read_text(errors="replace")
-
-    def wait_for(self, pattern: str, timeout: float = 120.0) -> re.Match[str]:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            match = re.search(pattern, self.text())
-            if match:
-                return match
-            if self.popen.poll() is not None:
-                match = re.search(pattern, self.text())
-                if match:
-                    return match
-                raise AssertionError(f"process exited ({self.popen.returncode}):\n{self.text()}")
-            time.sleep(0.02)
-        raise AssertionError(f"{pattern!r} not seen within {timeout} s:\n{self.text()}")
-
-    def wait(self, timeout: float = 120.0) -> int:
-        try:
-            return self.popen.wait(timeout)
-        except subprocess.TimeoutExpired as exc:
-            raise AssertionError(f"still running after {timeout} s:\n{self.text()}") from exc
-
-    def kill9(self) -> None:
-        if self.popen.poll() is None:
-            self.popen.send_signal(signal.SIGKILL)
-            self.popen.wait(10)
 
 
 @pytest.fixture

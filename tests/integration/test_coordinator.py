@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import recipe_toml, write_deployment
+from deploy_helpers import recipe_toml, write_deployment
 
 from fedpharma.config import (
     config_from_dict,

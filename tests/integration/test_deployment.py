@@ -8,13 +8,21 @@ the same recipe (up to float summation order).
 from __future__ import annotations
 
 import json
+import re
 import sqlite3
 import tomllib
 from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import SITES, Proc, free_port, recipe_toml, write_deployment
+from deploy_helpers import (
+    SITES,
+    Proc,
+    point_sites_at,
+    recipe_toml,
+    serve_on,
+    write_deployment,
+)
 from typer.testing import CliRunner
 
 from fedpharma.cli.main import app
@@ -49,8 +57,10 @@ def assert_same_model(got: Parameters, want: Parameters) -> None:
 
 
 def start_deployment(start, files: dict[str, Path], *extra: str) -> tuple[Proc, list[Proc]]:
+    """The coordinator on a port of its choosing, then the sites, pointed at the port it got."""
     server = start("server", "server", "--config", str(files["server"]), *extra)
-    server.wait_for(r"listening on 127\.0\.0\.1:\d+")
+    address = server.wait_for(r"listening on (127\.0\.0\.1:\d+)").group(1)
+    point_sites_at(files, address)
     sites = [start(site, "site", "--config", str(files[site])) for site in SITES]
     return server, sites
 
@@ -64,7 +74,7 @@ def deployed(tmp_path_factory, molecules_csv, pki_root):
     """One uninterrupted deployed run (2 rounds, FedAvg, 3 sites) and its recipe."""
     tmp = tmp_path_factory.mktemp("deployed")
     recipe = recipe_toml(molecules_csv, rounds=2)
-    files = write_deployment(tmp / "cfg", pki_root, recipe, port=free_port())
+    files = write_deployment(tmp / "cfg", pki_root, recipe)
     started: list[Proc] = []
 
     def start(name: str, *args: str) -> Proc:
@@ -134,12 +144,11 @@ def test_audit_verify_passes_on_the_run_and_names_an_edited_entry(deployed, tmp_
     assert result.exit_code == 1 and "deleted from its end" in result.output
 
 
-@pytest.mark.slow
 def test_a_site_killed_mid_round_leaves_the_round_to_the_others(
     procs, tmp_path, molecules_csv, pki_root
 ):
     recipe = recipe_toml(molecules_csv, rounds=3, min_sites=2, local_epochs=60)
-    files = write_deployment(tmp_path / "cfg", pki_root, recipe, port=free_port())
+    files = write_deployment(tmp_path / "cfg", pki_root, recipe)
     server, sites = start_deployment(procs, files)
     victim = sites[2]
     victim.wait_for(r"round 2: task received")
@@ -156,20 +165,24 @@ def test_a_site_killed_mid_round_leaves_the_round_to_the_others(
     assert "round 2 of 3 done · 2 sites" in server.text()
 
 
-@pytest.mark.slow
 def test_a_coordinator_killed_with_sigkill_resumes_to_the_same_final_model(
     procs, tmp_path, molecules_csv, pki_root
 ):
     # FedAdam: the server optimizer's moments must survive the crash too.
     recipe = recipe_toml(molecules_csv, rounds=3, strategy="fedadam")
-    files = write_deployment(tmp_path / "cfg", pki_root, recipe, port=free_port())
+    files = write_deployment(tmp_path / "cfg", pki_root, recipe)
     server, sites = start_deployment(procs, files)
+    address = server.wait_for(r"listening on (127\.0\.0\.1:\d+)").group(1)
     server.wait_for(r"round 1 of 3 done")
     server.kill9()
+    # Round 2 may have completed between the poll and the kill: resume after the last done.
+    completed = max(int(k) for k in re.findall(r"round (\d) of 3 done", server.text()))
+    assert completed < 3, server.text()
     run_dir = run_dir_of(server)
+    serve_on(files, address)  # where the sites keep dialling
     resumed = procs("resumed", "server", "--config", str(files["server"]), "--resume", str(run_dir))
     assert resumed.wait(180) == 0, resumed.text()
-    assert "resumed at round 2" in resumed.text()
+    assert f"resumed at round {completed + 1}" in resumed.text()
     for site in sites:
         assert site.wait(30) == 0, site.text()
     rnd, model = final_model(run_dir)
@@ -189,7 +202,7 @@ def test_secure_aggregation_over_mtls_reaches_the_simulated_model(
     model equals the in-process simulation's (which uses its own fresh CKKS key) within the
     quantization / CKKS error."""
     recipe = recipe_toml(molecules_csv, rounds=1) + f'[secure]\nmode = "{mode}"\n'
-    files = write_deployment(tmp_path / "cfg", pki_root, recipe, port=free_port())
+    files = write_deployment(tmp_path / "cfg", pki_root, recipe)
     server, sites = start_deployment(procs, files)
     assert server.wait(180) == 0, server.text()
     for site in sites:

@@ -90,13 +90,13 @@ def test_a_task_over_budget_is_refused_and_leaves_the_ledger_unchanged(path):
 
 def test_budgets_compose_across_runs_and_survive_restarts(path):
     first = ledger(path, epsilon=3.0)
-    rounds_charged = 0
-    while True:
+    for rounds_charged in range(1000):  # bounded: a budget that never runs out fails
         try:
             first.charge(ROUND_EVENT, "record", run_id="run-a", round=rounds_charged + 1)
         except PrivacyBudgetExceeded:
             break
-        rounds_charged += 1
+    else:
+        pytest.fail("a budget of ε = 3 was never exhausted in 1000 rounds")
     assert rounds_charged >= 2
     spent = first.spent("record")
 

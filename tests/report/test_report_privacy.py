@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import dataclasses
+import io
 import json
 import re
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 from report_samples import Summary, make_privacy_summary, make_regression_summary
 
@@ -150,18 +153,32 @@ def test_epsilon_is_rounded_up_and_parameters_shown_as_written() -> None:
     ]
 
 
-def test_epsilon_plot_is_a_png() -> None:
+def _pixels(png: bytes) -> np.ndarray:
+    """The decoded image (rows × columns × RGBA)."""
+    from matplotlib import image
+
+    return image.imread(io.BytesIO(png), format="png")
+
+
+def test_the_epsilon_plot_is_a_figure_sized_image_that_shows_the_budget() -> None:
     privacy = parse_summary(make_privacy_summary()).privacy
     assert privacy is not None
-    assert privacy_epsilon_png(privacy).startswith(b"\x89PNG")
+    with_budget = _pixels(privacy_epsilon_png(privacy))
+    unbounded = dataclasses.replace(privacy, budget=dict.fromkeys(privacy.budget))
+    assert with_budget.shape[:2] == (570, 1125)  # 7.5 × 3.8 inches at 150 dpi
+    assert not np.array_equal(with_budget, _pixels(privacy_epsilon_png(unbounded)))
 
 
-def test_privacy_utility_png_returns_png_bytes() -> None:
+def test_the_privacy_utility_plot_skips_non_finite_scores_and_draws_the_no_dp_line() -> None:
     points = [(None, 0.62), (0.5, 0.9), (1.0, 0.8), (1.0, 0.78), (8.0, 0.66)]
 
-    png = privacy_utility_png(points, "rmse", higher_is_better=False, title="chembl · $x$")
+    def plot(chosen: list[tuple[float | None, float]]) -> bytes:
+        return privacy_utility_png(chosen, "rmse", higher_is_better=False, title="chembl · $x$")
 
-    assert png.startswith(b"\x89PNG")
+    png = plot(points)
+    assert _pixels(png).shape[:2] == (570, 975)  # 6.5 × 3.8 inches at 150 dpi
+    assert plot([*points, (2.0, float("nan")), (None, float("inf"))]) == png
+    assert not np.array_equal(_pixels(plot(points[1:])), _pixels(png))  # without "no DP"
 
 
 def test_privacy_utility_png_refuses_a_non_positive_epsilon() -> None:

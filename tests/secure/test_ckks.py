@@ -7,6 +7,7 @@ import sys
 
 import numpy as np
 import pytest
+import tenseal as ts
 
 from fedpharma.errors import CryptoError
 from fedpharma.secure import frames
@@ -22,8 +23,6 @@ from fedpharma.secure.ckks import (
     load_secret_context,
     provision,
 )
-
-ts = pytest.importorskip("tenseal")
 
 N_PARAMS = 3 * SLOTS + 123  # four ciphertexts, the last one partly filled
 KEY_ID_BYTES = 16

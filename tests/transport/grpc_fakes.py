@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import sys
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -21,6 +22,7 @@ from fedpharma.transport.grpc import (
     CoordinatorSettings,
     GrpcCoordinatorServer,
     ServerTls,
+    SiteConnection,
     SiteSettings,
     SiteTls,
     run_site,
@@ -63,6 +65,16 @@ class EchoHandler:
         return encode_message_parts(
             TrainResult(task.run_id, task.round, self.name, update, 10, {"loss": 1.0})
         )
+
+
+def pull_task(connection: SiteConnection, within: float = 15.0) -> object:
+    """The next task ``connection`` pulls; fails the test if none comes within ``within`` s."""
+    deadline = time.monotonic() + within
+    while time.monotonic() < deadline:
+        task = connection.pull(0.5)
+        if task is not None:
+            return task
+    raise AssertionError(f"no task pulled within {within:g} s")
 
 
 def parameters(n: int, seed: int = 0) -> Parameters:

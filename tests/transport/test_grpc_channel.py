@@ -7,7 +7,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
-from grpc_fakes import EchoHandler, SiteThread, parameters, serving
+from grpc_fakes import EchoHandler, SiteThread, parameters, pull_task, serving
 
 from fedpharma.protocol import EvaluateResult, EvaluateTask, Failure, TrainResult, TrainTask
 from fedpharma.server.audit import AuditLog, read_entries, verify
@@ -115,12 +115,10 @@ def test_a_rejoining_site_gets_its_unanswered_task_again(pki_root):
         with ThreadPoolExecutor(1) as pool:
             task = TrainTask("run-1", 4, parameters(5))
             pending = pool.submit(server.channel.exchange, {"site-a": task}, 10)
-            pulled = None
-            while pulled is None:
-                pulled = first.pull(0.5)
+            pull_task(first)
             first.close()  # crashes before answering
             site = SiteThread(server.address, folder, EchoHandler("site-a"))
-            reply = pending.result()["site-a"]
+            reply = pending.result(timeout=60)["site-a"]
         server.finish(wait=5)
         site.join()
     assert isinstance(reply, TrainResult) and reply.round == 4

@@ -5,7 +5,7 @@ import hashlib
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
-from grpc_fakes import EchoHandler, SiteThread, parameters, serving
+from grpc_fakes import EchoHandler, SiteThread, parameters, pull_task, serving
 
 from fedpharma.protocol import Failure, TrainResult, TrainTask
 from fedpharma.server.audit import AuditLog, read_entries, verify
@@ -56,11 +56,9 @@ def _round_with_a_hostile_site(pki_root, tmp_path, attack, **server_overrides):
             tasks = {s: TrainTask("run-1", 3, parameters(1000)) for s in ("site-a", "site-b")}
             with ThreadPoolExecutor(1) as pool:
                 pending = pool.submit(server.channel.exchange, tasks, 5)
-                task = None
-                while task is None:
-                    task = hostile.pull(0.5)
+                task = pull_task(hostile)
                 error = attack(hostile, task)
-                replies = pending.result()
+                replies = pending.result(timeout=60)
             # the coordinator still serves: the next round works for both
             with ThreadPoolExecutor(1) as pool:
                 pending = pool.submit(
@@ -68,11 +66,9 @@ def _round_with_a_hostile_site(pki_root, tmp_path, attack, **server_overrides):
                     {s: TrainTask("run-1", 4, parameters(10)) for s in tasks},
                     5,
                 )
-                task = None
-                while task is None:
-                    task = hostile.pull(0.5)
+                task = pull_task(hostile)
                 hostile.push(task, (_answer(task),))
-                assert all(isinstance(r, TrainResult) for r in pending.result().values())
+                assert all(isinstance(r, TrainResult) for r in pending.result(timeout=60).values())
             hostile.leave("done")
         server.finish(wait=5)
         honest.join()
@@ -143,14 +139,12 @@ def test_a_message_above_the_grpc_limit_is_refused_and_the_site_may_answer_again
             with ThreadPoolExecutor(1) as pool:
                 task_sent = TrainTask("run-1", 1, parameters(10))
                 pending = pool.submit(server.channel.exchange, {"site-b": task_sent}, 5)
-                task = None
-                while task is None:
-                    task = site.pull(0.5)
+                task = pull_task(site)
                 big = b"\0" * (1024 * 1024)  # one message 16x the coordinator's limit
                 with pytest.raises(PayloadTooLarge, match="too large"):
                     site.push_raw(_header(task, big), [(big,)])
                 site.push(task, (_answer(task),))
-                assert isinstance(pending.result()["site-b"], TrainResult)
+                assert isinstance(pending.result(timeout=60)["site-b"], TrainResult)
             site.leave("done")
 
 

@@ -123,18 +123,28 @@ def site(config: Annotated[Path, typer.Option("--config", help="site.toml")]) ->
 def audit_verify(
     run: Annotated[Path, typer.Argument(metavar="RUN", help="Run directory or audit.jsonl file.")],
 ) -> None:
-    """Check every entry's hash and link; name the first edited, deleted or inserted entry."""
+    """Check every entry's hash and link; name the first edited, deleted or inserted entry.
+
+    The run's recorded head (audit-head.json, next to the log) is checked too, so a log rewritten
+    with consistent hashes, or cut short, fails as well.
+    """
     from fedpharma.errors import DataError
     from fedpharma.server.audit import verify
-    from fedpharma.server.coordinator import audit_path, read_head
+    from fedpharma.server.coordinator import HEAD_FILE, audit_path, read_head
 
     path = audit_path(run)
     if not path.exists():
         raise DataError(f"no audit log at {path}")
-    head = read_head(run) if run.is_dir() else None
+    head = read_head(path.parent)
     report = verify(path, expected_head=head)
     if report.ok:
-        anchored = " (matches the recorded head)" if head else ""
+        anchored = (
+            " (matches the recorded head)"
+            if head
+            else f" (no recorded head {path.parent / HEAD_FILE}: a log rewritten with consistent "
+            "hashes or cut short cannot be told from the original; keep the head the server "
+            "printed and compare it)"
+        )
         typer.echo(f"OK {report.describe()}{anchored}")
         return
     typer.echo(f"FAILED {report.describe()}")
