@@ -17,7 +17,7 @@ from fedpharma.protocol.messages import validate_reply
 
 MODEL = Parameters.from_dict({"w": np.zeros((2, 3)), "b": np.zeros(3)})
 UPDATE = Parameters.from_dict({"w": np.full((2, 3), 0.1), "b": np.full(3, -0.1)})
-TRAIN = TrainTask("run-1", 4, MODEL, {"epochs": 1})
+TRAIN = TrainTask("run-1", 4, MODEL)
 EVALUATE = EvaluateTask("run-1", 4, MODEL)
 
 

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from fedpharma.config import FeaturesConfig
-from fedpharma.data.recipe import JoinCheck, SiteDescription
+from fedpharma.data.preprocessing import SiteDescription
 from fedpharma.params import Parameters
 from fedpharma.protocol import (
     DescribeTask,
@@ -22,7 +22,7 @@ from fedpharma.protocol import (
     TrainResult,
     TrainTask,
 )
-from fedpharma.server.join import JoinGate
+from fedpharma.server.join import JoinCheck, JoinGate
 
 N_REF = 16  # a small public reference set keeps the description cheap
 MODEL = Parameters(("w",), (np.zeros(2, np.float32),))
@@ -69,7 +69,7 @@ def description() -> SiteDescription:
 
 
 def round_tasks(sites: tuple[str, ...]) -> dict[str, Task]:
-    return {site: TrainTask("run-1", 1, MODEL, {"epochs": 1}) for site in sites}
+    return {site: TrainTask("run-1", 1, MODEL) for site in sites}
 
 
 def assert_barred(replies: Mapping[str, Reply | Failure], site: str) -> None:

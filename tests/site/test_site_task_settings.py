@@ -27,6 +27,7 @@ from fedpharma.data.dataset import Dataset, SiteData
 from fedpharma.models.trainer import TorchTrainer
 from fedpharma.params import Parameters
 from fedpharma.protocol import TrainResult, TrainTask
+from fedpharma.protocol.settings import LocalTraining, TrainSettings
 from fedpharma.sim.engine import prepare_sites, simulate
 from fedpharma.site.runtime import SiteRuntime
 
@@ -63,8 +64,9 @@ def site() -> tuple[SiteRuntime, TorchTrainer, Parameters]:
     return runtime, trainer, trainer.initial_parameters(seed=2)
 
 
-def update_of(runtime: SiteRuntime, params: Parameters, **settings: float) -> np.ndarray:
-    reply = runtime.handle(TrainTask("run-1", 1, params, dict(settings)))
+def update_of(runtime: SiteRuntime, params: Parameters, **local: float) -> np.ndarray:
+    settings = TrainSettings(local=LocalTraining(**local))  # type: ignore[arg-type]
+    reply = runtime.handle(TrainTask("run-1", 1, params, settings))
     assert isinstance(reply, TrainResult), reply
     return reply.update.flatten()
 
