@@ -12,6 +12,7 @@ checks the magic, the header, every dtype, that the byte count matches the shape
 from __future__ import annotations
 
 import json
+import math
 import struct
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
@@ -168,21 +169,12 @@ def decode(payload: bytes | memoryview, *, require_finite: bool = True) -> Param
         raise ProtocolError("parameter payload header must be a list of array descriptors")
     names, arrays, offset = [], [], 8 + header_len
     for e in entries:
-        if not (
-            isinstance(e, dict)
-            and isinstance(e.get("name"), str)
-            and e.get("dtype") in ALLOWED_DTYPES
-            and isinstance(e.get("shape"), list)
-            and all(isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in e["shape"])
-        ):
-            raise ProtocolError(f"malformed array descriptor in parameter payload: {e!r:.200}")
-        dtype = np.dtype(e["dtype"])
-        count = int(np.prod(e["shape"], dtype=np.int64))
-        nbytes = count * dtype.itemsize
-        if offset + nbytes > len(view):
-            raise ProtocolError(f"parameter payload is truncated inside array {e['name']!r}")
-        arr = np.frombuffer(view[offset : offset + nbytes], dtype=dtype).reshape(e["shape"])
-        names.append(e["name"])
+        name, dtype, shape = _descriptor(e)
+        nbytes = math.prod(shape) * dtype.itemsize  # exact: Python ints cannot overflow
+        if nbytes > len(view) - offset:
+            raise ProtocolError(f"parameter payload is truncated inside array {name!r}")
+        arr = np.frombuffer(view[offset : offset + nbytes], dtype=dtype).reshape(shape)
+        names.append(name)
         arrays.append(arr if dtype.isnative else arr.astype(dtype.newbyteorder("=")))
         offset += nbytes
     if offset != len(view):
@@ -194,3 +186,27 @@ def decode(payload: bytes | memoryview, *, require_finite: bool = True) -> Param
     if require_finite:
         check_finite(params, "parameter payload")
     return params
+
+
+def _descriptor(entry: object) -> tuple[str, np.dtype[np.floating], tuple[int, ...]]:
+    """(name, dtype, shape) of one header entry; raise :class:`ProtocolError` unless every
+    dimension is a non-negative integer (a negative one would make the decoder read the header
+    as array data)."""
+    if not (
+        isinstance(entry, dict)
+        and isinstance(entry.get("name"), str)
+        and entry.get("dtype") in ALLOWED_DTYPES
+        and isinstance(entry.get("shape"), list)
+        and all(isinstance(d, int) and not isinstance(d, bool) for d in entry["shape"])
+    ):
+        raise ProtocolError(
+            f"malformed array descriptor in parameter payload: {entry!r:.200}; a payload must "
+            "come from fedpharma.params.encode (name, dtype <f4 or <f8, shape as integers)"
+        )
+    shape = tuple(entry["shape"])
+    if any(d < 0 for d in shape):
+        raise ProtocolError(
+            f"array {entry['name']!r:.100} in parameter payload has a negative dimension "
+            f"{shape!r:.100}; a payload must come from fedpharma.params.encode"
+        )
+    return entry["name"], np.dtype(entry["dtype"]), shape

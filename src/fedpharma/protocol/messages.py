@@ -158,7 +158,9 @@ def validate_reply(task: Task, site: str, reply: Reply) -> Reply:
     """Check that ``reply`` is a well-formed answer from ``site`` to ``task``; return it.
 
     Raises :class:`ProtocolError` for an answer to another task, run or round, an answer in
-    another site's name, or an update whose names, shapes or values do not fit the model sent.
+    another site's name, an update whose names, shapes or values do not fit the model sent, or
+    an example count an aggregate could not weigh by (an update from no examples, a negative
+    count).
     """
     expected: tuple[type, ...]
     mode = secure_mode(task)
@@ -186,5 +188,13 @@ def validate_reply(task: Task, site: str, reply: Reply) -> Reply:
     if isinstance(reply, TrainResult) and isinstance(task, TrainTask):
         reply.update.check_matches(task.parameters, what=f"update from {site!r}")
         if reply.n_examples < 1:
-            raise ProtocolError(f"update from {site!r} claims {reply.n_examples} examples")
+            raise ProtocolError(
+                f"update from {site!r} claims {reply.n_examples} training examples; an update "
+                "weighs by its examples, so a site with no training rows must refuse the task"
+            )
+    if isinstance(reply, EvaluateResult) and reply.n_examples < 0:
+        raise ProtocolError(
+            f"evaluation from {site!r} claims {reply.n_examples} test examples; send the "
+            "number of rows evaluated (0 or more)"
+        )
     return reply
