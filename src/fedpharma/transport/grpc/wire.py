@@ -19,6 +19,7 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
 import numpy as np
+from google.protobuf.message import DecodeError
 
 from fedpharma.errors import ProtocolError, TransportError
 from fedpharma.protocol import PROTOCOL_VERSION
@@ -174,7 +175,10 @@ def parse_chunk(raw: bytes, message_type: type[pb.TaskChunk] | type[pb.ResultChu
             size, start = read
             if start + size == len(raw):
                 return memoryview(raw)[start:]
-    parsed: pb.TaskChunk | pb.ResultChunk = message_type.FromString(raw)
+    try:
+        parsed: pb.TaskChunk | pb.ResultChunk = message_type.FromString(raw)
+    except DecodeError as exc:
+        raise PayloadRejected(f"a {message_type.__name__} is not a valid protobuf message") from exc
     return parsed
 
 
