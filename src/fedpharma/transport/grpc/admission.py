@@ -196,9 +196,12 @@ class Admission:
     def _summary(self, site: str, state: _Site, now: float) -> str | None:
         if not state.suppressed:
             return None
-        counts = ", ".join(f"{n} {kind}" for kind, n in sorted(state.suppressed.items()))
+        counts = ", ".join(f"{kind} {n}" for kind, n in sorted(state.suppressed.items()))
         state.suppressed.clear()
-        return f"{counts} more in {now - state.window_start:.1f} s, counted but not audited singly"
+        return (
+            f"beyond the first {self.settings.audit_burst} entries in "
+            f"{now - state.window_start:.1f} s, counted and not audited one by one: {counts}"
+        )
 
     def flush(self) -> None:
         """Write every pending summary (the server is stopping)."""

@@ -24,7 +24,7 @@ from fedpharma.errors import FedPharmaError, ProtocolError
 from fedpharma.protocol import PROTOCOL_VERSION, Failure, Refusal, Reply, Task
 from fedpharma.protocol.codec import decode_message
 from fedpharma.transport.grpc import fedpharma_v1_pb2 as pb
-from fedpharma.transport.grpc.admission import Admission, Refused, Ticket
+from fedpharma.transport.grpc.admission import THROTTLED, Admission, Refused, Ticket
 from fedpharma.transport.grpc.bounds import check_update
 from fedpharma.transport.grpc.registry import Outstanding, SiteRegistry
 from fedpharma.transport.grpc.tls import PeerCertificates, RevocationList
@@ -146,7 +146,7 @@ class CoordinatorServicer:
                 return
             most = self._settings.admission.max_task_sends
             if task.sends > most:
-                reason = f"round {task.round}'s task was already sent {most} times"
+                reason = f"{THROTTLED}: round {task.round}'s task was already sent {most} times"
                 self._admission.offence(site, "refused", reason, task.round)
                 _abort(context, grpc.StatusCode.RESOURCE_EXHAUSTED, reason)
             yield pb.TaskChunk(header=task.header)
