@@ -183,6 +183,7 @@ class Arena:
     server: GrpcCoordinatorServer
     hostile: Hostile
     audit_path: Path
+    consortium: Path
     pool: ThreadPoolExecutor = field(default_factory=lambda: ThreadPoolExecutor(4))
 
     def start_round(
@@ -240,7 +241,7 @@ def arena(
     try:
         hostile.join()
         assert len(server.channel.wait_for_sites(3, timeout=10)) == 3
-        yield Arena(server, hostile, audit_path)
+        yield Arena(server, hostile, audit_path, consortium)
     finally:
         hostile.close()
         server.finish(wait=3)

@@ -25,9 +25,11 @@ from fedpharma.transport.grpc import (
 from fedpharma.transport.grpc.admission import AdmissionSettings
 from fedpharma.transport.grpc.bounds import ReplyBound
 from tests.attacks.arena import (
+    HONEST,
     HOSTILE,
     OPEN_DOOR,
     Arena,
+    Hostile,
     answer,
     arena,
     crafted_result,
@@ -399,3 +401,40 @@ def test_weakened_twin_without_the_send_limit_the_model_streams_every_time(conso
     with arena(consortium, tmp_path, admission=OPEN_DOOR) as a:
         served, _ = redownload(a)
     assert served == 20
+
+
+# ----- honest behaviour is never refused ----------------------------------------------------------
+
+
+def restart_mid_pull(arena_: Arena) -> object:
+    """The hostile site's process dies while its pull waits, and a new process pulls at once
+    (what an honest site restarted by its operator does); the new pull's outcome."""
+    stale = Hostile(arena_.server.address, arena_.consortium / "sites" / HOSTILE)
+    waiting = threading.Thread(target=stale.attempt, args=(lambda: stale.connection.pull(2.0),))
+    waiting.start()
+    time.sleep(0.3)
+    stale.connection.close()  # the dead process's connection goes away
+    waiting.join(5)
+    time.sleep(0.1)
+    return arena_.hostile.attempt(lambda: arena_.hostile.connection.pull(0.2))
+
+
+def test_a_restarted_site_is_not_refused_for_its_dead_pull(consortium, tmp_path):
+    with arena(consortium, tmp_path, max_pull_wait=2.0) as a:
+        assert restart_mid_pull(a) is None  # no task, and no refusal
+        honest_kept_their_rounds(a.round(1))
+        assert not a.offences()
+        assert all(a.server.admission.offences(site) == 0 for site in HONEST)
+
+
+def test_weakened_twin_a_pull_that_ignores_its_hang_up_blocks_the_restarted_site(
+    consortium, tmp_path, monkeypatch
+):
+    next_task = registry.SiteRegistry.next_task
+    monkeypatch.setattr(
+        registry.SiteRegistry,
+        "next_task",
+        lambda self, site, wait, active: next_task(self, site, wait, lambda: True),
+    )
+    with arena(consortium, tmp_path, max_pull_wait=2.0) as a:
+        assert isinstance(restart_mid_pull(a), FedPharmaError)
