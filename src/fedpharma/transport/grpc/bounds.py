@@ -8,7 +8,7 @@ or slip a wider dtype into the aggregate.
   the decoder's chunk limit each (:mod:`fedpharma.secure.ckks`);
 - a secure-aggregation phase, by a message of at most 8 bytes per model value (a 64-bit masked
   vector) plus a small multiple of the phase's own payload (key rosters, share lists);
-- evaluation and description tasks, by a reply header alone.
+- any other task (evaluation, description), by a reply header alone.
 """
 
 from __future__ import annotations
@@ -19,11 +19,12 @@ from dataclasses import dataclass
 from fedpharma.errors import ProtocolError
 from fedpharma.params import Parameters
 from fedpharma.protocol import Reply, SecureTask, Task, TrainResult, TrainTask
+from fedpharma.protocol.codec import MAX_HEADER_BYTES
 from fedpharma.protocol.messages import secure_mode
 from fedpharma.secure.ckks import MAX_CHUNK_BYTES, SLOTS
 
-REPLY_HEADER_BYTES = 64 * 1024
-"""Room for a reply's codec header: ids, counts, metrics, a site description."""
+REPLY_HEADER_BYTES = 8 + MAX_HEADER_BYTES
+"""Room for a reply's codec header (ids, counts, metrics, a description): what the codec reads."""
 SECURE_PAYLOAD_FACTOR = 16
 """A secure phase's reply is at most this many times the phase's task payload, plus the model."""
 RING_BYTES = 8
