@@ -109,3 +109,19 @@ def test_a_refusal_says_it_is_throttling():
 def test_settings_that_would_lock_out_honest_sites_are_refused(bad):
     with pytest.raises(ConfigError):
         AdmissionSettings(**bad)
+
+
+def test_the_server_config_sets_the_per_site_limits_within_bounds(tmp_path):
+    from fedpharma.config import load_server_config
+
+    path = tmp_path / "server.toml"
+    path.write_text(
+        "[server]\ninsecure = true\nmax_calls_per_site = 6\nmax_calls_per_second = 5.0\n"
+        "quarantine_after = 30\n"
+    )
+    section = load_server_config(path).server
+    assert (section.max_calls_per_site, section.max_calls_per_second) == (6, 5.0)
+    assert section.quarantine_after == 30
+    path.write_text("[server]\ninsecure = true\nmax_calls_per_site = 1\nquarantine_after = 0\n")
+    with pytest.raises(ConfigError, match="2 problem"):
+        load_server_config(path)
