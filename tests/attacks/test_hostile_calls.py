@@ -189,7 +189,7 @@ def restart_mid_pull(arena_: Arena) -> object:
     time.sleep(0.3)
     stale.connection.close()  # the dead process's connection goes away
     waiting.join(5)
-    time.sleep(0.1)
+    time.sleep(0.5)  # the coordinator notices the hang-up (the dead pull would wait 2 s)
     return arena_.hostile.attempt(lambda: arena_.hostile.connection.pull(0.2))
 
 
