@@ -14,6 +14,7 @@ import pytest
 from fedpharma.protocol import Failure, TrainResult
 from fedpharma.protocol.codec import decode_message
 from fedpharma.transport.grpc import (
+    CertificateRefused,
     PayloadTooLarge,
     ResultRejected,
     registry,
@@ -247,3 +248,41 @@ def test_weakened_twin_a_registry_that_keeps_answered_tasks_lets_the_site_change
     with pytest.raises(AssertionError):
         check_equivocation(outcome)
     assert not isinstance(outcome.second, ResultRejected)
+
+
+# ----- a result in another site's name ---------------------------------------------------------
+
+
+def impersonate(arena_: Arena) -> tuple[object, dict, list]:
+    """The hostile site pushes its answer in site-a's name (header and message)."""
+    pending = arena_.start_round(1, hostile=True, timeout=2.0)
+    pulled = arena_.hostile.task()
+    forged = answer(decode_message(pulled.payload), "site-a", offset=-50.0)
+    error = arena_.hostile.attempt(
+        lambda: arena_.hostile.push(pulled, encoded(forged), site="site-a")
+    )
+    return error, pending.result(), arena_.offences()
+
+
+def check_impersonation(error: object, replies: dict, offences: list) -> None:
+    assert isinstance(error, CertificateRefused) and "belongs to site 'site-m'" in str(error)
+    honest_kept_their_rounds(replies)
+    assert replies["site-a"].update.arrays[1][0] == 2.0  # site-a's own answer stands
+    assert any(e.kind == "denied" and "site-a" in e.reason for e in offences)
+
+
+def test_a_result_in_another_sites_name_is_denied_and_the_impostor_named(consortium, tmp_path):
+    with arena(consortium, tmp_path) as a:
+        check_impersonation(*impersonate(a))
+
+
+def test_weakened_twin_trusting_the_claimed_name_names_the_victim(
+    consortium, tmp_path, monkeypatch
+):
+    monkeypatch.setattr(
+        servicer.CoordinatorServicer, "_identify", lambda self, ctx, claimed: claimed
+    )
+    with arena(consortium, tmp_path) as a:
+        outcome = impersonate(a)
+    with pytest.raises(AssertionError):
+        check_impersonation(*outcome)
