@@ -379,6 +379,12 @@ class ServerSection:
     liveness_timeout: float = _bounded(30.0, 0.1, None)  # a site silent this long is gone
     max_payload_mb: float = _bounded(2048.0, 0.001, 2048.0)
     max_workers: int = _bounded(32, 2, 10_000)
+    # Admission control, per site certificate: calls in flight at once, calls per second it
+    # may sustain (bursts of twice that), and refused calls or rejected results before the
+    # site is quarantined for the rest of the run.
+    max_calls_per_site: int = _bounded(4, 2, 1000)
+    max_calls_per_second: float = _bounded(20.0, 0.1, None)
+    quarantine_after: int = _bounded(100, 1, None)
     # Input width of the model, for a tabular file dataset whose width depends on the sites'
     # data; molecules and bundled datasets derive it from the recipe.
     n_features: int | None = _bounded(None, 1, None)

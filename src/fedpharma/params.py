@@ -29,6 +29,10 @@ MAGIC = b"FPP1"
 ALLOWED_DTYPES = ("<f4", "<f8")
 MAX_HEADER_BYTES = 1 << 20
 MAX_ARRAYS = 10_000
+MAX_DIMS = 32
+MAX_ARRAY_BYTES = 1 << 48
+"""No array may span more bytes than this, counting its non-zero dimensions (numpy's own
+limits lie beyond; an empty array with huge dimensions would otherwise break ``reshape``)."""
 
 
 @dataclass(frozen=True)
@@ -161,10 +165,7 @@ def decode(payload: bytes | memoryview, *, require_finite: bool = True) -> Param
     (header_len,) = struct.unpack("<I", view[4:8])
     if header_len > MAX_HEADER_BYTES or 8 + header_len > len(view):
         raise ProtocolError("parameter payload header is truncated or oversized")
-    try:
-        entries = json.loads(bytes(view[8 : 8 + header_len]))
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise ProtocolError("parameter payload header is not valid JSON") from exc
+    entries = load_json(bytes(view[8 : 8 + header_len]), "parameter payload header")
     if not isinstance(entries, list) or len(entries) > MAX_ARRAYS:
         raise ProtocolError("parameter payload header must be a list of array descriptors")
     names, arrays, offset = [], [], 8 + header_len
@@ -173,6 +174,7 @@ def decode(payload: bytes | memoryview, *, require_finite: bool = True) -> Param
         nbytes = math.prod(shape) * dtype.itemsize  # exact: Python ints cannot overflow
         if nbytes > len(view) - offset:
             raise ProtocolError(f"parameter payload is truncated inside array {name!r}")
+        _check_extent(name, dtype, shape)
         arr = np.frombuffer(view[offset : offset + nbytes], dtype=dtype).reshape(shape)
         names.append(name)
         arrays.append(arr if dtype.isnative else arr.astype(dtype.newbyteorder("=")))
@@ -210,3 +212,25 @@ def _descriptor(entry: object) -> tuple[str, np.dtype[np.floating], tuple[int, .
             f"{shape!r:.100}; a payload must come from fedpharma.params.encode"
         )
     return entry["name"], np.dtype(entry["dtype"]), shape
+
+
+def _check_extent(name: str, dtype: np.dtype[np.floating], shape: tuple[int, ...]) -> None:
+    """Refuse what numpy cannot shape even when empty: too many dimensions, or non-zero
+    dimensions whose product is beyond any array (``[0, 2**70]`` holds no byte)."""
+    if len(shape) > MAX_DIMS or math.prod(max(d, 1) for d in shape) * dtype.itemsize > (
+        MAX_ARRAY_BYTES
+    ):
+        raise ProtocolError(
+            f"array {name!r:.100} in parameter payload has shape {shape!r:.100}, beyond "
+            f"{MAX_DIMS} dimensions or {MAX_ARRAY_BYTES} bytes; a payload must come from "
+            "fedpharma.params.encode"
+        )
+
+
+def load_json(raw: bytes, what: str) -> object:
+    """The JSON value of a wire header; :class:`ProtocolError` for anything that is not JSON,
+    nests too deep, or holds an integer too long to convert."""
+    try:
+        return json.loads(raw)
+    except (ValueError, RecursionError) as exc:  # ValueError covers JSON and UTF-8 errors
+        raise ProtocolError(f"{what} is not valid JSON (or nests too deep)") from exc

@@ -4,7 +4,6 @@ reassemble to the payload, and the assembler checks size and digest."""
 import hashlib
 
 import pytest
-from google.protobuf.message import DecodeError
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -51,7 +50,7 @@ def test_other_messages_and_other_encodings_go_through_the_generated_parser():
     other = data_frame(pb.TaskChunk, [b"abc"]) + pb.TaskChunk(data=b"xyz").SerializeToString()
     parsed = parse_chunk(other, pb.TaskChunk)
     assert chunk_kind(parsed) == "data" and bytes(chunk_data(parsed)) == b"xyz"  # last one wins
-    with pytest.raises(DecodeError):
+    with pytest.raises(PayloadRejected, match="not a valid protobuf"):
         parse_chunk(b"\x12\x05ab", pb.TaskChunk)  # announces 5 bytes, holds 2
 
 

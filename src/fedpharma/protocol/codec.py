@@ -43,6 +43,8 @@ from fedpharma.protocol.settings import TrainSettings, settings_from_json, setti
 
 MAGIC = b"FPM1"
 MAX_HEADER_BYTES = 1 << 20
+MAX_INT = 1 << 63
+"""Integers in a header (rounds, counts, metric and config values) stay below this."""
 
 Message = Task | Reply
 EncodedMessage = tuple[bytes | memoryview, ...]
@@ -113,10 +115,7 @@ def decode_message(data: bytes | memoryview) -> Message:
     (header_len,) = struct.unpack("<I", data[4:8])
     if header_len > MAX_HEADER_BYTES or 8 + header_len > len(data):
         raise ProtocolError("message header is truncated or oversized")
-    try:
-        header = json.loads(bytes(data[8 : 8 + header_len]))
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise ProtocolError("message header is not valid JSON") from exc
+    header = params_codec.load_json(bytes(data[8 : 8 + header_len]), "message header")
     if not isinstance(header, dict):
         raise ProtocolError("message header must be a JSON object")
     version = header.pop("version", None)
@@ -125,7 +124,8 @@ def decode_message(data: bytes | memoryview) -> Message:
             f"message uses protocol version {version!r}, this side speaks {PROTOCOL_VERSION}; "
             "upgrade the older side"
         )
-    cls = _TYPES.get(header.pop("type", None))
+    type_name = header.pop("type", None)
+    cls = _TYPES.get(type_name) if isinstance(type_name, str) else None
     if cls is None:
         raise ProtocolError(f"unknown message type; expected one of {sorted(_TYPES)}")
     kwargs: dict[str, Any] = {}
@@ -155,8 +155,10 @@ def _check_field(type_name: str, name: str, value: Any) -> Any:
         raise ProtocolError(f"{where} must be a string")
     if name == "phase" and value not in SECURE_PHASES:
         raise ProtocolError(f"{where} must be one of {SECURE_PHASES}")
-    if name in _INT_FIELDS and (not isinstance(value, int) or isinstance(value, bool) or value < 0):
-        raise ProtocolError(f"{where} must be a non-negative integer")
+    if name in _INT_FIELDS and (
+        not isinstance(value, int) or isinstance(value, bool) or not 0 <= value < MAX_INT
+    ):
+        raise ProtocolError(f"{where} must be a non-negative integer below 2^63")
     if name == "metrics":
         if not isinstance(value, dict) or not all(
             isinstance(k, str) and _is_number(v) for k, v in value.items()
@@ -173,4 +175,6 @@ def _check_field(type_name: str, name: str, value: Any) -> Any:
 
 
 def _is_number(v: Any) -> bool:
-    return isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v)
+    if isinstance(v, bool) or not isinstance(v, int | float):
+        return False
+    return abs(v) < MAX_INT if isinstance(v, int) else math.isfinite(v)

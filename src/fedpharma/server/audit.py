@@ -43,6 +43,8 @@ KINDS = frozenset(
         "result_rejected",  # a result was malformed, oversized, truncated, stale or replayed
         "result_missing",  # a site did not answer before the deadline, left or went silent
         "refusal",  # a site's policy refused a task
+        "refused",  # admission control refused a site's calls (too many, too fast), or a summary
+        "quarantined",  # a site with too many refused calls or rejected results is shut out
         "round_completed",
         "run_finished",
     }

@@ -279,6 +279,7 @@ def run_coordinator(
         ServerTls,
         WireLimits,
     )
+    from fedpharma.transport.grpc.admission import AdmissionSettings
 
     say = on_status
     shape = model_shape(recipe, config.server.n_features)
@@ -305,6 +306,12 @@ def run_coordinator(
         heartbeat_seconds=config.server.heartbeat_seconds,
         max_pull_wait=min(5.0, config.server.liveness_timeout / 2),
         max_workers=config.server.max_workers,
+        admission=AdmissionSettings(
+            max_calls_per_site=config.server.max_calls_per_site,
+            rate_per_site=config.server.max_calls_per_second,
+            burst_per_site=max(1, round(2 * config.server.max_calls_per_second)),
+            quarantine_after=config.server.quarantine_after,
+        ),
     )
 
     def transport_status(line: str) -> None:

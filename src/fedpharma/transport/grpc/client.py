@@ -24,6 +24,7 @@ from fedpharma.errors import CryptoError, FedPharmaError, ProtocolError, Transpo
 from fedpharma.protocol import PROTOCOL_VERSION
 from fedpharma.protocol.codec import EncodedMessage
 from fedpharma.transport.grpc import fedpharma_v1_pb2 as pb
+from fedpharma.transport.grpc.admission import THROTTLED
 from fedpharma.transport.grpc.methods import CoordinatorStub
 from fedpharma.transport.grpc.tls import INSECURE_WARNING, SiteTls
 from fedpharma.transport.grpc.wire import (
@@ -240,6 +241,8 @@ def map_rpc_error(exc: grpc.RpcError, what: str, address: str) -> FedPharmaError
             "refused this site's certificate: expired, issued by an unknown CA (another "
             "consortium's), or not a client certificate; or the coordinator is restarting"
         )
+    if code == grpc.StatusCode.RESOURCE_EXHAUSTED and THROTTLED in details:
+        return TransportError(f"{what}: {details}")
     if code in (grpc.StatusCode.PERMISSION_DENIED, grpc.StatusCode.UNAUTHENTICATED):
         return CertificateRefused(f"{what}: the coordinator refused this site: {details}")
     if code == grpc.StatusCode.NOT_FOUND:

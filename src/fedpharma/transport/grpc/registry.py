@@ -14,8 +14,9 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
-from fedpharma.protocol import Failure, Reply, Task
+from fedpharma.protocol import Failure, Reply, Task, TrainTask
 from fedpharma.transport.grpc import fedpharma_v1_pb2 as pb
+from fedpharma.transport.grpc.bounds import ReplyBound, reply_bound
 from fedpharma.transport.grpc.settings import CoordinatorSettings
 from fedpharma.transport.grpc.wire import OutgoingPayload, ResultRejected, payload_header
 
@@ -29,7 +30,9 @@ class Outstanding:
     round: int
     payload: OutgoingPayload
     header: pb.PayloadHeader
+    bound: ReplyBound  # what an answer may be: its most bytes, the model an update must fit
     receiving: bool = False  # a push for it is streaming in right now
+    sends: int = 0  # how often it was handed to a pull
 
 
 @dataclass
@@ -50,6 +53,8 @@ class SiteRegistry:
         self._answers: dict[str, Reply | Failure] = {}
         self._dismissed: dict[str, str] = {}  # site → why it takes no part (until it rejoins)
         self._joins: dict[str, int] = {}  # site → how often it joined: its connection's number
+        self._quarantined: dict[str, str] = {}  # site → why it is shut out for the run
+        self._model_values: int | None = None  # size of the model in the last train task
         self.finished: str | None = None
         self.bytes_received = 0
         self._closing = False
@@ -82,6 +87,13 @@ class SiteRegistry:
         (e.g. after its operator fixed its configuration) lifts this."""
         with self._cond:
             self._dismissed[site] = reason
+            self._cond.notify_all()
+
+    def quarantine(self, site: str, reason: str) -> None:
+        """Shut ``site`` out for the rest of the run: it is never available again, and its
+        outstanding task fails with ``reason``."""
+        with self._cond:
+            self._quarantined[site] = reason
             self._cond.notify_all()
 
     def connection(self, site: str) -> int:
@@ -118,6 +130,7 @@ class SiteRegistry:
             state is not None
             and not state.left
             and site not in self._dismissed
+            and site not in self._quarantined
             and time.monotonic() - state.last_seen <= self.settings.liveness_timeout
         )
 
@@ -143,22 +156,31 @@ class SiteRegistry:
 
     # ----- tasks ------------------------------------------------------------------------------
 
-    def next_task(self, site: str, wait: float) -> Outstanding | str | None:
-        """The site's unanswered task, the finish reason, or None after ``wait`` seconds."""
+    def next_task(
+        self, site: str, wait: float, active: Callable[[], bool]
+    ) -> Outstanding | str | None:
+        """The site's unanswered task, the finish reason, or None after ``wait`` seconds or
+        once ``active()`` turns false (the caller hung up: call :meth:`wake`)."""
         deadline = time.monotonic() + wait
         with self._cond:
             while True:
                 task = self._outstanding.get(site)
                 if task is not None and not task.receiving:
+                    task.sends += 1
                     return task
                 if self.finished is not None:
                     return self.finished
                 if site in self._dismissed:
                     return self._dismissed[site]
                 remaining = deadline - time.monotonic()
-                if remaining <= 0 or self._closing:
+                if remaining <= 0 or self._closing or not active():
                     return None
                 self._cond.wait(remaining)
+
+    def wake(self) -> None:
+        """Let waiting pulls look again (one of them hung up)."""
+        with self._cond:
+            self._cond.notify_all()
 
     def claim(self, site: str, header: pb.PayloadHeader) -> Outstanding:
         """Reserve the outstanding task a pushed result names; refuse anything else."""
@@ -180,7 +202,8 @@ class SiteRegistry:
             return task
 
     def release(self, site: str, task: Outstanding) -> None:
-        """The push of ``task`` broke off (peer vanished): let the site send it again."""
+        """The push of ``task`` failed without an answer (peer vanished, cut stream, refused
+        header): let the site send it again."""
         with self._cond:
             if self._outstanding.get(site) is task:
                 task.receiving = False
@@ -203,17 +226,24 @@ class SiteRegistry:
         deadline = None if timeout is None else time.monotonic() + timeout
         with self._cond:
             self._answers = {}
+            limit = self.settings.limits.max_payload_bytes
             for site, (task, payload) in payloads.items():
+                if isinstance(task, TrainTask):
+                    self._model_values = task.parameters.size
                 task_id = secrets.token_hex(16)
                 header = payload_header(
                     payload, run_id=task.run_id, round=task.round, task_id=task_id, site=site
                 )
+                bound = reply_bound(task, self._model_values, limit)
                 self._outstanding[site] = Outstanding(
-                    task_id, task.run_id, task.round, payload, header
+                    task_id, task.run_id, task.round, payload, header, bound
                 )
             self._cond.notify_all()
             while self._outstanding:
                 for site in [s for s in self._outstanding if not self._alive(s)]:
+                    if site in self._quarantined:
+                        self._drop(site, f"site is quarantined: {self._quarantined[site]}")
+                        continue
                     why = "site left" if self._sites[site].left else "site went silent"
                     self._drop(site, f"{why} before answering")
                 remaining = None if deadline is None else deadline - time.monotonic()

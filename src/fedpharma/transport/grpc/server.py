@@ -17,6 +17,7 @@ from typing import Any, Protocol
 import grpc
 
 from fedpharma.errors import ConfigError, TransportError
+from fedpharma.transport.grpc.admission import Admission
 from fedpharma.transport.grpc.channel import GrpcChannel
 from fedpharma.transport.grpc.methods import add_to_server
 from fedpharma.transport.grpc.registry import SiteRegistry
@@ -69,11 +70,13 @@ class GrpcCoordinatorServer:
         self._lock = threading.Lock()
         self._registry = SiteRegistry(settings, self._record)
         self.channel = GrpcChannel(self._registry)
+        self.admission = Admission(settings.admission, self._record, self._registry.quarantine)
         self._service = CoordinatorServicer(
             self._registry,
             RevocationList(tls.revoked if tls else None),
             insecure=insecure,
             note=self._record,
+            admission=self.admission,
         )
         self._server: Any = None
         self.port: int | None = None
@@ -133,6 +136,7 @@ class GrpcCoordinatorServer:
         self._registry.close()
         self._server.stop(grace).wait()
         self._server = None
+        self.admission.flush()
 
     def __enter__(self) -> GrpcCoordinatorServer:
         self.start()

@@ -1,10 +1,11 @@
-"""How the coordinator serves: bind address, wire limits, liveness and thread pool."""
+"""How the coordinator serves: bind address, wire limits, liveness, thread pool, admission."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 
 from fedpharma.errors import ConfigError
+from fedpharma.transport.grpc.admission import AdmissionSettings
 from fedpharma.transport.grpc.wire import WireLimits
 
 
@@ -21,6 +22,8 @@ class CoordinatorSettings:
     # Thread pool size. Each site may hold a long-poll, a heartbeat and a push at once, so allow
     # about 2 per site plus a few; beyond it calls are refused as busy and sites retry.
     max_workers: int = 32
+    # What one site may ask: calls in flight, one waiting pull, rate, quarantine of offenders.
+    admission: AdmissionSettings = field(default_factory=AdmissionSettings)
 
     def __post_init__(self) -> None:
         problems = []

@@ -19,6 +19,7 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
 import numpy as np
+from google.protobuf.message import DecodeError
 
 from fedpharma.errors import ProtocolError, TransportError
 from fedpharma.protocol import PROTOCOL_VERSION
@@ -174,7 +175,10 @@ def parse_chunk(raw: bytes, message_type: type[pb.TaskChunk] | type[pb.ResultChu
             size, start = read
             if start + size == len(raw):
                 return memoryview(raw)[start:]
-    parsed: pb.TaskChunk | pb.ResultChunk = message_type.FromString(raw)
+    try:
+        parsed: pb.TaskChunk | pb.ResultChunk = message_type.FromString(raw)
+    except DecodeError as exc:
+        raise PayloadRejected(f"a {message_type.__name__} is not a valid protobuf message") from exc
     return parsed
 
 
@@ -213,12 +217,26 @@ def check_version(version: int, where: str) -> None:
 class PayloadAssembler:
     """Collects the data chunks announced by one ``PayloadHeader`` and checks them."""
 
-    def __init__(self, header: pb.PayloadHeader, limits: WireLimits, what: str) -> None:
+    def __init__(
+        self,
+        header: pb.PayloadHeader,
+        limits: WireLimits,
+        what: str,
+        *,
+        max_bytes: int | None = None,
+    ) -> None:
+        """``max_bytes``, when given, is a tighter limit: what the answered task can
+        legitimately return."""
         check_version(header.protocol_version, what)
         if header.total_bytes > limits.max_payload_bytes:
             raise PayloadTooLarge(
                 f"{what} announces {header.total_bytes} bytes, more than the limit of "
                 f"{limits.max_payload_bytes} bytes"
+            )
+        if max_bytes is not None and header.total_bytes > max_bytes:
+            raise PayloadTooLarge(
+                f"{what} announces {header.total_bytes} bytes, more than the limit of "
+                f"{max_bytes} bytes that an answer to its task can legitimately take"
             )
         if len(header.sha256) != hashlib.sha256().digest_size:
             raise PayloadRejected(f"{what} header carries no valid sha256 digest")

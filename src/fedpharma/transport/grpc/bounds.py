@@ -1,0 +1,77 @@
+"""What a task can legitimately be answered with: the most bytes, and for a plaintext update
+its exact structure, so a site cannot make the coordinator reserve gigabytes for a small model
+or slip a wider dtype into the aggregate.
+
+- a plaintext :class:`~fedpharma.protocol.TrainTask` is answered by an update of the model's
+  names, shapes and dtypes: exactly the model's encoded size plus a reply header;
+- under CKKS, by an encrypted update of ``ceil((values + 2) / SLOTS)`` ciphertexts of at most
+  the decoder's chunk limit each (:mod:`fedpharma.secure.ckks`);
+- a secure-aggregation phase, by a message of at most 8 bytes per model value (a 64-bit masked
+  vector) plus a small multiple of the phase's own payload (key rosters, share lists);
+- any other task (evaluation, description), by a reply header alone.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+from fedpharma.errors import ProtocolError
+from fedpharma.params import Parameters
+from fedpharma.protocol import Reply, SecureTask, Task, TrainResult, TrainTask
+from fedpharma.protocol.codec import MAX_HEADER_BYTES
+from fedpharma.protocol.messages import secure_mode
+from fedpharma.secure.ckks import MAX_CHUNK_BYTES, SLOTS
+
+REPLY_HEADER_BYTES = 8 + MAX_HEADER_BYTES
+"""Room for a reply's codec header (ids, counts, metrics, a description): what the codec reads."""
+SECURE_PAYLOAD_FACTOR = 16
+"""A secure phase's reply is at most this many times the phase's task payload, plus the model."""
+RING_BYTES = 8
+
+
+@dataclass(frozen=True)
+class ReplyBound:
+    """The most bytes an answer may declare and, for a plaintext update, the model it must fit."""
+
+    max_bytes: int
+    model: Parameters | None = None
+
+
+def reply_bound(task: Task, model_values: int | None, limit: int) -> ReplyBound:
+    """The bound on the answer to ``task``; ``model_values`` is the size of the run's model (the
+    last train task's), ``limit`` the global payload limit (used when nothing tighter is known)."""
+    if isinstance(task, TrainTask):
+        mode = secure_mode(task)
+        if mode is None:
+            size = sum(memoryview(part).nbytes for part in task.parameters.wire_parts)
+            return _capped(REPLY_HEADER_BYTES + size, limit, task.parameters)
+        if mode == "ckks":
+            chunks = math.ceil((task.parameters.size + 2) / SLOTS)
+            return _capped(REPLY_HEADER_BYTES + chunks * (4 + MAX_CHUNK_BYTES), limit)
+        return _capped(REPLY_HEADER_BYTES, limit)  # secagg: a key advertisement
+    if isinstance(task, SecureTask):
+        if model_values is None:
+            return ReplyBound(limit)
+        size = SECURE_PAYLOAD_FACTOR * len(task.payload) + RING_BYTES * model_values
+        return _capped(REPLY_HEADER_BYTES + size, limit)
+    return _capped(REPLY_HEADER_BYTES, limit)
+
+
+def _capped(size: int, limit: int, model: Parameters | None = None) -> ReplyBound:
+    return ReplyBound(min(size, limit), model)
+
+
+def check_update(reply: Reply, bound: ReplyBound, site: str) -> None:
+    """Raise :class:`ProtocolError` unless a plaintext update has the model's names and shapes,
+    finite values, and no array wider than the model's (a float64 update for a float32 model)."""
+    if bound.model is None or not isinstance(reply, TrainResult):
+        return
+    what = f"update from {site!r}"
+    reply.update.check_matches(bound.model, what=what)
+    for (name, got), due in zip(reply.update, bound.model.arrays, strict=True):
+        if got.dtype.itemsize > due.dtype.itemsize:
+            raise ProtocolError(
+                f"{what}: parameter {name!r} is {got.dtype}, the model sent is {due.dtype}; "
+                "send the update in the model's dtype"
+            )
