@@ -22,7 +22,15 @@ import numpy as np
 from fedpharma.errors import FedPharmaError
 from fedpharma.params import MAGIC as PARAMS_MAGIC
 from fedpharma.params import Parameters
-from fedpharma.protocol import EvaluateResult, EvaluateTask, Failure, Reply, TrainResult, TrainTask
+from fedpharma.protocol import (
+    PROTOCOL_VERSION,
+    EvaluateResult,
+    EvaluateTask,
+    Failure,
+    Reply,
+    TrainResult,
+    TrainTask,
+)
 from fedpharma.protocol.codec import MAGIC as MESSAGE_MAGIC
 from fedpharma.protocol.codec import decode_message, encode_message, encode_message_parts
 from fedpharma.server.audit import AuditEntry, AuditLog, read_entries, verify
@@ -90,7 +98,7 @@ def crafted_result(task: TrainTask, site: str, shape: list[int], data_bytes: int
     header = json.dumps(
         {
             "type": "TrainResult",
-            "version": 1,
+            "version": PROTOCOL_VERSION,
             "run_id": task.run_id,
             "round": task.round,
             "site": site,

@@ -18,7 +18,16 @@ from hypothesis import strategies as st
 
 from fedpharma import params
 from fedpharma.errors import FedPharmaError
-from fedpharma.protocol import EvaluateResult, Refusal, SecureReply, TrainResult, TrainTask
+from fedpharma.protocol import (
+    PROTOCOL_VERSION,
+    EvaluateResult,
+    LocalTraining,
+    Refusal,
+    SecureReply,
+    TrainResult,
+    TrainSettings,
+    TrainTask,
+)
 from fedpharma.protocol.codec import MAGIC as MESSAGE_MAGIC
 from fedpharma.protocol.codec import decode_message, encode_message
 from fedpharma.secure import ckks, frames
@@ -141,17 +150,29 @@ def message_payload(header: object, tail: bytes = b"") -> bytes:
     return MESSAGE_MAGIC + struct.pack("<I", len(raw)) + raw + tail
 
 
-RESULT = {"type": "EvaluateResult", "version": 1, "run_id": "r", "round": 1, "site": "s"}
+RESULT = {
+    "type": "EvaluateResult",
+    "version": PROTOCOL_VERSION,
+    "run_id": "r",
+    "round": 1,
+    "site": "s",
+}
 MESSAGE_CORPUS = {
-    "type is a list": message_payload({"type": ["TrainTask"], "version": 1}),
-    "type is an object": message_payload({"type": {}, "version": 1}),
+    "type is a list": message_payload({"type": ["TrainTask"], "version": PROTOCOL_VERSION}),
+    "type is an object": message_payload({"type": {}, "version": PROTOCOL_VERSION}),
     "deeply nested header": message_payload(b"[" * 100_000 + b"]" * 100_000),
     "a 5000-digit version": message_payload(b'{"version":1' + b"0" * 5000 + b"}"),
     "round beyond 2^63": message_payload(RESULT | {"round": 2**80, "n_examples": 1}),
     "count beyond 2^63": message_payload(RESULT | {"n_examples": 2**70}),
     "metric beyond float": message_payload(RESULT | {"n_examples": 1, "metrics": {"a": 10**400}}),
     "config beyond float": message_payload(
-        {"type": "TrainTask", "version": 1, "run_id": "r", "round": 1, "config": {"a": 10**400}},
+        {
+            "type": "TrainTask",
+            "version": PROTOCOL_VERSION,
+            "run_id": "r",
+            "round": 1,
+            "config": {"a": 10**400},
+        },
         params.encode(MODEL),
     ),
     "update with a crafted shape": message_payload(
@@ -182,13 +203,13 @@ MESSAGE_HEADERS = st.dictionaries(
 @given(header=MESSAGE_HEADERS | JSON_VALUES, tail=st.binary(max_size=32))
 def test_decode_message_on_any_header_raises_only_typed_errors(header, tail):
     if isinstance(header, dict) and "version" in header and header["version"] is None:
-        header["version"] = 1  # reach past the version check more often
+        header["version"] = PROTOCOL_VERSION  # reach past the version check more often
     typed(decode_message, message_payload(header, tail))
 
 
 VALID_MESSAGES = [
     encode_message(TrainResult("r", 2, "s", MODEL, 10, {"loss": 0.5})),
-    encode_message(TrainTask("r", 2, MODEL, {"epochs": 1})),
+    encode_message(TrainTask("r", 2, MODEL, TrainSettings(local=LocalTraining(epochs=2)))),
     encode_message(EvaluateResult("r", 2, "s", 5, {"rmse": 1.0})),
     encode_message(Refusal("r", 2, "s", "budget", "spent")),
     encode_message(SecureReply("r", 2, "s", "advertise", b"\1" * 40)),

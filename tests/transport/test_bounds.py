@@ -7,12 +7,15 @@ import pytest
 from fedpharma.errors import ProtocolError
 from fedpharma.params import Parameters
 from fedpharma.protocol import (
+    CKKSSettings,
     DescribeTask,
     EvaluateResult,
     EvaluateTask,
+    SecAggSettings,
     SecureReply,
     SecureTask,
     TrainResult,
+    TrainSettings,
     TrainTask,
 )
 from fedpharma.protocol.codec import encode_message
@@ -61,13 +64,20 @@ def test_a_64_bit_masked_input_of_the_model_fits_its_phase():
     assert reply_bound(task, None, LIMIT).max_bytes == LIMIT  # no model known: the global limit
 
 
+SECAGG = SecAggSettings(threshold=2, ring_bits=64, clip=1.0, max_sites=3, max_examples=100)
+
+
 def test_a_ckks_encrypted_update_of_the_model_fits_its_bound():
     ckks = pytest.importorskip("fedpharma.secure.ckks")
     pytest.importorskip("tenseal")
     small = Parameters.from_dict({"w": np.ones(5000) * 0.01})
     encrypted = ckks.create_secret_context().encrypt_update(small.flatten(), 10).to_bytes()
     reply = SecureReply("r", 1, "s", "encrypted_update", encrypted)
-    bound = reply_bound(TrainTask("r", 1, small, {"secure": "ckks"}), None, LIMIT)
+    bound = reply_bound(
+        TrainTask("r", 1, small, TrainSettings(secure=CKKSSettings(threshold=2, key_id="00" * 8))),
+        None,
+        LIMIT,
+    )
     assert len(encode_message(reply)) <= bound.max_bytes < 4 << 20
-    secagg = reply_bound(TrainTask("r", 1, small, {"secure": "secagg"}), None, LIMIT)
+    secagg = reply_bound(TrainTask("r", 1, small, TrainSettings(secure=SECAGG)), None, LIMIT)
     assert secagg.max_bytes == REPLY_HEADER_BYTES
