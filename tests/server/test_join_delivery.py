@@ -101,6 +101,20 @@ def test_a_site_the_gate_never_listed_gets_no_task(description):
     assert isinstance(gate.exchange(round_tasks(("late",)))["late"], TrainResult)
 
 
+def test_a_site_that_rejoins_after_the_look_gets_no_task_until_checked_again(description):
+    channel = Sites({"a": description.to_json(), "b": description.to_json()})
+    connection = {"a": 1, "b": 1}
+    gate = JoinGate(channel, "run-1", JoinCheck(description), connection_of=connection.get)
+    assert gate.available_sites() == ("a", "b")
+    connection["b"] = 2  # b leaves and rejoins between the look and the evaluation
+    replies = gate.exchange({site: EvaluateTask("run-1", 1, MODEL) for site in ("a", "b")})
+    assert isinstance(replies["a"], EvaluateResult)
+    assert_barred(replies, "b")
+    assert channel.received("b") == []
+    assert gate.available_sites() == ("a", "b")  # the new connection is described, then served
+    assert isinstance(gate.exchange(round_tasks(("b",)))["b"], TrainResult)
+
+
 def test_a_site_without_any_look_gets_no_task(description):
     channel = Sites({"a": description.to_json()})
     gate = JoinGate(channel, "run-1", JoinCheck(description))

@@ -324,8 +324,9 @@ class JoinGate:
         return tuple(site for site in connected if self._admitted(site))
 
     def _admitted(self, site: str) -> bool:
+        """Admitted on the connection the site holds now (a rejoin is checked again)."""
         verdict = self._verdicts.get(site)
-        return verdict is not None and verdict[1]
+        return verdict is not None and verdict[1] and verdict[0] == self._connection_of(site)
 
     def exchange(
         self, tasks: Mapping[str, Task], timeout: float | None = None
