@@ -55,7 +55,10 @@ MODULES: dict[str, tuple[str, tuple[str, ...]]] = {
         "fedpharma/server/audit.py",
         ("tests/server/test_audit.py", "tests/server/test_audit_chain_guards.py"),
     ),
-    "ledger": ("fedpharma/privacy/ledger.py", ("tests/privacy/test_privacy_ledger.py",)),
+    "ledger": (
+        "fedpharma/privacy/ledger.py",
+        ("tests/privacy/test_privacy_ledger.py", "tests/privacy/test_ledger_refusals.py"),
+    ),
     "accountant": (
         "fedpharma/privacy/accountant.py",
         ("tests/privacy/test_privacy_accountant.py",),
