@@ -50,7 +50,7 @@ def test_a_refusal_states_the_epsilon_after_before_and_alone(path):
         "multiplier), fewer rounds or steps, or a smaller sampling rate; or the data owner can "
         "raise the budget in the site's policy file."
     )
-    with pytest.raises(PrivacyBudgetExceeded, match="^" + re.escape(expected) + "$"):
+    with pytest.raises(PrivacyBudgetExceeded, match=r"^" + re.escape(expected) + "$"):
         site.check(second, "site", run_id="run-b")
 
 

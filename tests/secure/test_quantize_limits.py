@@ -70,15 +70,44 @@ def test_one_example_in_the_sum_is_a_valid_sum():
 
 @pytest.mark.parametrize("total", [np.zeros(0, dtype=np.uint32), np.ones((2, 2), dtype=np.uint32)])
 def test_a_weighted_sum_needs_one_flat_vector_with_its_count(total):
-    with pytest.raises(CryptoError, match="needs at least the example-count coordinate"):
+    with pytest.raises(
+        CryptoError, match=r"^a weighted sum needs at least the example-count coordinate$"
+    ):
         FixedPoint().decode_weighted_mean(total)
+
+
+def test_an_empty_update_still_carries_its_example_count():
+    codec = FixedPoint()
+    mean, count = codec.decode_weighted_mean(codec.encode_weighted([], 3))
+    assert mean.shape == (0,) and count == 3
 
 
 def test_a_sum_whose_count_wrapped_negative_is_refused_as_corrupt():
     codec = FixedPoint()
     total = np.array([0, 2**32 - 1], dtype=np.uint32)  # the count reads as −1
-    with pytest.raises(CryptoError, match=r"decoded example count -1 is not positive: the sum"):
+    with pytest.raises(CryptoError) as raised:
         codec.decode_weighted_mean(total)
+    assert str(raised.value) == (
+        "decoded example count -1 is not positive: the sum is corrupt, "
+        "or more than max_sites sites were summed"
+    )
+
+
+def test_non_finite_values_are_refused_before_quantizing():
+    with pytest.raises(
+        CryptoError, match=r"^cannot quantize NaN or infinite values; check the update first$"
+    ):
+        FixedPoint().encode_weighted([0.0, float("inf")], 1)
+
+
+def test_weighted_encoding_rounds_stochastically_when_given_a_generator():
+    codec = FixedPoint(bits=32, clip=1.0, max_sites=2**20, max_examples=2)
+    value = 2 * 7.3 / codec.scale  # weighted by 1/2: 7.3 quanta
+    draws = codec.encode_weighted(np.full(10_000, value), 1, np.random.default_rng(5))[:-1]
+    assert set(draws.tolist()) == {7, 8}
+    assert draws.astype(float).mean() == pytest.approx(7.3, abs=0.05)
+    nearest = codec.encode_weighted(np.full(10, value), 1)[:-1]
+    assert set(nearest.tolist()) == {7}
 
 
 def test_quantize_keeps_the_input_shape():

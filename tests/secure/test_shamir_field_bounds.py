@@ -28,7 +28,9 @@ def test_every_point_and_value_of_the_field_is_a_share(x, value):
     ("x", "value"), [(0, 1), (-1, 1), (PRIME, 1), (1, -1), (1, PRIME), (0, PRIME)]
 )
 def test_a_share_outside_the_field_is_refused(x, value):
-    with pytest.raises(CryptoError, match="lies outside the field; it was altered or corrupted"):
+    with pytest.raises(
+        CryptoError, match=r"^a Shamir share lies outside the field; it was altered or corrupted$"
+    ):
         Share(x, value)
 
 
@@ -71,7 +73,9 @@ def test_an_impossible_sharing_is_refused(secret, threshold, points, message):
 
 @pytest.mark.parametrize("points", [[1, 1], [0, 1], [1, PRIME], [2, -3]])
 def test_lagrange_needs_distinct_points_inside_the_field(points):
-    with pytest.raises(CryptoError, match=r"needs distinct points in \[1, p\)"):
+    with pytest.raises(
+        CryptoError, match=r"^Lagrange interpolation needs distinct points in \[1, p\)$"
+    ):
         lagrange_at_zero(points)
 
 
@@ -85,7 +89,9 @@ def test_lagrange_coefficients_at_zero_match_the_closed_form():
 def test_a_reconstruction_just_past_the_secret_range_is_refused_as_a_wrong_share():
     # with one share at x = 1 the coefficient is 1, so the share's value is the result
     assert combine([Share(1, 2**256 - 1)], [1]) == b"\xff" * 32
-    with pytest.raises(CryptoError, match="out of range: at least one share is wrong"):
+    with pytest.raises(
+        CryptoError, match=r"^reconstructed secret is out of range: at least one share is wrong$"
+    ):
         combine([Share(1, 2**256)], [1])
 
 
