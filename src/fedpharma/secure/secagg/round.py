@@ -1,8 +1,9 @@
 """What both sides of a secure-aggregation round agree on, and the checks both apply to it.
 
 :class:`RoundSetup` comes from the run config and the task; the checks refuse messages of
-another round, rosters that break the majority threshold (Bonawitz et al. 2017, §6; see
-``docs/secure-aggregation.md``) and phases that fewer than t sites reached.
+another round, rosters of fewer than three sites or with t ≤ 2n/3 (Bonawitz et al. 2017, §4 and
+§6, the active-adversary setting; see ``docs/secure-aggregation.md``) and phases that fewer than
+t sites reached.
 """
 
 from __future__ import annotations
