@@ -12,9 +12,16 @@ import pytest
 
 from fedpharma.secure import ckks
 from fedpharma.secure.ckks import EncryptedUpdate
-from fedpharma.secure.contributors import SignedContribution
+from fedpharma.secure.contributors import (
+    SetSignature,
+    SignedContribution,
+    contribution_statement,
+    update_digest,
+)
+from fedpharma.secure.identity import Consortium, ephemeral_consortium
 from fedpharma.site import secure as site_secure
 from tests.attacks.malicious_coordinator import (
+    RUN,
     SITES,
     VICTIM,
     CKKSAttack,
@@ -159,3 +166,58 @@ def test_a_site_refuses_sums_below_its_floor():
     with pytest.raises(Stopped, match="at least 3 are needed"):
         attack.signatures(attack.contributor_set(SITES[:2]), (VICTIM,))
     assert ckks_key().key_id == attack.context.key_id
+
+
+# ----- (d) a contributor set padded with sites the coordinator made up ---------------------
+
+
+def sybil_set() -> np.ndarray:
+    """{victim, site-x, site-y}, the invented sites under certificates from a CA the coordinator
+    made. From two of the victim's ciphertexts (this round's v and an earlier round's v′) the
+    keyless coordinator makes their contributions Enc(v − v′) + (0, …, 1) and Enc(v′ − v) +
+    (0, …, 1), which cancel in the sum: the victim decrypts its own update as a 'sum of three'."""
+    sites = build_sites((VICTIM,), ckks=True)
+    earlier = CKKSAttack(sites, rnd=1).uploads[VICTIM].encrypted()
+    attack = CKKSAttack(sites, rnd=2)
+    _, forged = ephemeral_consortium(SYBILS)
+    now = attack.uploads[VICTIM].encrypted()
+    uploads = dict(attack.uploads)
+    for name, (first, second) in zip(SYBILS, [(now, earlier), (earlier, now)], strict=True):
+        zero = _zero_but_one_contributor(attack, first, second)
+        statement = contribution_statement(RUN, 2, name, update_digest(zero))
+        uploads[name] = SignedContribution(RUN, 2, name, zero, forged[name].endorse(statement))
+    contributors = attack.contributor_set((VICTIM, *SYBILS), uploads)
+    signatures = attack.signatures(contributors, (VICTIM,))
+    signatures += tuple(
+        SetSignature(name, forged[name].endorse(contributors.statement())) for name in SYBILS
+    )
+    ordered = tuple(sorted(signatures, key=lambda s: s.site))
+    updates = [uploads[s].update for s in contributors.sites]
+    return attack.decrypt(VICTIM, contributors, ordered, updates).mean
+
+
+def _zero_but_one_contributor(attack, first, second) -> bytes:
+    """first − second + (0, …, 0, 1), by the coordinator's keyless context."""
+    chunks = []
+    for index, (a, b) in enumerate(zip(first.chunks, second.chunks, strict=True)):
+        size = ckks._chunk_size(first.length, index)
+        context = attack.context._context
+        difference = ckks._load_vector(context, a, size) - ckks._load_vector(context, b, size)
+        one = np.zeros(size)
+        if index == len(first.chunks) - 1:
+            one[-1] = 1.0
+        chunks.append(ckks._serialize(difference + one.tolist()))
+    return EncryptedUpdate(first.key_id, first.length, tuple(chunks)).to_bytes()
+
+
+SYBILS = ("site-x", "site-y")
+
+
+def test_a_contributor_set_padded_with_invented_sites_is_not_signed():
+    with pytest.raises(Stopped, match="CA did not issue"):
+        sybil_set()
+
+
+def test_weakened_set_without_endorsement_checks_decrypts_the_victims_update(monkeypatch):
+    monkeypatch.setattr(Consortium, "check", lambda self, site, statement, endorsement: None)
+    assert _recovered(sybil_set())
