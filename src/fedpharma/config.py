@@ -148,15 +148,17 @@ class SecureConfig:
     """Secure aggregation: the coordinator never holds an individual site's update.
 
     ``mode = "secagg"``: pairwise masks with Shamir dropout recovery (Bonawitz et al. 2017); no
-    key holder. ``threshold`` is t, the fewest sites that must survive each phase (unset: a
-    majority of the round's sites, the least the protocol accepts). Updates are clipped per
-    coordinate to [-``clip``, ``clip``] and quantized into the ring Z_{2^``ring_bits``};
+    key holder. ``threshold`` is t, the fewest sites that must survive each phase (unset and at
+    least: more than two thirds of the round's sites and ``[strategy] min_sites``, the least
+    the sites accept against an active coordinator; docs/secure-aggregation.md). Updates are
+    clipped per coordinate to [-``clip``, ``clip``] and quantized into the ring Z_{2^``ring_bits``};
     ``max_examples`` bounds any site's example count (its FedAvg weight).
 
     ``mode = "ckks"``: CKKS homomorphic encryption (Cheon et al. 2017, TenSEAL) under a key the
     sites share and the coordinator never holds (made by ``fedpharma provision``; in simulation a
     fresh key per run). ``threshold`` is then the fewest updates a site will decrypt a sum of
-    (unset: 2).
+    (unset and at least: ``[strategy] min_sites`` and 3; docs/ckks.md). Either mode needs at
+    least three sites.
     """
 
     mode: str = _choice("none", "secagg", "ckks", default="none")
@@ -329,6 +331,11 @@ def cross_check(cfg: RunConfig) -> list[str]:
                 "[secure] secure aggregation hides every update from the coordinator, so it "
                 "cannot add central noise to clipped updates; use [privacy] noise_placement = "
                 '"distributed"'
+            )
+        if cfg.partition.n_sites < 3:
+            problems.append(
+                f"[secure] needs at least 3 sites, [partition] n_sites = {cfg.partition.n_sites}: "
+                "of two, each site reads the other's update off the sum"
             )
         if cfg.secure.threshold is not None and cfg.secure.threshold > cfg.partition.n_sites:
             problems.append(

@@ -94,7 +94,16 @@ class Failure:
 
 SECURE_FIRST_PHASE = {"secagg": "advertise", "ckks": "encrypted_update"}
 """Each secure-aggregation mode and the phase in which a site answers its train task."""
-SECURE_PHASES = ("advertise", "share_keys", "masked_input", "unmask", "encrypted_update", "decrypt")
+SECURE_PHASES = (
+    "advertise",
+    "share_keys",
+    "masked_input",
+    "consistency",
+    "unmask",
+    "encrypted_update",
+    "sign_contributors",
+    "decrypt",
+)
 
 
 @dataclass(frozen=True)

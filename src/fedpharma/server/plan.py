@@ -66,7 +66,11 @@ def build_federation(
             )
         dp_planned_sites = planned_sites if aggregator is not None else None
         if recipe.secure.mode == "secagg":
-            collector = SecAggCollector(recipe.secure, dp_planned_sites=dp_planned_sites)
+            collector = SecAggCollector(
+                recipe.secure,
+                min_sites=recipe.strategy.min_sites,
+                dp_planned_sites=dp_planned_sites,
+            )
         elif ckks_context is None:
             raise ConfigError(
                 [
@@ -77,7 +81,10 @@ def build_federation(
             )
         else:
             collector = CKKSCollector(
-                recipe.secure, ckks_context, dp_planned_sites=dp_planned_sites
+                recipe.secure,
+                ckks_context,
+                min_sites=recipe.strategy.min_sites,
+                dp_planned_sites=dp_planned_sites,
             )
     return Federation(
         build_strategy(recipe.strategy),

@@ -45,6 +45,7 @@ from fedpharma.report.summary import (
     write_summary,
 )
 from fedpharma.secure.ckks import SecretContext, create_secret_context
+from fedpharma.secure.identity import ephemeral_consortium
 from fedpharma.server.join import JoinGate, JoinLog, expected_preprocessing
 from fedpharma.server.label_statistics import calibrated_start
 from fedpharma.server.plan import build_federation
@@ -54,6 +55,7 @@ from fedpharma.sim.audit import audit_privacy
 from fedpharma.sim.cross_evaluation import cross_evaluate
 from fedpharma.sim.privacy import PrivacyRecorder, site_policy
 from fedpharma.site.runtime import SiteRuntime
+from fedpharma.site.secure import SecureParticipation
 from fedpharma.transport.inprocess import InProcessChannel
 
 
@@ -214,13 +216,24 @@ def build_site_runtimes(
     ckks_key: SecretContext | None = None,
 ) -> dict[str, SiteRuntime]:
     """One runtime per simulated site, each with its own policy and ledger under
-    ``run_dir/sites/NAME``, for record-level DP a DP-SGD trainer, and the CKKS key if any."""
+    ``run_dir/sites/NAME``, for record-level DP a DP-SGD trainer, and under secure aggregation
+    an identity from a throwaway consortium CA (the sites of one process share it; deployment
+    uses the provisioned PKI) and the CKKS key if any."""
     private_trainer = (
         build_private_trainer(config, sim.dataset) if config.privacy.record_level else None
     )
     site_permutation(config.features, None)  # a simulation holds no permutation key: refuse
     molecules = featurizes_molecules(config.dataset.name, config.dataset.kind)
     preprocessing = SiteDescription.of_site(config.features) if molecules else None
+    secure: dict[str, SecureParticipation] = {}
+    if config.secure.enabled:
+        consortium, identities = ephemeral_consortium(sorted(sim.sites))
+        secure = {
+            name: SecureParticipation(
+                identities[name], consortium, min_sites=config.strategy.min_sites, ckks_key=ckks_key
+            )
+            for name in sim.sites
+        }
     return {
         name: SiteRuntime(
             name,
@@ -230,7 +243,7 @@ def build_site_runtimes(
             private_trainer=private_trainer,
             # Simulation noise is reproducible from the seed; deployment uses the OS CSPRNG.
             noise_source=lambda seed: np.random.default_rng(seed),
-            ckks_key=ckks_key,
+            secure=secure.get(name),
             preprocessing=preprocessing,
         )
         for name, data in sim.sites.items()
