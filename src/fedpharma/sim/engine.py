@@ -212,7 +212,10 @@ def build_site_runtimes(
     """One runtime per simulated site, each with its own policy and ledger under
     ``run_dir/sites/NAME``, for record-level DP a DP-SGD trainer, and the CKKS key if any."""
     private_trainer = (
-        build_private_trainer(config, sim.dataset) if config.privacy.record_level else None
+        # Simulation is reproducible from the seed: its DP-SGD noise is seeded (not a deployment).
+        build_private_trainer(config, sim.dataset, reproducible=True)
+        if config.privacy.record_level
+        else None
     )
     site_permutation(config.features, None)  # a simulation holds no permutation key: refuse
     molecules = featurizes_molecules(config.dataset.name, config.dataset.kind)
