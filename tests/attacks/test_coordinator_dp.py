@@ -136,3 +136,39 @@ def test_weakened_twin_evaluating_constant_models_reads_the_label_mean_and_std(
     mean, std = label_mean_and_std(at_zero, at_one)
     assert mean == pytest.approx(labels.mean(), abs=1e-4)
     assert std == pytest.approx(labels.std(), rel=1e-4)
+
+
+def _replay(site: SiteRuntime, times: int) -> list[TrainResult]:
+    """The coordinator replays one record-level task to average its answers' noise away."""
+    coordinator, task = MaliciousCoordinator(), _record_dp_task(1)
+    replies = [coordinator.send(site, task) for _ in range(times)]
+    return [r for r in replies if isinstance(r, TrainResult)]
+
+
+def test_replaying_a_task_is_charged_every_time_until_the_budget_refuses(tmp_path):
+    policy = SitePolicyConfig(record_epsilon=10.0)
+    site = hospital(tmp_path, records(N_KNOWN), policy=policy)
+    answered = _replay(site, 10)
+    # Each answer is charged (ε ≈ 5.2, 8.1, 10.2 after 1, 3, 5): the budget stops the averaging.
+    assert 0 < len(answered) < 10
+    assert len(site.policy.ledger.entries()) == len(answered)
+    assert site.policy.ledger.spent("record").epsilon <= 10.0
+
+
+def test_weakened_twin_charging_a_round_once_answers_every_replay(tmp_path, monkeypatch):
+    policy = SitePolicyConfig(record_epsilon=10.0)
+    site = hospital(tmp_path, records(N_KNOWN), policy=policy)
+    charged: dict[tuple[str, int], dict] = {}
+    admit = site.policy.admit
+
+    def once_per_round(settings, record_event, run_id, rnd):
+        if (run_id, rnd) not in charged:
+            charged[run_id, rnd] = admit(settings, record_event, run_id, rnd)
+        return charged[run_id, rnd]
+
+    monkeypatch.setattr(site.policy, "admit", once_per_round)
+    answered = _replay(site, 10)
+    assert len(answered) == 10 and len(site.policy.ledger.entries()) == 1
+    # Ten independent noisings of one update for the price of one: their mean carries 1/√10 of
+    # the noise the ledger charged.
+    assert len({r.update.flatten().tobytes() for r in answered}) == 10

@@ -181,3 +181,16 @@ def test_batchnorm_is_rejected_naming_the_layer_and_the_fix():
 def test_dp_settings_without_privacy_are_refused(noise, clip):
     with pytest.raises(ConfigError):
         trainer(noise_multiplier=noise, max_grad_norm=clip)
+
+
+def test_the_recipe_builds_secure_mode_dp_sgd_unless_a_simulation_asks_for_seeded_noise():
+    import dataclasses
+
+    from fedpharma.config import PrivacyConfig, RunConfig
+    from fedpharma.models.factory import build_private_trainer
+
+    privacy = PrivacyConfig(record_level=True, noise_multiplier=1.0)
+    config = dataclasses.replace(RunConfig(), model=MLP, training=TRAINING, privacy=privacy)
+    data = regression(16)
+    assert build_private_trainer(config, data).secure_mode  # what site/deploy.py builds
+    assert not build_private_trainer(config, data, reproducible=True).secure_mode  # sim/engine.py
