@@ -8,6 +8,7 @@ from typer.testing import CliRunner
 
 from fedpharma.cli.main import DEMO_CONFIG, app
 from fedpharma.config import PrivacyConfig, SitePolicyConfig
+from fedpharma.report.html import render_report
 from fedpharma.sim.engine import simulate
 
 
@@ -62,3 +63,5 @@ def test_sites_requiring_dp_refuse_evaluation_once_and_the_run_reports_without_i
     assert all(r["round"] == 1 and "evaluation metrics" in r["reason"] for r in refusals)
     assert set(result.summary["privacy"]["final"]) == sites  # every site trained, and charged
     assert result.summary["curves"]["sites"] == {}
+    report = render_report(result.run_dir).read_text(encoding="utf-8")
+    assert "evaluation metrics on its test labels" in report
