@@ -1,4 +1,4 @@
-"""An active coordinator attacks the sites' differential privacy (issue 12, items 1, 4 and 6).
+"""An active coordinator attacks the sites' DP (issue 12: review items 1, 4, 6, and replays).
 
 Each attack drives real site runtimes through the wire codec (``dp_coordinator``) and must fail
 to learn its target; its weakened twin — the same site with one protection removed — shows the
