@@ -342,6 +342,18 @@ def cross_check(cfg: RunConfig) -> list[str]:
                 f"[secure] threshold = {cfg.secure.threshold} exceeds [partition] n_sites = "
                 f"{cfg.partition.n_sites}; no round could be unmasked"
             )
+        if dp.site_level and cfg.secure.mode == "secagg" and cfg.secure.ring_bits != 64:
+            problems.append(
+                f"[secure] ring_bits = {cfg.secure.ring_bits} quantizes site-level DP updates "
+                "(weighted alike, so scaled by 1 / max_examples) to a few hundred levels; use "
+                "ring_bits = 64"
+            )
+    elif dp.site_level and dp.noise_placement == "distributed":
+        problems.append(
+            '[privacy] noise_placement = "distributed" needs secure aggregation: without it '
+            "each site's update reaches the coordinator with 1/√K of the noise charged; set "
+            '[secure] mode = "secagg" or "ckks", or noise_placement = "central"'
+        )
     if cfg.site_policy.require_secure and not cfg.secure.enabled:
         problems.append(
             "[site_policy] require_secure refuses plaintext updates; set [secure] mode = "

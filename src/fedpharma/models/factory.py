@@ -46,8 +46,13 @@ def build_trainer(config: RunConfig, inputs: ModelInputs) -> Trainer:
     return network
 
 
-def build_private_trainer(config: RunConfig, inputs: ModelInputs) -> DPSGDTrainer:
-    """The recipe's model trained with DP-SGD (record-level DP); σ and C come per task."""
+def build_private_trainer(
+    config: RunConfig, inputs: ModelInputs, *, reproducible: bool = False
+) -> DPSGDTrainer:
+    """The recipe's model trained with DP-SGD (record-level DP); σ and C come per task.
+
+    Sampling and noise come from the OS CSPRNG; ``reproducible`` (simulation only) draws them
+    from the task's seed instead, which whoever knows the seed can regenerate."""
     from fedpharma.models.dpsgd import DPSGDTrainer
 
     dp = config.privacy
@@ -59,4 +64,5 @@ def build_private_trainer(config: RunConfig, inputs: ModelInputs) -> DPSGDTraine
         inputs.n_tasks,
         noise_multiplier=1.0 if dp.noise_multiplier is None else dp.noise_multiplier,
         max_grad_norm=dp.max_grad_norm,
+        secure_mode=not reproducible,
     )

@@ -75,11 +75,6 @@ class SiteDP:
         return self.placement == "distributed"
 
 
-WITHIN_CLIP_METRIC = "update_within_clip"
-"""The train metric of a site under site-level DP: 1.0 if its update was within C already (the
-bit adaptive clipping counts, Andrew et al. 2021)."""
-
-
 @dataclass(frozen=True)
 class SecAggSettings:
     """Pairwise-mask secure aggregation (Bonawitz et al. 2017): the threshold t and the

@@ -220,7 +220,10 @@ def build_site_runtimes(
     an identity from a throwaway consortium CA (the sites of one process share it; deployment
     uses the provisioned PKI) and the CKKS key if any."""
     private_trainer = (
-        build_private_trainer(config, sim.dataset) if config.privacy.record_level else None
+        # Simulation is reproducible from the seed: its DP-SGD noise is seeded (not a deployment).
+        build_private_trainer(config, sim.dataset, reproducible=True)
+        if config.privacy.record_level
+        else None
     )
     site_permutation(config.features, None)  # a simulation holds no permutation key: refuse
     molecules = featurizes_molecules(config.dataset.name, config.dataset.kind)

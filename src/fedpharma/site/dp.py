@@ -115,18 +115,24 @@ class DPParticipation:
         return outcome
 
     def clip_and_noise(
-        self, update: Parameters, settings: SiteDP, seed: int
-    ) -> tuple[Parameters, bool]:
+        self, update: Parameters, settings: SiteDP, seed: int, *, bound: float | None = None
+    ) -> Parameters:
         """Clip ‖Δ‖ ≤ C; with distributed noise, add this site's share N(0, σ²C²/K) so that the
-        sum of K shares carries N(0, σ²C²). Also whether Δ was within C already."""
-        clipped = clip_to_norm(update.flatten(), settings.clip_norm)
-        vector = clipped.update
+        sum of K shares carries N(0, σ²C²). With ``bound`` (the secure quantizer's range), a
+        noised coordinate outside ±bound is refused, never truncated: the sum would no longer
+        carry the Gaussian noise charged (:func:`~fedpharma.privacy.noised_share_bound`)."""
+        vector = clip_to_norm(update.flatten(), settings.clip_norm).update
         if settings.distributed:
             std = distributed_noise_std(
                 settings.noise_multiplier, settings.clip_norm, settings.planned_sites
             )
             vector = vector + gaussian_noise(vector.shape, std, self.noise_source(seed))
-        return update.unflatten(vector), not clipped.clipped
+            if bound is not None and float(np.max(np.abs(vector), initial=0.0)) > bound:
+                raise PolicyRefused(
+                    "this site's noised update leaves the secure quantizer's range; it refuses "
+                    "to send it rather than truncate its noise (raise [secure] clip)"
+                )
+        return update.unflatten(vector)
 
     def _plan_dp_sgd(
         self, record: RecordDP, run_id: str, n_rows: int, epochs: int

@@ -34,6 +34,7 @@ from fedpharma.protocol import (
     LabelStatisticsTask,
     Refusal,
     Reply,
+    SecAggSettings,
     SecureReply,
     SecureTask,
     Task,
@@ -41,7 +42,6 @@ from fedpharma.protocol import (
     TrainTask,
 )
 from fedpharma.protocol.codec import EncodedMessage, decode_message, encode_message_parts
-from fedpharma.protocol.settings import WITHIN_CLIP_METRIC
 from fedpharma.site.dp import DPParticipation, NoiseSource
 from fedpharma.site.policy import SitePolicy
 from fedpharma.site.secure import SecureParticipation
@@ -153,8 +153,8 @@ class SiteRuntime:
         dp = settings.record_dp is not None or settings.site_dp is not None
         metrics = {} if dp else _finite({"train_loss": outcome.train_loss})
         if settings.site_dp is not None:
-            update, within_clip = self.dp.clip_and_noise(update, settings.site_dp, local.seed)
-            metrics[WITHIN_CLIP_METRIC] = float(within_clip)
+            bound = settings.secure.clip if isinstance(settings.secure, SecAggSettings) else None
+            update = self.dp.clip_and_noise(update, settings.site_dp, local.seed, bound=bound)
         if private is not None:
             metrics |= {f"epsilon_{r}": report.epsilon for r, report in private.spent.items()}
         if settings.secure is not None:
@@ -172,6 +172,10 @@ class SiteRuntime:
         return self.secure
 
     def _evaluate(self, task: EvaluateTask) -> EvaluateResult:
+        """Metrics of the task's model on the held-out data; refused under ``require_dp``: the
+        metrics are an uncharged function of the labels (two constant "models" read their mean
+        and spread off the errors)."""
+        self._refuse_unaccounted("evaluation metrics on its test labels")
         test = self.data.test
         predictions = self.trainer.predict(task.parameters, test)
         metrics = _finite(compute_metrics(test.task, test.labels, predictions))
@@ -179,15 +183,19 @@ class SiteRuntime:
 
     def _label_statistics(self, task: LabelStatisticsTask) -> LabelStatisticsResult:
         """Per-task count, sum and sum of squares of the training labels (no record leaves)."""
-        if self.policy is not None and self.policy.config.require_dp:
-            raise PolicyRefused(
-                "this site's policy requires differential privacy; label statistics would be an "
-                "unaccounted release"
-            )
+        self._refuse_unaccounted("label statistics")
         sums = label_sums(self.data.train.labels)
         return LabelStatisticsResult(
             task.run_id, task.round, self.name, sums.count, sums.total, sums.sum_of_squares
         )
+
+    def _refuse_unaccounted(self, release: str) -> None:
+        """Refuse a release no DP mechanism covers where the policy requires DP."""
+        if self.policy is not None and self.policy.config.require_dp:
+            raise PolicyRefused(
+                f"this site's policy requires differential privacy; {release} would be an "
+                "unaccounted release"
+            )
 
 
 def _finite(metrics: dict[str, float]) -> dict[str, float]:
