@@ -38,7 +38,7 @@ def _versioned(**fields):
 def test_the_header_format_is_pinned_byte_for_byte():
     # a change here breaks every peer that runs an older fedpharma: bump PROTOCOL_VERSION
     raw = (
-        b'{"type":"Refusal","version":1,"run_id":"r","round":2,"site":"s",'
+        b'{"type":"Refusal","version":2,"run_id":"r","round":2,"site":"s",'
         b'"kind":"policy","reason":"no"}'
     )
     assert encode_message(Refusal("r", 2, "s", "policy", "no")) == (

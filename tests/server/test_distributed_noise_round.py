@@ -12,12 +12,14 @@ from fedpharma.data.dataset import Dataset, SiteData
 from fedpharma.models.base import FitOutput
 from fedpharma.params import Parameters
 from fedpharma.privacy import noised_share_bound
+from fedpharma.secure.identity import ephemeral_consortium
 from fedpharma.server import plan
 from fedpharma.server.plan import build_federation
 from fedpharma.site import policy as site_policy
 from fedpharma.site.dp import DPParticipation
 from fedpharma.site.policy import SitePolicy
 from fedpharma.site.runtime import SiteRuntime
+from fedpharma.site.secure import SecureParticipation
 from fedpharma.transport.inprocess import InProcessChannel
 
 SITES = ("site-a", "site-b", "site-c", "site-d")
@@ -62,6 +64,7 @@ def _round_mean(tmp_path) -> np.ndarray:
     federation = build_federation(
         config, planned_sites=len(SITES), noise_rng=np.random.default_rng(0)
     )
+    consortium, identities = ephemeral_consortium(SITES)
     sites = {
         name: SiteRuntime(
             name,
@@ -69,6 +72,7 @@ def _round_mean(tmp_path) -> np.ndarray:
             StillTrainer(),
             policy=SitePolicy(SitePolicyConfig(site_epsilon=100.0), tmp_path / f"{name}.sqlite"),
             noise_source=lambda seed: np.random.default_rng(seed),
+            secure=SecureParticipation(identities[name], consortium),
         )
         for name in SITES
     }

@@ -57,11 +57,12 @@ def test_sites_requiring_dp_refuse_evaluation_once_and_the_run_reports_without_i
         site_policy=SitePolicyConfig(record_epsilon=50.0, require_dp=True),
     )
     result = simulate(config, tmp_path)
-    refusals = result.summary["privacy"]["refusals"]
+    privacy = result.summary.privacy
+    assert privacy is not None
     sites = {"site-1", "site-2", "site-3", "site-4"}
-    assert {r["site"] for r in refusals} == sites and len(refusals) == len(sites)
-    assert all(r["round"] == 1 and "evaluation metrics" in r["reason"] for r in refusals)
-    assert set(result.summary["privacy"]["final"]) == sites  # every site trained, and charged
-    assert result.summary["curves"]["sites"] == {}
+    assert {r.site for r in privacy.refusals} == sites and len(privacy.refusals) == len(sites)
+    assert all(r.round == 1 and "evaluation metrics" in r.reason for r in privacy.refusals)
+    assert set(privacy.final) == sites  # every site trained, and charged
+    assert result.summary.curves.sites == {}
     report = render_report(result.run_dir).read_text(encoding="utf-8")
     assert "evaluation metrics on its test labels" in report

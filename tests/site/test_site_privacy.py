@@ -20,9 +20,11 @@ from fedpharma.protocol import (
     TrainSettings,
     TrainTask,
 )
+from fedpharma.secure.identity import ephemeral_consortium
 from fedpharma.server.dp import SiteLevelDP
 from fedpharma.site.policy import SitePolicy
 from fedpharma.site.runtime import SiteRuntime
+from fedpharma.site.secure import SecureParticipation
 
 W0 = Parameters.from_dict({"head.weight": np.zeros((1, 4)), "head.bias": np.zeros(1)})
 
@@ -60,12 +62,14 @@ def _site(tmp_path, policy_config, trainer=None):
     data = RecordingData(50).inner
     policy = SitePolicy(policy_config, tmp_path / "privacy.sqlite")
     trainer = trainer or SpyTrainer()
+    consortium, identities = ephemeral_consortium(("site-a",))
     site = SiteRuntime(
         "site-a",
         SiteData(data, data),
         trainer,
         policy=policy,
         noise_source=lambda seed: np.random.default_rng(seed),
+        secure=SecureParticipation(identities["site-a"], consortium),
     )
     return site, trainer, policy
 
