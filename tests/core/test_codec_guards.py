@@ -18,7 +18,6 @@ from fedpharma.protocol import (
     SecureReply,
     SecureTask,
     TrainResult,
-    TrainSettings,
     TrainTask,
 )
 from fedpharma.protocol.codec import MAX_HEADER_BYTES, decode_message, encode_message
@@ -65,7 +64,7 @@ def test_a_task_without_settings_is_refused_and_metrics_default_to_empty():
     header_len = struct.unpack("<I", tail[4:8])[0]
     header = json.loads(tail[8 : 8 + header_len])
     del header["settings"]
-    with pytest.raises(ProtocolError, match="^TrainTask lacks field 'settings'"):
+    with pytest.raises(ProtocolError, match=r"^TrainTask lacks field 'settings'"):
         decode_message(_forge(header, tail[8 + header_len :]))
     result = decode_message(
         _forge(_versioned(type="EvaluateResult", run_id="r", round=1, site="s", n_examples=2))
