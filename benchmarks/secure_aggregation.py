@@ -3,7 +3,7 @@
 One round of FedAvg aggregation of a ``--params``-parameter float32 model (default 1,000,000, in
 four arrays like a small MLP) over ``--sites`` sites (default 10), three ways, each on its real
 wire path (every message is serialized by its sender and parsed by its receiver, and wrapped in
-the protocol envelope ``fedpharma.protocol.codec.encode_message`` as over gRPC):
+the protocol envelope ``fedpharma.core.protocol.codec.encode_message`` as over gRPC):
 
 - **plaintext**: a site sends its update in a ``TrainResult``; the coordinator decodes the n
   messages and takes the sample-weighted mean (``SampleWeightedMean``, McMahan et al. 2017).
@@ -87,9 +87,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import numpy as np
 from _common import RESULTS_DIR, machine_info, print_table, write_json
 
-from fedpharma.params import Parameters
-from fedpharma.protocol import SecureReply, SecureTask, TrainResult
-from fedpharma.protocol.codec import decode_message, encode_message
+from fedpharma.core.params import Parameters
+from fedpharma.core.protocol import SecureReply, SecureTask, TrainResult
+from fedpharma.core.protocol.codec import decode_message, encode_message
 from fedpharma.secure import (
     DecryptedMean,
     FixedPoint,

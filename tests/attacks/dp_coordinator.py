@@ -12,13 +12,13 @@ from pathlib import Path
 
 import numpy as np
 
-from fedpharma.config import ModelConfig, SitePolicyConfig, TrainingConfig
-from fedpharma.data.dataset import Dataset, SiteData
+from fedpharma.core.config import ModelConfig, SitePolicyConfig, TrainingConfig
+from fedpharma.core.dataset import Dataset, SiteData
+from fedpharma.core.params import Parameters
+from fedpharma.core.protocol import EvaluateResult, Reply, Task, TrainResult, TrainTask
+from fedpharma.core.protocol.codec import decode_message, encode_message
 from fedpharma.models.dpsgd import DPSGDTrainer
 from fedpharma.models.trainer import TorchTrainer
-from fedpharma.params import Parameters
-from fedpharma.protocol import EvaluateResult, Reply, Task, TrainResult, TrainTask
-from fedpharma.protocol.codec import decode_message, encode_message
 from fedpharma.site.policy import SitePolicy
 from fedpharma.site.runtime import SiteRuntime
 

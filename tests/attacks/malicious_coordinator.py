@@ -18,12 +18,12 @@ import functools
 import numpy as np
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
-from fedpharma.data.dataset import Dataset, SiteData
+from fedpharma.core.dataset import Dataset, SiteData
+from fedpharma.core.params import Parameters
+from fedpharma.core.protocol import Refusal, SecureReply, SecureTask, TrainSettings, TrainTask
+from fedpharma.core.protocol.codec import decode_message, encode_message
+from fedpharma.core.protocol.settings import CKKSSettings, SecAggSettings
 from fedpharma.models.base import FitOutput
-from fedpharma.params import Parameters
-from fedpharma.protocol import Refusal, SecureReply, SecureTask, TrainSettings, TrainTask
-from fedpharma.protocol.codec import decode_message, encode_message
-from fedpharma.protocol.settings import CKKSSettings, SecAggSettings
 from fedpharma.secure import shamir
 from fedpharma.secure.ckks import DecryptedMean, SecretContext, create_secret_context
 from fedpharma.secure.contributors import (

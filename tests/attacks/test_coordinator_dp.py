@@ -8,8 +8,8 @@ same attack succeeding, so each test can fail.
 import numpy as np
 import pytest
 
-from fedpharma.config import SitePolicyConfig
-from fedpharma.protocol import (
+from fedpharma.core.config import SitePolicyConfig
+from fedpharma.core.protocol import (
     EvaluateResult,
     EvaluateTask,
     LocalTraining,

@@ -16,9 +16,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from fedpharma import params
-from fedpharma.errors import FedPharmaError
-from fedpharma.protocol import (
+from fedpharma.core import params
+from fedpharma.core.errors import FedPharmaError
+from fedpharma.core.protocol import (
     PROTOCOL_VERSION,
     EvaluateResult,
     LocalTraining,
@@ -28,8 +28,8 @@ from fedpharma.protocol import (
     TrainSettings,
     TrainTask,
 )
-from fedpharma.protocol.codec import MAGIC as MESSAGE_MAGIC
-from fedpharma.protocol.codec import decode_message, encode_message
+from fedpharma.core.protocol.codec import MAGIC as MESSAGE_MAGIC
+from fedpharma.core.protocol.codec import decode_message, encode_message
 from fedpharma.secure import ckks, contributors, frames
 from fedpharma.secure.identity import Endorsement
 from fedpharma.secure.secagg import messages as secagg
@@ -72,7 +72,7 @@ def mutated(valid: bytes):
     )
 
 
-# ----- fedpharma.params -----------------------------------------------------------------------
+# ----- fedpharma.core.params ----------------------------------------------------------------------
 
 MODEL = params.Parameters.from_dict({"w": np.arange(6.0).reshape(2, 3), "b": [0.5]})
 
@@ -143,7 +143,7 @@ def test_params_decode_on_mutated_payloads_raises_only_typed_errors(data):
     typed(params.decode, data)
 
 
-# ----- fedpharma.protocol.codec ---------------------------------------------------------------
+# ----- fedpharma.core.protocol.codec --------------------------------------------------------------
 
 
 def message_payload(header: object, tail: bytes = b"") -> bytes:

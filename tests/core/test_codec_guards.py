@@ -9,9 +9,9 @@ import struct
 import numpy as np
 import pytest
 
-from fedpharma.errors import ProtocolError
-from fedpharma.params import Parameters
-from fedpharma.protocol import (
+from fedpharma.core.errors import ProtocolError
+from fedpharma.core.params import Parameters
+from fedpharma.core.protocol import (
     PROTOCOL_VERSION,
     EvaluateResult,
     Refusal,
@@ -20,7 +20,7 @@ from fedpharma.protocol import (
     TrainResult,
     TrainTask,
 )
-from fedpharma.protocol.codec import MAX_HEADER_BYTES, decode_message, encode_message
+from fedpharma.core.protocol.codec import MAX_HEADER_BYTES, decode_message, encode_message
 
 REFUSAL = {"type": "Refusal", "run_id": "r", "round": 1, "site": "s", "kind": "k", "reason": "x"}
 

@@ -1,7 +1,7 @@
 import pytest
 
-from fedpharma.config import RunConfig, config_from_dict, load_config
-from fedpharma.errors import ConfigError
+from fedpharma.core.config import RunConfig, config_from_dict, load_config
+from fedpharma.core.errors import ConfigError
 
 
 def test_defaults_are_valid():

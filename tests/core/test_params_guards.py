@@ -10,8 +10,8 @@ import struct
 import numpy as np
 import pytest
 
-from fedpharma.errors import ProtocolError
-from fedpharma.params import MAGIC, MAX_ARRAYS, MAX_HEADER_BYTES, Parameters, decode, encode
+from fedpharma.core.errors import ProtocolError
+from fedpharma.core.params import MAGIC, MAX_ARRAYS, MAX_HEADER_BYTES, Parameters, decode, encode
 
 
 def _payload(entries, data=b"", header_len=None):

@@ -8,9 +8,9 @@ import pytest
 import torch
 from torch import nn
 
-from fedpharma.config import ModelConfig, TrainingConfig
-from fedpharma.data.dataset import Dataset
-from fedpharma.errors import ConfigError
+from fedpharma.core.config import ModelConfig, TrainingConfig
+from fedpharma.core.dataset import Dataset
+from fedpharma.core.errors import ConfigError
 from fedpharma.models.dpsgd import (
     DPFitOutput,
     DPSGDSampling,
@@ -186,7 +186,7 @@ def test_dp_settings_without_privacy_are_refused(noise, clip):
 def test_the_recipe_builds_secure_mode_dp_sgd_unless_a_simulation_asks_for_seeded_noise():
     import dataclasses
 
-    from fedpharma.config import PrivacyConfig, RunConfig
+    from fedpharma.core.config import PrivacyConfig, RunConfig
     from fedpharma.models.factory import build_private_trainer
 
     privacy = PrivacyConfig(record_level=True, noise_multiplier=1.0)

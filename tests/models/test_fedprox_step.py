@@ -13,11 +13,11 @@ import numpy as np
 import pytest
 import torch
 
-from fedpharma.config import ModelConfig, TrainingConfig
-from fedpharma.data.dataset import Dataset
+from fedpharma.core.config import ModelConfig, TrainingConfig
+from fedpharma.core.dataset import Dataset
+from fedpharma.core.params import Parameters
 from fedpharma.models.dpsgd import DPSGDTrainer
 from fedpharma.models.trainer import TorchTrainer
-from fedpharma.params import Parameters
 
 N, N_FEATURES, N_TASKS = 40, 5, 2
 LINEAR = ModelConfig(kind="linear")

@@ -4,7 +4,7 @@ import math
 
 import pytest
 
-from fedpharma.errors import ConfigError
+from fedpharma.core.errors import ConfigError
 from fedpharma.privacy import (
     DP_ACCOUNTING_ORDERS,
     TF_PRIVACY_ORDERS,

@@ -5,7 +5,7 @@ import math
 import numpy as np
 import pytest
 
-from fedpharma.errors import ConfigError
+from fedpharma.core.errors import ConfigError
 from fedpharma.privacy import (
     central_noise_std,
     distributed_noise_std,

@@ -2,7 +2,7 @@
 
 import pytest
 
-from fedpharma.errors import CryptoError
+from fedpharma.core.errors import CryptoError
 from fedpharma.secure.identity import ephemeral_consortium, load_identity
 from fedpharma.transport import pki
 

@@ -8,7 +8,7 @@ from dataclasses import dataclass, field, replace
 import numpy as np
 import pytest
 
-from fedpharma.errors import CryptoError, ProtocolError, RoundFailed
+from fedpharma.core.errors import CryptoError, ProtocolError, RoundFailed
 from fedpharma.secure import shamir
 from fedpharma.secure.identity import ephemeral_consortium
 from fedpharma.secure.quantize import FixedPoint

@@ -10,12 +10,11 @@ import numpy as np
 import pytest
 import tenseal
 
-from fedpharma.config import PrivacyConfig, RunConfig, SecureConfig, SitePolicyConfig
-from fedpharma.data.dataset import Dataset, SiteData
-from fedpharma.errors import ConfigError, RoundFailed
-from fedpharma.models.base import FitOutput
-from fedpharma.params import Parameters
-from fedpharma.protocol import (
+from fedpharma.core.config import PrivacyConfig, RunConfig, SecureConfig, SitePolicyConfig
+from fedpharma.core.dataset import Dataset, SiteData
+from fedpharma.core.errors import ConfigError, RoundFailed
+from fedpharma.core.params import Parameters
+from fedpharma.core.protocol import (
     EvaluateResult,
     Refusal,
     SecureReply,
@@ -24,8 +23,9 @@ from fedpharma.protocol import (
     TrainSettings,
     TrainTask,
 )
-from fedpharma.protocol.codec import decode_message, encode_message
-from fedpharma.protocol.messages import SECURE_FIRST_PHASE
+from fedpharma.core.protocol.codec import decode_message, encode_message
+from fedpharma.core.protocol.messages import SECURE_FIRST_PHASE
+from fedpharma.models.base import FitOutput
 from fedpharma.secure import DecryptedMean, MaskedInput, create_secret_context
 from fedpharma.secure.contributors import SignedContribution
 from fedpharma.secure.identity import ephemeral_consortium
@@ -394,7 +394,7 @@ def test_secure_demo_simulation_matches_plaintext(tmp_path, mode):
 
 @pytest.mark.parametrize("mode", MODES)
 def test_secure_aggregation_needs_three_sites(mode):
-    from fedpharma.config import cross_check
+    from fedpharma.core.config import cross_check
 
     base = RunConfig()
     two = dataclasses.replace(

@@ -7,10 +7,10 @@ import dataclasses
 import numpy as np
 import pytest
 
-from fedpharma.config import PrivacyConfig, RunConfig, SecureConfig, SitePolicyConfig
-from fedpharma.data.dataset import Dataset, SiteData
+from fedpharma.core.config import PrivacyConfig, RunConfig, SecureConfig, SitePolicyConfig
+from fedpharma.core.dataset import Dataset, SiteData
+from fedpharma.core.params import Parameters
 from fedpharma.models.base import FitOutput
-from fedpharma.params import Parameters
 from fedpharma.privacy import noised_share_bound
 from fedpharma.secure.identity import ephemeral_consortium
 from fedpharma.server import plan

@@ -3,10 +3,10 @@
 import numpy as np
 import pytest
 
-from fedpharma.config import StrategyConfig
-from fedpharma.errors import DataError, RoundFailed
-from fedpharma.params import Parameters
-from fedpharma.protocol import (
+from fedpharma.core.config import StrategyConfig
+from fedpharma.core.errors import DataError, RoundFailed
+from fedpharma.core.params import Parameters
+from fedpharma.core.protocol import (
     EvaluateResult,
     EvaluateTask,
     Failure,

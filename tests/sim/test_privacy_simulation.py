@@ -7,7 +7,7 @@ import pytest
 from typer.testing import CliRunner
 
 from fedpharma.cli.main import DEMO_CONFIG, app
-from fedpharma.config import PrivacyConfig, SitePolicyConfig
+from fedpharma.core.config import PrivacyConfig, SitePolicyConfig
 from fedpharma.report.html import render_report
 from fedpharma.sim.engine import simulate
 

@@ -5,13 +5,11 @@ import dataclasses
 import numpy as np
 import pytest
 
-from fedpharma.config import SitePolicyConfig
-from fedpharma.data.dataset import Dataset, SiteData
-from fedpharma.errors import PolicyRefused
-from fedpharma.models.base import FitOutput
-from fedpharma.params import Parameters
-from fedpharma.privacy import GaussianEvent, compose, noised_share_bound
-from fedpharma.protocol import (
+from fedpharma.core.config import SitePolicyConfig
+from fedpharma.core.dataset import Dataset, SiteData
+from fedpharma.core.errors import PolicyRefused
+from fedpharma.core.params import Parameters
+from fedpharma.core.protocol import (
     LocalTraining,
     Refusal,
     SecAggSettings,
@@ -20,6 +18,8 @@ from fedpharma.protocol import (
     TrainSettings,
     TrainTask,
 )
+from fedpharma.models.base import FitOutput
+from fedpharma.privacy import GaussianEvent, compose, noised_share_bound
 from fedpharma.secure.identity import ephemeral_consortium
 from fedpharma.server.dp import SiteLevelDP
 from fedpharma.site.policy import SitePolicy
@@ -177,7 +177,7 @@ def test_a_noise_share_outside_the_quantizer_range_is_refused_not_truncated(tmp_
 
 
 def test_central_noise_on_the_sum_has_std_sigma_c_over_k():
-    from fedpharma.protocol import TrainResult as Result
+    from fedpharma.core.protocol import TrainResult as Result
 
     sigma, clip, k = 1.5, 2.0, 4
     aggregator = SiteLevelDP(
@@ -196,7 +196,7 @@ def test_central_noise_on_the_sum_has_std_sigma_c_over_k():
 
 
 def test_coordinator_reclips_an_oversized_update_under_central_noise():
-    from fedpharma.protocol import TrainResult as Result
+    from fedpharma.core.protocol import TrainResult as Result
 
     aggregator = SiteLevelDP(
         noise_multiplier=1e-9,

@@ -59,17 +59,17 @@ from opacus.validators import ModuleValidator
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
-from fedpharma.config import ModelConfig, TrainingConfig
-from fedpharma.errors import ConfigError, DataError
+from fedpharma.core.config import ModelConfig, TrainingConfig
+from fedpharma.core.errors import ConfigError, DataError
+from fedpharma.core.params import Parameters
 from fedpharma.models.base import FitOutput
 from fedpharma.models.loss import masked_multitask_loss
 from fedpharma.models.networks import build_model
 from fedpharma.models.parameters import get_parameters, set_parameters
 from fedpharma.models.trainer import TorchTrainer
-from fedpharma.params import Parameters
 
 if TYPE_CHECKING:
-    from fedpharma.data.dataset import Dataset, Task
+    from fedpharma.core.dataset import Dataset, Objective
 
 # Opacus warnings that are expected here and say nothing actionable: the secure-RNG reminder
 # (secure_mode is an explicit constructor choice, documented above), and the full-backward-hook
@@ -152,7 +152,7 @@ class DPSGDTrainer:
         self,
         model_config: ModelConfig,
         training_config: TrainingConfig,
-        task: Task,
+        task: Objective,
         n_features: int,
         n_tasks: int,
         *,
@@ -164,7 +164,7 @@ class DPSGDTrainer:
         check_dp_compatible(build_model(model_config, n_features, n_tasks))
         self.model_config = model_config
         self.training_config = training_config
-        self.task: Task = task
+        self.task: Objective = task
         self.n_features = n_features
         self.n_tasks = n_tasks
         self.noise_multiplier = noise_multiplier
@@ -307,9 +307,9 @@ class _PerRecordMaskedLoss(nn.Module):
     over *its* observed labels and never depends on the rest of the batch.
     """
 
-    def __init__(self, task: Task) -> None:
+    def __init__(self, task: Objective) -> None:
         super().__init__()
-        self.task: Task = task
+        self.task: Objective = task
         self.reduction = "mean"
 
     def forward(self, outputs: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:

@@ -9,12 +9,12 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Protocol
 
-from fedpharma.config import RunConfig
+from fedpharma.core.config import RunConfig
 from fedpharma.models.base import Trainer
 from fedpharma.models.private_head import PrivateHeadTrainer
 
 if TYPE_CHECKING:
-    from fedpharma.data.dataset import Task
+    from fedpharma.core.dataset import Objective
     from fedpharma.models.dpsgd import DPSGDTrainer
 
 
@@ -22,7 +22,7 @@ class ModelInputs(Protocol):
     """What a trainer needs to know about the data: a Dataset, or a bare shape."""
 
     @property
-    def task(self) -> Task: ...
+    def task(self) -> Objective: ...
 
     @property
     def n_features(self) -> int: ...

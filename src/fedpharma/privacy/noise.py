@@ -28,7 +28,7 @@ import secrets
 import numpy as np
 import numpy.typing as npt
 
-from fedpharma.errors import ConfigError
+from fedpharma.core.errors import ConfigError
 
 
 def production_rng() -> np.random.Generator:

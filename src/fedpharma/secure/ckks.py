@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from fedpharma.errors import CryptoError
+from fedpharma.core.errors import CryptoError
 from fedpharma.secure.frames import Kind, Reader, Writer, frame, unframe
 
 POLY_MODULUS_DEGREE = 8192

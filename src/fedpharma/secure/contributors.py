@@ -19,7 +19,7 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass
 
-from fedpharma.errors import CryptoError
+from fedpharma.core.errors import CryptoError
 from fedpharma.secure.ckks import EncryptedUpdate
 from fedpharma.secure.frames import Kind, Reader, Writer, frame, unframe
 from fedpharma.secure.identity import (

@@ -20,7 +20,7 @@ import hashlib
 import struct
 from enum import IntEnum
 
-from fedpharma.errors import CryptoError
+from fedpharma.core.errors import CryptoError
 
 MAGIC = b"FPS1"
 FORMAT_VERSION = 1

@@ -18,9 +18,11 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from fedpharma.config import PrivacyConfig, RunConfig
-from fedpharma.errors import ConfigError
-from fedpharma.params import Parameters
+from fedpharma.core.config import PrivacyConfig, RunConfig
+from fedpharma.core.errors import ConfigError
+from fedpharma.core.params import Parameters
+from fedpharma.core.protocol import TrainResult
+from fedpharma.core.protocol.settings import RecordDP, SiteDP
 from fedpharma.privacy import (
     AdaptiveClipping,
     adapt_clip_norm,
@@ -33,8 +35,6 @@ from fedpharma.privacy import (
     unclipped_bit,
     update_noise_multiplier_with_adaptive_clipping,
 )
-from fedpharma.protocol import TrainResult
-from fedpharma.protocol.settings import RecordDP, SiteDP
 
 # A site clips to norm C itself; its clipped update's norm lands within rounding of C.
 _CLIPPED_NORM = 1 - 1e-9

@@ -1,4 +1,4 @@
-"""The Federation: the one round loop, over any :class:`~fedpharma.protocol.Channel`.
+"""The Federation: the one round loop, over any :class:`~fedpharma.core.protocol.Channel`.
 
 A simulation and a deployed coordinator each build one
 (:func:`fedpharma.server.plan.build_federation`) and run it. Per round: wait for enough sites
@@ -24,10 +24,10 @@ from typing import Protocol
 
 import numpy as np
 
-from fedpharma import params as params_codec
-from fedpharma.errors import RoundFailed
-from fedpharma.params import Parameters
-from fedpharma.protocol import (
+from fedpharma.core import params as params_codec
+from fedpharma.core.errors import RoundFailed
+from fedpharma.core.params import Parameters
+from fedpharma.core.protocol import (
     Channel,
     EvaluateResult,
     EvaluateTask,

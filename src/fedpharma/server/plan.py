@@ -7,9 +7,9 @@ from collections.abc import Callable, Sequence
 
 import numpy as np
 
-from fedpharma.config import RunConfig, SecureConfig
-from fedpharma.errors import ConfigError
-from fedpharma.params import Parameters
+from fedpharma.core.config import RunConfig, SecureConfig
+from fedpharma.core.errors import ConfigError
+from fedpharma.core.params import Parameters
 from fedpharma.privacy import noised_share_bound
 from fedpharma.secure.ckks import PublicContext
 from fedpharma.server.dp import SiteLevelDP, record_level_settings, site_level_aggregator

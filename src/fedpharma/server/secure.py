@@ -2,7 +2,7 @@
 
 A secure round's train task asks each site for an opaque contribution instead of its update; a
 collector turns the contributions into the round's mean update through the same
-:class:`~fedpharma.protocol.Channel` and reveals nothing else.
+:class:`~fedpharma.core.protocol.Channel` and reveals nothing else.
 
 - :class:`SecAggCollector` — pairwise masks (Bonawitz et al. 2017, "Practical Secure Aggregation
   for Privacy-Preserving Machine Learning", CCS, §4, Fig. 4). The train task asks for a key
@@ -33,11 +33,11 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from fedpharma.config import SecureConfig
-from fedpharma.errors import CryptoError, ProtocolError, RoundFailed
-from fedpharma.params import Parameters
-from fedpharma.protocol import Channel, Failure, Refusal, SecureReply, SecureTask, Task
-from fedpharma.protocol.settings import CKKSSettings, SecAggSettings
+from fedpharma.core.config import SecureConfig
+from fedpharma.core.errors import CryptoError, ProtocolError, RoundFailed
+from fedpharma.core.params import Parameters
+from fedpharma.core.protocol import Channel, Failure, Refusal, SecureReply, SecureTask, Task
+from fedpharma.core.protocol.settings import CKKSSettings, SecAggSettings
 from fedpharma.secure.ckks import DecryptedMean, PublicContext
 from fedpharma.secure.contributors import (
     ContributorSet,

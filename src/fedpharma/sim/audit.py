@@ -38,9 +38,11 @@ from typing import ParamSpec
 
 import numpy as np
 
-from fedpharma.config import RunConfig
-from fedpharma.data.dataset import SiteData
-from fedpharma.errors import DataError
+from fedpharma.core.config import RunConfig
+from fedpharma.core.dataset import SiteData
+from fedpharma.core.errors import DataError
+from fedpharma.core.params import Parameters
+from fedpharma.core.protocol import Refusal, TrainResult, TrainTask
 from fedpharma.evaluation.membership import (
     AttackResult,
     MembershipAudit,
@@ -48,8 +50,6 @@ from fedpharma.evaluation.membership import (
     audit_membership,
     audit_update,
 )
-from fedpharma.params import Parameters
-from fedpharma.protocol import Refusal, TrainResult, TrainTask
 from fedpharma.report.summary import (
     AttackScores,
     AuditTarget,

@@ -23,8 +23,9 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from fedpharma.config import RunConfig
-from fedpharma.data.dataset import Dataset, SiteData, Task
+from fedpharma.core.config import RunConfig
+from fedpharma.core.dataset import Dataset, Objective, SiteData
+from fedpharma.core.params import Parameters
 from fedpharma.data.datasets import featurizes_molecules, load_dataset
 from fedpharma.data.partition import partition, scaffold_split
 from fedpharma.data.permutation import site_permutation
@@ -32,7 +33,6 @@ from fedpharma.data.preprocessing import SiteDescription
 from fedpharma.evaluation.metrics import PRIMARY_METRIC, compute_metrics
 from fedpharma.models.base import Trainer
 from fedpharma.models.factory import build_private_trainer, build_trainer
-from fedpharma.params import Parameters
 from fedpharma.report.summary import (
     MODELS,
     SUMMARY_FORMAT,
@@ -338,7 +338,7 @@ def concatenate(parts: list[Dataset], name: str) -> Dataset:
 class CurveRecorder:
     """Learning curves: per round, train loss and each site's primary test metric."""
 
-    def __init__(self, task: Task) -> None:
+    def __init__(self, task: Objective) -> None:
         self.metric = PRIMARY_METRIC[task][0]
         self.rounds: list[int] = []
         self.train_loss: list[float | None] = []

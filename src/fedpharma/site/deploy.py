@@ -29,19 +29,19 @@ from pathlib import Path
 
 import numpy as np
 
-from fedpharma.config import (
+from fedpharma.core.config import (
     DatasetConfig,
     RunConfig,
     SiteConfig,
     SiteDataConfig,
     load_site_policy,
 )
-from fedpharma.data.dataset import SiteData
+from fedpharma.core.dataset import SiteData
+from fedpharma.core.errors import ConfigError, DataError
 from fedpharma.data.datasets import featurizes_molecules, load_dataset
 from fedpharma.data.partition import partition, scaffold_split
 from fedpharma.data.permutation import FingerprintPermutation, site_permutation
 from fedpharma.data.preprocessing import SiteDescription
-from fedpharma.errors import ConfigError, DataError
 from fedpharma.models.factory import build_private_trainer, build_trainer
 from fedpharma.secure.ckks import load_secret_context
 from fedpharma.secure.identity import load_identity

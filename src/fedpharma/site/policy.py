@@ -1,9 +1,10 @@
 """A site's privacy policy: what a task would cost, checked and charged before any data is read.
 
-The data owner's rules (:class:`~fedpharma.config.SitePolicyConfig`) and its privacy ledger live
-at the site. For every train task the site first works out, from the task's DP settings and its
-own row count alone, the privacy events the result would release; it refuses the task (a typed
-:class:`~fedpharma.errors.PolicyRefused` / :class:`~fedpharma.errors.PrivacyBudgetExceeded`)
+The data owner's rules (:class:`~fedpharma.core.config.SitePolicyConfig`) and its privacy ledger
+live at the site. For every train task the site first works out, from the task's DP settings and
+its own row count alone, the privacy events the result would release; it refuses the task (a typed
+:class:`~fedpharma.core.errors.PolicyRefused` or
+:class:`~fedpharma.core.errors.PrivacyBudgetExceeded`)
 if any would exceed a budget, and otherwise charges them — all before training starts, since a
 release that was not charged is a leak the ledger cannot see.
 """
@@ -12,8 +13,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from fedpharma.config import SitePolicyConfig
-from fedpharma.errors import PolicyRefused
+from fedpharma.core.config import SitePolicyConfig
+from fedpharma.core.errors import PolicyRefused
+from fedpharma.core.protocol import RecordDP, SecAggSettings, SiteDP, TrainSettings
 from fedpharma.privacy import (
     Budget,
     EpsilonReport,
@@ -27,7 +29,6 @@ from fedpharma.privacy import (
     record_level_bound,
     surviving_noise_multiplier,
 )
-from fedpharma.protocol import RecordDP, SecAggSettings, SiteDP, TrainSettings
 
 
 def charged_noise_multiplier(site: SiteDP) -> float:

@@ -12,20 +12,15 @@ from __future__ import annotations
 import math
 from typing import TYPE_CHECKING
 
-from fedpharma.data.dataset import SiteData
-from fedpharma.data.preprocessing import SiteDescription
-from fedpharma.errors import (
+from fedpharma.core.dataset import SiteData
+from fedpharma.core.errors import (
     DataError,
     FedPharmaError,
     PolicyRefused,
     PrivacyBudgetExceeded,
     ProtocolError,
 )
-from fedpharma.evaluation.label_statistics import label_sums
-from fedpharma.evaluation.metrics import compute_metrics
-from fedpharma.models.base import FitOutput, Trainer
-from fedpharma.privacy import production_rng
-from fedpharma.protocol import (
+from fedpharma.core.protocol import (
     DescribeTask,
     DescriptionReply,
     EvaluateResult,
@@ -41,7 +36,12 @@ from fedpharma.protocol import (
     TrainResult,
     TrainTask,
 )
-from fedpharma.protocol.codec import EncodedMessage, decode_message, encode_message_parts
+from fedpharma.core.protocol.codec import EncodedMessage, decode_message, encode_message_parts
+from fedpharma.data.preprocessing import SiteDescription
+from fedpharma.evaluation.label_statistics import label_sums
+from fedpharma.evaluation.metrics import compute_metrics
+from fedpharma.models.base import FitOutput, Trainer
+from fedpharma.privacy import production_rng
 from fedpharma.site.dp import DPParticipation, NoiseSource
 from fedpharma.site.policy import SitePolicy
 from fedpharma.site.secure import SecureParticipation

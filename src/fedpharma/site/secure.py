@@ -1,12 +1,12 @@
 """A site's part in secure aggregation, mirroring :mod:`fedpharma.server.secure`.
 
 Under secure aggregation not even Δ_k leaves the site in the clear. With
-:class:`~fedpharma.protocol.settings.SecAggSettings` (Bonawitz et al. 2017, Fig. 4) the site
+:class:`~fedpharma.core.protocol.settings.SecAggSettings` (Bonawitz et al. 2017, Fig. 4) the site
 quantizes n_k and its weighted update (:meth:`~fedpharma.secure.FixedPoint.encode_weighted`),
 answers its train task with a key advertisement endorsed by its identity, sends the contribution
 only under pairwise and self masks in the ``masked_input`` phase, signs one survivor list in the
 ``consistency`` phase and reveals shares only for it. With
-:class:`~fedpharma.protocol.settings.CKKSSettings` it answers with n_k·Δ_k encrypted under the
+:class:`~fedpharma.core.protocol.settings.CKKSSettings` it answers with n_k·Δ_k encrypted under the
 consortium's CKKS key (Cheon et al. 2017), endorsed by its identity; it signs one contributor set
 per round and decrypts only the sum of that set's signed contributions, which it adds itself
 (docs/ckks.md) — never a single update, never twice.
@@ -17,11 +17,11 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass
 
-from fedpharma.errors import CryptoError, PolicyRefused, ProtocolError
-from fedpharma.params import Parameters
-from fedpharma.protocol import SecureReply, SecureTask, TrainTask
-from fedpharma.protocol.messages import SECURE_FIRST_PHASE
-from fedpharma.protocol.settings import CKKSSettings, SecAggSettings, SecureSettings
+from fedpharma.core.errors import CryptoError, PolicyRefused, ProtocolError
+from fedpharma.core.params import Parameters
+from fedpharma.core.protocol import SecureReply, SecureTask, TrainTask
+from fedpharma.core.protocol.messages import SECURE_FIRST_PHASE
+from fedpharma.core.protocol.settings import CKKSSettings, SecAggSettings, SecureSettings
 from fedpharma.secure.ckks import SecretContext
 from fedpharma.secure.contributors import (
     ContributorSet,

@@ -2,7 +2,7 @@
 
 Each message is a frozen dataclass with ``to_bytes`` / ``from_bytes`` in a
 :mod:`~fedpharma.secure.frames` frame of its own kind (never pickle); malformed input raises
-:class:`~fedpharma.errors.CryptoError`. The phases are those of Bonawitz et al. 2017, §4 (see
+:class:`~fedpharma.core.errors.CryptoError`. The phases are those of Bonawitz et al. 2017, §4 (see
 ``docs/secure-aggregation.md``).
 """
 
@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from fedpharma.errors import CryptoError
+from fedpharma.core.errors import CryptoError
 from fedpharma.secure import shamir
 from fedpharma.secure.frames import Kind, Reader, Writer, frame, unframe
 from fedpharma.secure.identity import (

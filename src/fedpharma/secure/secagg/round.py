@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from fedpharma.errors import CryptoError, ProtocolError, RoundFailed
+from fedpharma.core.errors import CryptoError, ProtocolError, RoundFailed
 from fedpharma.secure.quantize import RING_DTYPES
 from fedpharma.secure.secagg.messages import KeyRoster
 

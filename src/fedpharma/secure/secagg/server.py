@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
-from fedpharma.errors import CryptoError, ProtocolError
+from fedpharma.core.errors import CryptoError, ProtocolError
 from fedpharma.secure import shamir
 from fedpharma.secure.identity import verify_ed25519
 from fedpharma.secure.quantize import RingVector

@@ -17,7 +17,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
-from fedpharma.errors import CryptoError, ProtocolError, RoundFailed
+from fedpharma.core.errors import CryptoError, ProtocolError, RoundFailed
 from fedpharma.secure import shamir
 from fedpharma.secure.frames import Writer
 from fedpharma.secure.identity import Consortium, SiteIdentity, verify_ed25519

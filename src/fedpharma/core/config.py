@@ -1,6 +1,6 @@
 """Typed, frozen run configuration; TOML in, validated, every problem reported at once.
 
-Each TOML table maps to one frozen dataclass below, read by :mod:`fedpharma.serde`. A field's
+Each TOML table maps to one frozen dataclass below, read by :mod:`fedpharma.core.serde`. A field's
 ``metadata`` may hold ``choices`` (allowed values) and ``min`` / ``max`` (inclusive bounds).
 Unknown keys are reported with a "did you mean" suggestion, the way a typo deserves.
 """
@@ -15,8 +15,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from fedpharma import serde
-from fedpharma.errors import ConfigError
+from fedpharma.core import serde
+from fedpharma.core.errors import ConfigError
 
 STRATEGIES = ("fedavg", "fedprox", "fedadam", "fedyogi", "fedadagrad")
 
