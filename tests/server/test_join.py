@@ -12,13 +12,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from fedpharma.core.config import (
-    RunConfig,
-    SiteConfig,
-    SiteDataConfig,
-    SiteSection,
-    config_from_dict,
-)
+from fedpharma.core.config import RunConfig, config_from_dict
+from fedpharma.core.deploy_config import SiteConfig, SiteDataConfig, SiteSection
 from fedpharma.core.params import Parameters
 from fedpharma.core.protocol import (
     DescribeTask,

@@ -43,8 +43,9 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from fedpharma.core.config import RunConfig, ServerConfig
+from fedpharma.core.config import RunConfig
 from fedpharma.core.dataset import Objective
+from fedpharma.core.deploy_config import ServerConfig
 from fedpharma.core.errors import ConfigError, DataError, RoundFailed
 from fedpharma.core.params import Parameters
 from fedpharma.core.protocol import EvaluateTask, Failure, Reply, Task, TrainTask
