@@ -134,3 +134,14 @@ def test_with_descriptors_the_permutation_leaves_descriptor_columns_and_digests_
     assert np.array_equal(permuted[:, 1024:], plain[:, 1024:])
     assert reference_digest(features, n_molecules=16) == feature_digest(plain)
     assert reference_digest(features, permutation, n_molecules=16) == feature_digest(permuted)
+
+
+def test_a_malformed_description_names_every_problem_at_once() -> None:
+    payload = '{"recipe": {"a": [1]}, "reference_digest": "' + "0" * 64 + '", "sneaky": 1}'
+    with pytest.raises(ProtocolError) as info:
+        SiteDescription.from_json(payload)
+    message = str(info.value)
+    assert "unknown key 'sneaky'" in message
+    assert "missing key 'permuted_reference_digest'" in message
+    assert "missing key 'reference_molecules'" in message
+    assert "recipe] a = [1]" in message

@@ -12,12 +12,8 @@ import numpy as np
 import pytest
 from deploy_helpers import recipe_toml, write_deployment
 
-from fedpharma.core.config import (
-    config_from_dict,
-    load_config,
-    load_server_config,
-    load_site_config,
-)
+from fedpharma.core.config import config_from_dict, load_config
+from fedpharma.core.deploy_config import load_server_config, load_site_config
 from fedpharma.core.errors import ConfigError, RoundFailed
 from fedpharma.core.params import Parameters
 from fedpharma.core.protocol import EvaluateResult, TrainResult, TrainTask

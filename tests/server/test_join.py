@@ -12,13 +12,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from fedpharma.core.config import (
-    RunConfig,
-    SiteConfig,
-    SiteDataConfig,
-    SiteSection,
-    config_from_dict,
-)
+from fedpharma.core.config import RunConfig, config_from_dict
+from fedpharma.core.deploy_config import SiteConfig, SiteDataConfig, SiteSection
 from fedpharma.core.params import Parameters
 from fedpharma.core.protocol import (
     DescribeTask,
@@ -220,7 +215,7 @@ def test_hostile_descriptions_are_refused_with_typed_errors_and_the_honest_site_
     assert "not valid JSON" in reasons["not-json"]
     assert "too large" in reasons["huge"]
     assert "64 lowercase hex digits" in reasons["bad-digest"]
-    assert "exactly the keys" in reasons["extra-key"]
+    assert "unknown key 'sneaky'" in reasons["extra-key"]
     assert "in the name of 'site-1'" in reasons["impostor"]
     assert "stale or replayed" in reasons["stale"]
     assert "answered with a TrainResult" in reasons["wrong-type"]

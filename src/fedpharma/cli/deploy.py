@@ -87,7 +87,8 @@ def server(
     ] = None,
 ) -> None:
     """Run the coordinator: serve the sites, run the rounds, keep the run store and audit log."""
-    from fedpharma.core.config import load_config, load_server_config
+    from fedpharma.core.config import load_config
+    from fedpharma.core.deploy_config import load_server_config
     from fedpharma.server.coordinator import run_coordinator
 
     server_config = load_server_config(config)
@@ -108,7 +109,8 @@ def server(
 @friendly_errors
 def site(config: Annotated[Path, typer.Option("--config", help="site.toml")]) -> None:
     """Run one site: load its own data, dial out to the coordinator, answer tasks. No port opens."""
-    from fedpharma.core.config import load_config, load_site_config
+    from fedpharma.core.config import load_config
+    from fedpharma.core.deploy_config import load_site_config
     from fedpharma.site.deploy import serve
 
     site_config = load_site_config(config)

@@ -18,14 +18,18 @@ from typing import Any
 from fedpharma.core import serde
 from fedpharma.core.errors import ConfigError
 
+T = typing.TypeVar("T")
+
 STRATEGIES = ("fedavg", "fedprox", "fedadam", "fedyogi", "fedadagrad")
 
 
-def _choice(*values: str, default: str) -> Any:
+def choice(*values: str, default: str) -> Any:
+    """A field whose value must be one of ``values``."""
     return field(default=default, metadata={"choices": values})
 
 
-def _bounded(default: Any, lo: float | None = None, hi: float | None = None) -> Any:
+def bounded(default: Any, lo: float | None = None, hi: float | None = None) -> Any:
+    """A number field within ``[lo, hi]`` (``None``: unbounded on that side)."""
     return field(default=default, metadata={"min": lo, "max": hi})
 
 
@@ -35,21 +39,21 @@ class DatasetConfig:
 
     name: str | None = None  # bundled name, see fedpharma.data.datasets.BUNDLED
     path: str | None = None  # CSV (.csv, .csv.gz) or SDF file
-    kind: str = _choice("molecules", "tabular", default="molecules")
+    kind: str = choice("molecules", "tabular", default="molecules")
     smiles_column: str = "smiles"
     label_columns: tuple[str, ...] = ()
     task: str | None = field(default=None, metadata={"choices": ("regression", "classification")})
     site_column: str | None = None  # tabular: column naming each record's site (natural split)
-    test_fraction: float = _bounded(0.2, 0.05, 0.5)
+    test_fraction: float = bounded(0.2, 0.05, 0.5)
 
 
 @dataclass(frozen=True)
 class FeaturesConfig:
     """How molecules become model inputs: the preprocessing every site must apply identically."""
 
-    fingerprint: str = _choice("morgan", "none", default="morgan")
-    radius: int = _bounded(2, 1, 6)
-    n_bits: int = _bounded(2048, 64, 65536)
+    fingerprint: str = choice("morgan", "none", default="morgan")
+    radius: int = bounded(2, 1, 6)
+    n_bits: int = bounded(2048, 64, 65536)
     counts: bool = False
     descriptors: bool = False
     # Public id (16 hex digits) of the partners' secret key that permutes the fingerprint bits,
@@ -62,16 +66,16 @@ class FeaturesConfig:
 class PartitionConfig:
     """How a simulation splits one dataset into sites."""
 
-    method: str = _choice("scaffold", "dirichlet", "quantity", "natural", default="scaffold")
-    n_sites: int = _bounded(4, 1, 10_000)
-    alpha: float = _bounded(0.5, 1e-3, None)  # Dirichlet concentration (dirichlet, quantity)
+    method: str = choice("scaffold", "dirichlet", "quantity", "natural", default="scaffold")
+    n_sites: int = bounded(4, 1, 10_000)
+    alpha: float = bounded(0.5, 1e-3, None)  # Dirichlet concentration (dirichlet, quantity)
 
 
 @dataclass(frozen=True)
 class ModelConfig:
-    kind: str = _choice("mlp", "linear", default="mlp")
+    kind: str = choice("mlp", "linear", default="mlp")
     hidden: tuple[int, ...] = (512, 128)
-    dropout: float = _bounded(0.1, 0.0, 0.9)
+    dropout: float = bounded(0.1, 0.0, 0.9)
     # A public prior on the labels, one value per task (e.g. from the literature): the output
     # layer starts at it. It costs no privacy, so it is what a DP run uses instead of the
     # label-statistics exchange. Regression: mean and spread; classification: positive rate.
@@ -86,11 +90,11 @@ class ModelConfig:
 class TrainingConfig:
     """Local training at each site, per round."""
 
-    local_epochs: int = _bounded(1, 1, 1000)
-    batch_size: int = _bounded(64, 1, 1_000_000)
-    learning_rate: float = _bounded(1e-3, 0.0, 10.0)
-    optimizer: str = _choice("adam", "sgd", default="adam")
-    weight_decay: float = _bounded(0.0, 0.0, 1.0)
+    local_epochs: int = bounded(1, 1, 1000)
+    batch_size: int = bounded(64, 1, 1_000_000)
+    learning_rate: float = bounded(1e-3, 0.0, 10.0)
+    optimizer: str = choice("adam", "sgd", default="adam")
+    weight_decay: float = bounded(0.0, 0.0, 1.0)
     # Start the output layer at the consortium's pooled label mean / spread (sites release three
     # sums per task once; skipped under differential privacy, where it would be unaccounted).
     calibrate_output: bool = True
@@ -100,16 +104,16 @@ class TrainingConfig:
 class StrategyConfig:
     """Server-side aggregation (Flower-style strategy) and its hyper-parameters."""
 
-    name: str = _choice(*STRATEGIES, default="fedavg")
-    proximal_mu: float = _bounded(0.01, 0.0, None)  # FedProx (Li et al. 2020)
+    name: str = choice(*STRATEGIES, default="fedavg")
+    proximal_mu: float = bounded(0.01, 0.0, None)  # FedProx (Li et al. 2020)
     # η of FedAdam/FedYogi/FedAdagrad (Reddi et al. 2021); unset means 1e-2.
-    server_learning_rate: float | None = _bounded(None, 0.0, None)
-    beta1: float = _bounded(0.9, 0.0, 0.999999)
-    beta2: float = _bounded(0.99, 0.0, 0.999999)
-    tau: float = _bounded(1e-3, 1e-12, None)  # adaptivity ε in FedOpt
-    fraction_fit: float = _bounded(1.0, 1e-6, 1.0)
-    min_sites: int = _bounded(1, 1, None)
-    evaluate_every: int = _bounded(1, 0, None)  # rounds between evaluations; 0 = last round only
+    server_learning_rate: float | None = bounded(None, 0.0, None)
+    beta1: float = bounded(0.9, 0.0, 0.999999)
+    beta2: float = bounded(0.99, 0.0, 0.999999)
+    tau: float = bounded(1e-3, 1e-12, None)  # adaptivity ε in FedOpt
+    fraction_fit: float = bounded(1.0, 1e-6, 1.0)
+    min_sites: int = bounded(1, 1, None)
+    evaluate_every: int = bounded(1, 0, None)  # rounds between evaluations; 0 = last round only
 
 
 @dataclass(frozen=True)
@@ -126,17 +130,17 @@ class PrivacyConfig:
     """
 
     record_level: bool = False
-    noise_multiplier: float | None = _bounded(None, 0.0, None)  # DP-SGD σ
-    max_grad_norm: float = _bounded(1.0, 1e-6, None)
+    noise_multiplier: float | None = bounded(None, 0.0, None)  # DP-SGD σ
+    max_grad_norm: float = bounded(1.0, 1e-6, None)
     site_level: bool = False
-    site_noise_multiplier: float | None = _bounded(None, 0.0, None)  # σ of the sum, site level
-    clip_norm: float = _bounded(1.0, 1e-9, None)  # C: bound on each site's update norm
+    site_noise_multiplier: float | None = bounded(None, 0.0, None)  # σ of the sum, site level
+    clip_norm: float = bounded(1.0, 1e-9, None)  # C: bound on each site's update norm
     adaptive_clipping: bool = False  # Andrew et al. 2021: C tracks a quantile of update norms
-    target_quantile: float = _bounded(0.5, 0.0, 1.0)
-    noise_placement: str = _choice("central", "distributed", default="central")
-    target_epsilon: float | None = _bounded(None, 1e-6, None)
-    delta: float = _bounded(1e-5, 1e-15, 0.1)
-    accountant: str = _choice("rdp", "pld", default="rdp")
+    target_quantile: float = bounded(0.5, 0.0, 1.0)
+    noise_placement: str = choice("central", "distributed", default="central")
+    target_epsilon: float | None = bounded(None, 1e-6, None)
+    delta: float = bounded(1e-5, 1e-15, 0.1)
+    accountant: str = choice("rdp", "pld", default="rdp")
 
     @property
     def enabled(self) -> bool:
@@ -161,11 +165,11 @@ class SecureConfig:
     least three sites.
     """
 
-    mode: str = _choice("none", "secagg", "ckks", default="none")
-    threshold: int | None = _bounded(None, 2, None)
+    mode: str = choice("none", "secagg", "ckks", default="none")
+    threshold: int | None = bounded(None, 2, None)
     ring_bits: int = field(default=64, metadata={"choices": (32, 64)})
-    clip: float = _bounded(1.0, 1e-9, None)
-    max_examples: int = _bounded(1_000_000, 1, None)
+    clip: float = bounded(1.0, 1e-9, None)
+    max_examples: int = bounded(1_000_000, 1, None)
 
     @property
     def enabled(self) -> bool:
@@ -181,10 +185,10 @@ class SitePolicyConfig:
     task of that relation (secure default); ``require_dp`` refuses tasks with no DP at all.
     """
 
-    record_epsilon: float | None = _bounded(None, 1e-6, None)
-    record_delta: float = _bounded(1e-5, 1e-15, 0.1)
-    site_epsilon: float | None = _bounded(None, 1e-6, None)
-    site_delta: float = _bounded(1e-5, 1e-15, 0.1)
+    record_epsilon: float | None = bounded(None, 1e-6, None)
+    record_delta: float = bounded(1e-5, 1e-15, 0.1)
+    site_epsilon: float | None = bounded(None, 1e-6, None)
+    site_delta: float = bounded(1e-5, 1e-15, 0.1)
     require_dp: bool = False
     # Refuse train tasks whose update would reach the coordinator unmasked (no secure aggregation).
     require_secure: bool = False
@@ -193,8 +197,8 @@ class SitePolicyConfig:
     # Off by default: a local-only model is a function of this site's data alone, a release the
     # federation otherwise never makes. The federated model is evaluated at every site anyway.
     allow_cross_evaluation: bool = False
-    accountant: str = _choice("rdp", "pld", default="rdp")
-    conversion: str = _choice("improved", "classic", default="improved")
+    accountant: str = choice("rdp", "pld", default="rdp")
+    conversion: str = choice("improved", "classic", default="improved")
 
 
 @dataclass(frozen=True)
@@ -208,7 +212,7 @@ class RunConfig:
     privacy: PrivacyConfig = PrivacyConfig()
     site_policy: SitePolicyConfig = SitePolicyConfig()
     secure: SecureConfig = SecureConfig()
-    rounds: int = _bounded(20, 1, 100_000)
+    rounds: int = bounded(20, 1, 100_000)
     seed: int = 0
     baselines: bool = True  # also train local-only and centralized references
     # Simulation: membership-inference attacks on the final model and on each site's raw
@@ -378,175 +382,7 @@ def cross_check(cfg: RunConfig) -> list[str]:
     return problems
 
 
-# ----- deployment: server.toml and site.toml ------------------------------------------------
-#
-# Both files point (``run_config``) to the run recipe, a RunConfig TOML: model, features,
-# training, strategy, rounds and seed. The coordinator and every site must use the *same*
-# recipe; at join the coordinator refuses a site whose [features] preprocessing differs from its
-# own (fedpharma.server.join). Relative paths in these files are resolved against the folder of
-# the file that names them.
-
-
-@dataclass(frozen=True)
-class ServerSection:
-    """How the coordinator serves (``[server]`` of server.toml)."""
-
-    address: str = "127.0.0.1:50051"  # host:port to listen on; port 0 picks a free port
-    tls: str | None = None  # the coordinator folder made by `fedpharma provision`
-    insecure: bool = False  # plaintext, for local tests only; a loud warning is printed
-    heartbeat_seconds: float = _bounded(5.0, 0.05, 3600.0)
-    liveness_timeout: float = _bounded(30.0, 0.1, None)  # a site silent this long is gone
-    max_payload_mb: float = _bounded(2048.0, 0.001, 2048.0)
-    max_workers: int = _bounded(32, 2, 10_000)
-    # Admission control, per site certificate: calls in flight at once, calls per second it
-    # may sustain (bursts of twice that), and refused calls or rejected results before the
-    # site is quarantined for the rest of the run.
-    max_calls_per_site: int = _bounded(4, 2, 1000)
-    max_calls_per_second: float = _bounded(20.0, 0.1, None)
-    quarantine_after: int = _bounded(100, 1, None)
-    # Input width of the model, for a tabular file dataset whose width depends on the sites'
-    # data; molecules and bundled datasets derive it from the recipe.
-    n_features: int | None = _bounded(None, 1, None)
-
-
-@dataclass(frozen=True)
-class RoundControlConfig:
-    """Round control (``[round_control]``): deadlines, waiting for sites and retries.
-
-    The minimum number of sites per round is the recipe's ``[strategy] min_sites``.
-    """
-
-    round_timeout: float = _bounded(600.0, 0.1, None)  # per-round deadline, seconds
-    wait_for_sites: float = _bounded(300.0, 0.0, None)  # wait this long for min_sites
-    retries: int = _bounded(3, 0, 1000)  # retries of a round too few sites answered
-
-
-@dataclass(frozen=True)
-class ServerConfig:
-    """server.toml: the coordinator process."""
-
-    run_config: str = "run.toml"  # the run recipe (shared with every site)
-    runs_dir: str = "runs"  # run directories go to runs_dir/<run id>
-    server: ServerSection = ServerSection()
-    round_control: RoundControlConfig = RoundControlConfig()
-
-
-@dataclass(frozen=True)
-class SiteSection:
-    """How a site reaches the coordinator (``[site]`` of site.toml). It never listens."""
-
-    coordinator: str = "127.0.0.1:50051"  # host:port to dial
-    tls: str | None = None  # this site's folder made by `fedpharma provision`
-    name: str | None = None  # optional; must equal the certificate's name (required if insecure)
-    insecure: bool = False  # plaintext, for local tests only
-    pull_wait: float = _bounded(5.0, 0.05, 600.0)
-    backoff_max: float = _bounded(30.0, 0.05, 3600.0)  # longest wait between reconnects
-    give_up_after: float | None = _bounded(None, 0.0, None)  # stop after this long unreachable
-
-
-@dataclass(frozen=True)
-class SiteDataConfig:
-    """The site's own data (``[data]``): a file, or a bundled dataset.
-
-    ``partition_index`` / ``n_partitions`` are a *demo convenience*: the site takes part k of a
-    bundled (or shared) dataset, partitioned exactly as ``fedpharma simulate`` would with the
-    recipe's ``[partition]`` method and ``seed``, so a deployment can reproduce a simulation.
-    A real site has its own file and leaves them unset.
-    """
-
-    name: str | None = None  # bundled dataset name
-    path: str | None = None  # CSV (.csv, .csv.gz) or SDF file
-    kind: str = _choice("molecules", "tabular", default="molecules")
-    smiles_column: str = "smiles"
-    label_columns: tuple[str, ...] = ()
-    task: str | None = field(default=None, metadata={"choices": ("regression", "classification")})
-    test_fraction: float | None = _bounded(None, 0.05, 0.5)  # default: the recipe's
-    partition_index: int | None = _bounded(None, 1, None)  # demo: take this part (1-based)
-    n_partitions: int | None = _bounded(None, 1, None)  # default: recipe's [partition] n_sites
-
-
-@dataclass(frozen=True)
-class SiteConfig:
-    """site.toml: one site process."""
-
-    run_config: str = "run.toml"  # the run recipe (the coordinator's)
-    # The data owner's privacy policy (budgets per relation; see SitePolicyConfig). Without one
-    # the site refuses every DP task. The ledger lives in state_dir, on the site's own disk.
-    policy: str | None = None
-    state_dir: str = "site-state"
-    # The partners' secret fingerprint-permutation key file (hex text), needed when the recipe
-    # sets [features] permutation_key_id; never given to the coordinator.
-    permutation_key: str | None = None
-    site: SiteSection = SiteSection()
-    data: SiteDataConfig = SiteDataConfig()
-
-
-def load_server_config(path: str | Path) -> ServerConfig:
-    """Read and validate server.toml; paths in it become absolute (relative to its folder)."""
-    p = Path(path)
-    cfg, problems = _load_deploy(ServerConfig, p)
-    if cfg.server.tls is None and not cfg.server.insecure:
-        problems.append("[server] give `tls` (the coordinator folder of `fedpharma provision`)")
-    if cfg.server.tls is not None and cfg.server.insecure:
-        problems.append("[server] `insecure = true` contradicts `tls`; keep one")
-    if cfg.server.liveness_timeout <= cfg.server.heartbeat_seconds:
-        problems.append("[server] `liveness_timeout` must exceed `heartbeat_seconds`")
-    if problems:
-        raise ConfigError(problems, str(p))
-    base = p.parent
-    return dataclasses.replace(
-        cfg,
-        run_config=_resolve(base, cfg.run_config),
-        runs_dir=_resolve(base, cfg.runs_dir),
-        server=dataclasses.replace(cfg.server, tls=_resolve_optional(base, cfg.server.tls)),
-    )
-
-
-def load_site_config(path: str | Path) -> SiteConfig:
-    """Read and validate site.toml; paths in it become absolute (relative to its folder)."""
-    p = Path(path)
-    cfg, problems = _load_deploy(SiteConfig, p)
-    site, data = cfg.site, cfg.data
-    if site.tls is None and not site.insecure:
-        problems.append("[site] give `tls` (this site's folder of `fedpharma provision`)")
-    if site.tls is not None and site.insecure:
-        problems.append("[site] `insecure = true` contradicts `tls`; keep one")
-    if site.insecure and site.name is None:
-        problems.append("[site] an insecure site needs a `name`")
-    problems += data_source_problems("[data]", data.name, data.path, data.label_columns, data.task)
-    if data.n_partitions is not None and data.partition_index is None:
-        problems.append("[data] `n_partitions` needs `partition_index`")
-    if (
-        data.partition_index is not None
-        and data.n_partitions is not None
-        and data.partition_index > data.n_partitions
-    ):
-        problems.append(
-            f"[data] partition_index = {data.partition_index} exceeds "
-            f"n_partitions = {data.n_partitions}"
-        )
-    if problems:
-        raise ConfigError(problems, str(p))
-    base = p.parent
-    return dataclasses.replace(
-        cfg,
-        run_config=_resolve(base, cfg.run_config),
-        policy=_resolve_optional(base, cfg.policy),
-        state_dir=_resolve(base, cfg.state_dir),
-        permutation_key=_resolve_optional(base, cfg.permutation_key),
-        site=dataclasses.replace(site, tls=_resolve_optional(base, site.tls)),
-        data=dataclasses.replace(data, path=_resolve_optional(base, data.path)),
-    )
-
-
-_TopLevel = typing.TypeVar("_TopLevel", RunConfig, ServerConfig, SiteConfig)
-
-
-def _load_deploy(cls: type[_TopLevel], path: Path) -> tuple[_TopLevel, list[str]]:
-    return build_top_level(cls, read_toml(path))
-
-
-def build_top_level(cls: type[_TopLevel], raw: dict[str, Any]) -> tuple[_TopLevel, list[str]]:
+def build_top_level(cls: type[T], raw: dict[str, Any]) -> tuple[T, list[str]]:
     """A top-level config of scalars and section tables, and the problems found in it.
 
     Invalid values fall back to their defaults, so the caller's cross-checks can still run and
@@ -554,11 +390,3 @@ def build_top_level(cls: type[_TopLevel], raw: dict[str, Any]) -> tuple[_TopLeve
     """
     cfg, problems = serde.from_dict(cls, raw)
     return (cls() if cfg is None else cfg), problems
-
-
-def _resolve(base: Path, value: str) -> str:
-    return str((base / Path(value).expanduser()).resolve())
-
-
-def _resolve_optional(base: Path, value: str | None) -> str | None:
-    return None if value is None else _resolve(base, value)

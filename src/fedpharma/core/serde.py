@@ -190,7 +190,7 @@ class _Reader:
             if names and name not in names:
                 allowed = ", ".join(repr(n) for n in names)
                 self.problems.append(f"{inner.title}: key {_shown(name)} is not one of {allowed}")
-        items = {k: self.value(args[1], v, inner, str(k)) for k, v in value.items()}
+        items = {k: self.value(args[1], v, inner, _name(k)) for k, v in value.items()}
         if _INVALID in items.values() or any(names and k not in names for k in items):
             return _INVALID
         return items
@@ -301,6 +301,11 @@ def _tag_value(cls: Any, key: str) -> object:
     hint = _hints(cls)[_fields(cls)[key].name]
     args = typing.get_args(hint) if typing.get_origin(hint) is typing.Literal else ()
     return args[0] if len(args) == 1 else None
+
+
+def _name(key: object) -> str:
+    """A data-owned key as messages show it: as written if short and printable, else quoted."""
+    return key if isinstance(key, str) and len(key) <= 60 and key.isprintable() else _shown(key)
 
 
 def _shown(value: object) -> str:

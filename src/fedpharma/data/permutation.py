@@ -24,6 +24,7 @@ from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 from fedpharma.core.config import FeaturesConfig
 from fedpharma.core.errors import ConfigError, CryptoError, DataError
+from fedpharma.core.keyfiles import write_new_key_file
 
 PERMUTATION_SCHEME = "hkdf-sha256+aes256ctr-fisher-yates/v1"
 """How :class:`FingerprintPermutation` derives its order from the key (part of the recipe)."""
@@ -123,12 +124,7 @@ def write_permutation_key(path: str | os.PathLike[str], key: bytes | None = None
     """
     key = new_permutation_key() if key is None else key
     key_id = permutation_key_id(key)
-    try:
-        descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    except FileExistsError as exc:
-        raise CryptoError(f"refusing to overwrite key file {path}; remove it to re-key") from exc
-    with os.fdopen(descriptor, "w", encoding="ascii") as handle:
-        handle.write(key.hex() + "\n")
+    write_new_key_file(path, (key.hex() + "\n").encode("ascii"))
     return key_id
 
 

@@ -20,12 +20,13 @@ import importlib.metadata
 import json
 import struct
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, TypeAlias
 
 import numpy as np
 import numpy.typing as npt
 
+from fedpharma.core import serde
 from fedpharma.core.config import FeaturesConfig
 from fedpharma.core.errors import ConfigError, DataError, ProtocolError
 from fedpharma.data.permutation import (
@@ -63,6 +64,7 @@ _DIGEST_DOMAIN = b"fedpharma reference features v1\x00"
 _MAX_DESCRIPTION_BYTES = 64 * 1024
 _MAX_RECIPE_ENTRIES = 64
 _MAX_TEXT = 256
+_WHERE = "preprocessing description"
 
 
 # ----- the recipe ----------------------------------------------------------------------------
@@ -268,8 +270,8 @@ class SiteDescription:
 
     recipe: Mapping[str, Scalar]
     reference_digest: str
-    permuted_reference_digest: str | None = None
-    reference_molecules: int = REFERENCE_MOLECULES
+    permuted_reference_digest: str | None
+    reference_molecules: int = field(metadata={"min": 1})
 
     @classmethod
     def of_site(
@@ -323,12 +325,7 @@ class SiteDescription:
     def to_json(self) -> str:
         """Canonical JSON, for the join message."""
         return json.dumps(
-            {
-                "recipe": dict(self.recipe),
-                "reference_digest": self.reference_digest,
-                "permuted_reference_digest": self.permuted_reference_digest,
-                "reference_molecules": self.reference_molecules,
-            },
+            serde.to_dict(self),
             sort_keys=True,
             separators=(",", ":"),
             ensure_ascii=True,
@@ -339,8 +336,8 @@ class SiteDescription:
     def from_json(cls, text: str | bytes) -> SiteDescription:
         """Parse and validate a description received from the network (hostile input).
 
-        Raises :class:`~fedpharma.core.errors.ProtocolError` on anything malformed: too large, not
-        JSON, missing or unknown fields, non-scalar recipe values, malformed digests.
+        Raises :class:`~fedpharma.core.errors.ProtocolError` naming every problem: too large, not
+        JSON, missing or unknown fields, non-scalar or oversized recipe values, malformed digests.
         """
         if len(text) > _MAX_DESCRIPTION_BYTES:
             raise ProtocolError(
@@ -350,39 +347,26 @@ class SiteDescription:
             raw = json.loads(text, parse_constant=_refuse_constant)
         except (ValueError, UnicodeDecodeError) as exc:
             raise ProtocolError("preprocessing description is not valid JSON") from exc
-        expected_keys = {
-            "recipe",
-            "reference_digest",
-            "permuted_reference_digest",
-            "reference_molecules",
-        }
-        if not isinstance(raw, dict) or set(raw) != expected_keys:
-            raise ProtocolError(
-                "preprocessing description must be an object with exactly the keys "
-                + ", ".join(sorted(expected_keys))
-            )
-        recipe = raw["recipe"]
-        if not isinstance(recipe, dict) or len(recipe) > _MAX_RECIPE_ENTRIES:
-            raise ProtocolError(
-                f"preprocessing recipe must be an object of at most {_MAX_RECIPE_ENTRIES} settings"
-            )
-        for name, value in recipe.items():
-            if len(name) > _MAX_TEXT or not isinstance(value, str | int | float | bool):
-                raise ProtocolError(
-                    f"preprocessing recipe setting {quote(name)} must be a string, number or "
-                    "boolean with a short name"
-                )
-            if isinstance(value, str) and len(value) > _MAX_TEXT:
-                raise ProtocolError(f"preprocessing recipe setting {quote(name)} is too long")
-        permuted = raw["permuted_reference_digest"]
-        n = raw["reference_molecules"]
-        if not _is_digest(raw["reference_digest"]) or not (
-            permuted is None or _is_digest(permuted)
+        description, problems = serde.from_dict(cls, raw, _WHERE)
+        if description is not None:
+            problems += description._problems()
+        if problems or description is None:
+            raise ProtocolError("; ".join(problems))
+        return description
+
+    def _problems(self) -> list[str]:
+        """What serde's type checks leave: the recipe's size, and the digests' form."""
+        problems = []
+        if len(self.recipe) > _MAX_RECIPE_ENTRIES:
+            problems.append(f"{_WHERE}: the recipe has more than {_MAX_RECIPE_ENTRIES} settings")
+        for name, value in self.recipe.items():
+            if len(name) > _MAX_TEXT or (isinstance(value, str) and len(value) > _MAX_TEXT):
+                problems.append(f"preprocessing recipe setting {quote(name)} is too long")
+        if not _is_digest(self.reference_digest) or not (
+            self.permuted_reference_digest is None or _is_digest(self.permuted_reference_digest)
         ):
-            raise ProtocolError("preprocessing reference digests must be 64 lowercase hex digits")
-        if isinstance(n, bool) or not isinstance(n, int) or n < 1:
-            raise ProtocolError("reference_molecules must be a positive integer")
-        return cls(recipe, raw["reference_digest"], permuted, n)
+            problems.append("preprocessing reference digests must be 64 lowercase hex digits")
+        return problems
 
 
 def _refuse_constant(name: str) -> None:

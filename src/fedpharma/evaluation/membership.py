@@ -1,35 +1,11 @@
 """Membership-inference audit: how well can an attacker tell training records from other records?
 
-The formal guarantee of a run is its (ε, δ); this module gives the empirical number a data owner
-reads beside it: the success of a membership-inference attack against
-
-- the **final model** (what every partner and anyone it is published to can query), and
-- **one site's raw update** w + Δ_k, i.e. what an honest-but-curious coordinator would hold without
-  secure aggregation (with SecAgg or CKKS it only ever sees the sum over sites).
-
-Two attacks, both black-box on the model's predictions and both scored by ROC-AUC of members vs
-non-members (0.5 = the attacker learns nothing) and by the membership advantage max(TPR − FPR):
-
-- **Loss threshold** (Yeom et al. 2018, "Privacy Risk in Machine Learning: Analyzing the Connection
-  to Overfitting", §3.2, Adversary 2): a record is called a member when the model's loss on it is
-  low; the score is −loss. Its advantage is bounded by the generalisation gap, and under ε-DP by
-  e^ε − 1 (ibid., Theorem 1).
-- **Difficulty-calibrated** (Watson et al. 2022, "On the Importance of Difficulty Calibration in
-  Membership Inference Attacks", §3, Eq. 2): the score is −(loss_target(x) − loss_reference(x)),
-  where the reference model did *not* train on x. Subtracting how hard x is anyway separates "the
-  model is good on x because it saw x" from "x is easy", which cuts the false positives of the
-  plain loss attack. Against a site's update the natural reference is the global model the site
-  started from, which makes this the loss-difference attack on one round's update.
-
-Per-example losses are the training loss of :mod:`fedpharma.models.loss` (squared error, or
-binary cross-entropy on class-1 probabilities as the trainers' ``predict`` returns them) averaged
-over the example's *observed* labels; an example without any observed label has no loss (NaN) and
-takes no part in an attack.
-
-The advantage is the best threshold chosen on the audited examples themselves (the
-Kolmogorov–Smirnov statistic of the two score samples), so on small samples it is biased upwards:
-with n members and n non-members drawn from the same distribution its mean is ≈ 0.9/√n, not 0.
-The AUC has no such bias and is the headline figure.
+The empirical number a data owner reads beside the run's (ε, δ): the ROC-AUC and the membership
+advantage max(TPR − FPR) of two black-box attacks against the final model and against one site's
+raw update w + Δ_k: the loss threshold (Yeom et al. 2018, §3.2, Adversary 2) and the
+difficulty-calibrated loss difference (Watson et al. 2022, §3, Eq. 2). The advantage is biased
+upwards on small samples (≈ 0.9/√n); the AUC is the headline figure. The full account, with the
+per-example loss used: ``docs/membership-audit.md``.
 """
 
 from __future__ import annotations

@@ -1,43 +1,13 @@
 """Record-level differential privacy at a site: DP-SGD with Opacus.
 
-DP-SGD (Abadi et al. 2016, "Deep Learning with Differential Privacy", Algorithm 1): every step
-draws a Poisson sample of the site's records (each included independently with probability q),
-clips each record's gradient to L2 norm ≤ C, adds N(0, σ²C²) to their sum and takes an optimizer
-step on it. Only the noised sums touch the weights, so the update a site sends is
-(ε, δ)-DP with respect to any one of its records; ε follows from (σ, q, steps) by composition
-(the moments accountant of Abadi et al. 2016, §3.2; RDP of the Poisson-subsampled Gaussian,
-Mironov et al. 2019).
-
-This module only *trains*. It does not import :mod:`fedpharma.privacy` (capabilities do not
-import each other): :meth:`DPSGDTrainer.fit` returns the sampling facts (σ, q, steps, C) as plain
-numbers in :class:`DPSGDSampling`, and :meth:`DPSGDTrainer.plan` predicts them *before* any data
-is touched, so the site runtime can check and charge its privacy ledger first.
-
-Implementation choices:
-
-- Opacus' ghost clipping (``grad_sample_mode="ghost"``; Li et al. 2022, "Large Language Models
-  Can Be Strong Differentially Private Learners", §4; Bu et al. 2023) computes per-record gradient
-  *norms* without materialising per-record gradients: two backward passes, no n×|w| tensor. On
-  CPU, for fingerprint MLPs, it is about an order of magnitude faster than per-sample hooks.
-- Poisson sampling through Opacus' ``DPDataLoader``, with q = 1 / ⌈n / batch_size⌉ (Opacus'
-  rule; slightly below batch_size / n). The expected batch is n·q.
-- The loss is fedpharma's masked multitask loss *per record* (each record's mean over its
-  observed labels), so one record's clipped gradient is its whole contribution.
-- The optimizer's step hook, which Opacus calls after clipping and noising, counts the steps and
-  adds FedProx's proximal gradient μ(w − wᵗ) (Li et al. 2020, Eq. 2); that term does not depend
-  on the data, so adding it after the noise costs no privacy.
-- Randomness. ``secure_mode=True`` (the default, and what a deployed site runs): the Poisson
-  sampler and the noise each draw from a torch generator seeded with 64 fresh bits of the OS
-  CSPRNG (:mod:`secrets`) on every fit, so nothing the coordinator sends (the task's seed least of
-  all) determines them, and the noise is drawn the floating-point-robust way of Opacus'
-  ``secure_mode`` (Holohan & Braghin 2021, §5.1). Opacus' own ``secure_mode`` needs
-  ``torchcsprng``, which no longer builds for current torch; the generators themselves are not
-  CSPRNGs, but their outputs are never released, only added to clipped sums. ``secure_mode=False``
-  (simulation, tests): sampling, noise and dropout draw from generators seeded by ``seed``, so a
-  run is reproducible — and anyone who knows the seed can regenerate the noise.
-- Models are validated before training: BatchNorm (which mixes records in a batch, so a record's
-  gradient is not its own and clipping bounds nothing) and any other module Opacus cannot make
-  private are rejected with every problem listed and the fix named.
+DP-SGD (Abadi et al. 2016, "Deep Learning with Differential Privacy", Algorithm 1): Poisson-sample
+the records, clip each record's gradient to L2 norm ≤ C, add N(0, σ²C²) to their sum, step. ε
+follows from (σ, q, steps) (Abadi et al. 2016, §3.2; Mironov et al. 2019). This module only
+*trains*: :meth:`DPSGDTrainer.plan` predicts the sampling facts before any data is touched and
+:meth:`DPSGDTrainer.fit` returns them (:class:`DPSGDSampling`), so the site charges its ledger
+first. Ghost clipping (Li et al. 2022, §4), FedProx's term after the noise (Li et al. 2020,
+Eq. 2), CSPRNG-seeded generators in ``secure_mode`` (Holohan & Braghin 2021, §5.1) and model
+validation: ``docs/dp-sgd.md``.
 """
 
 from __future__ import annotations

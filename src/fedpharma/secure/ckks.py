@@ -15,7 +15,6 @@ Parameters, weighting, error and threat model: ``docs/ckks.md``.
 from __future__ import annotations
 
 import math
-import os
 import secrets
 import struct
 from collections.abc import Sequence
@@ -27,6 +26,7 @@ import numpy as np
 import numpy.typing as npt
 
 from fedpharma.core.errors import CryptoError
+from fedpharma.core.keyfiles import write_new_key_file
 from fedpharma.secure.frames import Kind, Reader, Writer, frame, unframe
 
 POLY_MODULUS_DEGREE = 8192
@@ -278,8 +278,8 @@ def provision(secret_path: Path, public_path: Path) -> SecretContext:
     """Create the consortium's CKKS key; write the sites' key file (mode 0600) and the
     coordinator's public context. Refuses to overwrite either file."""
     context = create_secret_context()
-    _write_new(secret_path, context.to_bytes_including_secret_key(), mode=0o600)
-    _write_new(public_path, context.to_bytes(), mode=0o644)
+    write_new_key_file(secret_path, context.to_bytes_including_secret_key(), mode=0o600)
+    write_new_key_file(public_path, context.to_bytes(), mode=0o644)
     return context
 
 
@@ -313,15 +313,6 @@ def _aggregate(context: Any, key_id: bytes, updates: Sequence[EncryptedUpdate]) 
             total.add_(_load_vector(context, update.chunks[index], size))
         summed.append(_serialize(total))
     return EncryptedUpdate(key_id, length, tuple(summed))
-
-
-def _write_new(path: Path, data: bytes, *, mode: int) -> None:
-    try:
-        descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
-    except FileExistsError as exc:
-        raise CryptoError(f"refusing to overwrite key file {path}; remove it to re-key") from exc
-    with os.fdopen(descriptor, "wb") as file:
-        file.write(data)
 
 
 def _serialize_context(context: Any, *, secret: bool) -> bytes:

@@ -1,35 +1,11 @@
 """The coordinator process: serve the sites over gRPC + mTLS, run the Federation, persist, audit.
 
-One run is one directory ``RUN = runs_dir/<run id>``:
-
-- ``run.json``: run id, creation time and the run recipe (checked again on ``--resume``);
-- ``run.sqlite``: the run store (config, rounds, per-site metrics, refusals and failures, the
-  latest model checkpoint with its sha256, and the server optimizer's state when it has one);
-- ``audit.jsonl``: the append-only, hash-chained audit log (joins, tasks sent, results accepted
-  or rejected with the reason, refusals, missing answers, rounds, resumes, the end of the run);
-- ``audit-head.json``: the audit log's head after the last completed round, which anchors the
-  log against entries deleted from its end (``fedpharma audit verify`` checks it).
-
-Join check: a site takes part only once its preprocessing matches the recipe's (its recipe and
-the digest of a public reference set's features, :mod:`fedpharma.server.join`); a site that
-differs is refused with the differing setting named, in the status lines, the audit log
-(``denied``) and the run store (an incident of round 0), and is told why; the others go on.
-
-Round control: before each round the coordinator waits (up to ``wait_for_sites`` seconds) until
-``min_sites`` sites are connected and admitted; a round completes with the sites that answered
-before the deadline if at least ``min_sites`` did. Otherwise
-(:class:`~fedpharma.core.errors.RoundFailed`) the same round is retried, after waiting for sites
-again, up to ``retries`` times; then the run stops cleanly: the sites are told why, the audit
-log records it, and :class:`RoundFailed` is raised.
-
-Resume (``--resume RUN`` after a crash, even ``kill -9``): the audit log is verified (a broken log
-refuses the resume), the recipe must be the one the run started with, the last completed round
-``k`` is read from the store's checkpoint (sha256-checked) and the run continues at round
-``k + 1``. Every round's randomness is a function of the run seed and the round number (site
-selection, each site's local seed), and the state of an adaptive server optimizer (FedAdam,
-FedYogi, FedAdagrad: Reddi et al. 2021, Alg. 2) is saved with every checkpoint and restored, so a
-resumed run ends with exactly the model of an uninterrupted one. FedAvg and FedProx keep no
-server state.
+One run is one directory ``runs_dir/<run id>`` (``run.json``, ``run.sqlite``, ``audit.jsonl``,
+``audit-head.json``). Sites are admitted by the join check (:mod:`fedpharma.server.join`); a round
+short of ``min_sites`` is retried, then the run stops cleanly; ``--resume`` verifies the audit log
+and the recipe and continues after the last checkpoint, bit-identical to an uninterrupted run
+(the adaptive optimizers' state is saved: Reddi et al. 2021, Alg. 2). The full account:
+``docs/coordinator.md``.
 """
 
 from __future__ import annotations
@@ -43,8 +19,9 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from fedpharma.core.config import RunConfig, ServerConfig
+from fedpharma.core.config import RunConfig
 from fedpharma.core.dataset import Objective
+from fedpharma.core.deploy_config import ServerConfig
 from fedpharma.core.errors import ConfigError, DataError, RoundFailed
 from fedpharma.core.params import Parameters
 from fedpharma.core.protocol import EvaluateTask, Failure, Reply, Task, TrainTask

@@ -1,31 +1,11 @@
 """The privacy audit of a simulation: measured membership leakage, beside the formal ε.
 
-After training, each site's records are attacked twice with the two membership-inference
-attacks of :mod:`fedpharma.evaluation.membership` — the loss threshold (Yeom et al. 2018, §3.2)
-and its difficulty-calibrated variant (Watson et al. 2022, §3):
-
-- **final model**: the federated model every partner receives. Members are the site's training
-  rows, non-members its held-out test rows; the calibration reference is the model the
-  federation started from (after the label-statistics start, which saw only per-task sums),
-  trained on neither.
-- **site update**: what the site would send in one more round from the final model — its raw
-  update Δ_k, which an honest-but-curious coordinator holds without secure aggregation (with
-  SecAgg or CKKS it only ever sees the sum). The update comes from the site's own train path
-  (:meth:`SiteRuntime.handle` on the federation's plaintext train task), so under record-level DP
-  it is DP-SGD's, under site-level DP it is clipped, exactly as the site computes it (with
-  distributed noise the site refuses to send its update outside secure aggregation, and the
-  audit reports that instead). That extra round runs on twin
-  runtimes whose ledgers live in a scratch folder: the audit is a measurement, not a release,
-  so the sites' real ledgers are not charged, and a ``require_secure`` policy does not stop
-  the audit from computing the update that secure aggregation would have masked.
-
-Non-members are the site's test rows. Where the site's split keeps groups apart (scaffold
-split of molecules) they are also out of distribution, so the attack measures that shift on
-top of memorisation and its AUC is an **upper bound** on the leakage (``nonmember_shift``);
-where every row shares one group the split is random and the AUC is unbiased. The training
-data is left as it is rather than holding out an in-distribution audit subset, so switching
-the audit on never changes the model it audits. Both sides are balanced by subsampling the
-larger one (:func:`~fedpharma.evaluation.membership.audit_membership`).
+Each site's records are attacked with the two attacks of :mod:`fedpharma.evaluation.membership`
+(Yeom et al. 2018, §3.2; Watson et al. 2022, §3), against the final model and against the raw
+update Δ_k the site would send in one more round (computed by its own train path on twin runtimes
+whose ledgers are scratch: the audit is a measurement, not a release). Non-members are the site's
+test rows; under a scaffold split the AUC is an upper bound (``nonmember_shift``). The full
+account: ``docs/privacy-audit.md``.
 """
 
 from __future__ import annotations

@@ -1,5 +1,8 @@
 """Run a configured experiment end to end in one process.
 
+About 430 lines, one job: the simulation's single pipeline; each step's own logic already lives
+in its module (partition, federation, cross-evaluation, audit, privacy), this file only wires them.
+
 Steps: load the dataset → partition it into sites (seeded) → each site splits its own data into
 train / held-out test by scaffold → federated training through the same coordinator loop and site
 runtime a deployment uses, over the in-process channel → the two references a consortium compares

@@ -29,14 +29,9 @@ from pathlib import Path
 
 import numpy as np
 
-from fedpharma.core.config import (
-    DatasetConfig,
-    RunConfig,
-    SiteConfig,
-    SiteDataConfig,
-    load_site_policy,
-)
+from fedpharma.core.config import DatasetConfig, RunConfig, load_site_policy
 from fedpharma.core.dataset import SiteData
+from fedpharma.core.deploy_config import SiteConfig, SiteDataConfig
 from fedpharma.core.errors import ConfigError, DataError
 from fedpharma.data.datasets import featurizes_molecules, load_dataset
 from fedpharma.data.partition import partition, scaffold_split

@@ -1,5 +1,7 @@
 """The secure-aggregation wire messages, one per phase, and their binary encoding.
 
+About 410 lines, one job: the nine messages of one protocol, each beside its own encoding.
+
 Each message is a frozen dataclass with ``to_bytes`` / ``from_bytes`` in a
 :mod:`~fedpharma.secure.frames` frame of its own kind (never pickle); malformed input raises
 :class:`~fedpharma.core.errors.CryptoError`. The phases are those of Bonawitz et al. 2017, §4 (see
