@@ -1,8 +1,12 @@
 """SecAgg against an active coordinator: each attack fails, and succeeds on a weakened build.
 
 The coordinator deviates from the protocol against real sites (``malicious_coordinator``); the
-victim is ``site-a``, the colluding site ``site-e``. Each ``weakened`` twin monkeypatches one
-defence away and shows that the same attack then recovers Δ_victim, so the test can fail.
+victim is ``site-a``, the colluding site ``site-e`` unless an attack names others. Each
+``weakened`` twin monkeypatches a defence away (both layers, where two each stop the attack
+alone, with a test for each layer) and shows that the same attack then recovers Δ_victim (the
+consistency check at t = 4: releases shares for two lists; see that twin for why the threshold
+alone still protects), so the test can fail. One test recovers Δ_victim against the real
+build: with c = 2t − n colluders, the limit of the threat model (README, *Threat model*).
 """
 
 import numpy as np
