@@ -161,9 +161,9 @@ def codec(n_sites: int) -> FixedPoint:
     return FixedPoint.from_settings(secagg_settings(n_sites, n_sites))
 
 
-def colluder_state(sites: dict[str, SiteRuntime], rnd: int) -> SecAggSite:
+def colluder_state(sites: dict[str, SiteRuntime], rnd: int, colluder: str = COLLUDER) -> SecAggSite:
     """What a colluding site hands the coordinator: its whole round state."""
-    participation = sites[COLLUDER].secure
+    participation = sites[colluder].secure
     assert participation is not None
     return participation._rounds[(RUN, rnd)].site  # type: ignore[union-attr]
 
