@@ -36,6 +36,12 @@ VENV_BIN = ROOT / ".venv" / "bin"
 # The promise-carrying modules and the FAST test files that exercise each (a mutant must cost
 # seconds, not the whole suite). After moving code, update this table, and DEFAULT_KEYS once a
 # moved module should run by default.
+SECAGG_TESTS = (
+    "tests/secure/test_secagg.py",
+    "tests/secure/test_secagg_masks.py",
+    "tests/secure/test_secagg_messages.py",
+    "tests/attacks/test_secagg_active.py",
+)
 MODULES: dict[str, tuple[str, tuple[str, ...]]] = {
     # key: (module path under src/, the test files its mutants run)
     "params": (
@@ -103,6 +109,17 @@ MODULES: dict[str, tuple[str, tuple[str, ...]]] = {
             "tests/server/test_federation_secure_path.py",
         ),
     ),
+    # The secure-aggregation package, one key per module (``./run mutation secagg`` runs all).
+    **{
+        f"secagg-{name}": (f"fedpharma/secure/secagg/{name}.py", SECAGG_TESTS + extra)
+        for name, extra in (
+            ("round", ()),
+            ("masks", ()),
+            ("messages", ("tests/attacks/test_decoders.py",)),
+            ("site", ()),
+            ("server", ()),
+        )
+    },
 }
 DEFAULT_KEYS = (  # cheapest first
     "aggregate",
