@@ -59,7 +59,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from _common import RESULTS_DIR, machine_info, print_table, require_shared_file, write_json
 
-from fedpharma.config import (
+from fedpharma.core.config import (
     FeaturesConfig,
     ModelConfig,
     PartitionConfig,
@@ -67,7 +67,7 @@ from fedpharma.config import (
     StrategyConfig,
     TrainingConfig,
 )
-from fedpharma.data.dataset import Dataset, SiteData
+from fedpharma.core.dataset import Dataset, SiteData
 from fedpharma.data.molecules import featurize, parse_smiles, scaffold_groups
 from fedpharma.data.partition import scaffold_split
 from fedpharma.evaluation.metrics import per_task_metrics

@@ -55,7 +55,7 @@ import torch
 from torch import nn
 from torch.nn import functional
 
-from fedpharma.config import (
+from fedpharma.core.config import (
     DatasetConfig,
     ModelConfig,
     PartitionConfig,

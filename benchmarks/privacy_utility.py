@@ -34,7 +34,7 @@ import torch
 from _common import RESULTS_DIR, machine_info, print_table, require_shared_file, write_json
 from utility import BENCHMARKS
 
-from fedpharma.config import PrivacyConfig, SitePolicyConfig
+from fedpharma.core.config import PrivacyConfig, SitePolicyConfig
 from fedpharma.models.factory import build_private_trainer, build_trainer
 from fedpharma.report.plots import privacy_utility_png
 from fedpharma.sim.engine import prepare_sites, simulate

@@ -32,9 +32,9 @@ from pathlib import Path
 
 import numpy as np
 
-from fedpharma.params import Parameters
-from fedpharma.protocol import TrainResult, TrainTask
-from fedpharma.protocol.codec import (
+from fedpharma.core.params import Parameters
+from fedpharma.core.protocol import TrainResult, TrainTask
+from fedpharma.core.protocol.codec import (
     EncodedMessage,
     decode_message,
     encode_message,

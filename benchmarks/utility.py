@@ -54,8 +54,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from _common import RESULTS_DIR, machine_info, print_table, require_shared_file, write_json
 
-from fedpharma import serde
-from fedpharma.config import (
+from fedpharma.core import serde
+from fedpharma.core.config import (
     DatasetConfig,
     FeaturesConfig,
     ModelConfig,
@@ -64,7 +64,7 @@ from fedpharma.config import (
     StrategyConfig,
     TrainingConfig,
 )
-from fedpharma.data.dataset import SiteData
+from fedpharma.core.dataset import SiteData
 from fedpharma.data.partition import partition, scaffold_split
 from fedpharma.evaluation.bootstrap import paired_bootstrap, percentile_interval
 from fedpharma.sim.engine import Simulation, prepare_sites, simulate
@@ -501,7 +501,7 @@ def thread_probe(bench: Benchmark) -> dict[str, Any]:
     """
     import torch
 
-    from fedpharma.data.dataset import Dataset
+    from fedpharma.core.dataset import Dataset
     from fedpharma.models.trainer import TorchTrainer
 
     n_rows, n_features, n_tasks = 1600, 217, len(bench.label_columns)

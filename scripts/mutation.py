@@ -45,15 +45,15 @@ SECAGG_TESTS = (
 MODULES: dict[str, tuple[str, tuple[str, ...]]] = {
     # key: (module path under src/, the test files its mutants run)
     "params": (
-        "fedpharma/params.py",
+        "fedpharma/core/params.py",
         ("tests/core/test_params.py", "tests/core/test_params_guards.py"),
     ),
     "codec": (
-        "fedpharma/protocol/codec.py",
+        "fedpharma/core/protocol/codec.py",
         ("tests/core/test_codec.py", "tests/core/test_codec_guards.py"),
     ),
     "messages": (
-        "fedpharma/protocol/messages.py",
+        "fedpharma/core/protocol/messages.py",
         ("tests/core/test_reply_validation.py", "tests/core/test_reply_acceptance.py"),
     ),
     "aggregate": (

@@ -19,10 +19,10 @@ from pathlib import Path
 
 import numpy as np
 
-from fedpharma.errors import FedPharmaError
-from fedpharma.params import MAGIC as PARAMS_MAGIC
-from fedpharma.params import Parameters
-from fedpharma.protocol import (
+from fedpharma.core.errors import FedPharmaError
+from fedpharma.core.params import MAGIC as PARAMS_MAGIC
+from fedpharma.core.params import Parameters
+from fedpharma.core.protocol import (
     PROTOCOL_VERSION,
     EvaluateResult,
     EvaluateTask,
@@ -31,8 +31,8 @@ from fedpharma.protocol import (
     TrainResult,
     TrainTask,
 )
-from fedpharma.protocol.codec import MAGIC as MESSAGE_MAGIC
-from fedpharma.protocol.codec import decode_message, encode_message, encode_message_parts
+from fedpharma.core.protocol.codec import MAGIC as MESSAGE_MAGIC
+from fedpharma.core.protocol.codec import decode_message, encode_message, encode_message_parts
 from fedpharma.server.audit import AuditEntry, AuditLog, read_entries, verify
 from fedpharma.transport.grpc import (
     CoordinatorSettings,

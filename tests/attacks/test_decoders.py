@@ -16,9 +16,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from fedpharma import params
-from fedpharma.errors import FedPharmaError
-from fedpharma.protocol import (
+from fedpharma.core import params
+from fedpharma.core.errors import FedPharmaError
+from fedpharma.core.protocol import (
     PROTOCOL_VERSION,
     EvaluateResult,
     LocalTraining,
@@ -28,9 +28,10 @@ from fedpharma.protocol import (
     TrainSettings,
     TrainTask,
 )
-from fedpharma.protocol.codec import MAGIC as MESSAGE_MAGIC
-from fedpharma.protocol.codec import decode_message, encode_message
-from fedpharma.secure import ckks, frames
+from fedpharma.core.protocol.codec import MAGIC as MESSAGE_MAGIC
+from fedpharma.core.protocol.codec import decode_message, encode_message
+from fedpharma.secure import ckks, contributors, frames
+from fedpharma.secure.identity import Endorsement
 from fedpharma.secure.secagg import messages as secagg
 from fedpharma.secure.shamir import SHARE_VALUE_BYTES, Share
 from fedpharma.transport.grpc import WireLimits
@@ -71,7 +72,7 @@ def mutated(valid: bytes):
     )
 
 
-# ----- fedpharma.params -----------------------------------------------------------------------
+# ----- fedpharma.core.params ----------------------------------------------------------------------
 
 MODEL = params.Parameters.from_dict({"w": np.arange(6.0).reshape(2, 3), "b": [0.5]})
 
@@ -142,7 +143,7 @@ def test_params_decode_on_mutated_payloads_raises_only_typed_errors(data):
     typed(params.decode, data)
 
 
-# ----- fedpharma.protocol.codec ---------------------------------------------------------------
+# ----- fedpharma.core.protocol.codec --------------------------------------------------------------
 
 
 def message_payload(header: object, tail: bytes = b"") -> bytes:
@@ -225,7 +226,12 @@ def test_decode_message_on_mutated_messages_raises_only_typed_errors(data):
 # ----- secure frames: secagg and CKKS messages ------------------------------------------------
 
 KEY = b"\7" * secagg.KEY_BYTES
-ADVERT = secagg.KeyAdvertisement("r", 1, "a", KEY, KEY)
+ENDORSEMENT = Endorsement(b"certificate", b"signature")
+ADVERT = secagg.KeyAdvertisement("r", 1, "a", KEY, KEY, KEY, ENDORSEMENT)
+SIGNATURE = secagg.ConsistencySignature("r", 1, "a", KEY + KEY)
+MEMBER = contributors.Member("a", b"\5" * 32, ENDORSEMENT)
+CONTRIBUTOR_SET = contributors.ContributorSet("r", 1, (MEMBER,))
+SET_SIGNATURE = contributors.SetSignature("a", ENDORSEMENT)
 SHARE = secagg.EncryptedShares("a", "b", b"\3" * secagg.SEALED_SHARE_BYTES)
 SECURE_VALID = {
     frames.Kind.KEY_ADVERTISEMENT: ADVERT.to_bytes(),
@@ -241,7 +247,17 @@ SECURE_VALID = {
         (secagg.RevealedShare("b", Share(2, 5)),),
         (secagg.RevealedShare("c", Share(2, 7)),),
     ).to_bytes(),
+    frames.Kind.CONSISTENCY_SIGNATURE: SIGNATURE.to_bytes(),
+    frames.Kind.CONSISTENCY_PROOF: secagg.ConsistencyProof("r", 1, ("a",), (SIGNATURE,)).to_bytes(),
     frames.Kind.CKKS_UPDATE: ckks.EncryptedUpdate(b"\0" * 16, 3, (b"\1" * 64,)).to_bytes(),
+    frames.Kind.CKKS_CONTRIBUTION: contributors.SignedContribution(
+        "r", 1, "a", b"\1" * 64, ENDORSEMENT
+    ).to_bytes(),
+    frames.Kind.CKKS_CONTRIBUTOR_SET: CONTRIBUTOR_SET.to_bytes(),
+    frames.Kind.CKKS_SET_SIGNATURE: SET_SIGNATURE.to_bytes(),
+    frames.Kind.CKKS_DECRYPT_REQUEST: contributors.DecryptRequest(
+        CONTRIBUTOR_SET, (SET_SIGNATURE,), (b"\1" * 64,)
+    ).to_bytes(),
     frames.Kind.CKKS_DECRYPTED_MEAN: ckks.DecryptedMean(
         np.ones(4, dtype=np.float32), 10, 2
     ).to_bytes(),
@@ -254,7 +270,13 @@ SECURE_DECODERS = {
     frames.Kind.MASKED_INPUT: secagg.MaskedInput.from_bytes,
     frames.Kind.SURVIVOR_LIST: secagg.SurvivorList.from_bytes,
     frames.Kind.UNMASKING_SHARES: secagg.UnmaskingShares.from_bytes,
+    frames.Kind.CONSISTENCY_SIGNATURE: secagg.ConsistencySignature.from_bytes,
+    frames.Kind.CONSISTENCY_PROOF: secagg.ConsistencyProof.from_bytes,
     frames.Kind.CKKS_UPDATE: ckks.EncryptedUpdate.from_bytes,
+    frames.Kind.CKKS_CONTRIBUTION: contributors.SignedContribution.from_bytes,
+    frames.Kind.CKKS_CONTRIBUTOR_SET: contributors.ContributorSet.from_bytes,
+    frames.Kind.CKKS_SET_SIGNATURE: contributors.SetSignature.from_bytes,
+    frames.Kind.CKKS_DECRYPT_REQUEST: contributors.DecryptRequest.from_bytes,
     frames.Kind.CKKS_DECRYPTED_MEAN: ckks.DecryptedMean.from_bytes,
     frames.Kind.CKKS_PUBLIC_CONTEXT: ckks.PublicContext.from_bytes,
 }

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 import pytest
 
-from fedpharma.errors import FedPharmaError
+from fedpharma.core.errors import FedPharmaError
 from fedpharma.transport.grpc import (
     CertificateRefused,
     registry,

@@ -11,8 +11,8 @@ from dataclasses import dataclass
 
 import pytest
 
-from fedpharma.protocol import Failure, TrainResult
-from fedpharma.protocol.codec import decode_message
+from fedpharma.core.protocol import Failure, TrainResult
+from fedpharma.core.protocol.codec import decode_message
 from fedpharma.transport.grpc import (
     CertificateRefused,
     PayloadTooLarge,
@@ -110,7 +110,7 @@ def test_a_crafted_shape_is_rejected_audited_and_releases_the_task(consortium, t
 def test_weakened_twin_a_decoder_without_its_shape_check_leaves_the_round_waiting(
     consortium, tmp_path, monkeypatch
 ):
-    from fedpharma import params
+    from fedpharma.core import params
 
     monkeypatch.setattr(params, "_check_extent", lambda *_: None)
     with arena(consortium, tmp_path) as a:

@@ -6,10 +6,10 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from fedpharma import params as params_codec
-from fedpharma.errors import ProtocolError
-from fedpharma.params import Parameters
-from fedpharma.protocol import (
+from fedpharma.core import params as params_codec
+from fedpharma.core.errors import ProtocolError
+from fedpharma.core.params import Parameters
+from fedpharma.core.protocol import (
     PROTOCOL_VERSION,
     CKKSSettings,
     DescribeTask,
@@ -27,7 +27,7 @@ from fedpharma.protocol import (
     TrainSettings,
     TrainTask,
 )
-from fedpharma.protocol.codec import decode_message, encode_message
+from fedpharma.core.protocol.codec import decode_message, encode_message
 
 PARAMS = Parameters.from_dict({"w": np.arange(6.0).reshape(2, 3), "b": np.ones(3)})
 finite = st.floats(allow_nan=False, allow_infinity=False, width=64)

@@ -9,9 +9,9 @@ import struct
 import numpy as np
 import pytest
 
-from fedpharma.errors import ProtocolError
-from fedpharma.params import Parameters
-from fedpharma.protocol import (
+from fedpharma.core.errors import ProtocolError
+from fedpharma.core.params import Parameters
+from fedpharma.core.protocol import (
     PROTOCOL_VERSION,
     EvaluateResult,
     Refusal,
@@ -20,7 +20,7 @@ from fedpharma.protocol import (
     TrainResult,
     TrainTask,
 )
-from fedpharma.protocol.codec import MAX_HEADER_BYTES, decode_message, encode_message
+from fedpharma.core.protocol.codec import MAX_HEADER_BYTES, decode_message, encode_message
 
 REFUSAL = {"type": "Refusal", "run_id": "r", "round": 1, "site": "s", "kind": "k", "reason": "x"}
 
@@ -38,7 +38,7 @@ def _versioned(**fields):
 def test_the_header_format_is_pinned_byte_for_byte():
     # a change here breaks every peer that runs an older fedpharma: bump PROTOCOL_VERSION
     raw = (
-        b'{"type":"Refusal","version":1,"run_id":"r","round":2,"site":"s",'
+        b'{"type":"Refusal","version":2,"run_id":"r","round":2,"site":"s",'
         b'"kind":"policy","reason":"no"}'
     )
     assert encode_message(Refusal("r", 2, "s", "policy", "no")) == (
@@ -58,14 +58,14 @@ def test_secure_messages_carry_their_payload_bytes_exactly(message):
     assert decode_message(encode_message(message)) == message
 
 
-def test_config_and_metrics_default_to_empty_when_absent():
+def test_a_task_without_settings_is_refused_and_metrics_default_to_empty():
     params = Parameters.from_dict({"w": np.zeros(1)})
     tail = encode_message(TrainTask("r", 1, params))
     header_len = struct.unpack("<I", tail[4:8])[0]
     header = json.loads(tail[8 : 8 + header_len])
-    del header["config"]
-    task = decode_message(_forge(header, tail[8 + header_len :]))
-    assert isinstance(task, TrainTask) and task.config == {}
+    del header["settings"]
+    with pytest.raises(ProtocolError, match=r"^TrainTask lacks field 'settings'"):
+        decode_message(_forge(header, tail[8 + header_len :]))
     result = decode_message(
         _forge(_versioned(type="EvaluateResult", run_id="r", round=1, site="s", n_examples=2))
     )
@@ -86,7 +86,8 @@ def test_config_and_metrics_default_to_empty_when_absent():
         (_forge([1, 2]), "^message header must be a JSON object"),
         (
             _forge({"type": "Refusal"}),
-            "^message uses protocol version None, this side speaks 1; upgrade the older side$",
+            f"^message uses protocol version None, this side speaks {PROTOCOL_VERSION}; "
+            "upgrade the older side$",
         ),
         (_forge(_versioned(site="s")), "^unknown message type; expected one of "),
         (_forge(_versioned(**REFUSAL) | {"run_id": 7}), "^Refusal.run_id must be a string$"),
@@ -118,16 +119,15 @@ def test_a_header_of_exactly_the_largest_size_is_read():
     assert decode_message(_forge(raw)) == Refusal("r", 1, "s", "k", "x")
 
 
-@pytest.mark.parametrize("config", [[], {"lr": [0.1]}, {"lr": None}, {"lr": {"a": 1}}])
-def test_a_task_config_holds_only_strings_booleans_and_finite_numbers(config):
+@pytest.mark.parametrize(
+    "settings", [[], {"local": [1]}, {"local": {"epochs": None}}, {"locale": {"epochs": 1}}]
+)
+def test_task_settings_that_are_not_the_typed_settings_are_refused(settings):
     params = Parameters.from_dict({"w": np.zeros(1)})
     encoded = encode_message(TrainTask("r", 1, params))
     header_len = struct.unpack("<I", encoded[4:8])[0]
-    header = json.loads(encoded[8 : 8 + header_len]) | {"config": config}
-    with pytest.raises(
-        ProtocolError,
-        match=r"^TrainTask.config must map names to strings, booleans or finite numbers$",
-    ):
+    header = json.loads(encoded[8 : 8 + header_len]) | {"settings": settings}
+    with pytest.raises(ProtocolError, match=r"^TrainTask.settings: "):
         decode_message(_forge(header, encoded[8 + header_len :]))
 
 

@@ -1,7 +1,7 @@
 import pytest
 
-from fedpharma.config import RunConfig, config_from_dict, load_config
-from fedpharma.errors import ConfigError
+from fedpharma.core.config import RunConfig, config_from_dict, load_config
+from fedpharma.core.errors import ConfigError
 
 
 def test_defaults_are_valid():
@@ -83,3 +83,14 @@ def test_a_permutation_key_id_must_be_a_key_id_for_a_morgan_fingerprint():
     text = str(info.value)
     assert "2 problem(s)" in text and "16 lowercase hex digits" in text
     assert 'set fingerprint = "morgan"' in text
+
+
+def test_site_level_noise_is_refused_where_it_would_not_be_what_is_charged():
+    site_level = {"site_level": True, "site_noise_multiplier": 1.0}
+    distributed = {**site_level, "noise_placement": "distributed"}
+    with pytest.raises(ConfigError, match="needs secure aggregation"):
+        config_from_dict({"privacy": distributed})
+    with pytest.raises(ConfigError, match="ring_bits = 64"):
+        config_from_dict({"privacy": distributed, "secure": {"mode": "secagg", "ring_bits": 32}})
+    config_from_dict({"privacy": distributed, "secure": {"mode": "secagg"}})
+    config_from_dict({"privacy": site_level})

@@ -4,8 +4,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
-from fedpharma.errors import ProtocolError
-from fedpharma.params import Parameters, decode, encode
+from fedpharma.core.errors import ProtocolError
+from fedpharma.core.params import Parameters, decode, encode
 
 names = st.text(min_size=1, max_size=12)
 arrays = hnp.arrays(

@@ -9,8 +9,8 @@ import struct
 import numpy as np
 import pytest
 
-from fedpharma.errors import ProtocolError
-from fedpharma.params import MAGIC, Parameters, decode, encode
+from fedpharma.core.errors import ProtocolError
+from fedpharma.core.params import MAGIC, Parameters, decode, encode
 
 
 def crafted(entries: list[dict[str, object]], data: bytes) -> bytes:

@@ -6,9 +6,9 @@ Written against the survivors of `scripts/mutation.py messages` (README, Develop
 import numpy as np
 import pytest
 
-from fedpharma.errors import ProtocolError
-from fedpharma.params import Parameters
-from fedpharma.protocol.messages import (
+from fedpharma.core.errors import ProtocolError
+from fedpharma.core.params import Parameters
+from fedpharma.core.protocol.messages import (
     DescribeTask,
     DescriptionReply,
     EvaluateResult,
@@ -21,7 +21,7 @@ from fedpharma.protocol.messages import (
     secure_mode,
     validate_reply,
 )
-from fedpharma.protocol.settings import CKKSSettings, SecAggSettings, TrainSettings
+from fedpharma.core.protocol.settings import CKKSSettings, SecAggSettings, TrainSettings
 
 W = Parameters.from_dict({"w": np.zeros(2)})
 TRAIN = TrainTask("run", 3, W)

@@ -10,10 +10,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from fedpharma.errors import ProtocolError
-from fedpharma.params import Parameters
-from fedpharma.protocol import EvaluateResult, EvaluateTask, TrainResult, TrainTask
-from fedpharma.protocol.messages import validate_reply
+from fedpharma.core.errors import ProtocolError
+from fedpharma.core.params import Parameters
+from fedpharma.core.protocol import EvaluateResult, EvaluateTask, TrainResult, TrainTask
+from fedpharma.core.protocol.messages import validate_reply
 
 MODEL = Parameters.from_dict({"w": np.zeros((2, 3)), "b": np.zeros(3)})
 UPDATE = Parameters.from_dict({"w": np.full((2, 3), 0.1), "b": np.full(3, -0.1)})

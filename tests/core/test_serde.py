@@ -6,8 +6,8 @@ from typing import Literal
 
 import pytest
 
-from fedpharma import serde
-from fedpharma.errors import ConfigError, DataError
+from fedpharma.core import serde
+from fedpharma.core.errors import ConfigError, DataError
 
 
 @dataclass(frozen=True)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from fedpharma.config import FeaturesConfig
+from fedpharma.core.config import FeaturesConfig
 from fedpharma.data.preprocessing import SiteDescription
 
 N_REF = 64  # a small reference set keeps these tests fast; the default is larger

@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 from rdkit import Chem
 
-from fedpharma.config import DatasetConfig, FeaturesConfig
+from fedpharma.core.config import DatasetConfig, FeaturesConfig
+from fedpharma.core.errors import DataError
 from fedpharma.data.datasets import BUNDLED, load_dataset
-from fedpharma.errors import DataError
 
 SMALL = FeaturesConfig(n_bits=256)
 TOX21_TASKS = (

@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 from rdkit import Chem
 
-from fedpharma.config import FeaturesConfig
+from fedpharma.core.config import FeaturesConfig
+from fedpharma.core.errors import ConfigError
 from fedpharma.data import molecules
 from fedpharma.data.molecules import (
     MoleculeReport,
@@ -23,7 +24,6 @@ from fedpharma.data.molecules import (
     reference_descriptor_statistics,
     scaffold_groups,
 )
-from fedpharma.errors import ConfigError
 
 BAD_INPUTS = ["CCO", "C1CCXyz", "", "C1CC", "c1ccccc1", "   ", None, "N#N=N(C)(C)(C)C"]
 

@@ -11,8 +11,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from fedpharma.config import PartitionConfig
-from fedpharma.data.dataset import Dataset, Task
+from fedpharma.core.config import PartitionConfig
+from fedpharma.core.dataset import Dataset, Objective
+from fedpharma.core.errors import DataError
 from fedpharma.data.partition import (
     dirichlet_label_partition,
     natural_partition,
@@ -21,13 +22,12 @@ from fedpharma.data.partition import (
     scaffold_partition,
     scaffold_split,
 )
-from fedpharma.errors import DataError
 
 METHODS = ("scaffold", "dirichlet", "quantity")
 
 
 def make_dataset(
-    n_rows: int, n_groups: int, task: Task, seed: int, missing_fraction: float = 0.0
+    n_rows: int, n_groups: int, task: Objective, seed: int, missing_fraction: float = 0.0
 ) -> Dataset:
     rng = np.random.default_rng(seed)
     if task == "classification":

@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from fedpharma.core.errors import ConfigError, CryptoError
 from fedpharma.data.molecules import featurize
 from fedpharma.data.permutation import (
     MIN_KEY_BYTES,
@@ -22,7 +23,6 @@ from fedpharma.data.permutation import (
     write_permutation_key,
 )
 from fedpharma.data.preprocessing import reference_molecules
-from fedpharma.errors import ConfigError, CryptoError
 from tests.data.preprocessing_samples import BASE, KEY_A, KEY_B, N_REF
 
 # ----- the fingerprint-bit permutation -------------------------------------------------------

@@ -12,7 +12,8 @@ import sys
 import numpy as np
 import pytest
 
-from fedpharma.config import FeaturesConfig
+from fedpharma.core.config import FeaturesConfig
+from fedpharma.core.errors import ConfigError, ProtocolError
 from fedpharma.data import preprocessing
 from fedpharma.data.molecules import featurize
 from fedpharma.data.permutation import FingerprintPermutation
@@ -23,7 +24,6 @@ from fedpharma.data.preprocessing import (
     reference_digest,
     reference_molecules,
 )
-from fedpharma.errors import ConfigError, ProtocolError
 from tests.data.preprocessing_samples import BASE, KEY_A, N_REF
 
 # ----- recipe and reference digest -----------------------------------------------------------

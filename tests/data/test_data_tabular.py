@@ -7,6 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from fedpharma.core.errors import DataError
 from fedpharma.data.tabular import (
     Column,
     TabularSchema,
@@ -14,7 +15,6 @@ from fedpharma.data.tabular import (
     infer_schema,
     read_tabular,
 )
-from fedpharma.errors import DataError
 
 SITE_A = """age,smoker,stage,hospital,response
 61,yes,II,north,1

@@ -4,7 +4,8 @@ import numpy as np
 import numpy.typing as npt
 import pytest
 
-from fedpharma.data.dataset import Dataset
+from fedpharma.core.dataset import Dataset
+from fedpharma.core.params import Parameters
 from fedpharma.evaluation.cross_site import (
     FEDERATED,
     LOCAL,
@@ -12,7 +13,6 @@ from fedpharma.evaluation.cross_site import (
     cross_site_matrix,
 )
 from fedpharma.evaluation.metrics import compute_metrics
-from fedpharma.params import Parameters
 
 SITES = ("site-1", "site-2", "site-3")
 

@@ -9,9 +9,10 @@ import numpy as np
 import pytest
 import torch
 
-from fedpharma.config import ModelConfig, TrainingConfig
-from fedpharma.data.dataset import Dataset, Task
-from fedpharma.errors import DataError
+from fedpharma.core.config import ModelConfig, TrainingConfig
+from fedpharma.core.dataset import Dataset, Objective
+from fedpharma.core.errors import DataError
+from fedpharma.core.params import Parameters
 from fedpharma.evaluation.membership import (
     CALIBRATED,
     LOSS_THRESHOLD,
@@ -27,7 +28,6 @@ from fedpharma.evaluation.membership import (
     per_example_loss,
 )
 from fedpharma.models.trainer import TorchTrainer
-from fedpharma.params import Parameters
 
 NAN = np.nan
 N_FEATURES, N_TASKS = 256, 3
@@ -79,7 +79,7 @@ def test_predictions_at_missing_labels_are_ignored() -> None:
     ],
 )
 def test_unusable_labels_or_predictions_raise_data_error(
-    task: Task, labels: list[list[float]], predictions: list[list[float]]
+    task: Objective, labels: list[list[float]], predictions: list[list[float]]
 ) -> None:
     with pytest.raises(DataError):
         per_example_loss(task, labels, predictions)
@@ -167,7 +167,7 @@ def test_losses_must_be_one_per_example() -> None:
 # ----- attacks on real models ----------------------------------------------------------------
 
 
-def fingerprints(task: Task, n: int, seed: int, *, unlabelled: int = 0) -> Dataset:
+def fingerprints(task: Objective, n: int, seed: int, *, unlabelled: int = 0) -> Dataset:
     """Sparse binary "fingerprints" with *random* labels (nothing to generalise, only to
     memorise), 30 % of labels missing, and the last ``unlabelled`` rows without any label."""
     rng = np.random.default_rng(seed)
@@ -205,7 +205,7 @@ def single_threaded_torch() -> Iterator[None]:
 class Trained:
     """A big MLP overfitted on 64 random-label members, and the model it started from."""
 
-    def __init__(self, task: Task) -> None:
+    def __init__(self, task: Objective) -> None:
         self.trainer = TorchTrainer(BIG_MLP, TRAINING, task, N_FEATURES, N_TASKS)
         self.initial = self.trainer.initial_parameters(seed=0)
         self.members = fingerprints(task, 64, seed=1, unlabelled=4)
@@ -295,7 +295,7 @@ def test_subsampling_is_reproducible_from_the_generator(trained: Trained) -> Non
 
 def test_audit_rejects_unusable_datasets(trained: Trained) -> None:
     task = trained.trainer.task
-    other: Task = "regression" if task == "classification" else "classification"
+    other: Objective = "regression" if task == "classification" else "classification"
     mismatched = fingerprints(other, 10, seed=4)
     unlabelled = fingerprints(task, 10, seed=5, unlabelled=10)
     rng = np.random.default_rng(0)

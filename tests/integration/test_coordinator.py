@@ -12,15 +12,15 @@ import numpy as np
 import pytest
 from deploy_helpers import recipe_toml, write_deployment
 
-from fedpharma.config import (
+from fedpharma.core.config import (
     config_from_dict,
     load_config,
     load_server_config,
     load_site_config,
 )
-from fedpharma.errors import ConfigError, RoundFailed
-from fedpharma.params import Parameters
-from fedpharma.protocol import EvaluateResult, TrainResult, TrainTask
+from fedpharma.core.errors import ConfigError, RoundFailed
+from fedpharma.core.params import Parameters
+from fedpharma.core.protocol import EvaluateResult, TrainResult, TrainTask
 from fedpharma.server.audit import read_entries, verify
 from fedpharma.server.coordinator import read_head, run_coordinator
 from fedpharma.server.federation import Federation, FederationSettings

@@ -26,8 +26,8 @@ from deploy_helpers import (
 from typer.testing import CliRunner
 
 from fedpharma.cli.main import app
-from fedpharma.config import config_from_dict
-from fedpharma.params import Parameters
+from fedpharma.core.config import config_from_dict
+from fedpharma.core.params import Parameters
 from fedpharma.server.audit import read_entries, verify
 from fedpharma.server.store import RunStore
 from fedpharma.sim.engine import simulate

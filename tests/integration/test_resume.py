@@ -18,8 +18,8 @@ import numpy as np
 import pytest
 from deploy_helpers import SITES, point_sites_at, recipe_toml, write_deployment
 
-from fedpharma.config import load_config, load_server_config, load_site_config
-from fedpharma.errors import ConfigError, RoundFailed
+from fedpharma.core.config import load_config, load_server_config, load_site_config
+from fedpharma.core.errors import ConfigError, RoundFailed
 from fedpharma.server.audit import read_entries, verify
 from fedpharma.server.coordinator import read_head, run_coordinator
 from fedpharma.sim.engine import simulate

@@ -8,9 +8,9 @@ import pytest
 import torch
 from torch import nn
 
-from fedpharma.config import ModelConfig, TrainingConfig
-from fedpharma.data.dataset import Dataset
-from fedpharma.errors import ConfigError
+from fedpharma.core.config import ModelConfig, TrainingConfig
+from fedpharma.core.dataset import Dataset
+from fedpharma.core.errors import ConfigError
 from fedpharma.models.dpsgd import (
     DPFitOutput,
     DPSGDSampling,
@@ -42,8 +42,13 @@ def regression(n: int, seed: int = 0) -> Dataset:
 
 
 def trainer(
-    noise_multiplier: float = 0.5, max_grad_norm: float = 1.0, training: TrainingConfig = TRAINING
+    noise_multiplier: float = 0.5,
+    max_grad_norm: float = 1.0,
+    training: TrainingConfig = TRAINING,
+    *,
+    secure_mode: bool = False,
 ) -> DPSGDTrainer:
+    """Seeded (simulation) randomness unless ``secure_mode``, so these tests are reproducible."""
     return DPSGDTrainer(
         MLP,
         training,
@@ -52,6 +57,7 @@ def trainer(
         N_TASKS,
         noise_multiplier=noise_multiplier,
         max_grad_norm=max_grad_norm,
+        secure_mode=secure_mode,
     )
 
 
@@ -109,14 +115,24 @@ def test_poisson_schedule_follows_opacus():
         poisson_schedule(0, 64, 1)
 
 
-def test_fit_is_deterministic_given_its_seed():
-    dp, data = trainer(), regression(128)
-    start = dp.initial_parameters(0)
-    first = dp.fit(start, data, epochs=2, seed=5).parameters.flatten()
-    again = dp.fit(start, data, epochs=2, seed=5).parameters.flatten()
-    other = dp.fit(start, data, epochs=2, seed=6).parameters.flatten()
-    np.testing.assert_array_equal(first, again)
-    assert not np.allclose(first, other)
+def test_simulation_mode_replays_a_fit_from_its_seed_and_secure_mode_does_not():
+    data = regression(128)
+    seeded, secure = trainer(), trainer(secure_mode=True)
+    start = seeded.initial_parameters(0)
+
+    def fit(dp: DPSGDTrainer, seed: int) -> np.ndarray:
+        return dp.fit(start, data, epochs=2, seed=seed).parameters.flatten()
+
+    first = fit(seeded, 5)
+    np.testing.assert_array_equal(first, fit(seeded, 5))
+    assert not np.allclose(first, fit(seeded, 6))
+    # Secure mode, the default: the same seed, yet the sample and noise are new on every fit.
+    default = DPSGDTrainer(
+        MLP, TRAINING, "regression", N_FEATURES, N_TASKS, noise_multiplier=0.5, max_grad_norm=1.0
+    )
+    assert default.secure_mode
+    again = fit(secure, 5)
+    assert not np.allclose(again, fit(secure, 5)) and not np.allclose(again, first)
 
 
 def test_per_record_clipping_bounds_each_step():
@@ -165,3 +181,16 @@ def test_batchnorm_is_rejected_naming_the_layer_and_the_fix():
 def test_dp_settings_without_privacy_are_refused(noise, clip):
     with pytest.raises(ConfigError):
         trainer(noise_multiplier=noise, max_grad_norm=clip)
+
+
+def test_the_recipe_builds_secure_mode_dp_sgd_unless_a_simulation_asks_for_seeded_noise():
+    import dataclasses
+
+    from fedpharma.core.config import PrivacyConfig, RunConfig
+    from fedpharma.models.factory import build_private_trainer
+
+    privacy = PrivacyConfig(record_level=True, noise_multiplier=1.0)
+    config = dataclasses.replace(RunConfig(), model=MLP, training=TRAINING, privacy=privacy)
+    data = regression(16)
+    assert build_private_trainer(config, data).secure_mode  # what site/deploy.py builds
+    assert not build_private_trainer(config, data, reproducible=True).secure_mode  # sim/engine.py

@@ -3,11 +3,11 @@
 import numpy as np
 import pytest
 
-from fedpharma.config import ModelConfig
-from fedpharma.errors import ProtocolError
+from fedpharma.core.config import ModelConfig
+from fedpharma.core.errors import ProtocolError
+from fedpharma.core.params import Parameters
 from fedpharma.models.networks import build_model
 from fedpharma.models.parameters import get_parameters, set_parameters
-from fedpharma.params import Parameters
 
 CONFIG = ModelConfig(kind="mlp", hidden=(8,), dropout=0.1)
 

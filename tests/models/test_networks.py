@@ -5,7 +5,7 @@ import pytest
 import torch
 from torch import nn
 
-from fedpharma.config import ModelConfig
+from fedpharma.core.config import ModelConfig
 from fedpharma.models.networks import build_model
 from fedpharma.models.parameters import get_parameters
 

@@ -1,11 +1,11 @@
 import numpy as np
 import pytest
 
-from fedpharma.config import config_from_dict
-from fedpharma.errors import ConfigError
+from fedpharma.core.config import config_from_dict
+from fedpharma.core.errors import ConfigError
+from fedpharma.core.params import Parameters
 from fedpharma.evaluation.label_statistics import label_sums
 from fedpharma.models.output import calibrate_output_layer
-from fedpharma.params import Parameters
 
 PARAMS = Parameters.from_dict(
     {"trunk.w": np.ones((3, 2)), "head.weight": np.ones((2, 3)), "head.bias": np.zeros(2)}

@@ -5,12 +5,12 @@ import dataclasses
 import numpy as np
 import pytest
 
-from fedpharma.config import ModelConfig, PartitionConfig, RunConfig, TrainingConfig
-from fedpharma.data.dataset import Dataset, SiteData
-from fedpharma.errors import ConfigError
+from fedpharma.core.config import ModelConfig, PartitionConfig, RunConfig, TrainingConfig
+from fedpharma.core.dataset import Dataset, SiteData
+from fedpharma.core.errors import ConfigError
+from fedpharma.core.protocol.codec import encode_message
 from fedpharma.models.factory import build_trainer
 from fedpharma.models.private_head import PrivateHeadTrainer, join_head, split_head
-from fedpharma.protocol.codec import encode_message
 from fedpharma.sim.engine import Simulation, simulate
 from fedpharma.transport.inprocess import InProcessChannel
 
@@ -126,7 +126,7 @@ def test_the_head_is_trained_kept_and_used_for_prediction():
     ],
 )
 def test_private_heads_without_a_trunk_or_with_a_global_prior_is_a_config_error(model, match):
-    from fedpharma.config import config_from_dict
+    from fedpharma.core.config import config_from_dict
 
     raw = RunConfig(model=model).to_dict()
     with pytest.raises(ConfigError, match=match):

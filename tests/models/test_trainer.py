@@ -7,9 +7,9 @@ import pytest
 import torch
 from sklearn.metrics import roc_auc_score
 
-from fedpharma.config import ModelConfig, TrainingConfig
-from fedpharma.data.dataset import Dataset, Task
-from fedpharma.errors import DataError
+from fedpharma.core.config import ModelConfig, TrainingConfig
+from fedpharma.core.dataset import Dataset, Objective
+from fedpharma.core.errors import DataError
 from fedpharma.models.base import Trainer
 from fedpharma.models.trainer import TorchTrainer
 
@@ -19,7 +19,7 @@ LINEAR = ModelConfig(kind="linear")
 TRAINING = TrainingConfig(batch_size=32, learning_rate=0.01, optimizer="adam")
 
 
-def synthetic(task: Task, n: int, seed: int, missing: float = 0.3) -> Dataset:
+def synthetic(task: Objective, n: int, seed: int, missing: float = 0.3) -> Dataset:
     """A linear problem: y = Xw (+ noise) per task, or Bernoulli(sigmoid(3·Xw)); some labels NaN.
 
     The weights come from a fixed generator so that train and test sets share them.
@@ -53,7 +53,7 @@ def single_threaded_torch() -> Iterator[None]:
 
 
 def trainer(
-    task: Task, model: ModelConfig = MLP, training: TrainingConfig = TRAINING
+    task: Objective, model: ModelConfig = MLP, training: TrainingConfig = TRAINING
 ) -> TorchTrainer:
     return TorchTrainer(model, training, task, N_FEATURES, N_TASKS)
 

@@ -9,7 +9,7 @@ import math
 
 import pytest
 
-from fedpharma.errors import ConfigError
+from fedpharma.core.errors import ConfigError
 from fedpharma.privacy import GaussianEvent, PldAccountant, RdpAccountant, make_accountant
 from fedpharma.privacy.accountant import (
     _DroppedOrderFilter,

@@ -9,7 +9,7 @@ import sqlite3
 
 import pytest
 
-from fedpharma.errors import ConfigError, PolicyRefused, PrivacyBudgetExceeded
+from fedpharma.core.errors import ConfigError, PolicyRefused, PrivacyBudgetExceeded
 from fedpharma.privacy import (
     Budget,
     GaussianEvent,

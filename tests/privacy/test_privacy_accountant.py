@@ -4,7 +4,7 @@ import math
 
 import pytest
 
-from fedpharma.errors import ConfigError
+from fedpharma.core.errors import ConfigError
 from fedpharma.privacy import (
     DP_ACCOUNTING_ORDERS,
     TF_PRIVACY_ORDERS,
@@ -111,6 +111,15 @@ def test_make_accountant_reads_policy_strings():
     for name, conversion in [("moments", None), ("rdp", "pld"), ("pld", "classic")]:
         with pytest.raises(ConfigError):
             make_accountant(name, conversion)
+
+
+def test_classic_conversion_fails_closed_on_an_undefined_rdp_curve():
+    orders = [2.0, 4.0, 8.0]
+    # Undefined at some orders: the others still bound ε.
+    assert classic_epsilon(orders, [math.nan, 1.0, math.nan], DELTA) > 1.0
+    with pytest.raises(ConfigError, match="undefined at every order"):
+        classic_epsilon(orders, [math.nan] * 3, DELTA)
+    assert classic_delta(orders, [math.nan] * 3, 1.0) == 1.0  # no bound: δ = 1, not 0
 
 
 @pytest.mark.parametrize("delta", [0.0, 1.0, -1e-5, float("nan")])

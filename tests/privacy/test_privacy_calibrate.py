@@ -2,7 +2,7 @@
 
 import pytest
 
-from fedpharma.errors import ConfigError
+from fedpharma.core.errors import ConfigError
 from fedpharma.privacy import (
     TF_PRIVACY_ORDERS,
     GaussianEvent,

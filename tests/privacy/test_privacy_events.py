@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from fedpharma.errors import ConfigError, ProtocolError
+from fedpharma.core.errors import ConfigError, ProtocolError
 from fedpharma.privacy import (
     ComposedEvent,
     GaussianEvent,

@@ -5,11 +5,12 @@ import math
 import numpy as np
 import pytest
 
-from fedpharma.errors import ConfigError
+from fedpharma.core.errors import ConfigError
 from fedpharma.privacy import (
     central_noise_std,
     distributed_noise_std,
     gaussian_noise,
+    noised_share_bound,
     production_rng,
     surviving_noise_multiplier,
 )
@@ -26,10 +27,23 @@ def test_noise_has_the_configured_std_and_zero_mean():
     )
 
 
-def test_the_same_seed_gives_the_same_noise():
-    a = gaussian_noise(10, 1.0, np.random.default_rng(42))
-    b = gaussian_noise(10, 1.0, np.random.default_rng(42))
-    np.testing.assert_array_equal(a, b)
+def test_noise_draws_from_the_given_generator_only():
+    np.random.seed(0)
+    global_state = np.random.get_state()[1].copy()
+    rng = np.random.default_rng(42)
+    a, b = gaussian_noise(10, 1.0, rng), gaussian_noise(10, 1.0, rng)
+    assert not np.allclose(a, b)  # the generator advanced
+    np.testing.assert_array_equal(np.random.get_state()[1], global_state)  # the global did not
+
+
+def test_a_noised_share_stays_inside_its_headroom_bound():
+    # A clipped update's coordinate is at most C; with its share it stays within C + 10 stds.
+    n_sites = 4
+    bound = noised_share_bound(SIGMA, CLIP, n_sites)
+    std = distributed_noise_std(SIGMA, CLIP, n_sites)
+    noised = CLIP + gaussian_noise(2_000_000, std, np.random.default_rng(5))
+    assert np.abs(noised).max() < bound
+    assert (np.abs(noised) > CLIP + 3 * std).any()  # a 3-std range would truncate the noise
 
 
 def test_central_noise_is_sigma_times_clip():

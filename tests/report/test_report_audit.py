@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from report_samples import make_audit_summary, make_privacy_summary
 
-from fedpharma.errors import DataError
+from fedpharma.core.errors import DataError
 from fedpharma.report import render_report
 from fedpharma.report.cross_site import NOT_EVALUATED, UNDEFINED, cross_site_html
 from fedpharma.report.membership import (

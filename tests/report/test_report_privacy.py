@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 from report_samples import Summary, make_privacy_summary, make_regression_summary
 
-from fedpharma.errors import DataError
+from fedpharma.core.errors import DataError
 from fedpharma.report import render_report
 from fedpharma.report.formatting import format_epsilon, format_parameter
 from fedpharma.report.html import privacy_sentence

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from report_samples import Summary, make_audit_summary
 
-from fedpharma.errors import DataError
+from fedpharma.core.errors import DataError
 from fedpharma.report import render_report
 from fedpharma.report.summary import load_summary, parse_summary, write_summary
 

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import tenseal as ts
 
-from fedpharma.errors import CryptoError
+from fedpharma.core.errors import CryptoError
 from fedpharma.secure import frames
 from fedpharma.secure.ckks import (
     MAX_CHUNK_BYTES,

@@ -6,7 +6,7 @@ Written against the survivors of `scripts/mutation.py quantize` (README, Develop
 import numpy as np
 import pytest
 
-from fedpharma.errors import CryptoError
+from fedpharma.core.errors import CryptoError
 from fedpharma.secure.quantize import FixedPoint
 
 

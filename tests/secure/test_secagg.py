@@ -8,8 +8,9 @@ from dataclasses import dataclass, field, replace
 import numpy as np
 import pytest
 
-from fedpharma.errors import CryptoError, ProtocolError, RoundFailed
+from fedpharma.core.errors import CryptoError, ProtocolError, RoundFailed
 from fedpharma.secure import shamir
+from fedpharma.secure.identity import ephemeral_consortium
 from fedpharma.secure.quantize import FixedPoint
 from fedpharma.secure.secagg import (
     MaskedInput,
@@ -22,9 +23,11 @@ from fedpharma.secure.secagg import (
 )
 from fedpharma.secure.secagg.messages import RevealedShare
 
-SITES = ("site-a", "site-b", "site-c", "site-d", "site-e")
+SITES = ("site-a", "site-b", "site-c", "site-d", "site-e", "site-f", "site-g")
+MORE = ("site-h", "site-i", "site-j")
 LENGTH = 2_000
-CODEC = FixedPoint(bits=32, clip=1.0, max_sites=len(SITES), max_examples=1_000)
+CODEC = FixedPoint(bits=32, clip=1.0, max_sites=len(SITES + MORE), max_examples=1_000)
+CONSORTIUM, IDENTITIES = ephemeral_consortium(SITES + MORE)
 
 
 def wire(message):
@@ -35,7 +38,7 @@ def wire(message):
 class Round:
     """One round driven phase by phase; ``masked`` records what the server received."""
 
-    threshold: int = 3
+    threshold: int = 5
     sites: tuple[str, ...] = SITES
     setup: RoundSetup = field(init=False)
     parties: dict[str, SecAggSite] = field(init=False)
@@ -46,7 +49,7 @@ class Round:
 
     def __post_init__(self):
         self.setup = RoundSetup("run-1", 4, self.threshold, LENGTH + 1, CODEC.bits)
-        self.parties = {s: SecAggSite(self.setup, s) for s in self.sites}
+        self.parties = {s: SecAggSite(self.setup, IDENTITIES[s], CONSORTIUM) for s in self.sites}
         self.server = SecAggServer(self.setup)
         rng = np.random.default_rng(7)
         self.updates = {s: rng.uniform(-1.2, 1.2, LENGTH) for s in self.sites}
@@ -68,7 +71,9 @@ class Round:
             )
         survivors = wire(self.server.collect_masked_inputs(list(self.masked.values())))
         alive = [s for s in alive if s not in drop_before_unmasking]
-        responses = [wire(self.parties[s].unmask(survivors)) for s in alive]
+        signatures = [wire(self.parties[s].consistency(survivors)) for s in alive]
+        proof = wire(self.server.collect_signatures(signatures))
+        responses = [wire(self.parties[s].unmask(proof)) for s in alive]
         return self.server.unmask(responses)
 
     def expected_ring_sum(self, contributors):
@@ -83,7 +88,7 @@ class Round:
         return (stacked * weights[:, None]).sum(axis=0) / weights.sum()
 
 
-def test_five_sites_sum_exactly_in_the_ring_and_to_the_fedavg_mean_in_floats():
+def test_seven_sites_sum_exactly_in_the_ring_and_to_the_fedavg_mean_in_floats():
     rnd = Round()
     result = rnd.run()
     assert result.contributors == SITES
@@ -112,13 +117,13 @@ def test_sites_dropping_after_sending_masked_input_still_count_in_the_sum(droppe
 
 
 def test_sites_dropping_in_every_phase_at_once():
-    rnd = Round(threshold=4, sites=(*SITES, "site-f", "site-g"))
+    rnd = Round(threshold=7, sites=SITES + MORE)
     result = rnd.run(
-        drop_before_sharing=("site-g",),
+        drop_before_sharing=("site-j",),
         drop_before_masking=("site-a",),
-        drop_before_unmasking=("site-f",),
+        drop_before_unmasking=("site-i",),
     )
-    contributors = ("site-b", "site-c", "site-d", "site-e", "site-f")
+    contributors = ("site-b", "site-c", "site-d", "site-e", "site-f", "site-g", "site-h", "site-i")
     assert result.contributors == contributors
     np.testing.assert_array_equal(result.total, rnd.expected_ring_sum(contributors))
 
@@ -132,7 +137,7 @@ def test_sites_dropping_in_every_phase_at_once():
     ],
 )
 def test_fewer_than_threshold_survivors_fail_the_round_cleanly(drops):
-    with pytest.raises(RoundFailed, match="at least t = 3"):
+    with pytest.raises(RoundFailed, match="at least t = 5"):
         Round().run(**drops)
 
 
@@ -161,19 +166,51 @@ def test_a_late_masked_input_is_refused_after_the_survivor_list():
         rnd.server.collect_masked_inputs([late])
 
 
-def test_a_survivor_refuses_to_reveal_both_kinds_of_share_for_one_site():
-    rnd = Round()
-    ads = [p.advertise_keys() for p in rnd.parties.values()]
-    roster = rnd.server.roster(ads)
+def _masked(rnd, sites=SITES):
+    """Run a round up to the masked inputs; the survivor list the server would send."""
+    roster = rnd.server.roster([p.advertise_keys() for p in rnd.parties.values()])
     deliveries = rnd.server.route_shares([p.share_keys(roster) for p in rnd.parties.values()])
+    inputs = [rnd.parties[s].masked_input(deliveries[s], rnd.contributions[s]) for s in sites]
+    return rnd.server.collect_masked_inputs(inputs)
+
+
+def test_a_survivor_signs_one_survivor_list_and_reveals_shares_only_for_it():
+    rnd = Round()
+    survivors = _masked(rnd)
+    signatures = [rnd.parties[s].consistency(survivors) for s in SITES]
     site = rnd.parties["site-a"]
-    site.masked_input(deliveries["site-a"], rnd.contributions["site-a"])
-    site.unmask(SurvivorList("run-1", 4, SITES))
-    again = site.unmask(SurvivorList("run-1", 4, SITES))  # a retry of the same answer is fine
-    assert [r.owner for r in again.self_mask_shares] == list(SITES)
-    lying = SurvivorList("run-1", 4, ("site-a", "site-b", "site-c", "site-d"))
-    with pytest.raises(CryptoError, match="already revealed its self-mask seed share"):
-        site.unmask(lying)
+    lying = SurvivorList("run-1", 4, SITES[1:])
+    with pytest.raises(CryptoError, match="signs only one"):
+        site.consistency(lying)
+    proof = rnd.server.collect_signatures(signatures)
+    assert [r.owner for r in site.unmask(proof).self_mask_shares] == list(SITES)
+    other = replace(proof, survivors=SITES[:6], signatures=proof.signatures[:6])
+    with pytest.raises(CryptoError, match="another survivor list"):
+        site.unmask(other)
+
+
+def test_shares_are_revealed_only_with_t_valid_signatures_on_the_signed_list():
+    rnd = Round()
+    survivors = _masked(rnd)
+    signatures = [rnd.parties[s].consistency(survivors) for s in SITES]
+    proof = rnd.server.collect_signatures(signatures)
+    site = rnd.parties["site-a"]
+    with pytest.raises(CryptoError, match="only 4 survivors signed"):
+        site.unmask(replace(proof, signatures=proof.signatures[:4]))
+    forged = replace(proof.signatures[1], signature=bytes(64))
+    with pytest.raises(CryptoError, match="does not verify"):
+        site.unmask(replace(proof, signatures=(proof.signatures[0], forged, *proof.signatures[2:])))
+    stranger = replace(proof.signatures[1], site="site-z")
+    with pytest.raises(CryptoError, match="non-survivors"):
+        site.unmask(replace(proof, signatures=(*proof.signatures, stranger)))
+
+
+def test_the_server_refuses_a_forged_consistency_signature():
+    rnd = Round()
+    survivors = _masked(rnd)
+    signed = rnd.parties["site-b"].consistency(survivors)
+    with pytest.raises(CryptoError, match="does not verify"):
+        rnd.server.collect_signatures([replace(signed, signature=bytes(64))])
 
 
 def test_survivor_lists_that_omit_the_site_or_name_strangers_are_refused():
@@ -183,11 +220,13 @@ def test_survivor_lists_that_omit_the_site_or_name_strangers_are_refused():
     site = rnd.parties["site-a"]
     site.masked_input(deliveries["site-a"], rnd.contributions["site-a"])
     with pytest.raises(CryptoError, match="omits"):
-        site.unmask(SurvivorList("run-1", 4, SITES[1:]))
+        site.consistency(SurvivorList("run-1", 4, SITES[1:]))
     with pytest.raises(CryptoError, match="never shared keys"):
-        site.unmask(SurvivorList("run-1", 4, (*SITES, "site-z")))
+        site.consistency(SurvivorList("run-1", 4, (*SITES, "site-z")))
     with pytest.raises(ProtocolError, match="stale or replayed"):
-        site.unmask(SurvivorList("run-1", 3, SITES))
+        site.consistency(SurvivorList("run-1", 3, SITES))
+    with pytest.raises(RoundFailed, match="threshold is 5"):
+        site.consistency(SurvivorList("run-1", 4, SITES[:4]))
 
 
 def _flip(data: bytes, position: int) -> bytes:
@@ -261,12 +300,10 @@ def test_tampered_sealed_shares_are_rejected_by_their_recipient():
 @pytest.mark.parametrize("kind", ["self_mask_shares", "mask_key_shares"])
 def test_tampered_revealed_shares_are_caught_by_the_commitment_or_public_key(kind):
     rnd = Round()
-    roster = rnd.server.roster([p.advertise_keys() for p in rnd.parties.values()])
-    alive = SITES[:4]  # site-e drops after sharing: its mask key is revealed
-    deliveries = rnd.server.route_shares([p.share_keys(roster) for p in rnd.parties.values()])
-    inputs = [rnd.parties[s].masked_input(deliveries[s], rnd.contributions[s]) for s in alive]
-    survivors = rnd.server.collect_masked_inputs(inputs)
-    responses = [rnd.parties[s].unmask(survivors) for s in alive]
+    alive = SITES[:6]  # site-g drops after sharing: its mask key is revealed
+    survivors = _masked(rnd, alive)
+    proof = rnd.server.collect_signatures([rnd.parties[s].consistency(survivors) for s in alive])
+    responses = [rnd.parties[s].unmask(proof) for s in alive]
     revealed = getattr(responses[0], kind)
     share = revealed[0].share
     # (a change of the low 3 bits of an X25519 key can be harmless: clamping clears them)
@@ -279,11 +316,9 @@ def test_tampered_revealed_shares_are_caught_by_the_commitment_or_public_key(kin
 
 def test_a_response_revealing_the_wrong_kind_of_share_is_rejected():
     rnd = Round()
-    roster = rnd.server.roster([p.advertise_keys() for p in rnd.parties.values()])
-    deliveries = rnd.server.route_shares([p.share_keys(roster) for p in rnd.parties.values()])
-    inputs = [rnd.parties[s].masked_input(deliveries[s], rnd.contributions[s]) for s in SITES]
-    survivors = rnd.server.collect_masked_inputs(inputs)
-    responses = [rnd.parties[s].unmask(survivors) for s in SITES]
+    survivors = _masked(rnd)
+    proof = rnd.server.collect_signatures([rnd.parties[s].consistency(survivors) for s in SITES])
+    responses = [rnd.parties[s].unmask(proof) for s in SITES]
     responses[1] = replace(responses[1], mask_key_shares=responses[1].self_mask_shares[:1])
     with pytest.raises(CryptoError, match="exactly the dropped sites"):
         rnd.server.unmask(responses)
@@ -293,17 +328,36 @@ def test_rosters_are_checked_by_sites_and_server():
     rnd = Round()
     ads = [p.advertise_keys() for p in rnd.parties.values()]
     roster = rnd.server.roster(ads)
-    impostor = SecAggSite(rnd.setup, "site-a").advertise_keys()
+    impostor = SecAggSite(rnd.setup, IDENTITIES["site-a"], CONSORTIUM).advertise_keys()
     swapped = replace(roster, advertisements=(impostor, *roster.advertisements[1:]))
     with pytest.raises(CryptoError, match="own keys"):
         rnd.parties["site-a"].share_keys(swapped)
+    # site-b's keys endorsed by site-c's identity, or altered after endorsement
+    borrowed = replace(roster.advertisements[1], endorsement=roster.advertisements[2].endorsement)
+    with pytest.raises(CryptoError, match="endorsed by the certificate of 'site-c'"):
+        rnd.parties["site-a"].share_keys(_with(roster, 1, borrowed))
+    altered = replace(roster.advertisements[1], mask_public_key=impostor.mask_public_key)
+    with pytest.raises(CryptoError, match="not signed by 'site-b'"):
+        rnd.parties["site-a"].share_keys(_with(roster, 1, altered))
+    stranger, _ = ephemeral_consortium(["site-b"])
+    outsider = SecAggSite(rnd.setup, IDENTITIES["site-a"], stranger)
+    with pytest.raises(CryptoError, match="CA did not issue"):
+        outsider.share_keys(_with(roster, 0, outsider.advertise_keys()))
     with pytest.raises(CryptoError, match="threshold 2 differs"):
         rnd.parties["site-b"].share_keys(replace(roster, threshold=2))
     with pytest.raises(CryptoError, match="fresh per round"):
         SecAggServer(rnd.setup).roster([ads[0], replace(ads[0], site="site-z")])
-    with pytest.raises(CryptoError, match="does not exceed half"):
-        SecAggServer(RoundSetup("run-1", 4, 2, LENGTH + 1)).roster(ads)
-    assert minimum_threshold(5) == 3 and minimum_threshold(6) == 4
+    with pytest.raises(CryptoError, match="does not exceed two thirds"):
+        SecAggServer(RoundSetup("run-1", 4, 4, LENGTH + 1)).roster(ads)
+    with pytest.raises(CryptoError, match="at least 3"):
+        SecAggServer(RoundSetup("run-1", 4, 2, LENGTH + 1)).roster(ads[:2])
+    assert [minimum_threshold(n) for n in (3, 4, 5, 6, 7, 10)] == [3, 3, 4, 5, 5, 7]
+
+
+def _with(roster, index, advertisement):
+    ads = list(roster.advertisements)
+    ads[index] = advertisement
+    return replace(roster, advertisements=tuple(ads))
 
 
 def test_phases_run_in_order_and_once():

@@ -6,8 +6,11 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from fedpharma.secure import shamir
+from fedpharma.secure.identity import Endorsement
 from fedpharma.secure.secagg.messages import (
     SEALED_SHARE_BYTES,
+    ConsistencyProof,
+    ConsistencySignature,
     EncryptedShares,
     KeyAdvertisement,
     KeyRoster,
@@ -37,7 +40,9 @@ keys = st.binary(min_size=32, max_size=32)
     values=st.binary(max_size=64).map(lambda b: b[: len(b) // 4 * 4]),
 )
 def test_every_message_round_trips_through_its_binary_encoding(run_id, rnd, sites, key, values):
-    ads = tuple(KeyAdvertisement(run_id, rnd, s, key, key) for s in sites)
+    endorsement = Endorsement(b"certificate " + key, b"signature")
+    ads = tuple(KeyAdvertisement(run_id, rnd, s, key, key, key, endorsement) for s in sites)
+    signatures = tuple(ConsistencySignature(run_id, rnd, s, key + key) for s in sites)
     sealed = tuple(replace(_sealed_example(), sender="x", recipient=s) for s in sites)
     share = shamir.Share(3, int.from_bytes(key, "little"))
     messages = [
@@ -47,6 +52,8 @@ def test_every_message_round_trips_through_its_binary_encoding(run_id, rnd, site
         ShareDelivery(run_id, rnd, "y", tuple(replace(s, recipient="y") for s in sealed)),
         MaskedInput(run_id, rnd, "x", 32, values),
         SurvivorList(run_id, rnd, tuple(sites)),
+        *signatures,
+        ConsistencyProof(run_id, rnd, tuple(sites), signatures),
         UnmaskingShares(run_id, rnd, "x", tuple(RevealedShare(s, share) for s in sites), ()),
     ]
     for message in messages:

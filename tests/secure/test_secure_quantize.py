@@ -5,7 +5,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from fedpharma.errors import CryptoError
+from fedpharma.core.errors import CryptoError
 from fedpharma.secure.quantize import _BLOCK, FixedPoint
 
 site_updates = st.lists(

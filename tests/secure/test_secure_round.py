@@ -8,13 +8,13 @@ import dataclasses
 
 import numpy as np
 import pytest
+import tenseal
 
-from fedpharma.config import PrivacyConfig, RunConfig, SecureConfig, SitePolicyConfig
-from fedpharma.data.dataset import Dataset, SiteData
-from fedpharma.errors import ConfigError, RoundFailed
-from fedpharma.models.base import FitOutput
-from fedpharma.params import Parameters
-from fedpharma.protocol import (
+from fedpharma.core.config import PrivacyConfig, RunConfig, SecureConfig, SitePolicyConfig
+from fedpharma.core.dataset import Dataset, SiteData
+from fedpharma.core.errors import ConfigError, RoundFailed
+from fedpharma.core.params import Parameters
+from fedpharma.core.protocol import (
     EvaluateResult,
     Refusal,
     SecureReply,
@@ -23,22 +23,35 @@ from fedpharma.protocol import (
     TrainSettings,
     TrainTask,
 )
-from fedpharma.protocol.codec import decode_message, encode_message
-from fedpharma.protocol.messages import SECURE_FIRST_PHASE
-from fedpharma.secure import DecryptedMean, EncryptedUpdate, MaskedInput, create_secret_context
+from fedpharma.core.protocol.codec import decode_message, encode_message
+from fedpharma.core.protocol.messages import SECURE_FIRST_PHASE
+from fedpharma.models.base import FitOutput
+from fedpharma.secure import DecryptedMean, MaskedInput, create_secret_context
+from fedpharma.secure.contributors import SignedContribution
+from fedpharma.secure.identity import ephemeral_consortium
 from fedpharma.server.federation import Federation, FederationSettings
 from fedpharma.server.plan import build_federation
 from fedpharma.server.secure import CKKSCollector, SecAggCollector
 from fedpharma.site.policy import SitePolicy
 from fedpharma.site.runtime import SiteRuntime
+from fedpharma.site.secure import SecureParticipation
 from fedpharma.strategy import FedAvg, FedOpt
 from fedpharma.transport.inprocess import InProcessChannel
 
 W0 = Parameters.from_dict(
     {"layer.weight": np.linspace(-0.5, 0.5, 240).reshape(12, 20), "layer.bias": np.zeros(12)}
 )
-SITES = ("site-a", "site-b", "site-c", "site-d", "site-e")
-SIZES = {"site-a": 30, "site-b": 45, "site-c": 12, "site-d": 80, "site-e": 23}
+SITES = ("site-a", "site-b", "site-c", "site-d", "site-e", "site-f", "site-g")
+SIZES = {
+    "site-a": 30,
+    "site-b": 45,
+    "site-c": 12,
+    "site-d": 80,
+    "site-e": 23,
+    "site-f": 51,
+    "site-g": 17,
+}
+CONSORTIUM, IDENTITIES = ephemeral_consortium(SITES)
 SECURE = SecureConfig(mode="secagg", max_examples=1000)
 CKKS = SecureConfig(mode="ckks")
 KEY = create_secret_context()  # the consortium's CKKS key, held by every site
@@ -118,7 +131,7 @@ def _sites(policy=None, tmp_path=None):
             policy=(
                 SitePolicy(policy, tmp_path / f"{name}.sqlite") if policy is not None else None
             ),
-            ckks_key=KEY,
+            secure=SecureParticipation(IDENTITIES[name], CONSORTIUM, ckks_key=KEY),
         )
         for name in SITES
     }
@@ -175,12 +188,10 @@ def test_coordinator_never_receives_an_unmasked_update():
         contribution = codec.encode_weighted(flat, SIZES[site])
         assert vector.shape == contribution.shape
         assert np.mean(vector != contribution) >= 0.99
-        # Nor does the update appear in the clear in any payload the site sent.
-        raw = contribution[:-1].tobytes()[:64]
-        payloads = [
-            r.payload for s, r in channel.replies if s == site and isinstance(r, SecureReply)
-        ]
-        assert all(raw not in payload for payload in payloads)
+        # Read as a contribution, a masked input is noise spread over the whole ring, not Δ_k.
+        read = codec.dequantize(vector[:-1]) / (SIZES[site] / codec.max_examples)
+        assert abs(np.corrcoef(read, flat)[0, 1]) < 0.2
+        assert np.mean(np.abs(read - flat)) > 1.0
 
 
 def test_ckks_coordinator_holds_only_ciphertexts_and_one_decrypted_sum():
@@ -193,21 +204,25 @@ def test_ckks_coordinator_holds_only_ciphertexts_and_one_decrypted_sum():
     assert sorted(uploads) == list(SITES) and len(decrypted) == 1
     assert DecryptedMean.from_bytes(decrypted[0]).contributors == len(SITES)
     for site, payload in uploads.items():
-        update = EncryptedUpdate.from_bytes(payload)
-        assert update.key_id == KEY.key_id
+        update = SignedContribution.from_bytes(payload).encrypted()
         flat = np.concatenate([d.ravel() for d in _delta(site, W0)])
-        raw = (flat * SIZES[site]).astype(np.float64).tobytes()[:64]
-        assert raw not in payload and raw[:32] not in payload
+        # a key holder reads n_k·Δ_k, n_k and 1 off it; the coordinator's context cannot
+        values = KEY.decrypt(update)
+        np.testing.assert_allclose(values[:-2], flat * SIZES[site], atol=1e-6)
+        coordinator = KEY.public_context()._context
+        with pytest.raises(ValueError, match=r"secret.key"):
+            tenseal.ckks_vector_from(coordinator, bytes(update.chunks[0])).decrypt()
 
 
-def test_ckks_site_refuses_to_decrypt_a_single_update():
+def test_ckks_site_decrypts_only_a_contributor_set_it_signed():
     site = _sites()["site-a"]
     config = CKKSCollector(CKKS, KEY.public_context()).task_settings(1, 5)
     reply = site.handle(TrainTask("run", 1, W0, TrainSettings(secure=config)))
     assert isinstance(reply, SecureReply) and reply.phase == "encrypted_update"
-    single = KEY.public_context().aggregate([EncryptedUpdate.from_bytes(reply.payload)])
+    own = SignedContribution.from_bytes(reply.payload).encrypted()
+    single = KEY.public_context().aggregate([own])
     refused = site.handle(SecureTask("run", 1, "decrypt", single.to_bytes()))
-    assert isinstance(refused, Refusal) and "refusing to decrypt a sum of 1" in refused.reason
+    assert isinstance(refused, Refusal) and "only the contributor set it signed" in refused.reason
     other_round = site.handle(SecureTask("run", 2, "decrypt", single.to_bytes()))
     assert (
         isinstance(other_round, Refusal) and "no secure-aggregation round 2" in other_round.reason
@@ -219,7 +234,12 @@ def test_ckks_task_under_another_key_or_without_a_key_is_refused_before_training
     foreign = CKKSCollector(CKKS, create_secret_context().public_context()).task_settings(1, 5)
     reply = sites["site-a"].handle(TrainTask("run", 1, W0, TrainSettings(secure=foreign)))
     assert isinstance(reply, Refusal) and "provision every party from the same key" in reply.reason
-    keyless = SiteRuntime("site-z", sites["site-a"].data, FakeTrainer("site-a"))
+    keyless = SiteRuntime(
+        "site-a",
+        sites["site-a"].data,
+        FakeTrainer("site-a"),
+        secure=SecureParticipation(IDENTITIES["site-a"], CONSORTIUM),
+    )
     settings = CKKSCollector(CKKS, KEY.public_context()).task_settings(1, 5)
     reply = keyless.handle(TrainTask("run", 1, W0, TrainSettings(secure=settings)))
     assert isinstance(reply, Refusal) and "holds no CKKS key" in reply.reason
@@ -266,7 +286,7 @@ def test_ckks_a_lost_decryptor_is_replaced_by_the_next_contributor():
 
 
 def test_ckks_below_threshold_the_round_fails():
-    channel = RecordingChannel(_sites(), drop={"encrypted_update": {"site-a", "site-b", "site-c"}})
+    channel = RecordingChannel(_sites(), drop={"encrypted_update": set(SITES[:5])})
     with pytest.raises(RoundFailed, match=r"2 encrypted update.*at least 3 needed"):
         _secure_fedavg(channel, mode="ckks", config=SecureConfig(mode="ckks", threshold=3))
     everyone_gone = RecordingChannel(_sites(), drop={"decrypt": set(SITES)})
@@ -288,18 +308,22 @@ def test_sites_that_drop_before_masking_leave_the_survivors_sum(dropped):
 
 
 @pytest.mark.parametrize(
-    "phase", ["advertise", "share_keys", "masked_input", "unmask"], ids=lambda p: p
+    "phase", ["advertise", "share_keys", "masked_input", "consistency", "unmask"], ids=lambda p: p
 )
 def test_below_threshold_the_round_fails(phase):
     channel = RecordingChannel(_sites(), drop={phase: {"site-a", "site-b", "site-c"}})
-    with pytest.raises(RoundFailed, match=r"at least|threshold|t = 3"):
+    with pytest.raises(RoundFailed, match=r"at least|threshold|t = 5"):
         _secure_fedavg(channel)
 
 
-def test_too_few_contributors_for_min_sites_fails():
+def test_too_few_contributors_for_min_sites_fails_before_anything_is_unmasked():
     channel = RecordingChannel(_sites(), drop={"masked_input": {"site-a", "site-b"}})
-    with pytest.raises(RoundFailed, match="at least 4 needed"):
-        _secure_fedavg(channel, min_sites=4)
+    collector = SecAggCollector(SECURE, min_sites=6)
+    federation = Federation(FedAvg(), FederationSettings(min_sites=6), collector=collector)
+    with pytest.raises(RoundFailed, match=r"only 5 site\(s\) sent masked inputs.*t = 6"):
+        federation.run(channel, W0, rounds=1, run_id="run-s")
+    phases = {r.phase for _, r in channel.replies if isinstance(r, SecureReply)}
+    assert "consistency" not in phases and "unmask" not in phases
 
 
 def test_secure_messages_round_trip_the_codec():
@@ -366,3 +390,24 @@ def test_secure_demo_simulation_matches_plaintext(tmp_path, mode):
     assert secure.summary.pooled.federated == pytest.approx(
         plain.summary.pooled.federated, abs=1e-3
     )
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_secure_aggregation_needs_three_sites(mode):
+    from fedpharma.core.config import cross_check
+
+    base = RunConfig()
+    two = dataclasses.replace(
+        base,
+        secure=SecureConfig(mode=mode),
+        partition=dataclasses.replace(base.partition, n_sites=2),
+    )
+    assert any("at least 3 sites" in p for p in cross_check(two))
+    three = dataclasses.replace(two, partition=dataclasses.replace(base.partition, n_sites=3))
+    assert not any("at least 3 sites" in p for p in cross_check(three))
+    collector = _collector(mode)
+    if mode == "ckks":
+        assert collector.threshold(2) == 3  # the fewest updates in a decrypted sum
+    else:
+        with pytest.raises(RoundFailed, match="at least 3"):
+            collector.collect(RecordingChannel({}), {}, W0, n_sites=2, rnd=1, run_id="r")

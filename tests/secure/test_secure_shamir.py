@@ -5,7 +5,7 @@ import os
 
 import pytest
 
-from fedpharma.errors import CryptoError
+from fedpharma.core.errors import CryptoError
 from fedpharma.secure import shamir
 
 

@@ -8,7 +8,7 @@ import os
 
 import pytest
 
-from fedpharma.errors import CryptoError
+from fedpharma.core.errors import CryptoError
 from fedpharma.secure.shamir import (
     PRIME,
     Share,

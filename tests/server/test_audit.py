@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from fedpharma.errors import DataError
+from fedpharma.core.errors import DataError
 from fedpharma.server.audit import AuditLog, entry_hash, read_entries, verify
 
 

@@ -16,7 +16,7 @@ import pytest
 from typer.testing import CliRunner
 
 from fedpharma.cli.main import app
-from fedpharma.errors import DataError
+from fedpharma.core.errors import DataError
 from fedpharma.server.audit import GENESIS, AuditHead, AuditLog, entry_hash, verify
 from fedpharma.server.coordinator import AUDIT_FILE, HEAD_FILE, write_head
 

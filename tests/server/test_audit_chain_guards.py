@@ -9,7 +9,7 @@ import json
 
 import pytest
 
-from fedpharma.errors import DataError
+from fedpharma.core.errors import DataError
 from fedpharma.server import audit
 from fedpharma.server.audit import (
     GENESIS,

@@ -3,10 +3,10 @@
 import numpy as np
 import pytest
 
-from fedpharma.config import StrategyConfig
-from fedpharma.errors import DataError, RoundFailed
-from fedpharma.params import Parameters
-from fedpharma.protocol import (
+from fedpharma.core.config import StrategyConfig
+from fedpharma.core.errors import DataError, RoundFailed
+from fedpharma.core.params import Parameters
+from fedpharma.core.protocol import (
     EvaluateResult,
     EvaluateTask,
     Failure,
@@ -216,3 +216,30 @@ def test_a_resumed_federation_ends_with_the_model_of_an_uninterrupted_one(name):
         store.states.clear()
         with pytest.raises(DataError, match="moments"):
             federation(store).resume(W0)
+
+
+class EvaluationRefusingChannel(ScriptedChannel):
+    """site-b's policy refuses evaluation (``require_dp``); site-c refuses round 2's training."""
+
+    def exchange(self, tasks, timeout=None):
+        out = super().exchange(tasks, timeout)
+        for site, task in tasks.items():
+            if site == "site-b" and isinstance(task, EvaluateTask):
+                out[site] = Refusal(task.run_id, task.round, site, "policy", "requires DP")
+            if site == "site-c" and isinstance(task, TrainTask) and task.round == 2:
+                out[site] = Refusal(task.run_id, task.round, site, "privacy-budget", "spent")
+        return out
+
+
+def test_a_site_refusing_evaluation_is_recorded_once_and_the_rounds_go_on():
+    channel, collect = EvaluationRefusingChannel(UPDATES, SIZES), Collect()
+    Federation(FedAvg(), FederationSettings(), observers=[collect]).run(channel, W0, 3, run_id="r")
+    first, second, _ = collect.records
+    assert set(first.evaluate_results) == {"site-a", "site-c"}
+    assert first.refusals["site-b"].reason == "requires DP"
+    assert "site-b" not in second.refusals  # not asked again
+    assert second.refusals["site-c"].kind == "privacy-budget"  # not hidden by an eval refusal
+    evaluated = [
+        set(t) for t in channel.seen_tasks if isinstance(next(iter(t.values())), EvaluateTask)
+    ]
+    assert evaluated == [{"site-a", "site-b", "site-c"}, {"site-a", "site-c"}, {"site-a", "site-c"}]

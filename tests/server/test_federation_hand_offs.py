@@ -13,8 +13,8 @@ from collections.abc import Mapping, Sequence
 
 import numpy as np
 
-from fedpharma.params import Parameters
-from fedpharma.protocol import (
+from fedpharma.core.params import Parameters
+from fedpharma.core.protocol import (
     EvaluateResult,
     EvaluateTask,
     Failure,

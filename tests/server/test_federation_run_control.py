@@ -14,9 +14,9 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 import pytest
 
-from fedpharma.errors import ProtocolError, RoundFailed
-from fedpharma.params import Parameters
-from fedpharma.protocol import EvaluateResult, Failure, Reply, Task, TrainResult, TrainTask
+from fedpharma.core.errors import ProtocolError, RoundFailed
+from fedpharma.core.params import Parameters
+from fedpharma.core.protocol import EvaluateResult, Failure, Reply, Task, TrainResult, TrainTask
 from fedpharma.server.federation import Federation, FederationSettings
 from fedpharma.server.round import RoundRecord
 from fedpharma.strategy import FedAvg

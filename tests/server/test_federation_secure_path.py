@@ -15,9 +15,9 @@ from dataclasses import dataclass, field
 import numpy as np
 import pytest
 
-from fedpharma.errors import RoundFailed
-from fedpharma.params import Parameters
-from fedpharma.protocol import (
+from fedpharma.core.errors import RoundFailed
+from fedpharma.core.params import Parameters
+from fedpharma.core.protocol import (
     Channel,
     EvaluateResult,
     Failure,

@@ -12,21 +12,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from fedpharma.config import (
+from fedpharma.core.config import (
     RunConfig,
     SiteConfig,
     SiteDataConfig,
     SiteSection,
     config_from_dict,
 )
-from fedpharma.data.permutation import (
-    FingerprintPermutation,
-    load_permutation_key,
-    write_permutation_key,
-)
-from fedpharma.data.preprocessing import SiteDescription
-from fedpharma.params import Parameters
-from fedpharma.protocol import (
+from fedpharma.core.params import Parameters
+from fedpharma.core.protocol import (
     DescribeTask,
     DescriptionReply,
     Failure,
@@ -36,7 +30,13 @@ from fedpharma.protocol import (
     TrainResult,
     TrainTask,
 )
-from fedpharma.protocol.codec import decode_message
+from fedpharma.core.protocol.codec import decode_message
+from fedpharma.data.permutation import (
+    FingerprintPermutation,
+    load_permutation_key,
+    write_permutation_key,
+)
+from fedpharma.data.preprocessing import SiteDescription
 from fedpharma.server.join import (
     REFUSED_KIND,
     JoinCheck,

@@ -8,14 +8,14 @@ import json
 
 import pytest
 
-from fedpharma.config import FeaturesConfig
+from fedpharma.core.config import FeaturesConfig
+from fedpharma.core.errors import ConfigError
 from fedpharma.data.permutation import FingerprintPermutation
 from fedpharma.data.preprocessing import (
     PreprocessingRecipe,
     SiteDescription,
     reference_digest,
 )
-from fedpharma.errors import ConfigError
 from fedpharma.server.join import JoinCheck, PreprocessingMismatch, check_join, recipe_differences
 from tests.data.preprocessing_samples import BASE, KEY_A, KEY_B, N_REF, wire
 

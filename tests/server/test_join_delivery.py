@@ -8,10 +8,9 @@ from collections.abc import Mapping
 import numpy as np
 import pytest
 
-from fedpharma.config import FeaturesConfig
-from fedpharma.data.preprocessing import SiteDescription
-from fedpharma.params import Parameters
-from fedpharma.protocol import (
+from fedpharma.core.config import FeaturesConfig
+from fedpharma.core.params import Parameters
+from fedpharma.core.protocol import (
     DescribeTask,
     DescriptionReply,
     EvaluateResult,
@@ -22,6 +21,7 @@ from fedpharma.protocol import (
     TrainResult,
     TrainTask,
 )
+from fedpharma.data.preprocessing import SiteDescription
 from fedpharma.server.join import JoinCheck, JoinGate
 
 N_REF = 16  # a small public reference set keeps the description cheap

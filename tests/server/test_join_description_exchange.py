@@ -14,10 +14,9 @@ from collections.abc import Mapping
 import numpy as np
 import pytest
 
-from fedpharma.config import FeaturesConfig
-from fedpharma.data.preprocessing import SiteDescription
-from fedpharma.params import Parameters
-from fedpharma.protocol import (
+from fedpharma.core.config import FeaturesConfig
+from fedpharma.core.params import Parameters
+from fedpharma.core.protocol import (
     DescribeTask,
     DescriptionReply,
     Failure,
@@ -27,6 +26,7 @@ from fedpharma.protocol import (
     TrainResult,
     TrainTask,
 )
+from fedpharma.data.preprocessing import SiteDescription
 from fedpharma.server.join import JoinCheck, JoinGate, JoinOutcome
 
 N_REF = 16

@@ -11,7 +11,7 @@ import json
 
 import pytest
 
-from fedpharma.config import config_from_dict
+from fedpharma.core.config import config_from_dict
 from fedpharma.data.permutation import FingerprintPermutation
 from fedpharma.data.preprocessing import SiteDescription
 from fedpharma.server.join import (

@@ -12,9 +12,9 @@ from collections.abc import Mapping
 
 import pytest
 
-from fedpharma.config import FeaturesConfig
+from fedpharma.core.config import FeaturesConfig
+from fedpharma.core.protocol import DescribeTask, DescriptionReply, Failure, Reply, Task
 from fedpharma.data.preprocessing import SiteDescription
-from fedpharma.protocol import DescribeTask, DescriptionReply, Failure, Reply, Task
 from fedpharma.server.join import WAIT_STEP, JoinCheck, JoinGate
 
 N_REF = 16

@@ -2,9 +2,9 @@
 
 import numpy as np
 
-from fedpharma.config import SitePolicyConfig
-from fedpharma.data.dataset import Dataset, SiteData
-from fedpharma.protocol import LabelStatisticsResult, LabelStatisticsTask, Refusal
+from fedpharma.core.config import SitePolicyConfig
+from fedpharma.core.dataset import Dataset, SiteData
+from fedpharma.core.protocol import LabelStatisticsResult, LabelStatisticsTask, Refusal
 from fedpharma.server.label_statistics import gather_label_statistics
 from fedpharma.site.policy import SitePolicy
 from fedpharma.site.runtime import SiteRuntime

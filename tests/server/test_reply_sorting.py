@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from fedpharma.params import Parameters
-from fedpharma.protocol import (
+from fedpharma.core.params import Parameters
+from fedpharma.core.protocol import (
     EvaluateResult,
     EvaluateTask,
     Failure,

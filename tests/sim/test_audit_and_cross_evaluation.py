@@ -9,7 +9,7 @@ import sqlite3
 import numpy as np
 import pytest
 
-from fedpharma.config import (
+from fedpharma.core.config import (
     DatasetConfig,
     ModelConfig,
     PartitionConfig,
@@ -20,8 +20,8 @@ from fedpharma.config import (
     TrainingConfig,
     load_site_policy,
 )
+from fedpharma.core.protocol import Refusal, TrainTask
 from fedpharma.models.factory import build_trainer
-from fedpharma.protocol import Refusal, TrainTask
 from fedpharma.server.plan import build_federation
 from fedpharma.sim.audit import next_round_updates
 from fedpharma.sim.engine import build_site_runtimes, prepare_sites, simulate, site_trainers

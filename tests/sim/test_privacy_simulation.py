@@ -7,7 +7,8 @@ import pytest
 from typer.testing import CliRunner
 
 from fedpharma.cli.main import DEMO_CONFIG, app
-from fedpharma.config import PrivacyConfig, SitePolicyConfig
+from fedpharma.core.config import PrivacyConfig, SitePolicyConfig
+from fedpharma.report.html import render_report
 from fedpharma.sim.engine import simulate
 
 
@@ -45,3 +46,23 @@ def test_privacy_command_prints_every_charge(dp_run):
 def test_summary_json_carries_the_privacy_section(dp_run):
     summary = json.loads((dp_run.run_dir / "summary.json").read_text())
     assert set(summary["privacy"]["final"]) == {"site-1", "site-2", "site-3", "site-4"}
+
+
+def test_sites_requiring_dp_refuse_evaluation_once_and_the_run_reports_without_it(tmp_path):
+    config = dataclasses.replace(
+        DEMO_CONFIG,
+        rounds=2,
+        baselines=False,
+        privacy=PrivacyConfig(record_level=True, noise_multiplier=1.0),
+        site_policy=SitePolicyConfig(record_epsilon=50.0, require_dp=True),
+    )
+    result = simulate(config, tmp_path)
+    privacy = result.summary.privacy
+    assert privacy is not None
+    sites = {"site-1", "site-2", "site-3", "site-4"}
+    assert {r.site for r in privacy.refusals} == sites and len(privacy.refusals) == len(sites)
+    assert all(r.round == 1 and "evaluation metrics" in r.reason for r in privacy.refusals)
+    assert set(privacy.final) == sites  # every site trained, and charged
+    assert result.summary.curves.sites == {}
+    report = render_report(result.run_dir).read_text(encoding="utf-8")
+    assert "evaluation metrics on its test labels" in report

@@ -1,24 +1,30 @@
 """A site enforces its owner's privacy budget before it touches data, and keeps its ledger."""
 
+import dataclasses
+
 import numpy as np
 import pytest
 
-from fedpharma.config import SitePolicyConfig
-from fedpharma.data.dataset import Dataset, SiteData
-from fedpharma.models.base import FitOutput
-from fedpharma.params import Parameters
-from fedpharma.privacy import GaussianEvent, compose
-from fedpharma.protocol import (
+from fedpharma.core.config import SitePolicyConfig
+from fedpharma.core.dataset import Dataset, SiteData
+from fedpharma.core.errors import PolicyRefused
+from fedpharma.core.params import Parameters
+from fedpharma.core.protocol import (
     LocalTraining,
     Refusal,
+    SecAggSettings,
     SiteDP,
     TrainResult,
     TrainSettings,
     TrainTask,
 )
+from fedpharma.models.base import FitOutput
+from fedpharma.privacy import GaussianEvent, compose, noised_share_bound
+from fedpharma.secure.identity import ephemeral_consortium
 from fedpharma.server.dp import SiteLevelDP
 from fedpharma.site.policy import SitePolicy
 from fedpharma.site.runtime import SiteRuntime
+from fedpharma.site.secure import SecureParticipation
 
 W0 = Parameters.from_dict({"head.weight": np.zeros((1, 4)), "head.bias": np.zeros(1)})
 
@@ -56,12 +62,14 @@ def _site(tmp_path, policy_config, trainer=None):
     data = RecordingData(50).inner
     policy = SitePolicy(policy_config, tmp_path / "privacy.sqlite")
     trainer = trainer or SpyTrainer()
+    consortium, identities = ephemeral_consortium(("site-a",))
     site = SiteRuntime(
         "site-a",
         SiteData(data, data),
         trainer,
         policy=policy,
         noise_source=lambda seed: np.random.default_rng(seed),
+        secure=SecureParticipation(identities["site-a"], consortium),
     )
     return site, trainer, policy
 
@@ -120,27 +128,56 @@ def test_site_level_update_is_clipped_and_reports_its_epsilon(tmp_path):
     assert np.linalg.norm(reply.update.flatten()) <= 0.5 + 1e-6
     assert "train_loss" not in reply.metrics  # not covered by the guarantee: never sent
     assert reply.metrics["epsilon_site"] > 0
-    assert reply.metrics["update_within_clip"] == 0.0
+    assert set(reply.metrics) == {"epsilon_site"}  # no raw "within the clip" bit either
 
 
 def test_distributed_noise_share_has_std_sigma_c_over_sqrt_n(tmp_path):
     site, _, _ = _site(tmp_path, SitePolicyConfig(site_epsilon=1e6))
-    sigma, clip, n = 2.0, 1.0, 4  # _site_level_task plans 4 sites
-    big = Parameters.from_dict({"w": np.zeros(100_000)})
-
-    def task(placement):
-        base = _site_level_task(1, sigma=sigma, clip=clip, placement=placement)
-        return TrainTask(base.run_id, base.round, big, base.settings)
-
-    share = (
-        site.handle(task("distributed")).update.flatten()
-        - site.handle(task("central")).update.flatten()
-    )
+    sigma, clip, n = 2.0, 1.0, 4
+    zeros = Parameters.from_dict({"w": np.zeros(100_000)})
+    settings = SiteDP(sigma, clip, planned_sites=n, min_sites=n, placement="distributed")
+    share = site.dp.clip_and_noise(zeros, settings, seed=1).flatten()
     assert share.std() == pytest.approx(sigma * clip / np.sqrt(n), rel=0.02)
+    central = dataclasses.replace(settings, placement="central")
+    assert not site.dp.clip_and_noise(zeros, central, seed=1).flatten().any()
+
+
+def _secagg(ring_bits=64, clip=100.0):
+    return SecAggSettings(
+        threshold=3, ring_bits=ring_bits, clip=clip, max_sites=4, max_examples=1_000
+    )
+
+
+@pytest.mark.parametrize(
+    ("secure", "problem"),
+    [
+        (None, "needs secure aggregation"),
+        (_secagg(ring_bits=32), "64"),
+        (_secagg(clip=1.5), "truncate"),
+    ],
+)
+def test_distributed_noise_is_refused_where_it_would_not_be_what_is_charged(
+    tmp_path, secure, problem
+):
+    site, trainer, policy = _site(tmp_path, SitePolicyConfig(site_epsilon=1e6))
+    task = _site_level_task(1, placement="distributed")
+    task = dataclasses.replace(task, settings=dataclasses.replace(task.settings, secure=secure))
+    reply = site.handle(task)
+    assert isinstance(reply, Refusal) and reply.kind == "policy" and problem in reply.reason
+    assert trainer.fits == 0 and not policy.ledger.entries()
+
+
+def test_a_noise_share_outside_the_quantizer_range_is_refused_not_truncated(tmp_path):
+    site, _, _ = _site(tmp_path, SitePolicyConfig(site_epsilon=1e6))
+    zeros = Parameters.from_dict({"w": np.zeros(10_000)})
+    settings = SiteDP(1.0, 1.0, planned_sites=4, min_sites=4, placement="distributed")
+    site.dp.clip_and_noise(zeros, settings, seed=1, bound=noised_share_bound(1.0, 1.0, 4))
+    with pytest.raises(PolicyRefused, match="rather than truncate"):
+        site.dp.clip_and_noise(zeros, settings, seed=1, bound=1.0)
 
 
 def test_central_noise_on_the_sum_has_std_sigma_c_over_k():
-    from fedpharma.protocol import TrainResult as Result
+    from fedpharma.core.protocol import TrainResult as Result
 
     sigma, clip, k = 1.5, 2.0, 4
     aggregator = SiteLevelDP(
@@ -159,7 +196,7 @@ def test_central_noise_on_the_sum_has_std_sigma_c_over_k():
 
 
 def test_coordinator_reclips_an_oversized_update_under_central_noise():
-    from fedpharma.protocol import TrainResult as Result
+    from fedpharma.core.protocol import TrainResult as Result
 
     aggregator = SiteLevelDP(
         noise_multiplier=1e-9,

@@ -16,18 +16,18 @@ import pytest
 import torch
 
 from fedpharma.cli.main import DEMO_CONFIG
-from fedpharma.config import (
+from fedpharma.core.config import (
     ModelConfig,
     PrivacyConfig,
     SitePolicyConfig,
     StrategyConfig,
     TrainingConfig,
 )
-from fedpharma.data.dataset import Dataset, SiteData
+from fedpharma.core.dataset import Dataset, SiteData
+from fedpharma.core.params import Parameters
+from fedpharma.core.protocol import TrainResult, TrainTask
+from fedpharma.core.protocol.settings import LocalTraining, TrainSettings
 from fedpharma.models.trainer import TorchTrainer
-from fedpharma.params import Parameters
-from fedpharma.protocol import TrainResult, TrainTask
-from fedpharma.protocol.settings import LocalTraining, TrainSettings
 from fedpharma.sim.engine import prepare_sites, simulate
 from fedpharma.site.runtime import SiteRuntime
 

@@ -15,9 +15,9 @@ from pathlib import Path
 
 import numpy as np
 
-from fedpharma.params import Parameters
-from fedpharma.protocol import EvaluateResult, EvaluateTask, TrainResult, TrainTask
-from fedpharma.protocol.codec import decode_message, encode_message_parts
+from fedpharma.core.params import Parameters
+from fedpharma.core.protocol import EvaluateResult, EvaluateTask, TrainResult, TrainTask
+from fedpharma.core.protocol.codec import decode_message, encode_message_parts
 from fedpharma.transport.grpc import (
     CoordinatorSettings,
     GrpcCoordinatorServer,

@@ -3,7 +3,7 @@ waiting pull, summarised audit and quarantine."""
 
 import pytest
 
-from fedpharma.errors import ConfigError
+from fedpharma.core.errors import ConfigError
 from fedpharma.transport.grpc.admission import (
     QUARANTINED,
     THROTTLED,
@@ -112,7 +112,7 @@ def test_settings_that_would_lock_out_honest_sites_are_refused(bad):
 
 
 def test_the_server_config_sets_the_per_site_limits_within_bounds(tmp_path):
-    from fedpharma.config import load_server_config
+    from fedpharma.core.config import load_server_config
 
     path = tmp_path / "server.toml"
     path.write_text(

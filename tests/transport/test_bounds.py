@@ -4,9 +4,9 @@ bound, and the bound is the model's size (plus a header), not the 2 GiB payload 
 import numpy as np
 import pytest
 
-from fedpharma.errors import ProtocolError
-from fedpharma.params import Parameters
-from fedpharma.protocol import (
+from fedpharma.core.errors import ProtocolError
+from fedpharma.core.params import Parameters
+from fedpharma.core.protocol import (
     CKKSSettings,
     DescribeTask,
     EvaluateResult,
@@ -18,7 +18,7 @@ from fedpharma.protocol import (
     TrainSettings,
     TrainTask,
 )
-from fedpharma.protocol.codec import encode_message
+from fedpharma.core.protocol.codec import encode_message
 from fedpharma.secure.secagg.messages import MaskedInput
 from fedpharma.transport.grpc.bounds import REPLY_HEADER_BYTES, check_update, reply_bound
 

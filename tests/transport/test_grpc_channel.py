@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 from grpc_fakes import EchoHandler, SiteThread, parameters, pull_task, serving
 
-from fedpharma.protocol import EvaluateResult, EvaluateTask, Failure, TrainResult, TrainTask
+from fedpharma.core.protocol import EvaluateResult, EvaluateTask, Failure, TrainResult, TrainTask
 from fedpharma.server.audit import AuditLog, read_entries, verify
 from fedpharma.server.federation import Federation, FederationSettings
 from fedpharma.strategy import FedAvg

@@ -7,7 +7,7 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 from grpc_fakes import EchoHandler, SiteThread, parameters, pull_task, serving
 
-from fedpharma.protocol import Failure, TrainResult, TrainTask
+from fedpharma.core.protocol import Failure, TrainResult, TrainTask
 from fedpharma.server.audit import AuditLog, read_entries, verify
 from fedpharma.transport.grpc import (
     PayloadTooLarge,

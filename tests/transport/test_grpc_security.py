@@ -4,8 +4,8 @@ import pytest
 from grpc_fakes import EchoHandler, SiteThread, fast_coordinator, parameters, serving
 
 import fedpharma.transport.grpc.client as client_module
-from fedpharma.errors import ConfigError, TransportError
-from fedpharma.protocol import PROTOCOL_VERSION, TrainTask
+from fedpharma.core.errors import ConfigError, TransportError
+from fedpharma.core.protocol import PROTOCOL_VERSION, TrainTask
 from fedpharma.server.audit import AuditLog, read_entries
 from fedpharma.transport import pki
 from fedpharma.transport.grpc import (

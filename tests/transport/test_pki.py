@@ -6,7 +6,7 @@ import pytest
 from cryptography import x509
 from cryptography.x509.oid import NameOID
 
-from fedpharma.errors import ConfigError, CryptoError
+from fedpharma.core.errors import ConfigError, CryptoError
 from fedpharma.secure import ckks
 from fedpharma.transport import pki
 

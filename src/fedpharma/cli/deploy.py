@@ -87,7 +87,7 @@ def server(
     ] = None,
 ) -> None:
     """Run the coordinator: serve the sites, run the rounds, keep the run store and audit log."""
-    from fedpharma.config import load_config, load_server_config
+    from fedpharma.core.config import load_config, load_server_config
     from fedpharma.server.coordinator import run_coordinator
 
     server_config = load_server_config(config)
@@ -108,7 +108,7 @@ def server(
 @friendly_errors
 def site(config: Annotated[Path, typer.Option("--config", help="site.toml")]) -> None:
     """Run one site: load its own data, dial out to the coordinator, answer tasks. No port opens."""
-    from fedpharma.config import load_config, load_site_config
+    from fedpharma.core.config import load_config, load_site_config
     from fedpharma.site.deploy import serve
 
     site_config = load_site_config(config)
@@ -128,7 +128,7 @@ def audit_verify(
     The run's recorded head (audit-head.json, next to the log) is checked too, so a log rewritten
     with consistent hashes, or cut short, fails as well.
     """
-    from fedpharma.errors import DataError
+    from fedpharma.core.errors import DataError
     from fedpharma.server.audit import verify
     from fedpharma.server.coordinator import HEAD_FILE, audit_path, read_head
 
@@ -157,7 +157,7 @@ def revoke(
     pki: Annotated[Path, typer.Option(help="The folder `fedpharma provision` wrote.")],
 ) -> None:
     """Revoke a site's certificate: the coordinator refuses it from its very next call."""
-    from fedpharma.errors import ConfigError
+    from fedpharma.core.errors import ConfigError
     from fedpharma.transport.pki import CERT_FILE, REVOKED_FILE
     from fedpharma.transport.pki import revoke as revoke_cert
 

@@ -1,6 +1,7 @@
 """How every command reports a failure: one clear message and the error's exit code.
 
-Errors from the package arrive as :class:`~fedpharma.errors.FedPharmaError`; they are printed as
+Errors from the package arrive as :class:`~fedpharma.core.errors.FedPharmaError`; they are printed
+as
 one line on stderr (no traceback) and mapped to the error's exit code.
 """
 
@@ -12,7 +13,7 @@ from typing import Any
 
 import typer
 
-from fedpharma.errors import FedPharmaError
+from fedpharma.core.errors import FedPharmaError
 
 
 def friendly_errors(command: Callable[..., None]) -> Callable[..., None]:

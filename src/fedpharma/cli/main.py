@@ -13,7 +13,7 @@ import typer
 
 from fedpharma.cli.deploy import register as register_deploy
 from fedpharma.cli.errors import friendly_errors
-from fedpharma.config import (
+from fedpharma.core.config import (
     DatasetConfig,
     FeaturesConfig,
     ModelConfig,
@@ -97,8 +97,8 @@ def privacy(
 ) -> None:
     """Print a site's privacy ledger: every charge, cumulative ε, accountant, relation and δ."""
     from fedpharma.cli.display import print_ledger
-    from fedpharma.config import load_site_policy
-    from fedpharma.errors import DataError
+    from fedpharma.core.config import load_site_policy
+    from fedpharma.core.errors import DataError
     from fedpharma.site.policy import SitePolicy
 
     ledger_path = site_dir / "privacy.sqlite"

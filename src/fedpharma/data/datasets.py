@@ -26,10 +26,10 @@ from typing import TYPE_CHECKING, cast
 import numpy as np
 import numpy.typing as npt
 
-from fedpharma.config import DatasetConfig, FeaturesConfig
-from fedpharma.data.dataset import Dataset, Task
+from fedpharma.core.config import DatasetConfig, FeaturesConfig
+from fedpharma.core.dataset import Dataset, Objective
+from fedpharma.core.errors import DataError
 from fedpharma.data.tabular import infer_schema, read_csv_columns, read_tabular, require_columns
-from fedpharma.errors import DataError
 
 if TYPE_CHECKING:
     from fedpharma.data.molecules import MoleculeReport, ParsedMolecules
@@ -89,10 +89,10 @@ def load_dataset(
     )
 
 
-def _task(task: str | None, path: Path) -> Task:
+def _task(task: str | None, path: Path) -> Objective:
     if task not in ("regression", "classification"):
         raise DataError(f'{path}: set `task` to "regression" or "classification"')
-    return cast(Task, task)
+    return cast(Objective, task)
 
 
 def _stem(path: Path) -> str:
@@ -129,7 +129,7 @@ def _parse_labels(
 def _molecule_dataset(
     parsed: ParsedMolecules,
     labels: npt.NDArray[np.float32],
-    task: Task,
+    task: Objective,
     task_names: tuple[str, ...],
     features: FeaturesConfig,
     name: str,
@@ -162,7 +162,7 @@ def _load_molecule_csv(
     path: Path,
     smiles_column: str,
     label_columns: Sequence[str],
-    task: Task,
+    task: Objective,
     features: FeaturesConfig,
     permutation: FingerprintPermutation | None,
 ) -> tuple[Dataset, MoleculeReport]:
@@ -182,7 +182,7 @@ def _load_molecule_csv(
 def _load_sdf(
     path: Path,
     label_columns: Sequence[str],
-    task: Task,
+    task: Objective,
     features: FeaturesConfig,
     permutation: FingerprintPermutation | None,
 ) -> tuple[Dataset, MoleculeReport]:

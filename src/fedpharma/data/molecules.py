@@ -38,8 +38,8 @@ from rdkit.Chem import Descriptors, rdFingerprintGenerator
 from rdkit.Chem.MolStandardize import rdMolStandardize
 from rdkit.Chem.Scaffolds import MurckoScaffold
 
-from fedpharma.config import FeaturesConfig
-from fedpharma.errors import ConfigError, DataError
+from fedpharma.core.config import FeaturesConfig
+from fedpharma.core.errors import ConfigError, DataError
 
 REASON_EMPTY = "empty"
 REASON_UNPARSABLE = "unparsable"

@@ -23,9 +23,9 @@ from __future__ import annotations
 import numpy as np
 import numpy.typing as npt
 
-from fedpharma.config import PartitionConfig
-from fedpharma.data.dataset import Dataset, Task
-from fedpharma.errors import DataError
+from fedpharma.core.config import PartitionConfig
+from fedpharma.core.dataset import Dataset, Objective
+from fedpharma.core.errors import DataError
 
 Indices = npt.NDArray[np.int64]
 
@@ -92,7 +92,7 @@ def scaffold_partition(
 
 def dirichlet_label_partition(
     labels: npt.NDArray[np.floating],
-    task: Task,
+    task: Objective,
     n_sites: int,
     alpha: float,
     rng: np.random.Generator,
@@ -130,7 +130,7 @@ def dirichlet_label_partition(
     return _sites_from_assignment(site_of_row, n_sites)
 
 
-def _label_classes(labels: npt.NDArray[np.floating], task: Task) -> npt.NDArray[np.int64]:
+def _label_classes(labels: npt.NDArray[np.floating], task: Objective) -> npt.NDArray[np.int64]:
     """Class id per row from the first task with labels; -1 where that label is missing."""
     labelled_tasks = np.flatnonzero(np.isfinite(labels).any(axis=0))
     if labelled_tasks.size == 0:

@@ -22,8 +22,8 @@ from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 from cryptography.hazmat.primitives.hashes import SHA256
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
-from fedpharma.config import FeaturesConfig
-from fedpharma.errors import ConfigError, CryptoError, DataError
+from fedpharma.core.config import FeaturesConfig
+from fedpharma.core.errors import ConfigError, CryptoError, DataError
 
 PERMUTATION_SCHEME = "hkdf-sha256+aes256ctr-fisher-yates/v1"
 """How :class:`FingerprintPermutation` derives its order from the key (part of the recipe)."""
@@ -172,7 +172,7 @@ def site_permutation(
     None when the run recipe names no key (``[features] permutation_key_id`` unset) and the site
     has no key file. Otherwise the key file's id must be the recipe's: a recipe id without a key
     file, a key file without a recipe id and a key of another id each raise
-    :class:`~fedpharma.errors.ConfigError` saying what to set, before any data is read.
+    :class:`~fedpharma.core.errors.ConfigError` saying what to set, before any data is read.
     """
     key_id = features.permutation_key_id
     if key_file is None:

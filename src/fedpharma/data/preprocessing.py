@@ -26,7 +26,8 @@ from typing import TYPE_CHECKING, Any, TypeAlias
 import numpy as np
 import numpy.typing as npt
 
-from fedpharma.config import FeaturesConfig
+from fedpharma.core.config import FeaturesConfig
+from fedpharma.core.errors import ConfigError, DataError, ProtocolError
 from fedpharma.data.permutation import (
     NO_PERMUTATION,
     PERMUTATION_SCHEME,
@@ -35,7 +36,6 @@ from fedpharma.data.permutation import (
     check_permutation_fits,
     quote,
 )
-from fedpharma.errors import ConfigError, DataError, ProtocolError
 
 if TYPE_CHECKING:
     from rdkit import Chem
@@ -339,7 +339,7 @@ class SiteDescription:
     def from_json(cls, text: str | bytes) -> SiteDescription:
         """Parse and validate a description received from the network (hostile input).
 
-        Raises :class:`~fedpharma.errors.ProtocolError` on anything malformed: too large, not
+        Raises :class:`~fedpharma.core.errors.ProtocolError` on anything malformed: too large, not
         JSON, missing or unknown fields, non-scalar recipe values, malformed digests.
         """
         if len(text) > _MAX_DESCRIPTION_BYTES:

@@ -24,8 +24,8 @@ from typing import Literal, get_args
 import numpy as np
 import numpy.typing as npt
 
-from fedpharma.data.dataset import Dataset, Task
-from fedpharma.errors import DataError
+from fedpharma.core.dataset import Dataset, Objective
+from fedpharma.core.errors import DataError
 
 ColumnType = Literal["float", "int", "category", "bool"]
 COLUMN_TYPES: tuple[str, ...] = get_args(ColumnType)
@@ -215,7 +215,7 @@ def _parses(kind: type[int] | type[float], text: str) -> bool:
 
 
 def read_tabular(
-    path: str | os.PathLike[str], schema: TabularSchema, task: Task, name: str | None = None
+    path: str | os.PathLike[str], schema: TabularSchema, task: Objective, name: str | None = None
 ) -> Dataset:
     """Read a CSV file with ``schema`` into a :class:`Dataset`.
 

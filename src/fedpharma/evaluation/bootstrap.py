@@ -18,13 +18,13 @@ import numpy.typing as npt
 from fedpharma.evaluation.metrics import compute_metrics
 
 if TYPE_CHECKING:
-    from fedpharma.data.dataset import Task
+    from fedpharma.core.dataset import Objective
 
 FloatArray = npt.NDArray[np.float64]
 
 
 def paired_bootstrap(
-    task: Task,
+    task: Objective,
     labels: npt.ArrayLike,
     predictions: Mapping[str, npt.ArrayLike],
     metric: str,

@@ -30,12 +30,12 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from fedpharma.core.params import Parameters
 from fedpharma.evaluation.membership import Predictor
 from fedpharma.evaluation.metrics import compute_metrics
-from fedpharma.params import Parameters
 
 if TYPE_CHECKING:
-    from fedpharma.data.dataset import Dataset
+    from fedpharma.core.dataset import Dataset
 
 FEDERATED = "federated"
 LOCAL = "local"

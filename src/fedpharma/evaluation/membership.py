@@ -41,12 +41,12 @@ import numpy as np
 import numpy.typing as npt
 from sklearn import metrics as sk
 
-from fedpharma.errors import DataError
+from fedpharma.core.errors import DataError
+from fedpharma.core.params import Parameters
 from fedpharma.evaluation.metrics import as_matrices
-from fedpharma.params import Parameters
 
 if TYPE_CHECKING:
-    from fedpharma.data.dataset import Dataset, Task
+    from fedpharma.core.dataset import Dataset, Objective
 
 FloatArray = npt.NDArray[np.float64]
 
@@ -96,7 +96,9 @@ class Predictor(Protocol):
         ...
 
 
-def per_example_loss(task: Task, labels: npt.ArrayLike, predictions: npt.ArrayLike) -> FloatArray:
+def per_example_loss(
+    task: Objective, labels: npt.ArrayLike, predictions: npt.ArrayLike
+) -> FloatArray:
     """Each example's loss, averaged over its observed labels; NaN for an example with none.
 
     ``labels`` and ``predictions`` are n×t (a 1-D array is one task); ``labels`` holds NaN where a

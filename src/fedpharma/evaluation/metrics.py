@@ -25,11 +25,11 @@ from scipy import stats
 from sklearn import metrics as sk
 
 if TYPE_CHECKING:
-    from fedpharma.data.dataset import Task
+    from fedpharma.core.dataset import Objective
 
 FloatArray = npt.NDArray[np.floating]
 
-PRIMARY_METRIC: dict[Task, tuple[str, bool]] = {
+PRIMARY_METRIC: dict[Objective, tuple[str, bool]] = {
     "regression": ("rmse", False),
     "classification": ("roc_auc", True),
 }
@@ -41,7 +41,7 @@ CLASSIFICATION_THRESHOLD = 0.5  # on predicted probabilities, for accuracy
 
 
 def per_task_metrics(
-    task: Task, y_true: npt.ArrayLike, y_pred: npt.ArrayLike
+    task: Objective, y_true: npt.ArrayLike, y_pred: npt.ArrayLike
 ) -> list[dict[str, float]]:
     """One dict per task (column), in column order; NaN marks a metric undefined on that task.
 
@@ -59,7 +59,9 @@ def per_task_metrics(
     return results
 
 
-def compute_metrics(task: Task, y_true: npt.ArrayLike, y_pred: npt.ArrayLike) -> dict[str, float]:
+def compute_metrics(
+    task: Objective, y_true: npt.ArrayLike, y_pred: npt.ArrayLike
+) -> dict[str, float]:
     """Each metric averaged over the tasks on which it is defined (NaN if none): see module doc."""
     names = REGRESSION_METRICS if task == "regression" else CLASSIFICATION_METRICS
     per_task = per_task_metrics(task, y_true, y_pred)

@@ -12,10 +12,10 @@ from typing import TYPE_CHECKING, Protocol
 import numpy as np
 import numpy.typing as npt
 
-from fedpharma.params import Parameters
+from fedpharma.core.params import Parameters
 
 if TYPE_CHECKING:
-    from fedpharma.data.dataset import Dataset
+    from fedpharma.core.dataset import Dataset
 
 
 @dataclass(frozen=True)

@@ -26,9 +26,15 @@ Implementation choices:
 - The optimizer's step hook, which Opacus calls after clipping and noising, counts the steps and
   adds FedProx's proximal gradient μ(w − wᵗ) (Li et al. 2020, Eq. 2); that term does not depend
   on the data, so adding it after the noise costs no privacy.
-- Deterministic given ``seed`` with ``secure_mode=False``: the Poisson sampler, the noise and
-  dropout each draw from their own seeded torch generator. ``secure_mode=True`` (deployment) uses
-  Opacus' CSPRNG for sampling and noise (needs ``torchcsprng``) and is then not reproducible.
+- Randomness. ``secure_mode=True`` (the default, and what a deployed site runs): the Poisson
+  sampler and the noise each draw from a torch generator seeded with 64 fresh bits of the OS
+  CSPRNG (:mod:`secrets`) on every fit, so nothing the coordinator sends (the task's seed least of
+  all) determines them, and the noise is drawn the floating-point-robust way of Opacus'
+  ``secure_mode`` (Holohan & Braghin 2021, §5.1). Opacus' own ``secure_mode`` needs
+  ``torchcsprng``, which no longer builds for current torch; the generators themselves are not
+  CSPRNGs, but their outputs are never released, only added to clipped sums. ``secure_mode=False``
+  (simulation, tests): sampling, noise and dropout draw from generators seeded by ``seed``, so a
+  run is reproducible — and anyone who knows the seed can regenerate the noise.
 - Models are validated before training: BatchNorm (which mixes records in a batch, so a record's
   gradient is not its own and clipping bounds nothing) and any other module Opacus cannot make
   private are rejected with every problem listed and the fix named.
@@ -37,6 +43,7 @@ Implementation choices:
 from __future__ import annotations
 
 import math
+import secrets
 import time
 import warnings
 from collections.abc import Iterator
@@ -52,17 +59,17 @@ from opacus.validators import ModuleValidator
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
-from fedpharma.config import ModelConfig, TrainingConfig
-from fedpharma.errors import ConfigError, DataError
+from fedpharma.core.config import ModelConfig, TrainingConfig
+from fedpharma.core.errors import ConfigError, DataError
+from fedpharma.core.params import Parameters
 from fedpharma.models.base import FitOutput
 from fedpharma.models.loss import masked_multitask_loss
 from fedpharma.models.networks import build_model
 from fedpharma.models.parameters import get_parameters, set_parameters
 from fedpharma.models.trainer import TorchTrainer
-from fedpharma.params import Parameters
 
 if TYPE_CHECKING:
-    from fedpharma.data.dataset import Dataset, Task
+    from fedpharma.core.dataset import Dataset, Objective
 
 # Opacus warnings that are expected here and say nothing actionable: the secure-RNG reminder
 # (secure_mode is an explicit constructor choice, documented above), and the full-backward-hook
@@ -136,6 +143,8 @@ class DPSGDTrainer:
 
     ``noise_multiplier`` σ and ``max_grad_norm`` C are defaults that each :meth:`fit` may
     override (e.g. from the coordinator's task config, after the site checked its budget).
+    ``secure_mode`` (default) draws sampling and noise from fresh OS-CSPRNG seeds; ``False``
+    makes them a function of the fit's seed, for reproducible simulation (module docstring).
     Initialisation and prediction are :class:`TorchTrainer`'s: privacy only changes training.
     """
 
@@ -143,19 +152,19 @@ class DPSGDTrainer:
         self,
         model_config: ModelConfig,
         training_config: TrainingConfig,
-        task: Task,
+        task: Objective,
         n_features: int,
         n_tasks: int,
         *,
         noise_multiplier: float,
         max_grad_norm: float,
-        secure_mode: bool = False,
+        secure_mode: bool = True,
     ) -> None:
         _check_dp_settings(noise_multiplier, max_grad_norm)
         check_dp_compatible(build_model(model_config, n_features, n_tasks))
         self.model_config = model_config
         self.training_config = training_config
-        self.task: Task = task
+        self.task: Objective = task
         self.n_features = n_features
         self.n_tasks = n_tasks
         self.noise_multiplier = noise_multiplier
@@ -201,7 +210,8 @@ class DPSGDTrainer:
         """DP-SGD from ``params`` on ``data`` for ``epochs`` epochs of Poisson-sampled steps.
 
         As :meth:`TorchTrainer.fit` (fresh optimizer each call, FedProx when ``proximal_mu`` > 0,
-        deterministic given ``seed`` unless ``secure_mode``), plus the DP facts to account for.
+        deterministic given ``seed`` only without ``secure_mode``), plus the DP facts to account
+        for.
         """
         started = time.perf_counter()
         if proximal_mu < 0:
@@ -222,16 +232,19 @@ class DPSGDTrainer:
         set_parameters(network, params)
         weights = [w for w in network.parameters() if w.requires_grad]
         global_weights = [w.detach().clone() for w in weights] if proximal_mu > 0 else []
-        sample_seed, noise_seed, dropout_seed = np.random.SeedSequence(seed).generate_state(
-            3, np.uint64
+        sample_seed, noise_seed, dropout_seed = (
+            int(s) for s in np.random.SeedSequence(seed).generate_state(3, np.uint64)
         )
+        if self.secure_mode:
+            # Fresh OS-CSPRNG seeds: the task's seed must not determine sampling or noise.
+            sample_seed, noise_seed = secrets.randbits(64), secrets.randbits(64)
         loader = DataLoader(
             TensorDataset(features, labels),
             batch_size=self.training_config.batch_size,
-            generator=torch.Generator().manual_seed(int(sample_seed)),
+            generator=torch.Generator().manual_seed(sample_seed),
         )
         with _expected_opacus_warnings_silenced():
-            engine = _privacy_engine(self.secure_mode)
+            engine = PrivacyEngine(accountant="rdp", secure_mode=False)
             private_network, optimizer, criterion, private_loader = engine.make_private(
                 module=network,
                 optimizer=self._plain._optimizer(weights),
@@ -241,10 +254,10 @@ class DPSGDTrainer:
                 max_grad_norm=planned.max_grad_norm,
                 poisson_sampling=True,
                 grad_sample_mode="ghost",
-                noise_generator=(
-                    None if self.secure_mode else torch.Generator().manual_seed(int(noise_seed))
-                ),
+                noise_generator=torch.Generator().manual_seed(noise_seed),
             )
+        # Opacus' floating-point-robust sampling of the noise (sum of four draws, halved).
+        optimizer.secure_mode = self.secure_mode
 
         steps = 0
 
@@ -261,7 +274,7 @@ class DPSGDTrainer:
         optimizer.attach_step_hook(after_noise)
         private_network.train()
         with torch.random.fork_rng(devices=[]), _expected_opacus_warnings_silenced():
-            torch.default_generator.manual_seed(int(dropout_seed))
+            torch.default_generator.manual_seed(dropout_seed)
             for _ in range(epochs):
                 weighted_loss, observed = torch.zeros(()), torch.zeros((), dtype=torch.long)
                 for batch_features, batch_labels in private_loader:
@@ -294,9 +307,9 @@ class _PerRecordMaskedLoss(nn.Module):
     over *its* observed labels and never depends on the rest of the batch.
     """
 
-    def __init__(self, task: Task) -> None:
+    def __init__(self, task: Objective) -> None:
         super().__init__()
-        self.task: Task = task
+        self.task: Objective = task
         self.reduction = "mean"
 
     def forward(self, outputs: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
@@ -305,19 +318,6 @@ class _PerRecordMaskedLoss(nn.Module):
 
     def _record_loss(self, output: torch.Tensor, label: torch.Tensor) -> torch.Tensor:
         return masked_multitask_loss(output[None], label[None], self.task)
-
-
-def _privacy_engine(secure_mode: bool) -> PrivacyEngine:
-    try:
-        return PrivacyEngine(accountant="rdp", secure_mode=secure_mode)
-    except ImportError as exc:
-        raise ConfigError(
-            [
-                "secure_mode DP-SGD needs the torchcsprng package for cryptographically secure "
-                f"sampling and noise ({exc}); install it or use secure_mode = false in simulation"
-            ],
-            source="DP-SGD",
-        ) from exc
 
 
 def _check_dp_settings(noise_multiplier: float, max_grad_norm: float) -> None:

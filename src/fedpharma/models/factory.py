@@ -9,12 +9,12 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Protocol
 
-from fedpharma.config import RunConfig
+from fedpharma.core.config import RunConfig
 from fedpharma.models.base import Trainer
 from fedpharma.models.private_head import PrivateHeadTrainer
 
 if TYPE_CHECKING:
-    from fedpharma.data.dataset import Task
+    from fedpharma.core.dataset import Objective
     from fedpharma.models.dpsgd import DPSGDTrainer
 
 
@@ -22,7 +22,7 @@ class ModelInputs(Protocol):
     """What a trainer needs to know about the data: a Dataset, or a bare shape."""
 
     @property
-    def task(self) -> Task: ...
+    def task(self) -> Objective: ...
 
     @property
     def n_features(self) -> int: ...
@@ -46,8 +46,13 @@ def build_trainer(config: RunConfig, inputs: ModelInputs) -> Trainer:
     return network
 
 
-def build_private_trainer(config: RunConfig, inputs: ModelInputs) -> DPSGDTrainer:
-    """The recipe's model trained with DP-SGD (record-level DP); σ and C come per task."""
+def build_private_trainer(
+    config: RunConfig, inputs: ModelInputs, *, reproducible: bool = False
+) -> DPSGDTrainer:
+    """The recipe's model trained with DP-SGD (record-level DP); σ and C come per task.
+
+    Sampling and noise come from the OS CSPRNG; ``reproducible`` (simulation only) draws them
+    from the task's seed instead, which whoever knows the seed can regenerate."""
     from fedpharma.models.dpsgd import DPSGDTrainer
 
     dp = config.privacy
@@ -59,4 +64,5 @@ def build_private_trainer(config: RunConfig, inputs: ModelInputs) -> DPSGDTraine
         inputs.n_tasks,
         noise_multiplier=1.0 if dp.noise_multiplier is None else dp.noise_multiplier,
         max_grad_norm=dp.max_grad_norm,
+        secure_mode=not reproducible,
     )

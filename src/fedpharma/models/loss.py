@@ -14,10 +14,12 @@ import torch
 from torch.nn import functional
 
 if TYPE_CHECKING:
-    from fedpharma.data.dataset import Task
+    from fedpharma.core.dataset import Objective
 
 
-def masked_multitask_loss(outputs: torch.Tensor, labels: torch.Tensor, task: Task) -> torch.Tensor:
+def masked_multitask_loss(
+    outputs: torch.Tensor, labels: torch.Tensor, task: Objective
+) -> torch.Tensor:
     """Mean loss over the observed entries of ``labels`` (n×t, NaN = missing).
 
     Regression: squared error on ``outputs`` as values. Classification: binary cross-entropy on

@@ -18,7 +18,7 @@ from collections import OrderedDict
 import torch
 from torch import nn
 
-from fedpharma.config import ModelConfig
+from fedpharma.core.config import ModelConfig
 
 
 class FeedForwardNetwork(nn.Module):

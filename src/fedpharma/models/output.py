@@ -13,7 +13,7 @@ from __future__ import annotations
 import numpy as np
 import numpy.typing as npt
 
-from fedpharma.params import Parameters
+from fedpharma.core.params import Parameters
 
 HEAD_WEIGHT = "head.weight"
 HEAD_BIAS = "head.bias"

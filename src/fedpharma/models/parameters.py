@@ -1,4 +1,4 @@
-"""Moving weights between a torch module and :class:`~fedpharma.params.Parameters`.
+"""Moving weights between a torch module and :class:`~fedpharma.core.params.Parameters`.
 
 Only trainable parameters travel (``requires_grad``), in ``state_dict`` order; buffers never do.
 """
@@ -8,8 +8,8 @@ from __future__ import annotations
 import numpy as np
 from torch import nn
 
-from fedpharma.errors import ProtocolError
-from fedpharma.params import Parameters
+from fedpharma.core.errors import ProtocolError
+from fedpharma.core.params import Parameters
 
 
 def get_parameters(module: nn.Module) -> Parameters:

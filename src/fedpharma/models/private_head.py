@@ -26,13 +26,13 @@ from typing import TYPE_CHECKING
 import numpy as np
 import numpy.typing as npt
 
-from fedpharma.errors import ConfigError
+from fedpharma.core.errors import ConfigError
+from fedpharma.core.params import Parameters
 from fedpharma.models.base import FitOutput, Trainer
 from fedpharma.models.output import calibrate_output_layer
-from fedpharma.params import Parameters
 
 if TYPE_CHECKING:
-    from fedpharma.data.dataset import Dataset
+    from fedpharma.core.dataset import Dataset
 
 HEAD_PREFIX = "head."
 

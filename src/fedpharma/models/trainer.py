@@ -25,16 +25,16 @@ import numpy as np
 import numpy.typing as npt
 import torch
 
-from fedpharma.config import ModelConfig, TrainingConfig
-from fedpharma.errors import DataError
+from fedpharma.core.config import ModelConfig, TrainingConfig
+from fedpharma.core.errors import DataError
+from fedpharma.core.params import Parameters
 from fedpharma.models.base import FitOutput
 from fedpharma.models.loss import masked_multitask_loss
 from fedpharma.models.networks import build_model
 from fedpharma.models.parameters import get_parameters, set_parameters
-from fedpharma.params import Parameters
 
 if TYPE_CHECKING:
-    from fedpharma.data.dataset import Dataset, Task
+    from fedpharma.core.dataset import Dataset, Objective
 
 PREDICT_BATCH_ROWS = 8192  # large: inference keeps no activations for backward
 
@@ -50,7 +50,7 @@ class TorchTrainer:
         self,
         model_config: ModelConfig,
         training_config: TrainingConfig,
-        task: Task,
+        task: Objective,
         n_features: int,
         n_tasks: int,
     ) -> None:
@@ -58,7 +58,7 @@ class TorchTrainer:
             raise ValueError(f"unknown optimizer {training_config.optimizer!r}")
         self.model_config = model_config
         self.training_config = training_config
-        self.task: Task = task
+        self.task: Objective = task
         self.n_features = n_features
         self.n_tasks = n_tasks
         self._network = build_model(model_config, n_features, n_tasks)

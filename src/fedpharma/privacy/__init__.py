@@ -50,6 +50,7 @@ from fedpharma.privacy.noise import (
     central_noise_std,
     distributed_noise_std,
     gaussian_noise,
+    noised_share_bound,
     production_rng,
     surviving_noise_multiplier,
 )
@@ -86,6 +87,7 @@ __all__ = [
     "make_accountant",
     "noise_for_dp_sgd",
     "noise_for_site_rounds",
+    "noised_share_bound",
     "noised_unclipped_fraction",
     "production_rng",
     "record_level_bound",

@@ -38,7 +38,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, Literal
 import numpy as np
 import numpy.typing as npt
 
-from fedpharma.errors import ConfigError
+from fedpharma.core.errors import ConfigError
 from fedpharma.privacy.events import RELATION_LABELS, PrivacyEvent, Relation
 
 if TYPE_CHECKING:
@@ -243,10 +243,22 @@ def make_accountant(name: str, conversion: str | None = None) -> Accountant:
 
 
 def classic_epsilon(orders: Sequence[float], rdp: npt.ArrayLike, delta: float) -> float:
-    """ε = min_α [RDP(α) + log(1/δ)/(α − 1)] (Mironov 2017, Prop. 3; Abadi et al. 2016)."""
+    """ε = min_α [RDP(α) + log(1/δ)/(α − 1)] (Mironov 2017, Prop. 3; Abadi et al. 2016).
+
+    Orders where the curve is undefined (NaN) are left out; if it is undefined at every order
+    there is no bound, and a :class:`ConfigError` says so (never ε = 0: fail closed).
+    """
     alphas = np.asarray(orders, dtype=np.float64)
     with np.errstate(invalid="ignore"):
         candidates = np.asarray(rdp, dtype=np.float64) + math.log(1 / delta) / (alphas - 1)
+    if candidates.size == 0 or np.isnan(candidates).all():
+        raise ConfigError(
+            [
+                "the RDP curve is undefined at every order, so it bounds no ε; use the PLD "
+                "accountant or other RDP orders"
+            ],
+            source="accountant",
+        )
     return max(0.0, float(np.nanmin(candidates)))
 
 

@@ -14,7 +14,7 @@ import math
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from fedpharma.errors import ConfigError
+from fedpharma.core.errors import ConfigError
 from fedpharma.privacy.accountant import Accountant, EpsilonReport, RdpAccountant
 from fedpharma.privacy.events import (
     GaussianEvent,

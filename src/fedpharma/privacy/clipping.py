@@ -7,11 +7,13 @@ scaled to.
 
 A good C is hard to guess and drifts during training, so Andrew et al. 2021 ("Differentially
 Private Learning with Adaptive Clipping", Algorithm 1) track a target quantile γ of the update
-norms privately: each site also reports the bit b_k = [‖Δ_k‖ ≤ C]; the server adds N(0, σ_b²) to
-the count, forms the noised fraction b̄, and moves C geometrically,
-C ← C · exp(−η_C (b̄ − γ)). The count is a second Gaussian release; its cost is paid by giving the
-update sum a little more noise (:func:`update_noise_multiplier_with_adaptive_clipping`), so the
-pair costs exactly what one Gaussian mechanism with the planned noise multiplier costs.
+norms privately: each site's bit b_k = [‖Δ_k‖ ≤ C] is centred, the server adds N(0, σ_b²) to
+Σ (b_k − ½), divides by the *expected* number of sites K (not the actual one, which would make the
+sensitivity 1) and forms b̄ = ½ + (Σ (b_k − ½) + N(0, σ_b²)) / K, so one site moves the release
+by at most ½/K; then C moves geometrically, C ← C · exp(−η_C (b̄ − γ)). The count is a second
+Gaussian release; its cost is paid by giving the update sum a little more noise
+(:func:`update_noise_multiplier_with_adaptive_clipping`), so the pair costs exactly what one
+Gaussian mechanism with the planned noise multiplier costs.
 
 Everything here is pure numpy on flat float vectors.
 """
@@ -24,7 +26,7 @@ from dataclasses import dataclass, replace
 import numpy as np
 import numpy.typing as npt
 
-from fedpharma.errors import ConfigError
+from fedpharma.core.errors import ConfigError
 
 FlatVector = npt.NDArray[np.float64]
 
@@ -86,18 +88,20 @@ def unclipped_bit(update_norm: float, clip_norm: float) -> int:
 
 
 def noised_unclipped_fraction(
-    bits: npt.ArrayLike, count_noise_std: float, rng: np.random.Generator
+    bits: npt.ArrayLike, count_noise_std: float, rng: np.random.Generator, expected_count: int
 ) -> float:
-    """b̄ = (Σ_k b_k + N(0, σ_b²)) / m over the m reporting sites (Andrew et al. 2021, Alg. 1).
-
-    Under secure aggregation the bits travel summed like the updates, and the noise can be split
-    across sites like the update noise (:func:`~fedpharma.privacy.noise.distributed_noise_std`).
-    """
+    """b̄ = ½ + (Σ_k (b_k − ½) + N(0, σ_b²)) / K over the sites that reported, K their expected
+    number (Andrew et al. 2021, §3.1): adding or removing one site moves b̄ by at most ½/K, the
+    sensitivity :func:`update_noise_multiplier_with_adaptive_clipping` charges for."""
     values = np.asarray(bits, dtype=np.float64)
     if values.ndim != 1 or values.size == 0 or not np.isin(values, (0.0, 1.0)).all():
         raise ConfigError(["bits must be a non-empty 1-D array of 0s and 1s"], "adaptive clipping")
+    if expected_count < 1:
+        raise ConfigError(
+            [f"expected_count must be ≥ 1, got {expected_count}"], "adaptive clipping"
+        )
     noise = rng.normal(0.0, count_noise_std)
-    return float((values.sum() + noise) / values.size)
+    return float(0.5 + ((values - 0.5).sum() + noise) / expected_count)
 
 
 def adapt_clip_norm(state: AdaptiveClipping, noised_fraction: float) -> AdaptiveClipping:

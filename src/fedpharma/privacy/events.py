@@ -28,7 +28,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal, TypeAlias, get_args
 
-from fedpharma.errors import ConfigError, ProtocolError
+from fedpharma.core.errors import ConfigError, ProtocolError
 
 if TYPE_CHECKING:
     from dp_accounting import DpEvent

@@ -3,7 +3,7 @@
 The data owner sets a budget (ε, δ) per neighbouring relation in the site's policy. Every task
 that touches the site's data is first *checked* — the events already charged, composed with this
 task's event, must stay within the budget — and then *charged*, appending its event. A refusal
-raises :class:`~fedpharma.errors.PrivacyBudgetExceeded` and changes nothing.
+raises :class:`~fedpharma.core.errors.PrivacyBudgetExceeded` and changes nothing.
 
 Cumulative ε is never a running sum of per-task ε (that would overstate it badly, and would
 depend on how tasks were split): it is the accountant's ε of the composition of *every* event
@@ -26,7 +26,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import cast
 
-from fedpharma.errors import ConfigError, PolicyRefused, PrivacyBudgetExceeded
+from fedpharma.core.errors import ConfigError, PolicyRefused, PrivacyBudgetExceeded
 from fedpharma.privacy.accountant import (
     CONVERSION_LABELS,
     Accountant,

@@ -28,7 +28,7 @@ import secrets
 import numpy as np
 import numpy.typing as npt
 
-from fedpharma.errors import ConfigError
+from fedpharma.core.errors import ConfigError
 
 
 def production_rng() -> np.random.Generator:
@@ -55,6 +55,20 @@ def distributed_noise_std(noise_multiplier: float, clip_norm: float, n_sites: in
     """σC/√n: each of ``n_sites`` sites' share, so that the n shares sum to N(0, σ²C²)."""
     _check_positive(noise_multiplier=noise_multiplier, clip_norm=clip_norm, n_sites=n_sites)
     return noise_multiplier * clip_norm / math.sqrt(n_sites)
+
+
+NOISE_TAIL_STDS = 10.0
+"""How many standard deviations of its noise share a site's quantizer range leaves as headroom:
+a Gaussian coordinate exceeds it with probability erfc(10/√2) ≈ 1.5·10⁻²³."""
+
+
+def noised_share_bound(noise_multiplier: float, clip_norm: float, n_sites: int) -> float:
+    """C + 10·σC/√n: the range [−b, b] a secure quantizer must keep per coordinate so that an
+    update clipped to ‖Δ‖ ≤ C (each coordinate within ±C) plus its noise share N(0, σ²C²/n)
+    is never truncated, except with probability ≤ d · 1.5·10⁻²³ over d coordinates — and then
+    the site refuses to send it rather than truncate the noise (``docs/secure-aggregation.md``).
+    """
+    return clip_norm + NOISE_TAIL_STDS * distributed_noise_std(noise_multiplier, clip_norm, n_sites)
 
 
 def surviving_noise_multiplier(

@@ -50,7 +50,7 @@ REPORT_FILE = "report.html"
 def render_report(run_dir: Path) -> Path:
     """Write ``run_dir/report.html`` from ``run_dir/summary.json`` and return its path.
 
-    Raises :class:`~fedpharma.errors.DataError` naming the problem if the summary is missing or
+    Raises :class:`~fedpharma.core.errors.DataError` naming the problem if the summary is missing or
     malformed. The file is written atomically, so a browser never sees half a report.
     """
     summary = load_summary(run_dir)

@@ -1,8 +1,8 @@
 """A run's summary (``summary.json``): typed, built by the simulation, read back by the report.
 
-The dataclasses below *are* the file: :func:`fedpharma.serde.to_dict` writes them and
+The dataclasses below *are* the file: :func:`fedpharma.core.serde.to_dict` writes them and
 :func:`load_summary` reads them back with the same engine, so every structural problem becomes
-one :class:`~fedpharma.errors.DataError` naming each offending key. A missing or non-finite
+one :class:`~fedpharma.core.errors.DataError` naming each offending key. A missing or non-finite
 score means "not computed" (baseline switched off, metric undefined on a test set).
 
 Compatibility rule for ``summary.json``: ``format`` is bumped when a reader of the current
@@ -20,8 +20,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
-from fedpharma import serde
-from fedpharma.errors import DataError
+from fedpharma.core import serde
+from fedpharma.core.errors import DataError
 
 SUMMARY_FILE = "summary.json"
 SUMMARY_FORMAT = 1

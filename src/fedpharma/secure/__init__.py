@@ -13,7 +13,8 @@ mean Σ n_k Δ_k / Σ n_k comes out at the end:
 
 Every message and key blob has an explicit, versioned binary encoding (``to_bytes`` /
 ``from_bytes`` in a :mod:`~fedpharma.secure.frames` frame, never pickle); tampered, truncated
-or wrong-parameter input raises :class:`~fedpharma.errors.CryptoError`. TenSEAL is imported only
+or wrong-parameter input raises :class:`~fedpharma.core.errors.CryptoError`. TenSEAL is imported
+only
 when a CKKS context is used.
 """
 

@@ -4,12 +4,12 @@ Kept whole (under 400 lines): the two contexts and the two messages they make an
 job, CKKS aggregation.
 
 Every site holds the consortium's CKKS secret key (:class:`SecretContext`); the coordinator holds
-only the parameters (:class:`PublicContext`), adds the sites' encrypted n_k·Δ_k, n_k and 1
-(:class:`EncryptedUpdate`) without reading them, and a site decrypts the weighted mean
-(:class:`DecryptedMean`). Fixed parameters: N = 8192, primes [60, 40, 40], scale 2^40, 128-bit
-secure (Albrecht et al. 2018). Honest-but-curious coordinator only; a site colluding with the
-coordinator learns everything (use secagg for that). Parameters, weighting, error and threat
-model: ``docs/ckks.md``.
+only the parameters (:class:`PublicContext`). Sites encrypt n_k·Δ_k, n_k and 1
+(:class:`EncryptedUpdate`); a decrypting site adds the agreed contributions itself
+(:mod:`fedpharma.secure.contributors`) and decrypts the weighted mean (:class:`DecryptedMean`).
+Fixed parameters: N = 8192, primes [60, 40, 40], scale 2^40, 128-bit secure (Albrecht et al.
+2018). A site colluding with the coordinator learns everything (use secagg for that).
+Parameters, weighting, error and threat model: ``docs/ckks.md``.
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from fedpharma.errors import CryptoError
+from fedpharma.core.errors import CryptoError
 from fedpharma.secure.frames import Kind, Reader, Writer, frame, unframe
 
 POLY_MODULUS_DEGREE = 8192
@@ -126,24 +126,7 @@ class PublicContext:
 
     def aggregate(self, updates: Sequence[EncryptedUpdate]) -> EncryptedUpdate:
         """The encrypted sum of ``updates`` (each n_k·Δ_k, n_k), computed without decrypting."""
-        if not updates:
-            raise CryptoError("nothing to aggregate: no encrypted updates were given")
-        length = updates[0].length
-        for update in updates:
-            _check_key(update, self.key_id)
-            if update.length != length:
-                raise CryptoError(
-                    f"encrypted updates differ in length ({update.length} vs {length} values); "
-                    "all sites must encrypt the same model"
-                )
-        summed = []
-        for index in range(len(updates[0].chunks)):
-            size = _chunk_size(length, index)
-            total = _load_vector(self._context, updates[0].chunks[index], size)
-            for update in updates[1:]:
-                total.add_(_load_vector(self._context, update.chunks[index], size))
-            summed.append(_serialize(total))
-        return EncryptedUpdate(self.key_id, length, tuple(summed))
+        return _aggregate(self._context, self.key_id, updates)
 
 
 class SecretContext:
@@ -202,6 +185,10 @@ class SecretContext:
             for start in range(0, values.size, SLOTS)
         )
         return EncryptedUpdate(self.key_id, int(values.size), chunks)
+
+    def aggregate(self, updates: Sequence[EncryptedUpdate]) -> EncryptedUpdate:
+        """The encrypted sum of ``updates``, added by the decrypting site itself."""
+        return _aggregate(self._context, self.key_id, updates)
 
     def decrypt(self, encrypted: EncryptedUpdate) -> npt.NDArray[np.float64]:
         """All values of an encrypted vector (a site's own update or a sum)."""
@@ -305,6 +292,27 @@ def load_public_context(path: Path) -> PublicContext:
 
 
 # ----- helpers ------------------------------------------------------------------------------
+
+
+def _aggregate(context: Any, key_id: bytes, updates: Sequence[EncryptedUpdate]) -> EncryptedUpdate:
+    if not updates:
+        raise CryptoError("nothing to aggregate: no encrypted updates were given")
+    length = updates[0].length
+    for update in updates:
+        _check_key(update, key_id)
+        if update.length != length:
+            raise CryptoError(
+                f"encrypted updates differ in length ({update.length} vs {length} values); "
+                "all sites must encrypt the same model"
+            )
+    summed = []
+    for index in range(len(updates[0].chunks)):
+        size = _chunk_size(length, index)
+        total = _load_vector(context, updates[0].chunks[index], size)
+        for update in updates[1:]:
+            total.add_(_load_vector(context, update.chunks[index], size))
+        summed.append(_serialize(total))
+    return EncryptedUpdate(key_id, length, tuple(summed))
 
 
 def _write_new(path: Path, data: bytes, *, mode: int) -> None:

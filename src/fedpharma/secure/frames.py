@@ -20,7 +20,7 @@ import hashlib
 import struct
 from enum import IntEnum
 
-from fedpharma.errors import CryptoError
+from fedpharma.core.errors import CryptoError
 
 MAGIC = b"FPS1"
 FORMAT_VERSION = 1
@@ -40,10 +40,16 @@ class Kind(IntEnum):
     MASKED_INPUT = 5
     SURVIVOR_LIST = 6
     UNMASKING_SHARES = 7
+    CONSISTENCY_SIGNATURE = 8
+    CONSISTENCY_PROOF = 9
     CKKS_PUBLIC_CONTEXT = 16
     CKKS_SECRET_CONTEXT = 17
     CKKS_UPDATE = 18
     CKKS_DECRYPTED_MEAN = 19
+    CKKS_CONTRIBUTION = 20
+    CKKS_CONTRIBUTOR_SET = 21
+    CKKS_SET_SIGNATURE = 22
+    CKKS_DECRYPT_REQUEST = 23
 
 
 def frame(kind: Kind, body: bytes) -> bytes:

@@ -15,8 +15,8 @@ from dataclasses import dataclass
 import numpy as np
 import numpy.typing as npt
 
-from fedpharma.errors import CryptoError
-from fedpharma.protocol.settings import SecAggSettings
+from fedpharma.core.errors import CryptoError
+from fedpharma.core.protocol.settings import SecAggSettings
 
 RingVector = npt.NDArray[np.unsignedinteger]
 RING_DTYPES: dict[int, np.dtype[np.unsignedinteger]] = {

@@ -19,7 +19,7 @@ import secrets
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from fedpharma.errors import CryptoError
+from fedpharma.core.errors import CryptoError
 
 PRIME = 2**256 + 297
 SECRET_BYTES = 32

@@ -26,7 +26,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from fedpharma.errors import DataError
+from fedpharma.core.errors import DataError
 
 GENESIS = "0" * 64
 KINDS = frozenset(

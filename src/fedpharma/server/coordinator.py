@@ -18,7 +18,7 @@ differs is refused with the differing setting named, in the status lines, the au
 Round control: before each round the coordinator waits (up to ``wait_for_sites`` seconds) until
 ``min_sites`` sites are connected and admitted; a round completes with the sites that answered
 before the deadline if at least ``min_sites`` did. Otherwise
-(:class:`~fedpharma.errors.RoundFailed`) the same round is retried, after waiting for sites
+(:class:`~fedpharma.core.errors.RoundFailed`) the same round is retried, after waiting for sites
 again, up to ``retries`` times; then the run stops cleanly: the sites are told why, the audit
 log records it, and :class:`RoundFailed` is raised.
 
@@ -43,12 +43,12 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from fedpharma.config import RunConfig, ServerConfig
-from fedpharma.data.dataset import Task as DataTask
-from fedpharma.errors import ConfigError, DataError, RoundFailed
-from fedpharma.params import Parameters
+from fedpharma.core.config import RunConfig, ServerConfig
+from fedpharma.core.dataset import Objective
+from fedpharma.core.errors import ConfigError, DataError, RoundFailed
+from fedpharma.core.params import Parameters
+from fedpharma.core.protocol import EvaluateTask, Failure, Reply, Task, TrainTask
 from fedpharma.privacy import production_rng
-from fedpharma.protocol import EvaluateTask, Failure, Reply, Task, TrainTask
 from fedpharma.secure.ckks import PublicContext, load_public_context
 from fedpharma.server.audit import AuditHead, AuditLog, verify
 from fedpharma.server.join import JoinGate, JoinLog, expected_preprocessing
@@ -77,7 +77,7 @@ def _quiet(_: str) -> None:
 class ModelShape:
     """The model's inputs and outputs, which the coordinator needs for the initial parameters."""
 
-    task: DataTask
+    task: Objective
     n_features: int
     n_tasks: int
 
@@ -104,7 +104,7 @@ def model_shape(recipe: RunConfig, n_features: int | None = None) -> ModelShape:
 
         dataset, _ = load_dataset(ds, recipe.features)
         return ModelShape(dataset.task, dataset.n_features, dataset.n_tasks)
-    task: DataTask = "classification" if ds.task == "classification" else "regression"
+    task: Objective = "classification" if ds.task == "classification" else "regression"
     if n_features is not None:
         return ModelShape(task, n_features, len(ds.label_columns))
     if ds.kind == "molecules":

@@ -5,9 +5,11 @@ fixed denominator) and Geyer et al. 2017: every site's update is clipped to ‖�
 coordinator sums them with *uniform* weights (weighting by n_k would break the sensitivity
 bound), adds N(0, σ²C²) per coordinate (central placement) — or receives sums whose noise the
 sites added in shares (distributed placement) — and divides by the planned number of sites K.
-Optionally C adapts each round towards a quantile of the update norms from noised "fit inside
-C" bits (Andrew et al. 2021, Algorithm 1); then the update noise is σ_Δ so that update and bit
-releases together cost one Gaussian mechanism of multiplier σ.
+Optionally C adapts each round towards a quantile of the update norms from noised, centred "fit
+inside C" bits over the expected K sites (Andrew et al. 2021, Algorithm 1); then the update noise
+is σ_Δ so that update and bit releases together cost one Gaussian mechanism of multiplier σ. The
+coordinator reads each bit off the clipped update it holds in the clear (central noise only):
+no site sends it, so it is never released raw beside the update.
 """
 
 from __future__ import annotations
@@ -16,9 +18,11 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from fedpharma.config import PrivacyConfig, RunConfig
-from fedpharma.errors import ConfigError
-from fedpharma.params import Parameters
+from fedpharma.core.config import PrivacyConfig, RunConfig
+from fedpharma.core.errors import ConfigError
+from fedpharma.core.params import Parameters
+from fedpharma.core.protocol import TrainResult
+from fedpharma.core.protocol.settings import RecordDP, SiteDP
 from fedpharma.privacy import (
     AdaptiveClipping,
     adapt_clip_norm,
@@ -28,10 +32,12 @@ from fedpharma.privacy import (
     make_accountant,
     noise_for_site_rounds,
     noised_unclipped_fraction,
+    unclipped_bit,
     update_noise_multiplier_with_adaptive_clipping,
 )
-from fedpharma.protocol import TrainResult
-from fedpharma.protocol.settings import WITHIN_CLIP_METRIC, RecordDP, SiteDP
+
+# A site clips to norm C itself; its clipped update's norm lands within rounding of C.
+_CLIPPED_NORM = 1 - 1e-9
 
 
 class SiteLevelDP:
@@ -124,20 +130,18 @@ class SiteLevelDP:
         if self.distributed:
             # Shares of the noise are in the updates already; re-clipping would shrink them.
             total = np.sum([r.update.flatten() for r in results], axis=0)
-        else:
-            # Enforce the sensitivity bound here too, whatever a site sent.
-            total = np.sum(
-                [clip_to_norm(r.update.flatten(), self.clip_norm).update for r in results], axis=0
-            )
-            std = central_noise_std(self.update_noise_multiplier, self.clip_norm)
-            total = total + gaussian_noise(total.shape, std, self.rng)
+            return template.unflatten(total / self.planned_sites)
+        # Enforce the sensitivity bound here too, whatever a site sent.
+        clipped = [clip_to_norm(r.update.flatten(), self.clip_norm) for r in results]
+        total = np.sum([c.update for c in clipped], axis=0)
+        std = central_noise_std(self.update_noise_multiplier, self.clip_norm)
+        total = total + gaussian_noise(total.shape, std, self.rng)
         if self.adaptive:
-            bits = [
-                r.metrics[WITHIN_CLIP_METRIC] for r in results if WITHIN_CLIP_METRIC in r.metrics
-            ]
-            if bits:
-                fraction = noised_unclipped_fraction(bits, self.clipping.count_noise_std, self.rng)
-                self.clipping = adapt_clip_norm(self.clipping, fraction)
+            bits = [unclipped_bit(c.norm, self.clip_norm * _CLIPPED_NORM) for c in clipped]
+            fraction = noised_unclipped_fraction(
+                bits, self.clipping.count_noise_std, self.rng, self.planned_sites
+            )
+            self.clipping = adapt_clip_norm(self.clipping, fraction)
         return template.unflatten(total / self.planned_sites)
 
 

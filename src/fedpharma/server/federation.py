@@ -1,4 +1,4 @@
-"""The Federation: the one round loop, over any :class:`~fedpharma.protocol.Channel`.
+"""The Federation: the one round loop, over any :class:`~fedpharma.core.protocol.Channel`.
 
 A simulation and a deployed coordinator each build one
 (:func:`fedpharma.server.plan.build_federation`) and run it. Per round: wait for enough sites
@@ -24,10 +24,10 @@ from typing import Protocol
 
 import numpy as np
 
-from fedpharma import params as params_codec
-from fedpharma.errors import RoundFailed
-from fedpharma.params import Parameters
-from fedpharma.protocol import (
+from fedpharma.core import params as params_codec
+from fedpharma.core.errors import RoundFailed
+from fedpharma.core.params import Parameters
+from fedpharma.core.protocol import (
     Channel,
     EvaluateResult,
     EvaluateTask,
@@ -159,6 +159,7 @@ class Federation:
         self.observers = tuple(observers)
         self.prepare = prepare
         self.say = on_status
+        self._declines_evaluation: set[str] = set()
 
     # ----- the run ---------------------------------------------------------------------------
 
@@ -245,8 +246,8 @@ class Federation:
         every = self.settings.evaluate_every
         if rnd == rounds or (every > 0 and rnd % every == 0):
             evaluate, eval_refusals, eval_failures = self.evaluate(channel, parameters, rnd, run_id)
-            refusals |= eval_refusals
-            failures |= eval_failures
+            refusals = eval_refusals | refusals  # a site's train refusal is the one to keep
+            failures = eval_failures | failures
         record = RoundRecord(
             rnd,
             parameters,
@@ -336,11 +337,15 @@ class Federation:
     def evaluate(
         self, channel: Channel, parameters: Parameters, rnd: int, run_id: str
     ) -> tuple[dict[str, EvaluateResult], dict[str, Refusal], dict[str, str]]:
-        """Ask every available site to evaluate ``parameters`` on its held-out data."""
-        sites = self.strategy.configure_evaluate(rnd, channel.available_sites())
+        """Ask every available site to evaluate ``parameters`` on its held-out data. A site whose
+        policy refused (e.g. ``require_dp``: metrics are an uncharged release) is recorded once
+        and not asked again in this run."""
+        chosen = self.strategy.configure_evaluate(rnd, channel.available_sites())
+        sites = [site for site in chosen if site not in self._declines_evaluation]
         tasks: dict[str, Task] = {site: EvaluateTask(run_id, rnd, parameters) for site in sites}
-        replies = channel.exchange(tasks, self.settings.timeout)
+        replies = channel.exchange(tasks, self.settings.timeout) if tasks else {}
         results, refusals, failures = sort_replies(tasks, replies)
+        self._declines_evaluation |= {s for s, r in refusals.items() if r.kind == "policy"}
         evaluate = {s: r for s, r in results.items() if isinstance(r, EvaluateResult)}
         return evaluate, refusals, failures
 

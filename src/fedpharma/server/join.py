@@ -4,12 +4,13 @@ About 430 lines, one job: the comparison of a site's preprocessing with the run'
 channel gate that applies it before any task (MELLODDY's check; Heyndrickx et al. 2023,
 J. Chem. Inf. Model. 64(7), 2331–2344, 2024; see ``docs/preprocessing-check.md``).
 
-The coordinator sends each new site a :class:`~fedpharma.protocol.DescribeTask`; the site's
+The coordinator sends each new site a :class:`~fedpharma.core.protocol.DescribeTask`; the site's
 :class:`~fedpharma.data.preprocessing.SiteDescription` is checked (:class:`JoinCheck`) against
 the expectation computed once from the run recipe's ``[features]`` and, if the partners permute
 fingerprint bits, the key's public id. A site that differs is refused with a message naming
 every differing setting (:class:`PreprocessingMismatch`). :class:`JoinGate` does this as a
-:class:`~fedpharma.protocol.Channel` wrapper, so the round loop, the label statistics and secure
+:class:`~fedpharma.core.protocol.Channel` wrapper, so the round loop, the label statistics and
+secure
 aggregation see admitted sites only, in simulation and deployment alike.
 """
 
@@ -20,12 +21,9 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
-from fedpharma.config import FeaturesConfig, RunConfig
-from fedpharma.data.datasets import featurizes_molecules
-from fedpharma.data.permutation import quote
-from fedpharma.data.preprocessing import Scalar, SiteDescription
-from fedpharma.errors import ConfigError, ProtocolError
-from fedpharma.protocol import (
+from fedpharma.core.config import FeaturesConfig, RunConfig
+from fedpharma.core.errors import ConfigError, ProtocolError
+from fedpharma.core.protocol import (
     Channel,
     DescribeTask,
     DescriptionReply,
@@ -34,7 +32,10 @@ from fedpharma.protocol import (
     Reply,
     Task,
 )
-from fedpharma.protocol.messages import validate_reply
+from fedpharma.core.protocol.messages import validate_reply
+from fedpharma.data.datasets import featurizes_molecules
+from fedpharma.data.permutation import quote
+from fedpharma.data.preprocessing import Scalar, SiteDescription
 from fedpharma.server.audit import AuditLog
 from fedpharma.server.store import RunStore
 
@@ -387,7 +388,7 @@ class JoinGate:
 
 def _description(task: Task, site: str, reply: Reply) -> SiteDescription:
     """The site's description from its reply; a refusal is a mismatch, anything else malformed
-    a :class:`~fedpharma.errors.ProtocolError`."""
+    a :class:`~fedpharma.core.errors.ProtocolError`."""
     if isinstance(reply, Refusal) and reply.site == site:
         raise PreprocessingMismatch(
             site,

@@ -1,6 +1,6 @@
 """Agree on label statistics across sites without pooling any label.
 
-Each site answers a :class:`~fedpharma.protocol.LabelStatisticsTask` with, per task, its count
+Each site answers a :class:`~fedpharma.core.protocol.LabelStatisticsTask` with, per task, its count
 of observed labels, their sum and their sum of squares over its training data; the coordinator
 adds them up. Only those three sums per site and task leave a site (the same kind of aggregate
 as n_k); a site whose policy requires differential privacy refuses, and the run starts from an
@@ -14,12 +14,12 @@ from dataclasses import dataclass
 import numpy as np
 import numpy.typing as npt
 
-from fedpharma.config import RunConfig
-from fedpharma.data.dataset import Task as LearningTask
-from fedpharma.errors import ConfigError
+from fedpharma.core.config import RunConfig
+from fedpharma.core.dataset import Objective
+from fedpharma.core.errors import ConfigError
+from fedpharma.core.params import Parameters
+from fedpharma.core.protocol import Channel, LabelStatisticsResult, LabelStatisticsTask, Task
 from fedpharma.models.output import calibrate_output_layer
-from fedpharma.params import Parameters
-from fedpharma.protocol import Channel, LabelStatisticsResult, LabelStatisticsTask, Task
 from fedpharma.server.round import sort_replies
 
 
@@ -64,7 +64,7 @@ def calibrated_start(
     channel: Channel,
     run_id: str,
     parameters: Parameters,
-    task: LearningTask,
+    task: Objective,
     n_tasks: int,
     timeout: float | None = None,
 ) -> tuple[Parameters, str]:

@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable, Sequence
 
 import numpy as np
 
-from fedpharma.config import RunConfig
-from fedpharma.errors import ConfigError
-from fedpharma.params import Parameters
+from fedpharma.core.config import RunConfig, SecureConfig
+from fedpharma.core.errors import ConfigError
+from fedpharma.core.params import Parameters
+from fedpharma.privacy import noised_share_bound
 from fedpharma.secure.ckks import PublicContext
-from fedpharma.server.dp import record_level_settings, site_level_aggregator
+from fedpharma.server.dp import SiteLevelDP, record_level_settings, site_level_aggregator
 from fedpharma.server.federation import Checkpoints, Federation, FederationSettings
 from fedpharma.server.round import RoundObserver
 from fedpharma.server.secure import CKKSCollector, SecAggCollector
@@ -66,7 +68,11 @@ def build_federation(
             )
         dp_planned_sites = planned_sites if aggregator is not None else None
         if recipe.secure.mode == "secagg":
-            collector = SecAggCollector(recipe.secure, dp_planned_sites=dp_planned_sites)
+            collector = SecAggCollector(
+                _with_noise_headroom(recipe.secure, aggregator),
+                min_sites=recipe.strategy.min_sites,
+                dp_planned_sites=dp_planned_sites,
+            )
         elif ckks_context is None:
             raise ConfigError(
                 [
@@ -77,7 +83,10 @@ def build_federation(
             )
         else:
             collector = CKKSCollector(
-                recipe.secure, ckks_context, dp_planned_sites=dp_planned_sites
+                recipe.secure,
+                ckks_context,
+                min_sites=recipe.strategy.min_sites,
+                dp_planned_sites=dp_planned_sites,
             )
     return Federation(
         build_strategy(recipe.strategy),
@@ -89,3 +98,15 @@ def build_federation(
         prepare=prepare,
         on_status=on_status,
     )
+
+
+def _with_noise_headroom(secure: SecureConfig, aggregator: SiteLevelDP | None) -> SecureConfig:
+    """``secure`` with a quantizer range wide enough for a clipped update plus its noise share
+    (:func:`~fedpharma.privacy.noised_share_bound`): the sites refuse a narrower one rather than
+    truncate their noise."""
+    if aggregator is None:
+        return secure
+    bound = noised_share_bound(
+        aggregator.noise_multiplier, aggregator.clip_norm, aggregator.planned_sites
+    )
+    return dataclasses.replace(secure, clip=max(secure.clip, bound))

@@ -9,10 +9,10 @@ from typing import Protocol
 
 import numpy as np
 
-from fedpharma.errors import ProtocolError
-from fedpharma.params import Parameters
-from fedpharma.protocol import EvaluateResult, Failure, Refusal, Reply, Task, TrainResult
-from fedpharma.protocol.messages import validate_reply
+from fedpharma.core.errors import ProtocolError
+from fedpharma.core.params import Parameters
+from fedpharma.core.protocol import EvaluateResult, Failure, Refusal, Reply, Task, TrainResult
+from fedpharma.core.protocol.messages import validate_reply
 from fedpharma.strategy.aggregate import weighted_mean_metrics
 
 

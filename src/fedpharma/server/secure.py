@@ -2,19 +2,21 @@
 
 A secure round's train task asks each site for an opaque contribution instead of its update; a
 collector turns the contributions into the round's mean update through the same
-:class:`~fedpharma.protocol.Channel` and reveals nothing else.
+:class:`~fedpharma.core.protocol.Channel` and reveals nothing else.
 
 - :class:`SecAggCollector` — pairwise masks (Bonawitz et al. 2017, "Practical Secure Aggregation
   for Privacy-Preserving Machine Learning", CCS, §4, Fig. 4). The train task asks for a key
-  advertisement; the collector drives the three remaining phases (share keys, masked input,
-  unmask), passing each :class:`~fedpharma.secure.SecAggServer` method only the replies that
-  arrived. A site that fails or refuses a phase drops out; the round completes while at least t
-  sites remain in every phase and raises :class:`RoundFailed` below. The coordinator holds public
-  keys, sealed shares, masked vectors and their sum, from which it decodes Σ n_k Δ_k / Σ n_k.
+  advertisement; the collector drives the four remaining phases (share keys, masked input, the
+  consistency check, unmask), passing each :class:`~fedpharma.secure.SecAggServer` method only
+  the replies that arrived. A site that fails or refuses a phase drops out; the round completes
+  while at least t ≥ ``min_sites`` sites remain in every phase and raises :class:`RoundFailed`
+  below, before anything is unmasked. The coordinator holds public keys, sealed shares, masked
+  vectors, signatures and the sum, from which it decodes Σ n_k Δ_k / Σ n_k.
 - :class:`CKKSCollector` — homomorphic encryption (CKKS, Cheon et al. 2017, with TenSEAL; the
-  approach of NVIDIA FLARE). The train task asks for the encrypted n_k·Δ_k; the coordinator adds
-  the ciphertexts with a public context that holds no key, and one contributing site decrypts the
-  sum (phase ``decrypt``) into the mean, refusing sums of fewer than t updates.
+  approach of NVIDIA FLARE). The train task asks for the encrypted n_k·Δ_k, endorsed by the
+  site; every contributor signs the round's one contributor set (phase ``sign_contributors``),
+  and one of them adds the signed contributions itself and decrypts the sum (phase ``decrypt``)
+  into the mean, refusing sums of fewer than t updates (``docs/ckks.md``).
 
 Under site-level DP with distributed noise (``dp_planned_sites`` = K) sites weigh their clipped,
 noised updates alike and the mean becomes the fixed-denominator Σ_k Δ_k / K of DP-FedAvg
@@ -31,14 +33,22 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from fedpharma.config import SecureConfig
-from fedpharma.errors import CryptoError, ProtocolError, RoundFailed
-from fedpharma.params import Parameters
-from fedpharma.protocol import Channel, Failure, Refusal, SecureReply, SecureTask, Task
-from fedpharma.protocol.settings import CKKSSettings, SecAggSettings
-from fedpharma.secure.ckks import DecryptedMean, EncryptedUpdate, PublicContext
+from fedpharma.core.config import SecureConfig
+from fedpharma.core.errors import CryptoError, ProtocolError, RoundFailed
+from fedpharma.core.params import Parameters
+from fedpharma.core.protocol import Channel, Failure, Refusal, SecureReply, SecureTask, Task
+from fedpharma.core.protocol.settings import CKKSSettings, SecAggSettings
+from fedpharma.secure.ckks import DecryptedMean, PublicContext
+from fedpharma.secure.contributors import (
+    ContributorSet,
+    DecryptRequest,
+    Member,
+    SetSignature,
+    SignedContribution,
+)
 from fedpharma.secure.quantize import FixedPoint
 from fedpharma.secure.secagg import (
+    ConsistencySignature,
     KeyAdvertisement,
     MaskedInput,
     RoundSetup,
@@ -47,6 +57,7 @@ from fedpharma.secure.secagg import (
     UnmaskingShares,
     minimum_threshold,
 )
+from fedpharma.secure.secagg.round import MIN_SITES
 from fedpharma.server.round import sort_replies
 
 
@@ -63,13 +74,17 @@ class SecureMean:
 class SecAggCollector:
     """Collects a round's mean update by pairwise-mask secure aggregation."""
 
-    def __init__(self, config: SecureConfig, *, dp_planned_sites: int | None = None) -> None:
+    def __init__(
+        self, config: SecureConfig, *, min_sites: int = 1, dp_planned_sites: int | None = None
+    ) -> None:
         self.config = config
+        self.min_sites = min_sites
         self.dp_planned_sites = dp_planned_sites
 
     def threshold(self, n_sites: int) -> int:
-        """t for a round of ``n_sites``: the configured one, at least a majority and 2."""
-        return max(self.config.threshold or 0, minimum_threshold(n_sites), 2)
+        """t for a round of ``n_sites``: the configured one, at least ``min_sites`` and more
+        than two thirds of the sites (the sites refuse less)."""
+        return max(self.config.threshold or 0, self.min_sites, minimum_threshold(n_sites), 2)
 
     def codec(self, n_sites: int) -> FixedPoint:
         """The fixed-point codec of a round of ``n_sites``: the sites build the same one from
@@ -97,7 +112,12 @@ class SecAggCollector:
         run_id: str,
         timeout: float | None = None,
     ) -> SecureMean:
-        """Run phases 1–3 with the sites whose advertisements arrived; return the mean update."""
+        """Run phases 1–4 with the sites whose advertisements arrived; return the mean update."""
+        if n_sites < MIN_SITES:
+            raise RoundFailed(
+                f"round {rnd}: {n_sites} site(s) selected, secure aggregation needs at least "
+                f"{MIN_SITES} (of two, each reads the other's update off the sum)"
+            )
         length = template.flatten().size + 1
         setup = RoundSetup(run_id, rnd, self.threshold(n_sites), length, self.config.ring_bits)
         server = SecAggServer(setup)
@@ -123,9 +143,15 @@ class SecAggCollector:
                 MaskedInput.from_bytes,
             )
             survivors = server.collect_masked_inputs(inputs)
+            signatures = phase(
+                "consistency",
+                {site: survivors.to_bytes() for site in survivors.survivors},
+                ConsistencySignature.from_bytes,
+            )
+            proof = server.collect_signatures(signatures)
             responses = phase(
                 "unmask",
-                {site: survivors.to_bytes() for site in survivors.survivors},
+                {signed.site: proof.to_bytes() for signed in proof.signatures},
                 UnmaskingShares.from_bytes,
             )
             secure_sum = server.unmask(responses)
@@ -137,12 +163,13 @@ class SecAggCollector:
 
 
 class CKKSCollector:
-    """Collects a round's mean update by adding CKKS ciphertexts the coordinator cannot read.
+    """Collects a round's mean update from CKKS contributions the coordinator cannot read.
 
     ``context`` is the coordinator's :class:`~fedpharma.secure.PublicContext` (parameters only,
     provisioned with the PKI). Contributions that do not parse, carry another key or another
-    length are dropped with a reason; a corrupt ciphertext inside a well-formed frame fails the
-    round (the frame digest rules out corruption in transit, so only its sender can be at fault).
+    length are dropped with a reason. The rest form the round's one contributor set, which every
+    member must sign; one member then adds the signed contributions itself and decrypts the
+    mean (``docs/ckks.md``: no coordinator behaviour yields a plaintext of fewer than t updates).
     """
 
     def __init__(
@@ -150,15 +177,18 @@ class CKKSCollector:
         config: SecureConfig,
         context: PublicContext,
         *,
+        min_sites: int = 1,
         dp_planned_sites: int | None = None,
     ) -> None:
         self.config = config
         self.context = context
+        self.min_sites = min_sites
         self.dp_planned_sites = dp_planned_sites
 
     def threshold(self, n_sites: int) -> int:
-        """t: the fewest updates a site will decrypt the sum of (the configured one, at least 2)."""
-        return max(self.config.threshold or 0, 2)
+        """t: the fewest updates a site will decrypt the sum of (the configured one, at least
+        ``min_sites`` and 3)."""
+        return max(self.config.threshold or 0, self.min_sites, MIN_SITES)
 
     def task_settings(self, rnd: int, n_sites: int) -> CKKSSettings:
         return CKKSSettings(threshold=self.threshold(n_sites), key_id=self.context.key_id.hex())
@@ -174,35 +204,57 @@ class CKKSCollector:
         run_id: str,
         timeout: float | None = None,
     ) -> SecureMean:
-        """Add the sites' encrypted updates; have one contributor decrypt the sum."""
+        """Agree on the contributor set with its members; have one member decrypt its sum."""
         failures: dict[str, str] = {}
         length = template.flatten().size + 2  # n_k·Δ_k, n_k, 1
-        uploads: dict[str, EncryptedUpdate] = {}
-        for site, reply in sorted(advertisements.items()):
+        uploads: dict[str, SignedContribution] = {}
+        for contribution in _parse_all(advertisements, SignedContribution.from_bytes, failures):
+            site = contribution.site
             try:
-                update = EncryptedUpdate.from_bytes(reply.payload)
+                update = contribution.encrypted()
             except CryptoError as exc:
                 failures[site] = f"rejected encrypted update: {exc}"
                 continue
-            if update.key_id != self.context.key_id or update.length != length:
+            if (contribution.run_id, contribution.round) != (run_id, rnd):
+                failures[site] = "rejected encrypted update of another run or round"
+            elif update.key_id != self.context.key_id or update.length != length:
                 failures[site] = (
                     "rejected encrypted update: another CKKS key or model size "
                     f"({update.length} values, expected {length})"
                 )
-                continue
-            uploads[site] = update
+            else:
+                uploads[site] = contribution
         threshold = self.threshold(n_sites)
         if len(uploads) < threshold:
             raise RoundFailed(
                 f"round {rnd}: {len(uploads)} encrypted update(s), at least {threshold} needed "
                 "for a site to decrypt their sum"
             )
-        try:
-            total = self.context.aggregate([uploads[site] for site in sorted(uploads)]).to_bytes()
-        except CryptoError as exc:
-            raise RoundFailed(f"round {rnd}: encrypted updates cannot be added: {exc}") from exc
+        members = tuple(
+            Member(site, uploads[site].digest, uploads[site].endorsement)
+            for site in sorted(uploads)
+        )
+        contributors = ContributorSet(run_id, rnd, members)
+        tasks: dict[str, Task] = {
+            site: SecureTask(run_id, rnd, "sign_contributors", contributors.to_bytes())
+            for site in uploads
+        }
+        signatures = _parsed(
+            tasks, channel.exchange(tasks, timeout), SetSignature.from_bytes, failures
+        )
+        if {s.site for s in signatures} != set(uploads):
+            reasons = "; ".join(f"{s}: {failures[s]}" for s in sorted(uploads) if s in failures)
+            raise RoundFailed(
+                f"round {rnd}: every contributor must sign the contributor set before its sum is "
+                f"decrypted ({reasons or 'a signature is missing'})"
+            )
+        request = DecryptRequest(
+            contributors,
+            tuple(sorted(signatures, key=lambda s: s.site)),
+            tuple(uploads[site].update for site in sorted(uploads)),
+        ).to_bytes()
         for decryptor in sorted(uploads):
-            tasks: dict[str, Task] = {decryptor: SecureTask(run_id, rnd, "decrypt", total)}
+            tasks = {decryptor: SecureTask(run_id, rnd, "decrypt", request)}
             parsed = _parsed(
                 tasks, channel.exchange(tasks, timeout), DecryptedMean.from_bytes, failures
             )

@@ -15,9 +15,9 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from fedpharma import params as params_codec
-from fedpharma.errors import DataError
-from fedpharma.params import Parameters
+from fedpharma.core import params as params_codec
+from fedpharma.core.errors import DataError
+from fedpharma.core.params import Parameters
 from fedpharma.server.round import RoundRecord
 
 SCHEMA = """

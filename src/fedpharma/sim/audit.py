@@ -12,8 +12,9 @@ and its difficulty-calibrated variant (Watson et al. 2022, §3):
   update Δ_k, which an honest-but-curious coordinator holds without secure aggregation (with
   SecAgg or CKKS it only ever sees the sum). The update comes from the site's own train path
   (:meth:`SiteRuntime.handle` on the federation's plaintext train task), so under record-level DP
-  it is DP-SGD's, under site-level DP it is clipped (and carries the site's noise share when
-  noise is distributed), exactly as the site computes it. That extra round runs on twin
+  it is DP-SGD's, under site-level DP it is clipped, exactly as the site computes it (with
+  distributed noise the site refuses to send its update outside secure aggregation, and the
+  audit reports that instead). That extra round runs on twin
   runtimes whose ledgers live in a scratch folder: the audit is a measurement, not a release,
   so the sites' real ledgers are not charged, and a ``require_secure`` policy does not stop
   the audit from computing the update that secure aggregation would have masked.
@@ -37,9 +38,11 @@ from typing import ParamSpec
 
 import numpy as np
 
-from fedpharma.config import RunConfig
-from fedpharma.data.dataset import SiteData
-from fedpharma.errors import DataError
+from fedpharma.core.config import RunConfig
+from fedpharma.core.dataset import SiteData
+from fedpharma.core.errors import DataError
+from fedpharma.core.params import Parameters
+from fedpharma.core.protocol import Refusal, TrainResult, TrainTask
 from fedpharma.evaluation.membership import (
     AttackResult,
     MembershipAudit,
@@ -47,8 +50,6 @@ from fedpharma.evaluation.membership import (
     audit_membership,
     audit_update,
 )
-from fedpharma.params import Parameters
-from fedpharma.protocol import Refusal, TrainResult, TrainTask
 from fedpharma.report.summary import (
     AttackScores,
     AuditTarget,

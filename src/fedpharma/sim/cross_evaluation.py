@@ -13,12 +13,12 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping
 
-from fedpharma.config import RunConfig
-from fedpharma.data.dataset import SiteData
+from fedpharma.core.config import RunConfig
+from fedpharma.core.dataset import SiteData
+from fedpharma.core.params import Parameters
 from fedpharma.evaluation.cross_site import LOCAL, CrossSiteMatrix, cross_site_matrix
 from fedpharma.evaluation.membership import Predictor
 from fedpharma.evaluation.metrics import PRIMARY_METRIC
-from fedpharma.params import Parameters
 from fedpharma.report.summary import CrossEvaluation, CrossSiteRow
 from fedpharma.server.store import RunStore
 

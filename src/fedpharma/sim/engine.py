@@ -23,8 +23,9 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from fedpharma.config import RunConfig
-from fedpharma.data.dataset import Dataset, SiteData, Task
+from fedpharma.core.config import RunConfig
+from fedpharma.core.dataset import Dataset, Objective, SiteData
+from fedpharma.core.params import Parameters
 from fedpharma.data.datasets import featurizes_molecules, load_dataset
 from fedpharma.data.partition import partition, scaffold_split
 from fedpharma.data.permutation import site_permutation
@@ -32,7 +33,6 @@ from fedpharma.data.preprocessing import SiteDescription
 from fedpharma.evaluation.metrics import PRIMARY_METRIC, compute_metrics
 from fedpharma.models.base import Trainer
 from fedpharma.models.factory import build_private_trainer, build_trainer
-from fedpharma.params import Parameters
 from fedpharma.report.summary import (
     MODELS,
     SUMMARY_FORMAT,
@@ -45,6 +45,7 @@ from fedpharma.report.summary import (
     write_summary,
 )
 from fedpharma.secure.ckks import SecretContext, create_secret_context
+from fedpharma.secure.identity import ephemeral_consortium
 from fedpharma.server.join import JoinGate, JoinLog, expected_preprocessing
 from fedpharma.server.label_statistics import calibrated_start
 from fedpharma.server.plan import build_federation
@@ -54,6 +55,7 @@ from fedpharma.sim.audit import audit_privacy
 from fedpharma.sim.cross_evaluation import cross_evaluate
 from fedpharma.sim.privacy import PrivacyRecorder, site_policy
 from fedpharma.site.runtime import SiteRuntime
+from fedpharma.site.secure import SecureParticipation
 from fedpharma.transport.inprocess import InProcessChannel
 
 
@@ -214,13 +216,27 @@ def build_site_runtimes(
     ckks_key: SecretContext | None = None,
 ) -> dict[str, SiteRuntime]:
     """One runtime per simulated site, each with its own policy and ledger under
-    ``run_dir/sites/NAME``, for record-level DP a DP-SGD trainer, and the CKKS key if any."""
+    ``run_dir/sites/NAME``, for record-level DP a DP-SGD trainer, and under secure aggregation
+    an identity from a throwaway consortium CA (the sites of one process share it; deployment
+    uses the provisioned PKI) and the CKKS key if any."""
     private_trainer = (
-        build_private_trainer(config, sim.dataset) if config.privacy.record_level else None
+        # Simulation is reproducible from the seed: its DP-SGD noise is seeded (not a deployment).
+        build_private_trainer(config, sim.dataset, reproducible=True)
+        if config.privacy.record_level
+        else None
     )
     site_permutation(config.features, None)  # a simulation holds no permutation key: refuse
     molecules = featurizes_molecules(config.dataset.name, config.dataset.kind)
     preprocessing = SiteDescription.of_site(config.features) if molecules else None
+    secure: dict[str, SecureParticipation] = {}
+    if config.secure.enabled:
+        consortium, identities = ephemeral_consortium(sorted(sim.sites))
+        secure = {
+            name: SecureParticipation(
+                identities[name], consortium, min_sites=config.strategy.min_sites, ckks_key=ckks_key
+            )
+            for name in sim.sites
+        }
     return {
         name: SiteRuntime(
             name,
@@ -230,7 +246,7 @@ def build_site_runtimes(
             private_trainer=private_trainer,
             # Simulation noise is reproducible from the seed; deployment uses the OS CSPRNG.
             noise_source=lambda seed: np.random.default_rng(seed),
-            ckks_key=ckks_key,
+            secure=secure.get(name),
             preprocessing=preprocessing,
         )
         for name, data in sim.sites.items()
@@ -322,7 +338,7 @@ def concatenate(parts: list[Dataset], name: str) -> Dataset:
 class CurveRecorder:
     """Learning curves: per round, train loss and each site's primary test metric."""
 
-    def __init__(self, task: Task) -> None:
+    def __init__(self, task: Objective) -> None:
         self.metric = PRIMARY_METRIC[task][0]
         self.rounds: list[int] = []
         self.train_loss: list[float | None] = []

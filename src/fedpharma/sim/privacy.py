@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from fedpharma.config import RunConfig, site_policy_toml
+from fedpharma.core.config import RunConfig, site_policy_toml
 from fedpharma.report.summary import Privacy, Refusal, Relation
 from fedpharma.server.round import RoundRecord
 from fedpharma.site.policy import SitePolicy

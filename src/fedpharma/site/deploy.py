@@ -29,24 +29,26 @@ from pathlib import Path
 
 import numpy as np
 
-from fedpharma.config import (
+from fedpharma.core.config import (
     DatasetConfig,
     RunConfig,
     SiteConfig,
     SiteDataConfig,
     load_site_policy,
 )
-from fedpharma.data.dataset import SiteData
+from fedpharma.core.dataset import SiteData
+from fedpharma.core.errors import ConfigError, DataError
 from fedpharma.data.datasets import featurizes_molecules, load_dataset
 from fedpharma.data.partition import partition, scaffold_split
 from fedpharma.data.permutation import FingerprintPermutation, site_permutation
 from fedpharma.data.preprocessing import SiteDescription
-from fedpharma.errors import ConfigError, DataError
 from fedpharma.models.factory import build_private_trainer, build_trainer
-from fedpharma.secure.ckks import SecretContext, load_secret_context
+from fedpharma.secure.ckks import load_secret_context
+from fedpharma.secure.identity import load_identity
 from fedpharma.site.policy import SitePolicy
 from fedpharma.site.runtime import SiteRuntime
-from fedpharma.transport.pki import CKKS_SECRET_FILE
+from fedpharma.site.secure import SecureParticipation
+from fedpharma.transport.pki import CA_FILE, CERT_FILE, CKKS_SECRET_FILE, KEY_FILE
 
 Status = Callable[[str], None]
 
@@ -112,22 +114,35 @@ def build_site(name: str, config: SiteConfig, recipe: RunConfig) -> SiteRuntime:
         build_trainer(recipe, data.train),
         policy=policy,
         private_trainer=build_private_trainer(recipe, data.train) if policy is not None else None,
-        ckks_key=_ckks_key(config) if recipe.secure.mode == "ckks" else None,
+        secure=_secure(name, config, recipe) if recipe.secure.enabled else None,
         preprocessing=SiteDescription.of_site(recipe.features, permutation) if molecules else None,
     )
 
 
-def _ckks_key(config: SiteConfig) -> SecretContext:
-    """The consortium's CKKS key, from this site's provisioned folder."""
+def _secure(name: str, config: SiteConfig, recipe: RunConfig) -> SecureParticipation:
+    """The site's part in secure aggregation: its identity and the consortium's CA from its
+    provisioned folder (and the CKKS key), its floor for t from its own copy of the recipe."""
     if config.site.tls is None:
         raise ConfigError(
             [
-                '[secure] mode = "ckks" needs this site\'s folder of `fedpharma provision` '
-                "(its ckks.secret); set [site] tls"
+                "[secure] needs this site's folder of `fedpharma provision` (its certificate, "
+                "key and CA endorse and check what the sites say); set [site] tls"
             ],
             "site config",
         )
-    return load_secret_context(Path(config.site.tls) / CKKS_SECRET_FILE)
+    folder = Path(config.site.tls)
+    consortium, identity = load_identity(
+        name,
+        (folder / CA_FILE).read_bytes(),
+        (folder / CERT_FILE).read_bytes(),
+        (folder / KEY_FILE).read_bytes(),
+    )
+    ckks_key = (
+        load_secret_context(folder / CKKS_SECRET_FILE) if recipe.secure.mode == "ckks" else None
+    )
+    return SecureParticipation(
+        identity, consortium, min_sites=recipe.strategy.min_sites, ckks_key=ckks_key
+    )
 
 
 def site_name(config: SiteConfig) -> str:

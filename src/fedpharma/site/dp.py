@@ -1,8 +1,8 @@
 """A site's part in differential privacy, mirroring :mod:`fedpharma.server.dp`.
 
-Record-level DP (:class:`~fedpharma.protocol.settings.RecordDP`): the site trains with DP-SGD
+Record-level DP (:class:`~fedpharma.core.protocol.settings.RecordDP`): the site trains with DP-SGD
 (Abadi et al. 2016), its sampling plan worked out from its row count alone. Site-level DP
-(:class:`~fedpharma.protocol.settings.SiteDP`; McMahan et al. 2018): the site clips its update
+(:class:`~fedpharma.core.protocol.settings.SiteDP`; McMahan et al. 2018): the site clips its update
 to ‖Δ_k‖ ≤ C and, with distributed noise, adds its own share N(0, σ²C²/K) of the sum's noise.
 Either way the site's policy refuses or charges what the result will release before any record
 is read (:mod:`fedpharma.site.policy`), and only what the guarantee covers leaves the site.
@@ -16,10 +16,11 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from fedpharma.data.dataset import Dataset
-from fedpharma.errors import DataError, PolicyRefused
+from fedpharma.core.dataset import Dataset
+from fedpharma.core.errors import DataError, PolicyRefused
+from fedpharma.core.params import Parameters
+from fedpharma.core.protocol.settings import LocalTraining, RecordDP, SiteDP, TrainSettings
 from fedpharma.models.base import FitOutput
-from fedpharma.params import Parameters
 from fedpharma.privacy import (
     EpsilonReport,
     Relation,
@@ -28,7 +29,6 @@ from fedpharma.privacy import (
     dp_sgd_event,
     gaussian_noise,
 )
-from fedpharma.protocol.settings import LocalTraining, RecordDP, SiteDP, TrainSettings
 from fedpharma.site.policy import SitePolicy
 
 if TYPE_CHECKING:
@@ -115,18 +115,24 @@ class DPParticipation:
         return outcome
 
     def clip_and_noise(
-        self, update: Parameters, settings: SiteDP, seed: int
-    ) -> tuple[Parameters, bool]:
+        self, update: Parameters, settings: SiteDP, seed: int, *, bound: float | None = None
+    ) -> Parameters:
         """Clip ‖Δ‖ ≤ C; with distributed noise, add this site's share N(0, σ²C²/K) so that the
-        sum of K shares carries N(0, σ²C²). Also whether Δ was within C already."""
-        clipped = clip_to_norm(update.flatten(), settings.clip_norm)
-        vector = clipped.update
+        sum of K shares carries N(0, σ²C²). With ``bound`` (the secure quantizer's range), a
+        noised coordinate outside ±bound is refused, never truncated: the sum would no longer
+        carry the Gaussian noise charged (:func:`~fedpharma.privacy.noised_share_bound`)."""
+        vector = clip_to_norm(update.flatten(), settings.clip_norm).update
         if settings.distributed:
             std = distributed_noise_std(
                 settings.noise_multiplier, settings.clip_norm, settings.planned_sites
             )
             vector = vector + gaussian_noise(vector.shape, std, self.noise_source(seed))
-        return update.unflatten(vector), not clipped.clipped
+            if bound is not None and float(np.max(np.abs(vector), initial=0.0)) > bound:
+                raise PolicyRefused(
+                    "this site's noised update leaves the secure quantizer's range; it refuses "
+                    "to send it rather than truncate its noise (raise [secure] clip)"
+                )
+        return update.unflatten(vector)
 
     def _plan_dp_sgd(
         self, record: RecordDP, run_id: str, n_rows: int, epochs: int

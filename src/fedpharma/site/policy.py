@@ -1,9 +1,10 @@
 """A site's privacy policy: what a task would cost, checked and charged before any data is read.
 
-The data owner's rules (:class:`~fedpharma.config.SitePolicyConfig`) and its privacy ledger live
-at the site. For every train task the site first works out, from the task's DP settings and its
-own row count alone, the privacy events the result would release; it refuses the task (a typed
-:class:`~fedpharma.errors.PolicyRefused` / :class:`~fedpharma.errors.PrivacyBudgetExceeded`)
+The data owner's rules (:class:`~fedpharma.core.config.SitePolicyConfig`) and its privacy ledger
+live at the site. For every train task the site first works out, from the task's DP settings and
+its own row count alone, the privacy events the result would release; it refuses the task (a typed
+:class:`~fedpharma.core.errors.PolicyRefused` or
+:class:`~fedpharma.core.errors.PrivacyBudgetExceeded`)
 if any would exceed a budget, and otherwise charges them — all before training starts, since a
 release that was not charged is a leak the ledger cannot see.
 """
@@ -12,8 +13,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from fedpharma.config import SitePolicyConfig
-from fedpharma.errors import PolicyRefused
+from fedpharma.core.config import SitePolicyConfig
+from fedpharma.core.errors import PolicyRefused
+from fedpharma.core.protocol import RecordDP, SecAggSettings, SiteDP, TrainSettings
 from fedpharma.privacy import (
     Budget,
     EpsilonReport,
@@ -23,10 +25,10 @@ from fedpharma.privacy import (
     Relation,
     make_accountant,
     noise_for_dp_sgd,
+    noised_share_bound,
     record_level_bound,
     surviving_noise_multiplier,
 )
-from fedpharma.protocol import RecordDP, SiteDP, TrainSettings
 
 
 def charged_noise_multiplier(site: SiteDP) -> float:
@@ -35,6 +37,41 @@ def charged_noise_multiplier(site: SiteDP) -> float:
     if not site.distributed:
         return site.noise_multiplier
     return surviving_noise_multiplier(site.noise_multiplier, site.planned_sites, site.min_sites)
+
+
+def noise_placement_problems(settings: TrainSettings) -> list[str]:
+    """Why the site-level noise of ``settings`` would not be what the site charges, if so.
+
+    Distributed noise needs secure aggregation: in the clear each update would carry only its
+    share σC/√K of the noise while the ledger charges σC. Under pairwise masks the ring must be
+    64-bit (a weight-1 update in a 32-bit ring keeps a few hundred levels) and its range must
+    hold the clipped update plus its share with headroom (:func:`noised_share_bound`), or the
+    quantizer would truncate the noise.
+    """
+    site, secure = settings.site_dp, settings.secure
+    if site is None or not site.distributed:
+        return []
+    if secure is None:
+        return [
+            "distributed noise needs secure aggregation: in the clear this update would carry "
+            f"1/√{site.planned_sites} of the noise the site is charged for; use [secure] mode "
+            '= "secagg" or "ckks", or [privacy] noise_placement = "central"'
+        ]
+    if not isinstance(secure, SecAggSettings):
+        return []
+    problems = []
+    if secure.ring_bits != 64:
+        problems.append(
+            f"a {secure.ring_bits}-bit ring quantizes a site-level DP update too coarsely; "
+            "use [secure] ring_bits = 64"
+        )
+    bound = noised_share_bound(site.noise_multiplier, site.clip_norm, site.planned_sites)
+    if secure.clip < bound:
+        problems.append(
+            f"the secure quantizer's range ±{secure.clip:g} would truncate this site's noise "
+            f"share; it needs at least ±{bound:.4g} (clip norm plus 10 noise stds)"
+        )
+    return problems
 
 
 class SitePolicy:
@@ -82,6 +119,9 @@ class SitePolicy:
 
         Every event is checked before any is charged, so a refusal changes nothing.
         """
+        problems = noise_placement_problems(settings)
+        if problems:
+            raise PolicyRefused("; ".join(problems))
         if self.config.require_dp and settings.record_dp is None and settings.site_dp is None:
             raise PolicyRefused(
                 "this site's policy requires differential privacy and the task asks for none; "

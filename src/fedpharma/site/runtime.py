@@ -12,20 +12,15 @@ from __future__ import annotations
 import math
 from typing import TYPE_CHECKING
 
-from fedpharma.data.dataset import SiteData
-from fedpharma.data.preprocessing import SiteDescription
-from fedpharma.errors import (
+from fedpharma.core.dataset import SiteData
+from fedpharma.core.errors import (
     DataError,
     FedPharmaError,
     PolicyRefused,
     PrivacyBudgetExceeded,
     ProtocolError,
 )
-from fedpharma.evaluation.label_statistics import label_sums
-from fedpharma.evaluation.metrics import compute_metrics
-from fedpharma.models.base import FitOutput, Trainer
-from fedpharma.privacy import production_rng
-from fedpharma.protocol import (
+from fedpharma.core.protocol import (
     DescribeTask,
     DescriptionReply,
     EvaluateResult,
@@ -34,15 +29,19 @@ from fedpharma.protocol import (
     LabelStatisticsTask,
     Refusal,
     Reply,
+    SecAggSettings,
     SecureReply,
     SecureTask,
     Task,
     TrainResult,
     TrainTask,
 )
-from fedpharma.protocol.codec import EncodedMessage, decode_message, encode_message_parts
-from fedpharma.protocol.settings import WITHIN_CLIP_METRIC
-from fedpharma.secure.ckks import SecretContext
+from fedpharma.core.protocol.codec import EncodedMessage, decode_message, encode_message_parts
+from fedpharma.data.preprocessing import SiteDescription
+from fedpharma.evaluation.label_statistics import label_sums
+from fedpharma.evaluation.metrics import compute_metrics
+from fedpharma.models.base import FitOutput, Trainer
+from fedpharma.privacy import production_rng
 from fedpharma.site.dp import DPParticipation, NoiseSource
 from fedpharma.site.policy import SitePolicy
 from fedpharma.site.secure import SecureParticipation
@@ -57,8 +56,9 @@ class SiteRuntime:
     ``policy`` holds the owner's privacy budgets and ledger; a site without one refuses every
     DP task (it could not account for it). ``private_trainer`` runs DP-SGD for record-level tasks.
     ``noise_source`` gives the generator for distributed DP noise from the task seed: a seeded
-    one in simulation; by default the OS CSPRNG, as deployment needs. ``ckks_key`` is the
-    consortium's CKKS secret key (provisioned with the PKI), needed for ``secure = "ckks"``.
+    one in simulation; by default the OS CSPRNG, as deployment needs. ``secure`` is the site's
+    part in secure aggregation (its identity, the consortium's CA, its floor for t and the CKKS
+    key); a site without one refuses secure tasks.
     ``preprocessing`` is how this site prepared its molecules (computed once, from its own
     ``[features]`` and permutation key), sent when the coordinator asks at join; a site without
     molecule data has none and declines the join check.
@@ -73,7 +73,7 @@ class SiteRuntime:
         policy: SitePolicy | None = None,
         private_trainer: DPSGDTrainer | None = None,
         noise_source: NoiseSource | None = None,
-        ckks_key: SecretContext | None = None,
+        secure: SecureParticipation | None = None,
         preprocessing: SiteDescription | None = None,
     ) -> None:
         self.name = name
@@ -85,7 +85,7 @@ class SiteRuntime:
         self.dp = DPParticipation(
             policy, private_trainer, noise_source or (lambda _seed: production_rng())
         )
-        self.secure = SecureParticipation(name, ckks_key)
+        self.secure = secure
 
     def handle_encoded(self, request: bytes | memoryview) -> EncodedMessage:
         """Answer an encoded task with an encoded reply; a malformed task gets a Refusal."""
@@ -103,7 +103,7 @@ class SiteRuntime:
             if isinstance(task, DescribeTask):
                 return self._describe(task)
             if isinstance(task, SecureTask):
-                return self.secure.answer(task)
+                return self._secure().answer(task)
             if isinstance(task, TrainTask):
                 return self._train(task)
             if isinstance(task, LabelStatisticsTask):
@@ -135,7 +135,7 @@ class SiteRuntime:
             )
         # Everything that can be refused is checked, and charged, before any record is read.
         if settings.secure is not None:
-            self.secure.check(settings.secure)
+            self._secure().check(settings.secure)
         private = self.dp.admit(settings, task.run_id, task.round, len(self.data.train))
         outcome: FitOutput | None = None
         if private is not None:
@@ -153,17 +153,29 @@ class SiteRuntime:
         dp = settings.record_dp is not None or settings.site_dp is not None
         metrics = {} if dp else _finite({"train_loss": outcome.train_loss})
         if settings.site_dp is not None:
-            update, within_clip = self.dp.clip_and_noise(update, settings.site_dp, local.seed)
-            metrics[WITHIN_CLIP_METRIC] = float(within_clip)
+            bound = settings.secure.clip if isinstance(settings.secure, SecAggSettings) else None
+            update = self.dp.clip_and_noise(update, settings.site_dp, local.seed, bound=bound)
         if private is not None:
             metrics |= {f"epsilon_{r}": report.epsilon for r, report in private.spent.items()}
         if settings.secure is not None:
             # Site-level DP weighs every site alike (its sensitivity bound needs that).
             weight = 1 if settings.site_dp is not None else outcome.n_examples
-            return self.secure.contribute(task, settings.secure, update, weight)
+            return self._secure().contribute(task, settings.secure, update, weight)
         return TrainResult(task.run_id, task.round, self.name, update, outcome.n_examples, metrics)
 
+    def _secure(self) -> SecureParticipation:
+        if self.secure is None:
+            raise PolicyRefused(
+                "this site has no identity for secure aggregation; give it its folder of "
+                "`fedpharma provision` ([site] tls in site.toml)"
+            )
+        return self.secure
+
     def _evaluate(self, task: EvaluateTask) -> EvaluateResult:
+        """Metrics of the task's model on the held-out data; refused under ``require_dp``: the
+        metrics are an uncharged function of the labels (two constant "models" read their mean
+        and spread off the errors)."""
+        self._refuse_unaccounted("evaluation metrics on its test labels")
         test = self.data.test
         predictions = self.trainer.predict(task.parameters, test)
         metrics = _finite(compute_metrics(test.task, test.labels, predictions))
@@ -171,15 +183,19 @@ class SiteRuntime:
 
     def _label_statistics(self, task: LabelStatisticsTask) -> LabelStatisticsResult:
         """Per-task count, sum and sum of squares of the training labels (no record leaves)."""
-        if self.policy is not None and self.policy.config.require_dp:
-            raise PolicyRefused(
-                "this site's policy requires differential privacy; label statistics would be an "
-                "unaccounted release"
-            )
+        self._refuse_unaccounted("label statistics")
         sums = label_sums(self.data.train.labels)
         return LabelStatisticsResult(
             task.run_id, task.round, self.name, sums.count, sums.total, sums.sum_of_squares
         )
+
+    def _refuse_unaccounted(self, release: str) -> None:
+        """Refuse a release no DP mechanism covers where the policy requires DP."""
+        if self.policy is not None and self.policy.config.require_dp:
+            raise PolicyRefused(
+                f"this site's policy requires differential privacy; {release} would be an "
+                "unaccounted release"
+            )
 
 
 def _finite(metrics: dict[str, float]) -> dict[str, float]:

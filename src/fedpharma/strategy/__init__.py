@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from fedpharma.config import StrategyConfig
+from fedpharma.core.config import StrategyConfig
 from fedpharma.strategy.base import NO_STATE, SampleWeightedMean, Strategy
 from fedpharma.strategy.fedavg import FedAvg, FedProx
 from fedpharma.strategy.fedopt import FedOpt

@@ -15,9 +15,9 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 
-from fedpharma.errors import DataError
-from fedpharma.params import Parameters
-from fedpharma.protocol import EvaluateResult, LocalTraining, SiteDP, TrainResult
+from fedpharma.core.errors import DataError
+from fedpharma.core.params import Parameters
+from fedpharma.core.protocol import EvaluateResult, LocalTraining, SiteDP, TrainResult
 from fedpharma.strategy.aggregate import weighted_average, weighted_mean_metrics
 
 NO_STATE = Parameters((), ())

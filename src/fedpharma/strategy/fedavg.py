@@ -14,8 +14,8 @@ from __future__ import annotations
 
 import dataclasses
 
-from fedpharma.params import Parameters
-from fedpharma.protocol import LocalTraining
+from fedpharma.core.params import Parameters
+from fedpharma.core.protocol import LocalTraining
 from fedpharma.strategy.base import Strategy
 
 

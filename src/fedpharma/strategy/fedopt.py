@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from fedpharma.errors import DataError
-from fedpharma.params import Parameters
+from fedpharma.core.errors import DataError
+from fedpharma.core.params import Parameters
 from fedpharma.strategy.aggregate import MomentState, fedopt_step
 from fedpharma.strategy.base import NO_STATE, Strategy
 

@@ -1,1 +1,2 @@
-"""Transports implementing :class:`fedpharma.protocol.Channel`: in-process (simulation) and gRPC."""
+"""Transports implementing :class:`fedpharma.core.protocol.Channel`: in-process (simulation) and
+gRPC."""

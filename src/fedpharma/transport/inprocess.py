@@ -10,9 +10,9 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Protocol
 
-from fedpharma.errors import FedPharmaError
-from fedpharma.protocol.codec import EncodedMessage, decode_message, encode_message
-from fedpharma.protocol.messages import Failure, Reply, Task
+from fedpharma.core.errors import FedPharmaError
+from fedpharma.core.protocol.codec import EncodedMessage, decode_message, encode_message
+from fedpharma.core.protocol.messages import Failure, Reply, Task
 
 
 class MessageHandler(Protocol):

@@ -2,7 +2,7 @@
 
 Each message is a frozen dataclass with ``to_bytes`` / ``from_bytes`` in a
 :mod:`~fedpharma.secure.frames` frame of its own kind (never pickle); malformed input raises
-:class:`~fedpharma.errors.CryptoError`. The phases are those of Bonawitz et al. 2017, §4 (see
+:class:`~fedpharma.core.errors.CryptoError`. The phases are those of Bonawitz et al. 2017, §4 (see
 ``docs/secure-aggregation.md``).
 """
 
@@ -12,9 +12,15 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from fedpharma.errors import CryptoError
+from fedpharma.core.errors import CryptoError
 from fedpharma.secure import shamir
 from fedpharma.secure.frames import Kind, Reader, Writer, frame, unframe
+from fedpharma.secure.identity import (
+    ED25519_SIGNATURE_BYTES,
+    Endorsement,
+    read_endorsement,
+    write_endorsement,
+)
 from fedpharma.secure.quantize import RING_DTYPES, RingVector
 
 KEY_BYTES = 32
@@ -25,19 +31,39 @@ SEALED_SHARE_BYTES = NONCE_BYTES + 2 * shamir.SHARE_VALUE_BYTES + TAG_BYTES
 MAX_SITES = 65_535
 
 
+_ADVERTISEMENT_PURPOSE = "fedpharma/secagg/key-advertisement/v1"
+_CONSISTENCY_PURPOSE = "fedpharma/secagg/consistency/v1"
+
+
 @dataclass(frozen=True)
 class KeyAdvertisement:
-    """Phase 0, site → coordinator: the site's two fresh X25519 public keys (32 bytes each)."""
+    """Phase 0, site → coordinator: the site's two fresh X25519 public keys and its fresh
+    Ed25519 round signing key (32 bytes each), endorsed by the site's certificate key
+    (:mod:`fedpharma.secure.identity`)."""
 
     run_id: str
     round: int
     site: str
     cipher_public_key: bytes
     mask_public_key: bytes
+    signing_public_key: bytes
+    endorsement: Endorsement
 
     def __post_init__(self) -> None:
-        if len(self.cipher_public_key) != KEY_BYTES or len(self.mask_public_key) != KEY_BYTES:
+        keys = (self.cipher_public_key, self.mask_public_key, self.signing_public_key)
+        if any(len(key) != KEY_BYTES for key in keys):
             raise CryptoError(f"{self.site!r} advertised a public key that is not 32 bytes")
+
+    def statement(self) -> bytes:
+        """What the endorsement signs: run, round, site and the three keys."""
+        return advertisement_statement(
+            self.run_id,
+            self.round,
+            self.site,
+            self.cipher_public_key,
+            self.mask_public_key,
+            self.signing_public_key,
+        )
 
     def to_bytes(self) -> bytes:
         writer = _header(self.run_id, self.round)
@@ -228,6 +254,63 @@ class SurvivorList:
 
 
 @dataclass(frozen=True)
+class ConsistencySignature:
+    """Consistency check, survivor → coordinator: the survivor's round-key (Ed25519) signature
+    on the survivor list U3 it was shown (Bonawitz et al. 2017, §4, ConsistencyCheck)."""
+
+    run_id: str
+    round: int
+    site: str
+    signature: bytes
+
+    def __post_init__(self) -> None:
+        if len(self.signature) != ED25519_SIGNATURE_BYTES:
+            raise CryptoError(f"the consistency signature of {self.site!r} is not 64 bytes")
+
+    def to_bytes(self) -> bytes:
+        writer = _header(self.run_id, self.round).name(self.site)
+        writer.fixed(self.signature, ED25519_SIGNATURE_BYTES)
+        return frame(Kind.CONSISTENCY_SIGNATURE, writer.getvalue())
+
+    @classmethod
+    def from_bytes(cls, data: bytes) -> ConsistencySignature:
+        reader = Reader(unframe(data, Kind.CONSISTENCY_SIGNATURE), Kind.CONSISTENCY_SIGNATURE)
+        run_id, rnd, site = reader.name(), reader.u64(), reader.name()
+        signature = reader.fixed(ED25519_SIGNATURE_BYTES)
+        reader.done()
+        return cls(run_id, rnd, site, signature)
+
+
+@dataclass(frozen=True)
+class ConsistencyProof:
+    """Unmasking request, coordinator → survivors: U3 and the survivors' signatures on it.
+    A site reveals shares only for the U3 it signed itself, carrying at least t valid
+    signatures of its members."""
+
+    run_id: str
+    round: int
+    survivors: tuple[str, ...]
+    signatures: tuple[ConsistencySignature, ...]
+
+    def to_bytes(self) -> bytes:
+        writer = _header(self.run_id, self.round).names(self.survivors).u32(len(self.signatures))
+        for signed in self.signatures:
+            writer.name(signed.site).fixed(signed.signature, ED25519_SIGNATURE_BYTES)
+        return frame(Kind.CONSISTENCY_PROOF, writer.getvalue())
+
+    @classmethod
+    def from_bytes(cls, data: bytes) -> ConsistencyProof:
+        reader = Reader(unframe(data, Kind.CONSISTENCY_PROOF), Kind.CONSISTENCY_PROOF)
+        run_id, rnd, survivors = reader.name(), reader.u64(), reader.names(MAX_SITES)
+        signatures = tuple(
+            ConsistencySignature(run_id, rnd, reader.name(), reader.fixed(ED25519_SIGNATURE_BYTES))
+            for _ in range(reader.count(MAX_SITES))
+        )
+        reader.done()
+        return cls(run_id, rnd, survivors, signatures)
+
+
+@dataclass(frozen=True)
 class RevealedShare:
     """A share the responding site holds of ``owner``'s secret (its value at the responder's
     point)."""
@@ -281,15 +364,33 @@ def _header(run_id: str, rnd: int) -> Writer:
     return Writer().name(run_id).u64(rnd)
 
 
+def advertisement_statement(
+    run_id: str, rnd: int, site: str, cipher: bytes, mask: bytes, signing: bytes
+) -> bytes:
+    """The bytes a site's certificate key endorses in its key advertisement."""
+    writer = Writer().name(_ADVERTISEMENT_PURPOSE).name(run_id).u64(rnd).name(site)
+    for key in (cipher, mask, signing):
+        writer.fixed(key, KEY_BYTES)
+    return writer.getvalue()
+
+
+def consistency_statement(run_id: str, rnd: int, survivors: tuple[str, ...]) -> bytes:
+    """The bytes a survivor signs with its round key in the consistency check: U3."""
+    return Writer().name(_CONSISTENCY_PURPOSE).name(run_id).u64(rnd).names(survivors).getvalue()
+
+
 def _write_advertisement(writer: Writer, advertisement: KeyAdvertisement) -> None:
     writer.name(advertisement.site)
     writer.fixed(advertisement.cipher_public_key, KEY_BYTES)
     writer.fixed(advertisement.mask_public_key, KEY_BYTES)
+    writer.fixed(advertisement.signing_public_key, KEY_BYTES)
+    write_endorsement(writer, advertisement.endorsement)
 
 
 def _read_advertisement(reader: Reader, run_id: str, rnd: int) -> KeyAdvertisement:
     site = reader.name()
-    return KeyAdvertisement(run_id, rnd, site, reader.fixed(KEY_BYTES), reader.fixed(KEY_BYTES))
+    keys = reader.fixed(KEY_BYTES), reader.fixed(KEY_BYTES), reader.fixed(KEY_BYTES)
+    return KeyAdvertisement(run_id, rnd, site, *keys, read_endorsement(reader))
 
 
 def _write_encrypted_shares(writer: Writer, shares: tuple[EncryptedShares, ...]) -> None:

@@ -1,8 +1,9 @@
 """What both sides of a secure-aggregation round agree on, and the checks both apply to it.
 
 :class:`RoundSetup` comes from the run config and the task; the checks refuse messages of
-another round, rosters that break the majority threshold (Bonawitz et al. 2017, §6; see
-``docs/secure-aggregation.md``) and phases that fewer than t sites reached.
+another round, rosters of fewer than three sites or with t ≤ 2n/3 (Bonawitz et al. 2017, §4 and
+§6, the active-adversary setting; see ``docs/secure-aggregation.md``) and phases that fewer than
+t sites reached.
 """
 
 from __future__ import annotations
@@ -11,17 +12,20 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from fedpharma.errors import CryptoError, ProtocolError, RoundFailed
+from fedpharma.core.errors import CryptoError, ProtocolError, RoundFailed
 from fedpharma.secure.quantize import RING_DTYPES
 from fedpharma.secure.secagg.messages import KeyRoster
 
 MAX_VECTOR_LENGTH = 1 << 31
+MIN_SITES = 3
+"""The fewest sites of a secure round: of two, each reads the other's update off the sum."""
 
 
 def minimum_threshold(n_sites: int) -> int:
     """The smallest threshold secure aggregation accepts for a roster of ``n_sites``:
-    ⌊n/2⌋ + 1."""
-    return n_sites // 2 + 1
+    ⌊2n/3⌋ + 1, so that an active coordinator colluding with c < 2t − n sites cannot collect
+    both kinds of share of one site from two disjoint groups (docs/secure-aggregation.md)."""
+    return 2 * n_sites // 3 + 1
 
 
 @dataclass(frozen=True)
@@ -57,8 +61,8 @@ def check_round(setup: RoundSetup, run_id: str, rnd: int, what: str) -> None:
 
 
 def check_roster(setup: RoundSetup, roster: KeyRoster) -> None:
-    """Refuse a roster with another threshold, unsorted or repeated sites, fewer than t sites,
-    or a threshold that does not exceed half of its sites."""
+    """Refuse a roster with another threshold, unsorted or repeated sites, fewer than t or
+    three sites, or a threshold that does not exceed two thirds of its sites."""
     sites = roster.sites
     if roster.threshold != setup.threshold:
         raise CryptoError(
@@ -67,10 +71,15 @@ def check_roster(setup: RoundSetup, roster: KeyRoster) -> None:
     if list(sites) != sorted(set(sites)):
         raise CryptoError("the key roster must list distinct sites in sorted order")
     require_threshold(setup, len(sites), "advertised keys")
-    if 2 * setup.threshold <= len(sites):
+    if len(sites) < MIN_SITES:
         raise CryptoError(
-            f"threshold {setup.threshold} does not exceed half of the {len(sites)} roster sites; "
-            f"use at least {minimum_threshold(len(sites))}"
+            f"a roster of {len(sites)} sites: secure aggregation needs at least {MIN_SITES}, "
+            "or each site reads the other's update off the sum"
+        )
+    if setup.threshold < minimum_threshold(len(sites)):
+        raise CryptoError(
+            f"threshold {setup.threshold} does not exceed two thirds of the {len(sites)} roster "
+            f"sites; use at least {minimum_threshold(len(sites))}"
         )
 
 

@@ -13,11 +13,14 @@ from dataclasses import dataclass
 import numpy as np
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
-from fedpharma.errors import CryptoError, ProtocolError
+from fedpharma.core.errors import CryptoError, ProtocolError
 from fedpharma.secure import shamir
+from fedpharma.secure.identity import verify_ed25519
 from fedpharma.secure.quantize import RingVector
 from fedpharma.secure.secagg.masks import Mask, add_masks, pairwise_mask, self_mask_commitment
 from fedpharma.secure.secagg.messages import (
+    ConsistencyProof,
+    ConsistencySignature,
     KeyAdvertisement,
     KeyRoster,
     MaskedInput,
@@ -25,6 +28,7 @@ from fedpharma.secure.secagg.messages import (
     ShareDelivery,
     SurvivorList,
     UnmaskingShares,
+    consistency_statement,
 )
 from fedpharma.secure.secagg.round import (
     RoundSetup,
@@ -57,6 +61,7 @@ class SecAggServer:
         self._roster: KeyRoster | None = None
         self._commitments: dict[str, bytes] | None = None
         self._survivors: tuple[str, ...] | None = None
+        self._signers: frozenset[str] | None = None
         self._masked_sum: RingVector | None = None
         self._done = False
 
@@ -70,7 +75,11 @@ class SecAggServer:
         sites = [a.site for a in ordered]
         if len(set(sites)) != len(sites):
             raise ProtocolError("a site advertised keys twice in one round")
-        keys = [k for a in ordered for k in (a.cipher_public_key, a.mask_public_key)]
+        keys = [
+            k
+            for a in ordered
+            for k in (a.cipher_public_key, a.mask_public_key, a.signing_public_key)
+        ]
         if len(set(keys)) != len(keys):
             raise CryptoError("two advertised public keys are equal: keys must be fresh per round")
         require_threshold(self.setup, len(ordered), "advertised keys")
@@ -143,19 +152,40 @@ class SecAggServer:
         self._survivors = tuple(sorted(senders))
         return SurvivorList(self.setup.run_id, self.setup.round, self._survivors)
 
+    def collect_signatures(self, signatures: Sequence[ConsistencySignature]) -> ConsistencyProof:
+        """Consistency check: the survivors' valid signatures on U3, at least t of them; the
+        unmasking request every signer receives."""
+        if self._survivors is None or self._signers is not None:
+            raise ProtocolError("signatures are collected once, after the survivor list")
+        assert self._roster is not None
+        statement = consistency_statement(self.setup.run_id, self.setup.round, self._survivors)
+        valid: dict[str, ConsistencySignature] = {}
+        for signed in signatures:
+            check_round(self.setup, signed.run_id, signed.round, f"signature of {signed.site!r}")
+            if signed.site not in self._survivors or signed.site in valid:
+                raise ProtocolError(f"unexpected or repeated signature from {signed.site!r}")
+            key = self._roster.advertisement_of(signed.site).signing_public_key
+            verify_ed25519(key, signed.signature, statement, f"signature of {signed.site!r}")
+            valid[signed.site] = signed
+        require_threshold(self.setup, len(valid), "signed the survivor list")
+        self._signers = frozenset(valid)
+        ordered = tuple(valid[site] for site in sorted(valid))
+        return ConsistencyProof(self.setup.run_id, self.setup.round, self._survivors, ordered)
+
     def unmask(self, responses: Sequence[UnmaskingShares]) -> SecureSum:
         """Phase 3: reconstruct each survivor's b_v and each dropout's s_v^SK from t responders,
         verify them, and strip every remaining mask off the sum."""
-        if self._survivors is None or self._masked_sum is None or self._done:
-            raise ProtocolError("unmasking runs once, after the masked inputs were collected")
+        if self._signers is None or self._masked_sum is None or self._done:
+            raise ProtocolError("unmasking runs once, after the consistency check")
         assert self._roster is not None and self._commitments is not None
+        assert self._survivors is not None
         survivors = set(self._survivors)
         dropped = sorted(set(self._commitments) - survivors)
         by_site: dict[str, UnmaskingShares] = {}
         for response in responses:
             site = response.site
             check_round(self.setup, response.run_id, response.round, f"shares of {site!r}")
-            if site not in survivors or site in by_site:
+            if site not in self._signers or site in by_site:
                 raise ProtocolError(f"unexpected or repeated unmasking shares from {site!r}")
             self_owners = [r.owner for r in response.self_mask_shares]
             key_owners = [r.owner for r in response.mask_key_shares]

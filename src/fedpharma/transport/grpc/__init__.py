@@ -2,11 +2,12 @@
 
 Service ``fedpharma.v1.Coordinator`` (see ``fedpharma_v1.proto``): sites dial out, ``Join``,
 long-poll ``PullTask``, answer with ``PushResult``, send ``Heartbeat`` and ``Leave``. Payloads are
-:mod:`fedpharma.protocol.codec` bytes streamed in ~1 MiB chunks behind a header carrying the
+:mod:`fedpharma.core.protocol.codec` bytes streamed in ~1 MiB chunks behind a header carrying the
 protocol version, run, round, task id, size and sha256.
 
 - coordinator: :class:`GrpcCoordinatorServer` (``server``: binds and serves the RPC handlers of
-  ``servicer``) and its :class:`GrpcChannel` (``channel``: the :class:`~fedpharma.protocol.Channel`
+  ``servicer``) and its :class:`GrpcChannel` (``channel``: the
+  :class:`~fedpharma.core.protocol.Channel`
   the round loop uses), meeting in the ``registry`` of connected sites and outstanding tasks;
   ``methods`` is the service's method table for both ends;
 - site: :func:`run_site` (the dial-out loop around a site runtime) and :class:`SiteConnection`;

@@ -20,7 +20,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 
-from fedpharma.errors import ConfigError, TransportError
+from fedpharma.core.errors import ConfigError, TransportError
 
 THROTTLED = "throttled by the coordinator's admission control"
 """Opens the details of every admission refusal; the site's client maps it to a retry."""

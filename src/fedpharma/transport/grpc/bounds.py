@@ -2,7 +2,7 @@
 its exact structure, so a site cannot make the coordinator reserve gigabytes for a small model
 or slip a wider dtype into the aggregate.
 
-- a plaintext :class:`~fedpharma.protocol.TrainTask` is answered by an update of the model's
+- a plaintext :class:`~fedpharma.core.protocol.TrainTask` is answered by an update of the model's
   names, shapes and dtypes: exactly the model's encoded size plus a reply header;
 - under CKKS, by an encrypted update of ``ceil((values + 2) / SLOTS)`` ciphertexts of at most
   the decoder's chunk limit each (:mod:`fedpharma.secure.ckks`);
@@ -16,11 +16,11 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from fedpharma.errors import ProtocolError
-from fedpharma.params import Parameters
-from fedpharma.protocol import Reply, SecureTask, Task, TrainResult, TrainTask
-from fedpharma.protocol.codec import MAX_HEADER_BYTES
-from fedpharma.protocol.messages import secure_mode
+from fedpharma.core.errors import ProtocolError
+from fedpharma.core.params import Parameters
+from fedpharma.core.protocol import Reply, SecureTask, Task, TrainResult, TrainTask
+from fedpharma.core.protocol.codec import MAX_HEADER_BYTES
+from fedpharma.core.protocol.messages import secure_mode
 from fedpharma.secure.ckks import MAX_CHUNK_BYTES, SLOTS
 
 REPLY_HEADER_BYTES = 8 + MAX_HEADER_BYTES

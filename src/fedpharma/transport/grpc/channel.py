@@ -1,4 +1,4 @@
-"""The coordinator's :class:`~fedpharma.protocol.Channel` over the sites connected by gRPC.
+"""The coordinator's :class:`~fedpharma.core.protocol.Channel` over the sites connected by gRPC.
 
 ``exchange`` queues each addressed site's task in the :class:`SiteRegistry`, sites fetch it with
 a long-polling ``PullTask`` and answer with ``PushResult``; ``exchange`` returns once every site
@@ -11,15 +11,15 @@ from __future__ import annotations
 import threading
 from collections.abc import Mapping
 
-from fedpharma.errors import FedPharmaError
-from fedpharma.protocol import Failure, Reply, Task
-from fedpharma.protocol.codec import encode_message_parts
+from fedpharma.core.errors import FedPharmaError
+from fedpharma.core.protocol import Failure, Reply, Task
+from fedpharma.core.protocol.codec import encode_message_parts
 from fedpharma.transport.grpc.registry import SiteRegistry
 from fedpharma.transport.grpc.wire import OutgoingPayload
 
 
 class GrpcChannel:
-    """The :class:`~fedpharma.protocol.Channel` over the sites connected to the server."""
+    """The :class:`~fedpharma.core.protocol.Channel` over the sites connected to the server."""
 
     def __init__(self, registry: SiteRegistry) -> None:
         self._registry = registry

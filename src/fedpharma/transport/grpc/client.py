@@ -20,9 +20,9 @@ from typing import Any
 
 import grpc
 
-from fedpharma.errors import CryptoError, FedPharmaError, ProtocolError, TransportError
-from fedpharma.protocol import PROTOCOL_VERSION
-from fedpharma.protocol.codec import EncodedMessage
+from fedpharma.core.errors import CryptoError, FedPharmaError, ProtocolError, TransportError
+from fedpharma.core.protocol import PROTOCOL_VERSION
+from fedpharma.core.protocol.codec import EncodedMessage
 from fedpharma.transport.grpc import fedpharma_v1_pb2 as pb
 from fedpharma.transport.grpc.admission import THROTTLED
 from fedpharma.transport.grpc.methods import CoordinatorStub

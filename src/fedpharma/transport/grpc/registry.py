@@ -14,7 +14,7 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
-from fedpharma.protocol import Failure, Reply, Task, TrainTask
+from fedpharma.core.protocol import Failure, Reply, Task, TrainTask
 from fedpharma.transport.grpc import fedpharma_v1_pb2 as pb
 from fedpharma.transport.grpc.bounds import ReplyBound, reply_bound
 from fedpharma.transport.grpc.settings import CoordinatorSettings

@@ -16,7 +16,7 @@ from typing import Any, Protocol
 
 import grpc
 
-from fedpharma.errors import ConfigError, TransportError
+from fedpharma.core.errors import ConfigError, TransportError
 from fedpharma.transport.grpc.admission import Admission
 from fedpharma.transport.grpc.channel import GrpcChannel
 from fedpharma.transport.grpc.methods import add_to_server

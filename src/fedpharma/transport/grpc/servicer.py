@@ -20,9 +20,9 @@ from typing import Any, NoReturn
 
 import grpc
 
-from fedpharma.errors import FedPharmaError, ProtocolError
-from fedpharma.protocol import PROTOCOL_VERSION, Failure, Refusal, Reply, Task
-from fedpharma.protocol.codec import decode_message
+from fedpharma.core.errors import FedPharmaError, ProtocolError
+from fedpharma.core.protocol import PROTOCOL_VERSION, Failure, Refusal, Reply, Task
+from fedpharma.core.protocol.codec import decode_message
 from fedpharma.transport.grpc import fedpharma_v1_pb2 as pb
 from fedpharma.transport.grpc.admission import THROTTLED, Admission, Refused, Ticket
 from fedpharma.transport.grpc.bounds import check_update

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from fedpharma.errors import ConfigError
+from fedpharma.core.errors import ConfigError
 from fedpharma.transport.grpc.admission import AdmissionSettings
 from fedpharma.transport.grpc.wire import WireLimits
 

@@ -1,6 +1,6 @@
 """Size limits, chunking and reassembly of streamed payloads, and the typed wire errors.
 
-A payload (an encoded task or result, see :mod:`fedpharma.protocol.codec`) travels as one
+A payload (an encoded task or result, see :mod:`fedpharma.core.protocol.codec`) travels as one
 ``PayloadHeader`` (protocol version, run id, round, task id, total size, sha256) followed by data
 chunks of at most ``chunk_bytes``. gRPC's own per-message limit is set a little above the chunk
 size on both ends, so no single message can be large; :class:`PayloadAssembler` enforces the
@@ -21,8 +21,8 @@ from dataclasses import dataclass
 import numpy as np
 from google.protobuf.message import DecodeError
 
-from fedpharma.errors import ProtocolError, TransportError
-from fedpharma.protocol import PROTOCOL_VERSION
+from fedpharma.core.errors import ProtocolError, TransportError
+from fedpharma.core.protocol import PROTOCOL_VERSION
 from fedpharma.transport.grpc import fedpharma_v1_pb2 as pb
 
 MiB = 1 << 20
@@ -90,7 +90,7 @@ class WireLimits:
 @dataclass(frozen=True)
 class OutgoingPayload:
     """An encoded message ready to stream: its pieces (e.g. from
-    :func:`~fedpharma.protocol.codec.encode_message_parts`, not joined into one copy), and the
+    :func:`~fedpharma.core.protocol.codec.encode_message_parts`, not joined into one copy), and the
     total size and sha256 that its header announces."""
 
     parts: tuple[memoryview, ...]

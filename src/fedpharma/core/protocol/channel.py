@@ -1,8 +1,8 @@
 """The one interface through which a coordinator reaches its sites (in-process or gRPC).
 
 Like httpx's transports: the coordinator is written once against :class:`Channel`; each transport
-maps its own failures to :class:`~fedpharma.protocol.messages.Failure` replies or
-:class:`~fedpharma.errors.TransportError`, never to foreign exceptions.
+maps its own failures to :class:`~fedpharma.core.protocol.messages.Failure` replies or
+:class:`~fedpharma.core.errors.TransportError`, never to foreign exceptions.
 """
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Protocol
 
-from fedpharma.protocol.messages import Failure, Reply, Task
+from fedpharma.core.protocol.messages import Failure, Reply, Task
 
 
 class Channel(Protocol):

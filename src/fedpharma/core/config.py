@@ -1,6 +1,6 @@
 """Typed, frozen run configuration; TOML in, validated, every problem reported at once.
 
-Each TOML table maps to one frozen dataclass below, read by :mod:`fedpharma.serde`. A field's
+Each TOML table maps to one frozen dataclass below, read by :mod:`fedpharma.core.serde`. A field's
 ``metadata`` may hold ``choices`` (allowed values) and ``min`` / ``max`` (inclusive bounds).
 Unknown keys are reported with a "did you mean" suggestion, the way a typo deserves.
 """
@@ -15,8 +15,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from fedpharma import serde
-from fedpharma.errors import ConfigError
+from fedpharma.core import serde
+from fedpharma.core.errors import ConfigError
 
 STRATEGIES = ("fedavg", "fedprox", "fedadam", "fedyogi", "fedadagrad")
 
@@ -148,15 +148,17 @@ class SecureConfig:
     """Secure aggregation: the coordinator never holds an individual site's update.
 
     ``mode = "secagg"``: pairwise masks with Shamir dropout recovery (Bonawitz et al. 2017); no
-    key holder. ``threshold`` is t, the fewest sites that must survive each phase (unset: a
-    majority of the round's sites, the least the protocol accepts). Updates are clipped per
-    coordinate to [-``clip``, ``clip``] and quantized into the ring Z_{2^``ring_bits``};
+    key holder. ``threshold`` is t, the fewest sites that must survive each phase (unset and at
+    least: more than two thirds of the round's sites and ``[strategy] min_sites``, the least
+    the sites accept against an active coordinator; docs/secure-aggregation.md). Updates are
+    clipped per coordinate to [-``clip``, ``clip``] and quantized into the ring Z_{2^``ring_bits``};
     ``max_examples`` bounds any site's example count (its FedAvg weight).
 
     ``mode = "ckks"``: CKKS homomorphic encryption (Cheon et al. 2017, TenSEAL) under a key the
     sites share and the coordinator never holds (made by ``fedpharma provision``; in simulation a
     fresh key per run). ``threshold`` is then the fewest updates a site will decrypt a sum of
-    (unset: 2).
+    (unset and at least: ``[strategy] min_sites`` and 3; docs/ckks.md). Either mode needs at
+    least three sites.
     """
 
     mode: str = _choice("none", "secagg", "ckks", default="none")
@@ -330,11 +332,28 @@ def cross_check(cfg: RunConfig) -> list[str]:
                 "cannot add central noise to clipped updates; use [privacy] noise_placement = "
                 '"distributed"'
             )
+        if cfg.partition.n_sites < 3:
+            problems.append(
+                f"[secure] needs at least 3 sites, [partition] n_sites = {cfg.partition.n_sites}: "
+                "of two, each site reads the other's update off the sum"
+            )
         if cfg.secure.threshold is not None and cfg.secure.threshold > cfg.partition.n_sites:
             problems.append(
                 f"[secure] threshold = {cfg.secure.threshold} exceeds [partition] n_sites = "
                 f"{cfg.partition.n_sites}; no round could be unmasked"
             )
+        if dp.site_level and cfg.secure.mode == "secagg" and cfg.secure.ring_bits != 64:
+            problems.append(
+                f"[secure] ring_bits = {cfg.secure.ring_bits} quantizes site-level DP updates "
+                "(weighted alike, so scaled by 1 / max_examples) to a few hundred levels; use "
+                "ring_bits = 64"
+            )
+    elif dp.site_level and dp.noise_placement == "distributed":
+        problems.append(
+            '[privacy] noise_placement = "distributed" needs secure aggregation: without it '
+            "each site's update reaches the coordinator with 1/√K of the noise charged; set "
+            '[secure] mode = "secagg" or "ckks", or noise_placement = "central"'
+        )
     if cfg.site_policy.require_secure and not cfg.secure.enabled:
         problems.append(
             "[site_policy] require_secure refuses plaintext updates; set [secure] mode = "

@@ -1,7 +1,7 @@
 """Versioned messages, their typed task settings and wire codec, and the Channel interface."""
 
-from fedpharma.protocol.channel import Channel
-from fedpharma.protocol.messages import (
+from fedpharma.core.protocol.channel import Channel
+from fedpharma.core.protocol.messages import (
     PROTOCOL_VERSION,
     DescribeTask,
     DescriptionReply,
@@ -18,7 +18,7 @@ from fedpharma.protocol.messages import (
     TrainResult,
     TrainTask,
 )
-from fedpharma.protocol.settings import (
+from fedpharma.core.protocol.settings import (
     CKKSSettings,
     LocalTraining,
     RecordDP,

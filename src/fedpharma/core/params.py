@@ -21,7 +21,7 @@ from functools import cached_property
 import numpy as np
 import numpy.typing as npt
 
-from fedpharma.errors import ProtocolError
+from fedpharma.core.errors import ProtocolError
 
 FloatArray = npt.NDArray[np.floating]
 
@@ -203,13 +203,13 @@ def _descriptor(entry: object) -> tuple[str, np.dtype[np.floating], tuple[int, .
     ):
         raise ProtocolError(
             f"malformed array descriptor in parameter payload: {entry!r:.200}; a payload must "
-            "come from fedpharma.params.encode (name, dtype <f4 or <f8, shape as integers)"
+            "come from fedpharma.core.params.encode (name, dtype <f4 or <f8, shape as integers)"
         )
     shape = tuple(entry["shape"])
     if any(d < 0 for d in shape):
         raise ProtocolError(
             f"array {entry['name']!r:.100} in parameter payload has a negative dimension "
-            f"{shape!r:.100}; a payload must come from fedpharma.params.encode"
+            f"{shape!r:.100}; a payload must come from fedpharma.core.params.encode"
         )
     return entry["name"], np.dtype(entry["dtype"]), shape
 
@@ -223,7 +223,7 @@ def _check_extent(name: str, dtype: np.dtype[np.floating], shape: tuple[int, ...
         raise ProtocolError(
             f"array {name!r:.100} in parameter payload has shape {shape!r:.100}, beyond "
             f"{MAX_DIMS} dimensions or {MAX_ARRAY_BYTES} bytes; a payload must come from "
-            "fedpharma.params.encode"
+            "fedpharma.core.params.encode"
         )
 
 

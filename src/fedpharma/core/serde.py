@@ -27,7 +27,7 @@ import typing
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, TypeVar
 
-from fedpharma.errors import ConfigError
+from fedpharma.core.errors import ConfigError
 
 T = TypeVar("T")
 

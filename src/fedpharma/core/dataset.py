@@ -8,7 +8,7 @@ from typing import Literal
 import numpy as np
 import numpy.typing as npt
 
-Task = Literal["regression", "classification"]
+Objective = Literal["regression", "classification"]
 
 
 @dataclass(frozen=True)
@@ -22,7 +22,7 @@ class Dataset:
 
     features: npt.NDArray[np.float32]
     labels: npt.NDArray[np.float32]
-    task: Task
+    task: Objective
     task_names: tuple[str, ...]
     groups: npt.NDArray[np.int64]
     name: str = "dataset"

@@ -1,6 +1,6 @@
 """Typed train-task settings: what the coordinator asks a site to do, named once for both ends.
 
-A :class:`~fedpharma.protocol.TrainTask` carries one :class:`TrainSettings`: the round's local
+A :class:`~fedpharma.core.protocol.TrainTask` carries one :class:`TrainSettings`: the round's local
 training (:class:`LocalTraining`) and, where the run asks for them, record-level DP
 (:class:`RecordDP`: DP-SGD, Abadi et al. 2016), site-level DP (:class:`SiteDP`: DP-FedAvg,
 McMahan et al. 2018) and secure aggregation (:class:`SecAggSettings`: Bonawitz et al. 2017;
@@ -28,8 +28,8 @@ import math
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from fedpharma import serde
-from fedpharma.errors import ProtocolError
+from fedpharma.core import serde
+from fedpharma.core.errors import ProtocolError
 
 _POSITIVE: dict[str, Any] = {"above": 0.0}
 
@@ -73,11 +73,6 @@ class SiteDP:
     @property
     def distributed(self) -> bool:
         return self.placement == "distributed"
-
-
-WITHIN_CLIP_METRIC = "update_within_clip"
-"""The train metric of a site under site-level DP: 1.0 if its update was within C already (the
-bit adaptive clipping counts, Andrew et al. 2021)."""
 
 
 @dataclass(frozen=True)

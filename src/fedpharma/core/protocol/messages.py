@@ -1,7 +1,7 @@
 """The messages a coordinator and a site exchange, as frozen dataclasses.
 
 A round is a coordinator's :class:`TrainTask` (global parameters + the site's typed
-:class:`~fedpharma.protocol.settings.TrainSettings`) answered by a site's :class:`TrainResult`
+:class:`~fedpharma.core.protocol.settings.TrainSettings`) answered by a site's :class:`TrainResult`
 (its update Δ_k = w_k − w, its example count n_k and training metrics), or by a :class:`Refusal`
 when the site's policy forbids the task. Evaluation follows the same pattern with
 :class:`EvaluateTask` / :class:`EvaluateResult`. A :class:`Failure` is what a *channel* reports
@@ -24,9 +24,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from fedpharma.errors import ProtocolError
-from fedpharma.params import Parameters
-from fedpharma.protocol.settings import TrainSettings
+from fedpharma.core.errors import ProtocolError
+from fedpharma.core.params import Parameters
+from fedpharma.core.protocol.settings import TrainSettings
 
 PROTOCOL_VERSION = 2
 """Version 2: train tasks carry typed settings; label statistics are their own task."""
@@ -94,7 +94,16 @@ class Failure:
 
 SECURE_FIRST_PHASE = {"secagg": "advertise", "ckks": "encrypted_update"}
 """Each secure-aggregation mode and the phase in which a site answers its train task."""
-SECURE_PHASES = ("advertise", "share_keys", "masked_input", "unmask", "encrypted_update", "decrypt")
+SECURE_PHASES = (
+    "advertise",
+    "share_keys",
+    "masked_input",
+    "consistency",
+    "unmask",
+    "encrypted_update",
+    "sign_contributors",
+    "decrypt",
+)
 
 
 @dataclass(frozen=True)

@@ -2,12 +2,12 @@
 
 Layout (integers little-endian)::
 
-    b"FPM1" | u32 header_len | header (UTF-8 JSON object) | parameters (fedpharma.params format)
+    b"FPM1" | u32 header_len | header (UTF-8 JSON object) | parameters (core.params format)
 
 Secure-aggregation messages carry their opaque ``payload`` bytes in place of the parameters.
 
 The header holds the message type, the protocol version and the scalar fields; a train task's
-typed settings are a nested object (:mod:`fedpharma.protocol.settings`). Decoding checks every
+typed settings are a nested object (:mod:`fedpharma.core.protocol.settings`). Decoding checks every
 field's type, so a malformed or hostile message becomes a :class:`ProtocolError` that says what
 is wrong, and nothing else.
 """
@@ -20,9 +20,9 @@ import struct
 from dataclasses import fields
 from typing import Any
 
-from fedpharma import params as params_codec
-from fedpharma.errors import ProtocolError
-from fedpharma.protocol.messages import (
+from fedpharma.core import params as params_codec
+from fedpharma.core.errors import ProtocolError
+from fedpharma.core.protocol.messages import (
     PROTOCOL_VERSION,
     SECURE_PHASES,
     DescribeTask,
@@ -39,7 +39,7 @@ from fedpharma.protocol.messages import (
     TrainResult,
     TrainTask,
 )
-from fedpharma.protocol.settings import TrainSettings, settings_from_json, settings_to_json
+from fedpharma.core.protocol.settings import TrainSettings, settings_from_json, settings_to_json
 
 MAGIC = b"FPM1"
 MAX_HEADER_BYTES = 1 << 20
