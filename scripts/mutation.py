@@ -41,6 +41,9 @@ SECAGG_TESTS = (
     "tests/secure/test_secagg_masks.py",
     "tests/secure/test_secagg_messages.py",
     "tests/attacks/test_secagg_active.py",
+    "tests/secure/test_secagg_round_rules.py",
+    "tests/secure/test_secagg_key_agreement.py",
+    "tests/secure/test_secagg_message_refusals.py",
 )
 MODULES: dict[str, tuple[str, tuple[str, ...]]] = {
     # key: (module path under src/, the test files its mutants run)
