@@ -44,6 +44,7 @@ SECAGG_TESTS = (
     "tests/secure/test_secagg_round_rules.py",
     "tests/secure/test_secagg_key_agreement.py",
     "tests/secure/test_secagg_message_refusals.py",
+    "tests/secure/test_secagg_site_refusals.py",
 )
 MODULES: dict[str, tuple[str, tuple[str, ...]]] = {
     # key: (module path under src/, the test files its mutants run)
