@@ -13,6 +13,8 @@ from fedpharma.core.protocol.messages import (
     DescriptionReply,
     EvaluateResult,
     EvaluateTask,
+    LabelStatisticsResult,
+    LabelStatisticsTask,
     Refusal,
     SecureReply,
     SecureTask,
@@ -137,3 +139,13 @@ def test_an_update_from_a_single_example_is_accepted():
 )
 def test_secure_mode_is_named_only_by_a_train_task_with_a_known_mode(task, mode):
     assert secure_mode(task) == mode
+
+
+def test_label_statistics_are_accepted_only_as_the_answer_to_their_own_task():
+    task = LabelStatisticsTask("run", 3)
+    sums = LabelStatisticsResult("run", 3, "a", (4.0,), (2.0,), (1.5,))
+    assert validate_reply(task, "a", sums) is sums
+    with pytest.raises(ProtocolError, match="LabelStatisticsTask was answered with a Evaluate"):
+        validate_reply(task, "a", EvaluateResult("run", 3, "a", 4, {}))
+    with pytest.raises(ProtocolError, match="EvaluateTask was answered with a LabelStatistics"):
+        validate_reply(EVALUATE, "a", sums)
