@@ -123,10 +123,6 @@ def test_an_update_for_another_model_is_refused_naming_the_site():
         validate_reply(TRAIN, "a", _result(update=wrong))
 
 
-def test_an_update_from_a_single_example_is_accepted():
-    assert validate_reply(TRAIN, "a", _result(n_examples=1)).n_examples == 1
-
-
 @pytest.mark.parametrize(
     ("task", "mode"),
     [
