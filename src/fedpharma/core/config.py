@@ -305,16 +305,14 @@ def cross_check(cfg: RunConfig) -> list[str]:
     problems = []
     ds = cfg.dataset
     problems += data_source_problems("[dataset]", ds.name, ds.path, ds.label_columns, ds.task)
+    # A tabular file's site column may come from its schema file, which is read with the data.
     if (
         cfg.partition.method == "natural"
         and ds.site_column is None
-        and ds.schema is None
         and ds.path is not None
+        and ds.kind != "tabular"
     ):
-        problems.append(
-            '[partition] method "natural" needs [dataset] `site_column` (or a schema with a '
-            'column of role = "site")'
-        )
+        problems.append('[partition] method "natural" needs [dataset] `site_column`')
     if ds.schema is not None and ds.kind != "tabular":
         problems.append('[dataset] `schema` describes a tabular file; set kind = "tabular"')
     if cfg.model.kind == "mlp" and not cfg.model.hidden:

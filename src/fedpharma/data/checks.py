@@ -4,8 +4,8 @@ Small registered rules (as Opacus validators), each giving ``(rule, column, pass
 column it applies to; the summary a site sends at join holds only those outcomes, never a value,
 a count or a row. Rules: ``recorded`` (a column has at least one recorded value), ``range`` (every
 recorded value of a numeric column lies in its declared plausible range), ``constant`` (a feature
-column holds more than one value), ``labels`` (a classification label holds both classes).
-Malformed cells and undeclared categories already stop reading the file
+column's recorded values are not all one value), ``labels`` (a classification label holds both
+classes). Malformed cells and undeclared categories already stop reading the file
 (:func:`fedpharma.data.tabular.read_tabular`).
 """
 
@@ -66,7 +66,10 @@ def _range(schema: TabularSchema, data: Dataset) -> Iterator[RuleOutcome]:
 def _constant(schema: TabularSchema, data: Dataset) -> Iterator[RuleOutcome]:
     for column, block in _feature_blocks(schema, data):
         rows = block[~np.isnan(block).any(axis=1)]
-        yield RuleOutcome("constant", column.name, len(np.unique(rows, axis=0)) > 1)
+        # nothing recorded is the `recorded` rule's finding, not this one's
+        yield RuleOutcome(
+            "constant", column.name, len(rows) == 0 or len(np.unique(rows, axis=0)) > 1
+        )
 
 
 def _labels(schema: TabularSchema, data: Dataset) -> Iterator[RuleOutcome]:

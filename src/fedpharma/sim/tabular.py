@@ -18,7 +18,7 @@ from typing import cast
 
 from fedpharma.core.config import RunConfig
 from fedpharma.core.dataset import Dataset, SiteData
-from fedpharma.core.errors import DataError
+from fedpharma.core.errors import ConfigError, DataError
 from fedpharma.data.datasets import resolve_schema
 from fedpharma.data.federated_preprocessing import FittedPreprocessing
 from fedpharma.data.schema import schema_toml
@@ -46,6 +46,14 @@ def preprocess_sites(
 ) -> tuple[dict[str, SiteData], Dataset, FittedPreprocessing]:
     """Each site's data, and the whole dataset, through the consortium's federated fit."""
     schema, declared = resolve_schema(config.dataset)
+    if config.partition.method == "natural" and schema.site_column is None:
+        raise ConfigError(
+            [
+                '[partition] method "natural" needs [dataset] `site_column`, or a column of '
+                'role = "site" in the schema'
+            ],
+            str(declared or config.dataset.path),
+        )
     if declared is None:
         say(
             "no schema declared for the data; inferred (save and edit it with `fedpharma schema "
