@@ -11,7 +11,13 @@ from fedpharma.core.config import DatasetConfig, FeaturesConfig
 from fedpharma.core.errors import ConfigError, DataError
 from fedpharma.data.datasets import load_dataset, resolve_schema
 from fedpharma.data.schema import load_schema, schema_beside, schema_toml
-from fedpharma.data.tabular import Column, TabularSchema, infer_schema, read_tabular
+from fedpharma.data.tabular import (
+    Column,
+    TabularSchema,
+    check_same_schema,
+    infer_schema,
+    read_tabular,
+)
 
 TRIAL = """id,age,creatinine,grade,hospital,outcome
 1,61,1.2,1,north,1
@@ -148,3 +154,11 @@ def test_a_run_finds_the_schema_beside_the_data_and_checks_the_roles(tmp_path: P
     )
     with pytest.raises(ConfigError, match="label_columns = \\['age'\\] but the schema's labels"):
         resolve_schema(other)
+
+
+def test_sites_declaring_a_column_differently_are_told_which() -> None:
+    ours = TabularSchema((Column("crp", "float", missing=("0",), impute="mean"),), ("crp",))
+    theirs = TabularSchema((Column("crp", "float"),), ("crp",))
+    check_same_schema(ours, ours, "a", "b")
+    with pytest.raises(DataError, match="column 'crp' is declared differently"):
+        check_same_schema(ours, theirs, "a", "b")

@@ -185,6 +185,11 @@ def check_same_schema(a: TabularSchema, b: TabularSchema, site_a: str, site_b: s
             )
         elif column_a.categories != column_b.categories:
             problems.append(f"column {name!r} has different categories (or order)")
+        elif column_a != column_b:
+            problems.append(
+                f"column {name!r} is declared differently (units, range, missing codes or "
+                "imputation)"
+            )
     if columns_a.keys() == columns_b.keys() and list(columns_a) != list(columns_b):
         problems.append("the columns are in a different order")
     if a.label_columns != b.label_columns:
