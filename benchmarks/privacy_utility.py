@@ -189,7 +189,9 @@ def sweep(
                     if eps is None and name != recipes[0]:
                         continue
                     key = "no DP" if eps is None else f"{name} ε={eps:g}"
-                    result = run_one(recipe(bench, base, name, eps), sim, Path(tmp) / key)
+                    result = run_one(
+                        recipe(bench, base, name, eps), sim, Path(tmp) / f"{seed}-{key}"
+                    )
                     result |= {"seed": seed, "recipe": name, "epsilon_target": eps}
                     cells.setdefault(key, []).append(result)
                     print(
