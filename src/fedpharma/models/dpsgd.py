@@ -34,7 +34,7 @@ from fedpharma.core.errors import ConfigError, DataError
 from fedpharma.core.params import Parameters
 from fedpharma.models.base import FitOutput
 from fedpharma.models.loss import masked_multitask_loss
-from fedpharma.models.networks import build_model
+from fedpharma.models.networks import build_model, trainable_weights
 from fedpharma.models.parameters import get_parameters, set_parameters
 from fedpharma.models.trainer import TorchTrainer
 
@@ -200,7 +200,11 @@ class DPSGDTrainer:
         # A fresh network per call: Opacus hooks it, and the hooks must not outlive this fit.
         network = build_model(self.model_config, self.n_features, self.n_tasks)
         set_parameters(network, params)
-        weights = [w for w in network.parameters() if w.requires_grad]
+        weights = trainable_weights(network, self.model_config)
+        # Frozen weights get no per-record gradient and no noise: Opacus skips them.
+        frozen = [w for w in network.parameters() if all(w is not t for t in weights)]
+        for w in frozen:
+            w.requires_grad_(False)
         global_weights = [w.detach().clone() for w in weights] if proximal_mu > 0 else []
         sample_seed, noise_seed, dropout_seed = (
             int(s) for s in np.random.SeedSequence(seed).generate_state(3, np.uint64)
@@ -255,6 +259,8 @@ class DPSGDTrainer:
                     observed_per_record = (~torch.isnan(batch_labels)).sum(dim=1)
                     weighted_loss += (loss.loss_per_sample.detach() * observed_per_record).sum()
                     observed += observed_per_record.sum()
+        for w in frozen:
+            w.requires_grad_(True)  # so that every parameter travels, trained or not
         return DPFitOutput(
             parameters=get_parameters(network),
             n_examples=n_examples,

@@ -67,6 +67,12 @@ def build_model(
     return network
 
 
+def trainable_weights(network: FeedForwardNetwork, config: ModelConfig) -> list[nn.Parameter]:
+    """The weights local training updates: all, or the head's alone with ``freeze_trunk``."""
+    module = network.head if config.freeze_trunk else network
+    return [w for w in module.parameters() if w.requires_grad]
+
+
 def _initialize(network: nn.Module, generator: torch.Generator) -> None:
     """PyTorch's default ``nn.Linear`` initialisation, drawn from ``generator``."""
     with torch.no_grad():

@@ -30,8 +30,9 @@ from fedpharma.core.errors import DataError
 from fedpharma.core.params import Parameters
 from fedpharma.models.base import FitOutput
 from fedpharma.models.loss import masked_multitask_loss
-from fedpharma.models.networks import build_model
+from fedpharma.models.networks import build_model, trainable_weights
 from fedpharma.models.parameters import get_parameters, set_parameters
+from fedpharma.models.pretrained import apply_pretrained, load_weights
 
 if TYPE_CHECKING:
     from fedpharma.core.dataset import Dataset, Objective
@@ -65,8 +66,13 @@ class TorchTrainer:
 
     def initial_parameters(self, seed: int) -> Parameters:
         """Freshly initialised parameters; the same ``seed`` always gives the same values."""
-        return get_parameters(
+        params = get_parameters(
             build_model(self.model_config, self.n_features, self.n_tasks, seed=seed)
+        )
+        if self.model_config.init is None:
+            return params
+        return apply_pretrained(
+            params, load_weights(self.model_config.init, self.model_config.init_sha256)
         )
 
     def fit(
@@ -91,7 +97,7 @@ class TorchTrainer:
 
         network = self._network
         set_parameters(network, params)
-        weights = [w for w in network.parameters() if w.requires_grad]
+        weights = trainable_weights(network, self.model_config)
         global_weights = [w.detach().clone() for w in weights] if proximal_mu > 0 else []
         optimizer = self._optimizer(weights)
         shuffle_seed, dropout_seed = np.random.SeedSequence(seed).generate_state(2, np.uint64)
