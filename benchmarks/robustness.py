@@ -35,6 +35,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from _common import RESULTS_DIR, machine_info, print_table, require_shared_file, write_json
+from utility import resplit
 
 from fedpharma.core.config import (
     DatasetConfig,
@@ -46,8 +47,6 @@ from fedpharma.core.config import (
     StrategyConfig,
     TrainingConfig,
 )
-from fedpharma.core.dataset import SiteData
-from fedpharma.data.partition import partition, scaffold_split
 from fedpharma.server.round import RoundRecord
 from fedpharma.sim.engine import Simulation, prepare_sites, simulate
 from fedpharma.sim.poisoning import ATTACKS, poison
@@ -84,19 +83,6 @@ def base_config(path: Path, seed: int, rounds: int) -> RunConfig:
         baselines=False,
         privacy_audit=False,
     )
-
-
-def resplit(sim: Simulation, config: RunConfig) -> Simulation:
-    """The sites :func:`prepare_sites` makes for ``config.seed``, from featurized data."""
-    rng = np.random.default_rng(config.seed)
-    parts = partition(sim.dataset, config.partition, rng)
-    sites = {}
-    for index, rows in enumerate(parts, start=1):
-        name = f"site-{index}"
-        local = sim.dataset.subset(rows, name=name)
-        train, test = scaffold_split(local.groups, config.dataset.test_fraction, rng)
-        sites[name] = SiteData(local.subset(train), local.subset(test))
-    return Simulation(sites, sim.dataset, sim.invalid_molecules)
 
 
 def final_auc(
