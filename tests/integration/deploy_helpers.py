@@ -98,6 +98,7 @@ retries = {retries}
         files[site].write_text(
             f"""
 run_config = "run.toml"
+state_dir = "state-{site}"
 [site]
 coordinator = "127.0.0.1:{port}"
 tls = "{pki_root / "sites" / site}"

@@ -124,30 +124,49 @@ def site(config: Annotated[Path, typer.Option("--config", help="site.toml")]) ->
 @friendly_errors
 def audit_verify(
     run: Annotated[Path, typer.Argument(metavar="RUN", help="Run directory or audit.jsonl file.")],
+    witness: Annotated[
+        list[Path] | None,
+        typer.Option(
+            "--witness",
+            metavar="SITE_STATE_DIR",
+            help="A site's state_dir: the audit heads it received (repeatable).",
+        ),
+    ] = None,
 ) -> None:
     """Check every entry's hash and link; name the first edited, deleted or inserted entry.
 
-    The run's recorded head (audit-head.json, next to the log) is checked too, so a log rewritten
-    with consistent hashes, or cut short, fails as well.
+    The run's recorded head (audit-head.json, next to the log; required) is checked too, and with
+    ``--witness`` every head a site received with its tasks: a log rewritten with consistent
+    hashes, or cut short, fails against any of them.
     """
     from fedpharma.core.errors import DataError
-    from fedpharma.server.audit import verify
-    from fedpharma.server.coordinator import HEAD_FILE, audit_path, read_head
+    from fedpharma.server.audit import AuditHead, verify
+    from fedpharma.server.coordinator import HEAD_FILE, audit_path, read_head, read_run_id
+    from fedpharma.site.witness import read_heads
 
     path = audit_path(run)
     if not path.exists():
         raise DataError(f"no audit log at {path}")
     head = read_head(path.parent)
-    report = verify(path, expected_head=head)
-    if report.ok:
-        anchored = (
-            " (matches the recorded head)"
-            if head
-            else f" (no recorded head {path.parent / HEAD_FILE}: a log rewritten with consistent "
-            "hashes or cut short cannot be told from the original; keep the head the server "
-            "printed and compare it)"
+    if head is None:
+        raise DataError(
+            f"no recorded head {path.parent / HEAD_FILE} next to the log: a log rewritten with "
+            "consistent hashes or cut short cannot be told from the original without it; restore "
+            "it from a backup, or check against the sites' records with --witness"
         )
-        typer.echo(f"OK {report.describe()}{anchored}")
+    witnessed: dict[str, list[AuditHead]] = {}
+    if witness:
+        run_id = read_run_id(path.parent)
+        for folder in witness:
+            heads = read_heads(folder, run_id)
+            if not heads:
+                raise DataError(f"{folder} holds no audit head of run {run_id}")
+            witnessed[str(folder)] = [AuditHead(h.seq, h.hash) for h in heads]
+    report = verify(path, expected_head=head, witnessed=witnessed)
+    if report.ok:
+        seen = sum(len(heads) for heads in witnessed.values())
+        against = f" and the {seen} head(s) {len(witnessed)} site(s) saw" if witnessed else ""
+        typer.echo(f"OK {report.describe()} (matches the recorded head{against})")
         return
     typer.echo(f"FAILED {report.describe()}")
     raise typer.Exit(1)

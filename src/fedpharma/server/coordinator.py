@@ -108,6 +108,17 @@ class _AuditRounds:
         write_head(self.head_file, self.audit.head)
 
 
+class _AuditRejections:
+    """Audits a result the round loop rejected after the transport accepted (and audited) it,
+    so the log says what became of it, not only ``result_accepted``."""
+
+    def __init__(self, audit: AuditLog) -> None:
+        self.audit = audit
+
+    def __call__(self, site: str, rnd: int, reason: str) -> None:
+        self.audit.record("result_rejected", site=site, round=rnd, reason=f"round loop: {reason}")
+
+
 class _Progress:
     """Keeps the last completed round and its model; prints one line per round."""
 
@@ -177,6 +188,15 @@ def read_head(run_dir: Path) -> AuditHead | None:
         return AuditHead(int(raw["seq"]), str(raw["hash"]))
     except (ValueError, KeyError, TypeError) as exc:
         raise DataError(f"{path} is not an audit head: {exc}") from exc
+
+
+def read_run_id(run_dir: Path) -> str:
+    """The run id in a run directory's manifest (``run.json``)."""
+    path = run_dir / MANIFEST_FILE
+    try:
+        return str(json.loads(path.read_text(encoding="utf-8"))["run_id"])
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise DataError(f"{path} is not a run manifest: {exc}") from exc
 
 
 def _ckks_context(config: ServerConfig) -> PublicContext:
@@ -301,6 +321,7 @@ def run_coordinator(
         insecure=config.server.insecure,
         audit=audit,
         on_status=transport_status,
+        heads_sent=store.record_heads_sent,
     )
     control = config.round_control
     # Sites are listed (to the round loop and to the calibration) only once admitted at join.
@@ -337,6 +358,7 @@ def run_coordinator(
         on_status=say,
         wait_for_sites=control.wait_for_sites,
         retries=control.retries,
+        on_rejected=_AuditRejections(audit),
     )
     try:
         if resume is not None:

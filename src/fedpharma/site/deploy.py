@@ -43,6 +43,7 @@ from fedpharma.secure.identity import load_identity
 from fedpharma.site.policy import SitePolicy
 from fedpharma.site.runtime import SiteRuntime
 from fedpharma.site.secure import SecureParticipation
+from fedpharma.site.witness import HeadWitness
 from fedpharma.transport.pki import CA_FILE, CERT_FILE, CKKS_SECRET_FILE, KEY_FILE
 
 Status = Callable[[str], None]
@@ -188,5 +189,6 @@ def serve(
         settings=settings,
         stop=stop,
         on_status=on_status,
+        witness=HeadWitness(Path(config.state_dir)),
     )
     return f"{summary.ended_because}; {summary.results_sent} result(s) sent"
