@@ -18,8 +18,8 @@ from fedpharma.core.params import Parameters
 from fedpharma.core.protocol import EvaluateResult, EvaluateTask, Failure, TrainResult, TrainTask
 from fedpharma.server import federation as federation_module
 from fedpharma.server.audit import AuditLog, read_entries
-from fedpharma.server.coordinator import _AuditRejections
 from fedpharma.server.federation import Federation, FederationSettings
+from fedpharma.server.run_observers import AuditRejections
 from fedpharma.server.store import RunStore
 from fedpharma.strategy import FedAvg
 
@@ -52,7 +52,7 @@ class Sites:
 def run_round(tmp_path, sites, *, audited: bool) -> list:
     audit = AuditLog(tmp_path / "audit.jsonl", durable=False)
     store = RunStore.create(tmp_path / "run.sqlite", "r", {}, durable=False)
-    hook = _AuditRejections(audit) if audited else None
+    hook = AuditRejections(audit) if audited else None
     federation = Federation(
         FedAvg(), FederationSettings(min_sites=2), store=store, on_rejected=hook
     )

@@ -1,0 +1,58 @@
+"""An operator's bad day: SIGTERM, a port already taken, a deployed site's ledger and its CSV."""
+
+from __future__ import annotations
+
+import signal
+import socket
+from pathlib import Path
+
+import pytest
+from deploy_helpers import Proc, recipe_toml, write_deployment
+
+from fedpharma.core.config import load_config
+from fedpharma.core.deploy_config import load_server_config
+from fedpharma.core.errors import TransportError
+from fedpharma.server.coordinator import run_coordinator
+
+
+def test_sigterm_stops_the_coordinator_with_a_resume_hint_and_exit_code_143(
+    procs, tmp_path, molecules_csv, pki_root
+):
+    files = write_deployment(tmp_path / "cfg", pki_root, recipe_toml(molecules_csv))
+    server: Proc = procs("server", "server", "--config", str(files["server"]))
+    run_dir = server.wait_for(r"run directory (\S+)").group(1)
+    server.wait_for("waiting for sites")
+    server.popen.send_signal(signal.SIGTERM)
+    assert server.wait(60) == 143, server.text()
+    text = server.text()
+    assert "stopped by SIGTERM" in text and "Traceback" not in text
+    assert f"fedpharma server --config {files['server']} --resume {run_dir}" in text
+    assert Path(run_dir, "audit.jsonl").exists()  # the run is kept for the resume
+
+
+def test_sigterm_stops_a_site_with_a_restart_hint_and_exit_code_143(
+    procs, tmp_path, molecules_csv, pki_root
+):
+    files = write_deployment(tmp_path / "cfg", pki_root, recipe_toml(molecules_csv), port=1)
+    site: Proc = procs("site-1", "site", "--config", str(files["site-1"]))
+    site.wait_for("connection problem")  # nobody listens on port 1: it keeps dialling
+    site.popen.send_signal(signal.SIGTERM)
+    assert site.wait(60) == 143, site.text()
+    text = site.text()
+    assert "stopped by SIGTERM" in text and "Traceback" not in text
+    assert f"fedpharma site --config {files['site-1']}" in text and "--resume" in text
+
+
+def test_a_server_that_cannot_listen_leaves_no_run_directory(tmp_path, molecules_csv, pki_root):
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        files = write_deployment(tmp_path, pki_root, recipe_toml(molecules_csv), port=port)
+        config = load_server_config(files["server"])
+        seen: list[Path] = []
+        with pytest.raises(TransportError, match="cannot listen"):
+            run_coordinator(config, load_config(config.run_config), on_run_dir=seen.append)
+    runs = Path(config.runs_dir)
+    assert not runs.exists() or list(runs.iterdir()) == []
+    assert seen == []
