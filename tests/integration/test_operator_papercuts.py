@@ -56,3 +56,22 @@ def test_a_server_that_cannot_listen_leaves_no_run_directory(tmp_path, molecules
     runs = Path(config.runs_dir)
     assert not runs.exists() or list(runs.iterdir()) == []
     assert seen == []
+
+
+def test_fedpharma_privacy_reads_a_deployed_sites_state_dir(tmp_path):
+    import dataclasses
+
+    from typer.testing import CliRunner
+
+    from fedpharma.cli.main import app
+    from fedpharma.core.deploy_config import load_site_config
+    from fedpharma.site.deploy import build_site
+
+    examples = Path(__file__).resolve().parents[2] / "examples" / "deploy"
+    config = load_site_config(examples / "site-a.toml")
+    assert config.policy is not None and Path(config.policy).parent != tmp_path / "state"
+    config = dataclasses.replace(config, state_dir=str(tmp_path / "state"))
+    build_site("hospital-a", config, load_config(config.run_config))
+    result = CliRunner().invoke(app, ["privacy", str(tmp_path / "state")])
+    assert result.exit_code == 0, result.output
+X

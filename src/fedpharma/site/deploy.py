@@ -29,7 +29,7 @@ from pathlib import Path
 
 import numpy as np
 
-from fedpharma.core.config import DatasetConfig, RunConfig, load_site_policy
+from fedpharma.core.config import DatasetConfig, RunConfig, load_site_policy, site_policy_toml
 from fedpharma.core.dataset import SiteData
 from fedpharma.core.deploy_config import SiteConfig, SiteDataConfig
 from fedpharma.core.errors import ConfigError, DataError
@@ -47,6 +47,9 @@ from fedpharma.site.witness import HeadWitness
 from fedpharma.transport.pki import CA_FILE, CERT_FILE, CKKS_SECRET_FILE, KEY_FILE
 
 Status = Callable[[str], None]
+LEDGER_FILE, POLICY_FILE = "privacy.sqlite", "policy.toml"
+"""In a site's ``state_dir``: its privacy ledger, and the policy in force (a copy of its
+``policy`` file, written at start) that ``fedpharma privacy STATE_DIR`` reads."""
 
 
 def _quiet(_: str) -> None:
@@ -99,11 +102,15 @@ def build_site(name: str, config: SiteConfig, recipe: RunConfig) -> SiteRuntime:
     permutation = site_permutation(recipe.features, config.permutation_key)
     data = load_site_data(config.data, recipe, permutation)
     molecules = featurizes_molecules(config.data.name, config.data.kind)
-    policy = (
-        SitePolicy(load_site_policy(config.policy), Path(config.state_dir) / "privacy.sqlite")
-        if config.policy is not None
-        else None
-    )
+    policy = None
+    if config.policy is not None:
+        policy_config = load_site_policy(config.policy)
+        state_dir = Path(config.state_dir)
+        policy = SitePolicy(policy_config, state_dir / LEDGER_FILE)
+        # `fedpharma privacy STATE_DIR` reads the ledger next to the policy in force
+        in_force = state_dir / POLICY_FILE
+        if in_force.resolve() != Path(config.policy).resolve():
+            in_force.write_text(site_policy_toml(policy_config), encoding="utf-8")
     return SiteRuntime(
         name,
         data,
