@@ -74,4 +74,27 @@ def test_fedpharma_privacy_reads_a_deployed_sites_state_dir(tmp_path):
     build_site("hospital-a", config, load_config(config.run_config))
     result = CliRunner().invoke(app, ["privacy", str(tmp_path / "state")])
     assert result.exit_code == 0, result.output
-X
+    assert "record-level budget ε = 8 at δ = 1.0e-05" in result.output  # site-a's policy
+
+
+def test_a_deployed_site_reports_its_unusable_molecules_by_reason_never_the_smiles(
+    tmp_path, molecules_csv
+):
+    import tomllib
+
+    from fedpharma.core.config import config_from_dict
+    from fedpharma.core.deploy_config import SiteDataConfig
+    from fedpharma.site.deploy import load_site_data
+
+    rows = molecules_csv.read_text().splitlines()
+    bad = ["C1CC(", "Xx[zz]"]  # an unclosed ring, an unknown element
+    csv = tmp_path / "site.csv"
+    csv.write_text("\n".join([rows[0], *rows[1:41], f"{bad[0]},5.0", f"{bad[1]},6.0"]) + "\n")
+    recipe = config_from_dict(tomllib.loads(recipe_toml(csv)))
+    lines: list[str] = []
+    data = SiteDataConfig(path=str(csv), label_columns=("pIC50",), task="regression")
+    loaded = load_site_data(data, recipe, on_status=lines.append)
+    assert len(loaded.train) + len(loaded.test) == 40
+    (line,) = lines
+    assert "40 of 42 rows used" in line and "2 invalid" in line and "rows 40, 41" in line
+    assert not any(smiles in line for smiles in bad)

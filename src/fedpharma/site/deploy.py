@@ -57,10 +57,14 @@ def _quiet(_: str) -> None:
 
 
 def load_site_data(
-    data: SiteDataConfig, recipe: RunConfig, permutation: FingerprintPermutation | None = None
+    data: SiteDataConfig,
+    recipe: RunConfig,
+    permutation: FingerprintPermutation | None = None,
+    on_status: Status = _quiet,
 ) -> SiteData:
     """The site's train and held-out test data, featurized with the recipe's ``[features]`` and
-    permuted by the partners' ``permutation``, if any."""
+    permuted by the partners' ``permutation``, if any. Molecules that could not be used are
+    counted by reason in one ``on_status`` line (row numbers, never a structure)."""
     dataset_config = DatasetConfig(
         name=data.name,
         path=data.path,
@@ -74,7 +78,10 @@ def load_site_data(
     test_fraction = (
         recipe.dataset.test_fraction if data.test_fraction is None else data.test_fraction
     )
-    dataset, _report = load_dataset(dataset_config, recipe.features, permutation)
+    dataset, report = load_dataset(dataset_config, recipe.features, permutation)
+    if report is not None and report.n_kept < report.n_input:
+        source = data.path or data.name
+        on_status(f"{source}: {report.n_kept} of {report.n_input} rows used; {report.summary()}")
     rng = np.random.default_rng(recipe.seed)
     if data.partition_index is None:
         train, test = scaffold_split(dataset.groups, test_fraction, rng)
@@ -96,11 +103,13 @@ def load_site_data(
     raise DataError(f"the partition made {len(parts)} parts, not {data.partition_index}")
 
 
-def build_site(name: str, config: SiteConfig, recipe: RunConfig) -> SiteRuntime:
+def build_site(
+    name: str, config: SiteConfig, recipe: RunConfig, on_status: Status = _quiet
+) -> SiteRuntime:
     """The site runtime: its data, the recipe's trainers, the owner's policy and ledger, and
     the description of its preprocessing for the join check."""
     permutation = site_permutation(recipe.features, config.permutation_key)
-    data = load_site_data(config.data, recipe, permutation)
+    data = load_site_data(config.data, recipe, permutation, on_status)
     molecules = featurizes_molecules(config.data.name, config.data.kind)
     policy = None
     if config.policy is not None:
@@ -175,7 +184,7 @@ def serve(
     from fedpharma.transport.grpc import SiteSettings, SiteTls, run_site
 
     name = site_name(config)
-    runtime = build_site(name, config, recipe)
+    runtime = build_site(name, config, recipe, on_status)
     on_status(
         f"site {name}: {len(runtime.data.train)} training and {len(runtime.data.test)} test "
         "records loaded (they stay here)"
