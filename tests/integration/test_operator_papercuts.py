@@ -21,7 +21,7 @@ def test_sigterm_stops_the_coordinator_with_a_resume_hint_and_exit_code_143(
     files = write_deployment(tmp_path / "cfg", pki_root, recipe_toml(molecules_csv))
     server: Proc = procs("server", "server", "--config", str(files["server"]))
     run_dir = server.wait_for(r"run directory (\S+)").group(1)
-    server.wait_for("waiting for sites")
+    server.wait_for("waiting up to 60 s for the 3 planned site")
     server.popen.send_signal(signal.SIGTERM)
     assert server.wait(60) == 143, server.text()
     text = server.text()
@@ -98,3 +98,67 @@ def test_a_deployed_site_reports_its_unusable_molecules_by_reason_never_the_smil
     (line,) = lines
     assert "40 of 42 rows used" in line and "2 invalid" in line and "rows 40, 41" in line
     assert not any(smiles in line for smiles in bad)
+
+
+@pytest.mark.parametrize("join_deadline", [60.0, 0.0], ids=["join-deadline", "weakened-none"])
+def test_a_late_third_site_is_in_round_1_so_the_run_matches_the_simulation(
+    tmp_path, molecules_csv, pki_root, join_deadline
+):
+    import sqlite3
+    import threading
+    import time
+    import tomllib
+
+    import numpy as np
+
+    from fedpharma.core.config import config_from_dict
+    from fedpharma.core.deploy_config import load_site_config
+    from fedpharma.sim.engine import simulate
+    from fedpharma.site.deploy import serve
+
+    # no dropout: the sites train in threads of one process here, sharing torch's generator
+    recipe_text = recipe_toml(molecules_csv, rounds=2, min_sites=2).replace(
+        "dropout = 0.1", "dropout = 0.0"
+    )
+    files = write_deployment(tmp_path, pki_root, recipe_text, join_deadline=join_deadline)
+    config = load_server_config(files["server"])
+    recipe = load_config(config.run_config)
+    lines: list[str] = []
+    stop = threading.Event()
+    threads: list[threading.Thread] = []
+
+    def serve_site(site: str, address: str) -> None:
+        site_file = files[site]
+        site_file.write_text(site_file.read_text().replace("127.0.0.1:0", address))
+        site_config = load_site_config(site_file)
+        thread = threading.Thread(target=serve, args=(site_config, recipe), daemon=True)
+        thread.start()
+        threads.append(thread)
+
+    def late_site(address: str) -> None:
+        # site-3 comes once round 1 has started without it, or after 10 s at the latest
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline and not any("training at" in x for x in lines):
+            time.sleep(0.05)
+        serve_site("site-3", address)
+
+    def start(address: str) -> None:
+        serve_site("site-1", address)
+        serve_site("site-2", address)
+        threading.Thread(target=late_site, args=(address,), daemon=True).start()
+
+    try:
+        result = run_coordinator(config, recipe, on_status=lines.append, on_listening=start)
+    finally:
+        stop.set()
+    with sqlite3.connect(result.run_dir / "run.sqlite") as db:
+        rounds = db.execute("SELECT round, n_updates FROM rounds").fetchall()
+    simulated = simulate(config_from_dict(tomllib.loads(recipe_text)), tmp_path / "sim")
+    same = np.allclose(result.parameters.flatten(), simulated.parameters.flatten(), 1e-5, 1e-6)
+    if join_deadline:
+        assert rounds == [(1, 3), (2, 3)], "\n".join(lines)
+        diff = np.abs(result.parameters.flatten() - simulated.parameters.flatten()).max()
+        assert same, f"{diff}\n" + "\n".join(lines)  # round 1 and the calibration saw all three
+    else:  # weakened twin: round 1 starts with the first two, and the model depends on timing
+        assert rounds[0] == (1, 2), "\n".join(lines)
+        assert not same

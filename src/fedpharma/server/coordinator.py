@@ -94,6 +94,20 @@ def model_shape(recipe: RunConfig, n_features: int | None = None) -> ModelShape:
     )
 
 
+def _wait_for_planned_sites(gate: JoinGate, planned: int, deadline: float, say: Status) -> None:
+    """Before round 1: wait up to ``deadline`` s for all ``planned`` sites to be admitted, so
+    that round 1 and the calibration do not depend on who happened to join first."""
+    if deadline <= 0:
+        return
+    say(f"waiting up to {deadline:g} s for the {planned} planned site(s) before round 1")
+    admitted = gate.wait_for_sites(planned, deadline)
+    if len(admitted) < planned:
+        say(
+            f"join deadline passed: {len(admitted)} of {planned} planned site(s) admitted "
+            f"({', '.join(admitted) or 'none'}); round 1 starts once min_sites are there"
+        )
+
+
 # ----- run directory ---------------------------------------------------------------------------
 
 
@@ -311,6 +325,8 @@ def run_coordinator(
         if on_listening is not None:
             on_listening(server.address)
         say(f"run directory {run_dir}")
+        if progress.completed == 0:
+            _wait_for_planned_sites(gate, recipe.partition.n_sites, control.join_deadline, say)
         try:
             federation.run(
                 AnnouncingChannel(gate, recipe.rounds, say),
