@@ -2,7 +2,8 @@
 
 A real gRPC coordinator (a process of its own, so its peak RSS is its own) with mutual TLS on
 127.0.0.1 and the default admission control runs rounds for ``--seconds`` against two honest
-sites (the real site loop, an echo handler, a ``--params`` float32 model). It runs three times:
+sites (the real site loop, an echo handler that "trains" ``--work`` seconds, a ``--params``
+float32 model). It runs three times:
 
 - ``no hostile site``: the baseline;
 - ``hostile site``: a third site of the same consortium joins and, for the whole run, holds
@@ -12,7 +13,8 @@ sites (the real site loop, an echo handler, a ``--params`` float32 model). It ru
   weakened twin: what the defence is worth).
 
 For each: honest rounds completed (both honest updates back before the ``--round-timeout``
-deadline) of those attempted, the p95 round time, the coordinator's peak RSS, and the audit
+deadline, after waiting up to as long for both honest sites to be connected) of those attempted,
+the p95 round time (waiting included), the coordinator's peak RSS, and the audit
 entries naming the hostile site.
 
     .venv/bin/python benchmarks/flood.py [--seconds 15] [--pulls 40] [--params 125000]
@@ -31,6 +33,7 @@ import resource
 import tempfile
 import threading
 import time
+from collections import Counter
 from dataclasses import asdict, dataclass
 from multiprocessing.connection import Connection
 from pathlib import Path
@@ -39,7 +42,7 @@ import numpy as np
 
 from fedpharma.core.errors import FedPharmaError
 from fedpharma.core.params import Parameters
-from fedpharma.core.protocol import TrainResult, TrainTask
+from fedpharma.core.protocol import Failure, TrainResult, TrainTask
 from fedpharma.core.protocol.codec import decode_message, encode_message_parts
 from fedpharma.server.audit import AuditLog, read_entries
 from fedpharma.transport import pki
@@ -79,16 +82,20 @@ class Outcome:
     rounds_attempted: int
     p95_round_seconds: float
     coordinator_peak_rss_mib: float
-    hostile_audit_entries: int
+    hostile_audit_entries: dict[str, int]  # entry kind → count
+    first_failures: tuple[str, ...]  # why the first rounds that did not complete failed
 
 
 class Echo:
-    """An honest site's handler: its update is the model plus one (no training)."""
+    """An honest site's handler: its update is the model plus one, after ``work`` seconds of
+    "training" (a sleep: rounds of a real length, without burning the CPUs the coordinator
+    is measured on)."""
 
-    def __init__(self, name: str) -> None:
-        self.name = name
+    def __init__(self, name: str, work: float) -> None:
+        self.name, self.work = name, work
 
     def handle_encoded(self, data: memoryview) -> tuple[bytes | memoryview, ...]:
+        time.sleep(self.work)
         task = decode_message(data)
         assert isinstance(task, TrainTask)
         update = Parameters(task.parameters.names, tuple(a + 1 for a in task.parameters.arrays))
@@ -116,21 +123,25 @@ def coordinator(
     server.channel.wait_for_sites(len(HONEST) + int(hostile), timeout=30)
     pipe.recv()  # the attack (if any) is under way
     model = Parameters.from_dict({"w": np.zeros(args.params, dtype=np.float32)})
-    times, completed, rnd = [], 0, 0
+    times, completed, rnd, failures = [], 0, 0, []
     end = time.monotonic() + args.seconds
     while time.monotonic() < end:
         rnd += 1
         started = time.monotonic()
+        # as the round loop does: wait (up to a round's deadline) for the sites to be there
+        server.channel.wait_for_sites(len(HONEST), timeout=args.round_timeout)
         tasks = {site: TrainTask(RUN, rnd, model) for site in HONEST}
         replies = server.channel.exchange(tasks, timeout=args.round_timeout)
         times.append(time.monotonic() - started)
         completed += all(isinstance(r, TrainResult) for r in replies.values())
+        failures += [f"round {rnd}: {r}" for r in replies.values() if isinstance(r, Failure)]
     server.finish(wait=2)
     server.stop(grace=0.5)
     audit.close()
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
-    hostile_entries = sum(e.site == HOSTILE for e in read_entries(audit_path))
-    pipe.send((completed, rnd, float(np.percentile(times, 95)), peak, hostile_entries))
+    hostile_entries = dict(Counter(e.kind for e in read_entries(audit_path) if e.site == HOSTILE))
+    p95 = float(np.percentile(times, 95))
+    pipe.send((completed, rnd, p95, peak, hostile_entries, tuple(failures[:3])))
 
 
 def attack(address: str, folder: Path, pulls: int, stop: threading.Event) -> list[threading.Thread]:
@@ -163,7 +174,7 @@ def scenario(name: str, folder: Path, args: argparse.Namespace) -> Outcome:
     sites = [
         threading.Thread(
             target=run_site,
-            args=(address, SiteTls.from_folder(folder / "sites" / s), Echo(s)),
+            args=(address, SiteTls.from_folder(folder / "sites" / s), Echo(s, args.work)),
             kwargs={"settings": SITE, "stop": stop},
             daemon=True,
         )
@@ -173,12 +184,12 @@ def scenario(name: str, folder: Path, args: argparse.Namespace) -> Outcome:
         site.start()
     attackers = attack(address, folder / "sites" / HOSTILE, args.pulls, stop) if hostile else []
     here.send("go")
-    completed, attempted, p95, peak, entries = here.recv()
+    completed, attempted, p95, peak, entries, failures = here.recv()
     stop.set()
     for thread in [*sites, *attackers]:
         thread.join(10)
     process.join(10)
-    return Outcome(name, completed, attempted, p95, peak, entries)
+    return Outcome(name, completed, attempted, p95, peak, entries, failures)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -187,6 +198,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--pulls", type=int, default=40, help="pulls the hostile site holds")
     parser.add_argument("--params", type=int, default=125_000, help="float32 model size")
     parser.add_argument("--round-timeout", type=float, default=5.0)
+    parser.add_argument("--work", type=float, default=0.5, help="seconds each site 'trains'")
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results/flood.json"))
     args = parser.parse_args(argv)
     with tempfile.TemporaryDirectory() as tmp:
@@ -203,7 +215,7 @@ def main(argv: list[str] | None = None) -> int:
         done = f"{o.rounds_completed}/{o.rounds_attempted}"
         print(
             f"{o.scenario:<30} {done:>14} {o.p95_round_seconds:>8.2f} s "
-            f"{o.coordinator_peak_rss_mib:>5.0f} MiB {o.hostile_audit_entries:>6}"
+            f"{o.coordinator_peak_rss_mib:>5.0f} MiB {sum(o.hostile_audit_entries.values()):>6}"
         )
     args.out.parent.mkdir(parents=True, exist_ok=True)
     machine = {"cpus": multiprocessing.cpu_count(), "python": platform.python_version()}

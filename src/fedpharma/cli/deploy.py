@@ -148,9 +148,9 @@ def site(config: Annotated[Path, typer.Option("--config", help="site.toml")]) ->
     except KeyboardInterrupt as exc:
         raise _interrupted(
             exc,
-            f"start it again with `fedpharma site --config {config}`: it rejoins the run and "
-            "the coordinator retries the round it missed (a stopped coordinator continues with "
-            "`fedpharma server --config SERVER_TOML --resume RUN`)",
+            f"start it again with `fedpharma site --config {config}`: it rejoins the run (a "
+            "stopped coordinator continues with `fedpharma server --config SERVER_TOML "
+            "--resume RUN`)",
         ) from None
     typer.echo(f"site done: {ended}")
 
