@@ -5,6 +5,8 @@ to learn its target; its weakened twin — the same site with one protection rem
 same attack succeeding, so each test can fail.
 """
 
+import dataclasses
+
 import numpy as np
 import pytest
 
@@ -138,17 +140,39 @@ def test_weakened_twin_evaluating_constant_models_reads_the_label_mean_and_std(
     assert std == pytest.approx(labels.std(), rel=1e-4)
 
 
-def _replay(site: SiteRuntime, times: int) -> list[TrainResult]:
-    """The coordinator replays one record-level task to average its answers' noise away."""
+def _replay(site: SiteRuntime, times: int, *, vary: bool = False) -> list[TrainResult]:
+    """The coordinator replays one record-level task to average its answers' noise away; with
+    ``vary`` each copy carries another local seed, so it is not the same task."""
     coordinator, task = MaliciousCoordinator(), _record_dp_task(1)
-    replies = [coordinator.send(site, task) for _ in range(times)]
+    tasks = [
+        dataclasses.replace(
+            task,
+            settings=dataclasses.replace(
+                task.settings, local=dataclasses.replace(task.settings.local, seed=SEED + i)
+            ),
+        )
+        if vary
+        else task
+        for i in range(times)
+    ]
+    replies = [coordinator.send(site, t) for t in tasks]
     return [r for r in replies if isinstance(r, TrainResult)]
 
 
-def test_replaying_a_task_is_charged_every_time_until_the_budget_refuses(tmp_path):
+def test_replaying_a_task_is_answered_with_the_same_release_charged_once(tmp_path):
+    # A retried round sends the very same task (tests/site/test_retry_charge.py): the site
+    # answers with the release it already sent, so there is no second noising to average.
     policy = SitePolicyConfig(record_epsilon=10.0)
     site = hospital(tmp_path, records(N_KNOWN), policy=policy)
     answered = _replay(site, 10)
+    assert len(answered) == 10 and len(site.policy.ledger.entries()) == 1
+    assert len({r.update.flatten().tobytes() for r in answered}) == 1
+
+
+def test_a_varied_replay_is_charged_every_time_until_the_budget_refuses(tmp_path):
+    policy = SitePolicyConfig(record_epsilon=10.0)
+    site = hospital(tmp_path, records(N_KNOWN), policy=policy)
+    answered = _replay(site, 10, vary=True)
     # Each answer is charged (ε ≈ 5.2, 8.1, 10.2 after 1, 3, 5): the budget stops the averaging.
     assert 0 < len(answered) < 10
     assert len(site.policy.ledger.entries()) == len(answered)
@@ -167,7 +191,7 @@ def test_weakened_twin_charging_a_round_once_answers_every_replay(tmp_path, monk
         return charged[run_id, rnd]
 
     monkeypatch.setattr(site.policy, "admit", once_per_round)
-    answered = _replay(site, 10)
+    answered = _replay(site, 10, vary=True)
     assert len(answered) == 10 and len(site.policy.ledger.entries()) == 1
     # Ten independent noisings of one update for the price of one: their mean carries 1/√10 of
     # the noise the ledger charged.

@@ -69,6 +69,7 @@ def write_deployment(
     port: int = 0,
     retries: int = 2,
     round_timeout: float = 60.0,
+    join_deadline: float = 60.0,
 ) -> dict[str, Path]:
     """run.toml, server.toml and one site-k.toml per site (part k of the recipe's data).
 
@@ -90,6 +91,7 @@ liveness_timeout = 2.0
 round_timeout = {round_timeout}
 wait_for_sites = 90.0
 retries = {retries}
+join_deadline = {join_deadline}
 """
     )
     files = {"server": folder / "server.toml"}
@@ -98,6 +100,7 @@ retries = {retries}
         files[site].write_text(
             f"""
 run_config = "run.toml"
+state_dir = "state-{site}"
 [site]
 coordinator = "127.0.0.1:{port}"
 tls = "{pki_root / "sites" / site}"

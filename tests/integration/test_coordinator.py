@@ -112,7 +112,9 @@ def test_fedadam_state_survives_the_run_store(tmp_path):
 def test_too_few_sites_retries_the_round_then_stops_cleanly_with_a_reason(
     molecules_csv, pki_root, tmp_path
 ):
-    files = write_deployment(tmp_path, pki_root, recipe_toml(molecules_csv), port=0, retries=1)
+    files = write_deployment(
+        tmp_path, pki_root, recipe_toml(molecules_csv), port=0, retries=1, join_deadline=0.5
+    )
     text = files["server"].read_text().replace("wait_for_sites = 90.0", "wait_for_sites = 0.5")
     files["server"].write_text(text)
     config = load_server_config(files["server"])
@@ -159,7 +161,7 @@ def test_a_site_whose_own_recipe_has_another_radius_is_refused_at_join_over_mtls
 ):
     """The deployment path: gRPC over mutual TLS, each site reading its own run.toml."""
     recipe_text = recipe_toml(molecules_csv, rounds=1, min_sites=2)
-    files = write_deployment(tmp_path, pki_root, recipe_text, port=0)
+    files = write_deployment(tmp_path, pki_root, recipe_text, port=0, join_deadline=2.0)
     (tmp_path / "run-3.toml").write_text(
         recipe_text.replace("[features]\n", "[features]\nradius = 3\n")
     )

@@ -120,6 +120,12 @@ def test_audit_verify_passes_on_the_run_and_names_an_edited_entry(deployed, tmp_
     result = runner.invoke(app, ["audit", "verify", str(run_dir)])
     assert result.exit_code == 0, result.output
     assert "OK" in result.output and "hash chain intact" in result.output
+    # every site kept the heads that came with its tasks, in its own state_dir
+    witnesses = [
+        arg for s in SITES for arg in ("--witness", str(run_dir.parents[1] / f"state-{s}"))
+    ]
+    result = runner.invoke(app, ["audit", "verify", str(run_dir), *witnesses])
+    assert result.exit_code == 0 and "3 site(s) saw" in result.output, result.output
 
     copy = tmp_path / "run"
     copy.mkdir()

@@ -102,7 +102,9 @@ def test_a_fedadam_run_crashed_after_round_1_resumes_to_the_uninterrupted_model(
 @pytest.fixture
 def stopped_run(molecules_csv, pki_root, tmp_path):
     """A run that stopped in round 1 (no site came), its server config and its recipe."""
-    files = write_deployment(tmp_path, pki_root, recipe_toml(molecules_csv), retries=0)
+    files = write_deployment(
+        tmp_path, pki_root, recipe_toml(molecules_csv), retries=0, join_deadline=0.2
+    )
     text = files["server"].read_text().replace("wait_for_sites = 90.0", "wait_for_sites = 0.2")
     files["server"].write_text(text)
     config = load_server_config(files["server"])

@@ -2,7 +2,9 @@
 
 Status lines ("listening", "joined", "waiting for sites", "round k of n", "resumed at round k")
 go to stderr as they happen; each command's final result goes to stdout. Errors are printed by
-:func:`~fedpharma.cli.errors.friendly_errors` as one message with the error's exit code.
+:func:`~fedpharma.cli.errors.friendly_errors` as one message with the error's exit code. SIGTERM
+or Ctrl-C stops ``server`` and ``site`` with a line saying how to continue (``--resume``) and
+exit code 143 (SIGTERM) or 130 (Ctrl-C).
 """
 
 from __future__ import annotations
@@ -26,13 +28,25 @@ def _status(prefix: str) -> Callable[[str], None]:
     return say
 
 
+class _Stopped(KeyboardInterrupt):
+    """A SIGTERM, unwinding like Ctrl-C so the run store and audit log are closed properly."""
+
+
 def _terminate_cleanly() -> None:
-    """SIGTERM unwinds like Ctrl-C, so the run store and audit log are closed properly."""
+    """Make SIGTERM unwind like Ctrl-C (see :func:`_interrupted`)."""
 
     def handler(_signum: int, _frame: object) -> None:
-        raise KeyboardInterrupt
+        raise _Stopped
 
     signal.signal(signal.SIGTERM, handler)
+
+
+def _interrupted(exc: KeyboardInterrupt, hint: str) -> typer.Exit:
+    """Say how to continue after SIGTERM or Ctrl-C; the exit code is 128 + the signal's number,
+    as shells report it: 143 for SIGTERM, 130 for Ctrl-C (SIGINT)."""
+    signum = signal.SIGTERM if isinstance(exc, _Stopped) else signal.SIGINT
+    typer.echo(f"stopped by {signum.name}: {hint}", err=True)
+    return typer.Exit(128 + int(signum))
 
 
 @friendly_errors
@@ -99,7 +113,20 @@ def server(
         f"{recipe.rounds} rounds of {recipe.strategy.name}, at least "
         f"{recipe.strategy.min_sites} site(s) per round"
     )
-    result = run_coordinator(server_config, recipe, resume=resume, on_status=say)
+    run_dirs: list[Path] = []
+    try:
+        result = run_coordinator(
+            server_config, recipe, resume=resume, on_status=say, on_run_dir=run_dirs.append
+        )
+    except KeyboardInterrupt as exc:
+        if not run_dirs:
+            raise _interrupted(exc, "no run was started") from None
+        raise _interrupted(
+            exc,
+            f"every completed round is kept in {run_dirs[0]}; continue the run with "
+            f"`fedpharma server --config {config} --resume {run_dirs[0]}` (the sites keep "
+            "dialling and rejoin)",
+        ) from None
     typer.echo(f"run {result.run_id}: {result.rounds_completed} rounds completed")
     typer.echo(f"run directory: {result.run_dir}  (run.json, run.sqlite, audit.jsonl)")
     typer.echo(f"audit head:    seq {result.audit_head.seq} {result.audit_head.hash}")
@@ -116,7 +143,15 @@ def site(config: Annotated[Path, typer.Option("--config", help="site.toml")]) ->
     site_config = load_site_config(config)
     recipe = load_config(site_config.run_config)
     _terminate_cleanly()
-    ended = serve(site_config, recipe, on_status=_status("site"))
+    try:
+        ended = serve(site_config, recipe, on_status=_status("site"))
+    except KeyboardInterrupt as exc:
+        raise _interrupted(
+            exc,
+            f"start it again with `fedpharma site --config {config}`: it rejoins the run (a "
+            "stopped coordinator continues with `fedpharma server --config SERVER_TOML "
+            "--resume RUN`)",
+        ) from None
     typer.echo(f"site done: {ended}")
 
 
@@ -124,30 +159,49 @@ def site(config: Annotated[Path, typer.Option("--config", help="site.toml")]) ->
 @friendly_errors
 def audit_verify(
     run: Annotated[Path, typer.Argument(metavar="RUN", help="Run directory or audit.jsonl file.")],
+    witness: Annotated[
+        list[Path] | None,
+        typer.Option(
+            "--witness",
+            metavar="SITE_STATE_DIR",
+            help="A site's state_dir: the audit heads it received (repeatable).",
+        ),
+    ] = None,
 ) -> None:
     """Check every entry's hash and link; name the first edited, deleted or inserted entry.
 
-    The run's recorded head (audit-head.json, next to the log) is checked too, so a log rewritten
-    with consistent hashes, or cut short, fails as well.
+    The run's recorded head (audit-head.json, next to the log; required) is checked too, and with
+    ``--witness`` every head a site received with its tasks: a log rewritten with consistent
+    hashes, or cut short, fails against any of them.
     """
     from fedpharma.core.errors import DataError
-    from fedpharma.server.audit import verify
-    from fedpharma.server.coordinator import HEAD_FILE, audit_path, read_head
+    from fedpharma.server.audit import AuditHead, verify
+    from fedpharma.server.coordinator import HEAD_FILE, audit_path, read_head, read_run_id
+    from fedpharma.site.witness import read_heads
 
     path = audit_path(run)
     if not path.exists():
         raise DataError(f"no audit log at {path}")
     head = read_head(path.parent)
-    report = verify(path, expected_head=head)
-    if report.ok:
-        anchored = (
-            " (matches the recorded head)"
-            if head
-            else f" (no recorded head {path.parent / HEAD_FILE}: a log rewritten with consistent "
-            "hashes or cut short cannot be told from the original; keep the head the server "
-            "printed and compare it)"
+    if head is None:
+        raise DataError(
+            f"no recorded head {path.parent / HEAD_FILE} next to the log: a log rewritten with "
+            "consistent hashes or cut short cannot be told from the original without it; restore "
+            "it from a backup, or check against the sites' records with --witness"
         )
-        typer.echo(f"OK {report.describe()}{anchored}")
+    witnessed: dict[str, list[AuditHead]] = {}
+    if witness:
+        run_id = read_run_id(path.parent)
+        for folder in witness:
+            heads = read_heads(folder, run_id)
+            if not heads:
+                raise DataError(f"{folder} holds no audit head of run {run_id}")
+            witnessed[str(folder)] = [AuditHead(h.seq, h.hash) for h in heads]
+    report = verify(path, expected_head=head, witnessed=witnessed)
+    if report.ok:
+        seen = sum(len(heads) for heads in witnessed.values())
+        against = f" and the {seen} head(s) {len(witnessed)} site(s) saw" if witnessed else ""
+        typer.echo(f"OK {report.describe()} (matches the recorded head{against})")
         return
     typer.echo(f"FAILED {report.describe()}")
     raise typer.Exit(1)

@@ -93,7 +93,10 @@ def report(run_dir: Annotated[Path, typer.Argument(help="A run directory.")]) ->
 @friendly_errors
 def privacy(
     site_dir: Annotated[
-        Path, typer.Argument(help="A site's folder: policy.toml + privacy.sqlite.")
+        Path,
+        typer.Argument(
+            help="A site's folder (a deployed site's state_dir): policy.toml + privacy.sqlite."
+        ),
     ],
 ) -> None:
     """Print a site's privacy ledger: every charge, cumulative ε, accountant, relation and δ."""

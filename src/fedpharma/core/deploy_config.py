@@ -56,6 +56,10 @@ class RoundControlConfig:
     round_timeout: float = bounded(600.0, 0.1, None)  # per-round deadline, seconds
     wait_for_sites: float = bounded(300.0, 0.0, None)  # wait this long for min_sites
     retries: int = bounded(3, 0, 1000)  # retries of a round too few sites answered
+    # Before round 1 (and the output layer's calibration) wait this long for every planned site
+    # (the recipe's [partition] n_sites) to join and be admitted, so a late site does not make
+    # two same-seed runs differ; 0 starts as soon as min_sites are there.
+    join_deadline: float = bounded(60.0, 0.0, None)
 
 
 @dataclass(frozen=True)

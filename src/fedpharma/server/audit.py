@@ -9,8 +9,10 @@ Each line is one entry::
 and ``prev`` of the first entry is 64 zeros. Editing any entry breaks its own hash; deleting,
 inserting or reordering entries breaks the next entry's ``prev`` link and the ``seq`` sequence.
 :func:`verify` walks the chain and names the first bad entry. Dropping entries from the *end*
-leaves a valid shorter chain, so keep the :class:`AuditHead` somewhere else (e.g. the run store
-after each round) and pass it as ``expected_head``.
+leaves a valid shorter chain, and whoever holds the file can recompute the whole chain, so keep
+:class:`AuditHead` s somewhere else: the run directory's ``audit-head.json`` (``expected_head``),
+and the heads every site received with its tasks (``witnessed``; ``fedpharma.site.witness``),
+which the coordinator cannot reach.
 
 Entries say who and what, never payloads: no parameters, updates, molecules or record ids.
 """
@@ -21,6 +23,7 @@ import hashlib
 import json
 import os
 import threading
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -169,11 +172,18 @@ def read_entries(path: Path) -> list[AuditEntry]:
     return [AuditEntry(**json.loads(line)) for _, line in _lines(Path(path))]
 
 
-def verify(path: Path, *, expected_head: AuditHead | None = None) -> VerifyReport:
+def verify(
+    path: Path,
+    *,
+    expected_head: AuditHead | None = None,
+    witnessed: Mapping[str, Sequence[AuditHead]] | None = None,
+) -> VerifyReport:
     """Check every entry's hash, ``prev`` link and ``seq``; name the first bad entry.
 
     ``expected_head``, if given, must be an entry of the chain (the log may have grown since it
-    was taken); a log shorter than it has lost entries at its end.
+    was taken); a log shorter than it has lost entries at its end. So must every head in
+    ``witnessed`` (witness name → the heads it saw): a chain recomputed after deleting or editing
+    entries differs from what the witnesses saw, however consistent its own hashes are.
     """
     path = Path(path)
     try:
@@ -183,6 +193,7 @@ def verify(path: Path, *, expected_head: AuditHead | None = None) -> VerifyRepor
     head = AuditHead(0, GENESIS)
     anchored = expected_head is None
     count = 0
+    seen: dict[int, tuple[int, str]] = {}  # seq → (line, hash)
 
     def bad(number: int, seq: int | None, problem: str) -> VerifyReport:
         return VerifyReport(path, count, False, head, number, seq, problem)
@@ -208,6 +219,7 @@ def verify(path: Path, *, expected_head: AuditHead | None = None) -> VerifyRepor
         if body["kind"] not in KINDS:
             return bad(number, seq, f"unknown kind {body['kind']!r}")
         head, count = AuditHead(seq, body["hash"]), count + 1
+        seen[seq] = (number, body["hash"])
         if expected_head is not None and seq == expected_head.seq:
             if head != expected_head:
                 return bad(number, seq, "differs from the recorded head: the log was rewritten")
@@ -218,6 +230,18 @@ def verify(path: Path, *, expected_head: AuditHead | None = None) -> VerifyRepor
             f"{expected_head.seq if expected_head else 0}: entries were deleted from its end"
         )
         return VerifyReport(path, count, False, head, count + 1, None, problem)
+    for witness, heads in sorted((witnessed or {}).items()):
+        for got in sorted(heads, key=lambda h: h.seq):
+            if got.seq not in seen:
+                problem = (
+                    f"{witness} saw seq {got.seq}, the log ends at seq {head.seq}: entries "
+                    "were deleted from its end"
+                )
+                return VerifyReport(path, count, False, head, count + 1, None, problem)
+            number, digest = seen[got.seq]
+            if digest != got.hash:
+                problem = f"differs from the head {witness} saw: the log was rewritten"
+                return bad(number, got.seq, problem)
     return VerifyReport(path, count, True, head)
 
 

@@ -13,7 +13,8 @@ from __future__ import annotations
 import json
 import os
 import secrets
-from collections.abc import Callable, Mapping
+import shutil
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -24,14 +25,13 @@ from fedpharma.core.dataset import Objective
 from fedpharma.core.deploy_config import ServerConfig
 from fedpharma.core.errors import ConfigError, DataError, RoundFailed
 from fedpharma.core.params import Parameters
-from fedpharma.core.protocol import EvaluateTask, Failure, Reply, Task, TrainTask
 from fedpharma.privacy import production_rng
 from fedpharma.secure.ckks import PublicContext, load_public_context
 from fedpharma.server.audit import AuditHead, AuditLog, verify
 from fedpharma.server.join import JoinGate, JoinLog, expected_preprocessing
 from fedpharma.server.label_statistics import calibrated_start
 from fedpharma.server.plan import build_federation
-from fedpharma.server.round import RoundRecord
+from fedpharma.server.run_observers import AnnouncingChannel, AuditRejections, AuditRounds, Progress
 from fedpharma.server.store import RunStore
 from fedpharma.transport.pki import CKKS_PUBLIC_FILE
 
@@ -94,68 +94,18 @@ def model_shape(recipe: RunConfig, n_features: int | None = None) -> ModelShape:
     )
 
 
-class _AuditRounds:
-    """Records each completed round in the audit log and anchors the log's head next to it."""
-
-    def __init__(self, audit: AuditLog, head_file: Path) -> None:
-        self.audit, self.head_file = audit, head_file
-
-    def on_round(self, record: RoundRecord) -> None:
-        reason = f"{len(record.contributors)} update(s) aggregated"
-        if record.failures or record.refusals:
-            reason += f"; {len(record.failures)} failed, {len(record.refusals)} refused"
-        self.audit.record("round_completed", round=record.round, reason=reason)
-        write_head(self.head_file, self.audit.head)
-
-
-class _Progress:
-    """Keeps the last completed round and its model; prints one line per round."""
-
-    def __init__(self, parameters: Parameters, completed: int, rounds: int, say: Status) -> None:
-        self.parameters, self.completed, self.rounds, self.say = (
-            parameters,
-            completed,
-            rounds,
-            say,
+def _wait_for_planned_sites(gate: JoinGate, planned: int, deadline: float, say: Status) -> None:
+    """Before round 1: wait up to ``deadline`` s for all ``planned`` sites to be admitted, so
+    that round 1 and the calibration do not depend on who happened to join first."""
+    if deadline <= 0:
+        return
+    say(f"waiting up to {deadline:g} s for the {planned} planned site(s) before round 1")
+    admitted = gate.wait_for_sites(planned, deadline)
+    if len(admitted) < planned:
+        say(
+            f"join deadline passed: {len(admitted)} of {planned} planned site(s) admitted "
+            f"({', '.join(admitted) or 'none'}); round 1 starts once min_sites are there"
         )
-
-    def on_round(self, record: RoundRecord) -> None:
-        self.parameters, self.completed = record.parameters, record.round
-        parts = [
-            f"round {record.round} of {self.rounds} done",
-            f"{len(record.contributors)} sites",
-        ]
-        loss = record.train_metrics.get("train_loss")
-        if loss is not None:
-            parts.append(f"train loss {loss:.4f}")
-        for name, value in sorted(record.evaluate_metrics.items()):
-            parts.append(f"test {name} {value:.4f}")
-        if record.failures or record.refusals:
-            parts.append(f"{len(record.failures)} failed, {len(record.refusals)} refused")
-        parts.append(f"{record.seconds:.1f} s")
-        self.say(" · ".join(parts))
-
-
-class _AnnouncingChannel:
-    """The server's channel, printing "round k of n" as each round's tasks go out."""
-
-    def __init__(self, channel: Any, rounds: int, say: Status) -> None:
-        self._channel, self._rounds, self._say = channel, rounds, say
-
-    def available_sites(self) -> tuple[str, ...]:
-        return tuple(self._channel.available_sites())
-
-    def exchange(
-        self, tasks: Mapping[str, Task], timeout: float | None = None
-    ) -> dict[str, Reply | Failure]:
-        first = next(iter(tasks.values()), None)
-        names = ", ".join(sorted(tasks))
-        if isinstance(first, TrainTask):
-            self._say(f"round {first.round} of {self._rounds}: training at {names}")
-        elif isinstance(first, EvaluateTask):
-            self._say(f"round {first.round} of {self._rounds}: evaluating at {names}")
-        replies: dict[str, Reply | Failure] = self._channel.exchange(tasks, timeout)
-        return replies
 
 
 # ----- run directory ---------------------------------------------------------------------------
@@ -177,6 +127,15 @@ def read_head(run_dir: Path) -> AuditHead | None:
         return AuditHead(int(raw["seq"]), str(raw["hash"]))
     except (ValueError, KeyError, TypeError) as exc:
         raise DataError(f"{path} is not an audit head: {exc}") from exc
+
+
+def read_run_id(run_dir: Path) -> str:
+    """The run id in a run directory's manifest (``run.json``)."""
+    path = run_dir / MANIFEST_FILE
+    try:
+        return str(json.loads(path.read_text(encoding="utf-8"))["run_id"])
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise DataError(f"{path} is not a run manifest: {exc}") from exc
 
 
 def _ckks_context(config: ServerConfig) -> PublicContext:
@@ -246,8 +205,13 @@ def run_coordinator(
     resume: Path | None = None,
     on_status: Status = _quiet,
     on_listening: Callable[[str], None] | None = None,
+    on_run_dir: Callable[[Path], None] | None = None,
 ) -> CoordinatorResult:
-    """Run (or resume) a deployed federated run to its end; see the module docstring."""
+    """Run (or resume) a deployed federated run to its end; see the module docstring.
+
+    ``on_run_dir`` learns the run directory once it is kept: a new run's when the server
+    listens (a start that fails removes the directory it made), a resumed run's at once.
+    """
     # grpc loads only here: `fedpharma provision` and `audit verify` stay light.
     from fedpharma.models.factory import build_trainer
     from fedpharma.transport.grpc import (
@@ -273,72 +237,80 @@ def run_coordinator(
         run_id, run_dir = _open_run(resume, config, recipe)
         store = RunStore(run_dir / STORE_FILE)
         audit = AuditLog(run_dir / AUDIT_FILE)
+        if on_run_dir is not None:
+            on_run_dir(run_dir)
 
-    tls = None if config.server.tls is None else ServerTls.from_folder(Path(config.server.tls))
-    server_settings = CoordinatorSettings(
-        run_id=run_id,
-        address=config.server.address,
-        limits=WireLimits(max_payload_bytes=int(config.server.max_payload_mb * 1024 * 1024)),
-        liveness_timeout=config.server.liveness_timeout,
-        heartbeat_seconds=config.server.heartbeat_seconds,
-        max_pull_wait=min(5.0, config.server.liveness_timeout / 2),
-        max_workers=config.server.max_workers,
-        admission=AdmissionSettings(
-            max_calls_per_site=config.server.max_calls_per_site,
-            rate_per_site=config.server.max_calls_per_second,
-            burst_per_site=max(1, round(2 * config.server.max_calls_per_second)),
-            quarantine_after=config.server.quarantine_after,
-        ),
-    )
-
-    def transport_status(line: str) -> None:
-        if not line.startswith(("task_sent", "result_accepted")):  # one line per round is enough
-            say(line)
-
-    server = GrpcCoordinatorServer(
-        server_settings,
-        tls,
-        insecure=config.server.insecure,
-        audit=audit,
-        on_status=transport_status,
-    )
-    control = config.round_control
-    # Sites are listed (to the round loop and to the calibration) only once admitted at join.
-    gate = JoinGate(
-        server.channel,
-        run_id,
-        join_check,
-        on_outcome=JoinLog(store, say, audit),
-        timeout=control.round_timeout,
-        wait_for=server.channel.wait_for_sites,
-        dismiss=server.channel.dismiss,
-        connection_of=server.channel.connection,
-    )
-
-    def calibrate(parameters: Parameters) -> Parameters:
-        """Start the output layer at the labels, exactly as a simulation does."""
-        calibrated, how = calibrated_start(
-            recipe, gate, run_id, parameters, shape.task, shape.n_tasks, control.round_timeout
-        )
-        say(how)
-        return calibrated
-
-    progress = _Progress(initial, 0, recipe.rounds, say)
-    # Site-level DP noise in deployment comes from the OS CSPRNG, never from the recipe's seed.
-    federation = build_federation(
-        recipe,
-        planned_sites=recipe.partition.n_sites,
-        noise_rng=production_rng(),
-        timeout=control.round_timeout,
-        ckks_context=_ckks_context(config) if recipe.secure.mode == "ckks" else None,
-        store=store,
-        observers=[_AuditRounds(audit, run_dir / HEAD_FILE), progress],
-        prepare=calibrate,
-        on_status=say,
-        wait_for_sites=control.wait_for_sites,
-        retries=control.retries,
-    )
+    server: Any = None
+    listening = False
     try:
+        tls = None if config.server.tls is None else ServerTls.from_folder(Path(config.server.tls))
+        server_settings = CoordinatorSettings(
+            run_id=run_id,
+            address=config.server.address,
+            limits=WireLimits(max_payload_bytes=int(config.server.max_payload_mb * 1024 * 1024)),
+            liveness_timeout=config.server.liveness_timeout,
+            heartbeat_seconds=config.server.heartbeat_seconds,
+            max_pull_wait=min(5.0, config.server.liveness_timeout / 2),
+            max_workers=config.server.max_workers,
+            admission=AdmissionSettings(
+                max_calls_per_site=config.server.max_calls_per_site,
+                rate_per_site=config.server.max_calls_per_second,
+                burst_per_site=max(1, round(2 * config.server.max_calls_per_second)),
+                quarantine_after=config.server.quarantine_after,
+            ),
+        )
+
+        def transport_status(line: str) -> None:
+            if not line.startswith(
+                ("task_sent", "result_accepted")
+            ):  # one line per round is enough
+                say(line)
+
+        server = GrpcCoordinatorServer(
+            server_settings,
+            tls,
+            insecure=config.server.insecure,
+            audit=audit,
+            on_status=transport_status,
+            heads_sent=store.record_heads_sent,
+        )
+        control = config.round_control
+        # Sites are listed (to the round loop and to the calibration) only once admitted at join.
+        gate = JoinGate(
+            server.channel,
+            run_id,
+            join_check,
+            on_outcome=JoinLog(store, say, audit),
+            timeout=control.round_timeout,
+            wait_for=server.channel.wait_for_sites,
+            dismiss=server.channel.dismiss,
+            connection_of=server.channel.connection,
+        )
+
+        def calibrate(parameters: Parameters) -> Parameters:
+            """Start the output layer at the labels, exactly as a simulation does."""
+            calibrated, how = calibrated_start(
+                recipe, gate, run_id, parameters, shape.task, shape.n_tasks, control.round_timeout
+            )
+            say(how)
+            return calibrated
+
+        progress = Progress(initial, 0, recipe.rounds, say)
+        # Site-level DP noise in deployment comes from the OS CSPRNG, never from the recipe's seed.
+        federation = build_federation(
+            recipe,
+            planned_sites=recipe.partition.n_sites,
+            noise_rng=production_rng(),
+            timeout=control.round_timeout,
+            ckks_context=_ckks_context(config) if recipe.secure.mode == "ckks" else None,
+            store=store,
+            observers=[AuditRounds(audit, run_dir / HEAD_FILE, write_head), progress],
+            prepare=calibrate,
+            on_status=say,
+            wait_for_sites=control.wait_for_sites,
+            retries=control.retries,
+            on_rejected=AuditRejections(audit),
+        )
         if resume is not None:
             completed, parameters = federation.resume(initial)
             progress.parameters, progress.completed = parameters, completed
@@ -347,12 +319,17 @@ def run_coordinator(
                 f"resumed at round {completed + 1} (run {run_id}, last completed round {completed})"
             )
         server.start()
+        listening = True
+        if on_run_dir is not None and resume is None:
+            on_run_dir(run_dir)
         if on_listening is not None:
             on_listening(server.address)
         say(f"run directory {run_dir}")
+        if progress.completed == 0:
+            _wait_for_planned_sites(gate, recipe.partition.n_sites, control.join_deadline, say)
         try:
             federation.run(
-                _AnnouncingChannel(gate, recipe.rounds, say),
+                AnnouncingChannel(gate, recipe.rounds, say),
                 progress.parameters,
                 recipe.rounds,
                 run_id=run_id,
@@ -378,6 +355,9 @@ def run_coordinator(
             run_dir, run_id, progress.parameters, progress.completed, audit.head
         )
     finally:
-        server.stop()
+        if server is not None:
+            server.stop()
         store.close()
         audit.close()
+        if resume is None and not listening:  # it never served: leave no run behind
+            shutil.rmtree(run_dir, ignore_errors=True)

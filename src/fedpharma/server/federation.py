@@ -44,7 +44,14 @@ from fedpharma.core.protocol import (
     TrainTask,
 )
 from fedpharma.server.influence import AgreedWeights
-from fedpharma.server.round import RoundObserver, RoundRecord, site_seed, sort_replies
+from fedpharma.server.round import (
+    Rejected,
+    RoundObserver,
+    RoundRecord,
+    merge_failures,
+    site_seed,
+    sort_replies,
+)
 from fedpharma.strategy import NO_STATE, SampleWeightedMean, SiteUpdate, Strategy
 
 
@@ -140,7 +147,8 @@ class Federation:
     completed round (after the strategy's state) and is where :meth:`resume` reads from.
     ``prepare`` turns the initial model into the first round's, once enough sites are there (the
     output layer's calibration). ``observers`` see every completed round; ``on_status`` gets one
-    line per wait and retry.
+    line per wait and retry; ``on_rejected`` each reply the round loop rejects after the
+    channel accepted it (e.g. an update that does not fit the model).
     """
 
     def __init__(
@@ -154,6 +162,7 @@ class Federation:
         observers: Sequence[RoundObserver] = (),
         prepare: Callable[[Parameters], Parameters] | None = None,
         on_status: Callable[[str], None] = _quiet,
+        on_rejected: Rejected | None = None,
     ) -> None:
         self.strategy = strategy
         self.settings = settings
@@ -163,6 +172,7 @@ class Federation:
         self.observers = tuple(observers)
         self.prepare = prepare
         self.say = on_status
+        self.on_rejected = on_rejected
         self._declines_evaluation: set[str] = set()
         self.weights = AgreedWeights(settings.max_site_examples)
 
@@ -252,7 +262,7 @@ class Federation:
         if rnd == rounds or (every > 0 and rnd % every == 0):
             evaluate, eval_refusals, eval_failures = self.evaluate(channel, parameters, rnd, run_id)
             refusals = eval_refusals | refusals  # a site's train refusal is the one to keep
-            failures = eval_failures | failures
+            failures = merge_failures(failures, eval_failures)
         record = RoundRecord(
             rnd,
             parameters,
@@ -297,7 +307,7 @@ class Federation:
             for site in sites
         }
         replies = channel.exchange(tasks, self.settings.timeout)
-        results, refusals, failures = sort_replies(tasks, replies)
+        results, refusals, failures = sort_replies(tasks, replies, self.on_rejected)
         if self.collector is not None:
             advertised = {s: r for s, r in results.items() if isinstance(r, SecureReply)}
             self._require_sites(rnd, len(advertised), len(sites), refusals, failures)
@@ -351,7 +361,7 @@ class Federation:
         sites = [site for site in chosen if site not in self._declines_evaluation]
         tasks: dict[str, Task] = {site: EvaluateTask(run_id, rnd, parameters) for site in sites}
         replies = channel.exchange(tasks, self.settings.timeout) if tasks else {}
-        results, refusals, failures = sort_replies(tasks, replies)
+        results, refusals, failures = sort_replies(tasks, replies, self.on_rejected)
         self._declines_evaluation |= {s for s, r in refusals.items() if r.kind == "policy"}
         evaluate = {s: r for s, r in results.items() if isinstance(r, EvaluateResult)}
         return evaluate, refusals, failures

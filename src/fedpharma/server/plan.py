@@ -14,7 +14,7 @@ from fedpharma.privacy import noised_share_bound
 from fedpharma.secure.ckks import PublicContext
 from fedpharma.server.dp import SiteLevelDP, record_level_settings, site_level_aggregator
 from fedpharma.server.federation import Checkpoints, Federation, FederationSettings
-from fedpharma.server.round import RoundObserver
+from fedpharma.server.round import Rejected, RoundObserver
 from fedpharma.server.secure import CKKSCollector, SecAggCollector
 from fedpharma.strategy import build_rule, build_strategy
 
@@ -36,6 +36,7 @@ def build_federation(
     on_status: Callable[[str], None] = _quiet,
     wait_for_sites: float | None = None,
     retries: int = 0,
+    on_rejected: Rejected | None = None,
 ) -> Federation:
     """The recipe's strategy and round settings, its record-level DP task settings, and its
     site-level DP aggregator for ``planned_sites`` sites (noise drawn from ``noise_rng``:
@@ -98,6 +99,7 @@ def build_federation(
         observers=observers,
         prepare=prepare,
         on_status=on_status,
+        on_rejected=on_rejected,
     )
 
 

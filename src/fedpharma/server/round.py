@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import zlib
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -49,8 +49,15 @@ def site_seed(run_seed: int, rnd: int, site: str) -> int:
     return int(np.random.SeedSequence(entropy).generate_state(1)[0] >> 1)
 
 
+Rejected = Callable[[str, int, str], None]
+"""Told ``(site, round, reason)`` of each reply the round loop rejects after the channel took
+it (the deployed coordinator audits it as ``result_rejected``)."""
+
+
 def sort_replies(
-    tasks: Mapping[str, Task], replies: Mapping[str, Reply | Failure]
+    tasks: Mapping[str, Task],
+    replies: Mapping[str, Reply | Failure],
+    on_rejected: Rejected | None = None,
 ) -> tuple[dict[str, Reply], dict[str, Refusal], dict[str, str]]:
     """Each site's reply validated against its task: (results, refusals, failure reasons)."""
     results: dict[str, Reply] = {}
@@ -65,9 +72,20 @@ def sort_replies(
             checked = validate_reply(task, site, reply)
         except ProtocolError as exc:
             failures[site] = f"rejected: {exc}"
+            if on_rejected is not None:
+                on_rejected(site, task.round, str(exc))
             continue
         if isinstance(checked, Refusal):
             refusals[site] = checked
         else:
             results[site] = checked
     return results, refusals, failures
+
+
+def merge_failures(train: Mapping[str, str], evaluate: Mapping[str, str]) -> dict[str, str]:
+    """A round's failure reasons per site, keeping both when a site failed to train and to
+    evaluate (neither overwrites the other)."""
+    merged = dict(evaluate)
+    for site, reason in train.items():
+        merged[site] = f"{reason}; evaluate: {evaluate[site]}" if site in evaluate else reason
+    return merged

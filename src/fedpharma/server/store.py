@@ -1,7 +1,8 @@
 """The run store: one SQLite database per run directory.
 
 It records the run's config, per-round timings and per-site metrics, refusals and failures, the
-latest model checkpoint with its sha256, and the final comparison of models. It is a
+latest model checkpoint with its sha256, the audit heads sent to each site with its tasks, and
+the final comparison of models. It is a
 :class:`~fedpharma.server.round.RoundObserver`, so the round loop writes to it as rounds complete
 and a crash loses at most the round in flight. Only aggregate metrics are stored, never records.
 """
@@ -11,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import json
 import sqlite3
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -38,6 +40,10 @@ CREATE TABLE IF NOT EXISTS incidents (
 );
 CREATE TABLE IF NOT EXISTS checkpoints (
     round INTEGER PRIMARY KEY, sha256 TEXT NOT NULL, parameters BLOB NOT NULL
+);
+CREATE TABLE IF NOT EXISTS audit_heads_sent (
+    site TEXT NOT NULL, round INTEGER NOT NULL, seq INTEGER NOT NULL, hash TEXT NOT NULL,
+    sent TEXT NOT NULL
 );
 CREATE TABLE IF NOT EXISTS comparison (
     model TEXT NOT NULL, site TEXT NOT NULL, name TEXT NOT NULL, value REAL NOT NULL,
@@ -131,6 +137,20 @@ class RunStore:
         """An incident outside a round's record, e.g. a site refused at join (round 0)."""
         with self._db:
             self._db.execute("INSERT INTO incidents VALUES (?, ?, ?, ?)", (rnd, site, kind, reason))
+
+    def record_heads_sent(self, rows: Sequence[tuple[str, int, int, str]]) -> None:
+        """The audit heads that went out with tasks: (site, round, seq, hash) rows."""
+        with self._db:
+            self._db.executemany(
+                "INSERT INTO audit_heads_sent VALUES (?, ?, ?, ?, ?)",
+                [(*row, _now()) for row in rows],
+            )
+
+    def heads_sent(self) -> list[tuple[str, int, int, str]]:
+        """Every (site, round, seq, hash) :meth:`record_heads_sent` kept, in the order sent."""
+        return self._db.execute(
+            "SELECT site, round, seq, hash FROM audit_heads_sent ORDER BY rowid"
+        ).fetchall()
 
     def record_comparison(self, model: str, site: str, metrics: dict[str, float]) -> None:
         with self._db:

@@ -29,7 +29,7 @@ from pathlib import Path
 
 import numpy as np
 
-from fedpharma.core.config import DatasetConfig, RunConfig, load_site_policy
+from fedpharma.core.config import DatasetConfig, RunConfig, load_site_policy, site_policy_toml
 from fedpharma.core.dataset import SiteData
 from fedpharma.core.deploy_config import SiteConfig, SiteDataConfig
 from fedpharma.core.errors import ConfigError, DataError
@@ -43,9 +43,13 @@ from fedpharma.secure.identity import load_identity
 from fedpharma.site.policy import SitePolicy
 from fedpharma.site.runtime import SiteRuntime
 from fedpharma.site.secure import SecureParticipation
+from fedpharma.site.witness import HeadWitness
 from fedpharma.transport.pki import CA_FILE, CERT_FILE, CKKS_SECRET_FILE, KEY_FILE
 
 Status = Callable[[str], None]
+LEDGER_FILE, POLICY_FILE = "privacy.sqlite", "policy.toml"
+"""In a site's ``state_dir``: its privacy ledger, and the policy in force (a copy of its
+``policy`` file, written at start) that ``fedpharma privacy STATE_DIR`` reads."""
 
 
 def _quiet(_: str) -> None:
@@ -53,10 +57,14 @@ def _quiet(_: str) -> None:
 
 
 def load_site_data(
-    data: SiteDataConfig, recipe: RunConfig, permutation: FingerprintPermutation | None = None
+    data: SiteDataConfig,
+    recipe: RunConfig,
+    permutation: FingerprintPermutation | None = None,
+    on_status: Status = _quiet,
 ) -> SiteData:
     """The site's train and held-out test data, featurized with the recipe's ``[features]`` and
-    permuted by the partners' ``permutation``, if any."""
+    permuted by the partners' ``permutation``, if any. Molecules that could not be used are
+    counted by reason in one ``on_status`` line (row numbers, never a structure)."""
     dataset_config = DatasetConfig(
         name=data.name,
         path=data.path,
@@ -70,7 +78,10 @@ def load_site_data(
     test_fraction = (
         recipe.dataset.test_fraction if data.test_fraction is None else data.test_fraction
     )
-    dataset, _report = load_dataset(dataset_config, recipe.features, permutation)
+    dataset, report = load_dataset(dataset_config, recipe.features, permutation)
+    if report is not None and report.n_kept < report.n_input:
+        source = data.path or data.name
+        on_status(f"{source}: {report.n_kept} of {report.n_input} rows used; {report.summary()}")
     if np.isnan(dataset.features).any():
         raise DataError(
             "the data has missing feature values to impute; a deployed site does not run the "
@@ -98,17 +109,23 @@ def load_site_data(
     raise DataError(f"the partition made {len(parts)} parts, not {data.partition_index}")
 
 
-def build_site(name: str, config: SiteConfig, recipe: RunConfig) -> SiteRuntime:
+def build_site(
+    name: str, config: SiteConfig, recipe: RunConfig, on_status: Status = _quiet
+) -> SiteRuntime:
     """The site runtime: its data, the recipe's trainers, the owner's policy and ledger, and
     the description of its preprocessing for the join check."""
     permutation = site_permutation(recipe.features, config.permutation_key)
-    data = load_site_data(config.data, recipe, permutation)
+    data = load_site_data(config.data, recipe, permutation, on_status)
     molecules = featurizes_molecules(config.data.name, config.data.kind)
-    policy = (
-        SitePolicy(load_site_policy(config.policy), Path(config.state_dir) / "privacy.sqlite")
-        if config.policy is not None
-        else None
-    )
+    policy = None
+    if config.policy is not None:
+        policy_config = load_site_policy(config.policy)
+        state_dir = Path(config.state_dir)
+        policy = SitePolicy(policy_config, state_dir / LEDGER_FILE)
+        # `fedpharma privacy STATE_DIR` reads the ledger next to the policy in force
+        in_force = state_dir / POLICY_FILE
+        if in_force.resolve() != Path(config.policy).resolve():
+            in_force.write_text(site_policy_toml(policy_config), encoding="utf-8")
     return SiteRuntime(
         name,
         data,
@@ -173,7 +190,7 @@ def serve(
     from fedpharma.transport.grpc import SiteSettings, SiteTls, run_site
 
     name = site_name(config)
-    runtime = build_site(name, config, recipe)
+    runtime = build_site(name, config, recipe, on_status)
     on_status(
         f"site {name}: {len(runtime.data.train)} training and {len(runtime.data.test)} test "
         "records loaded (they stay here)"
@@ -194,5 +211,6 @@ def serve(
         settings=settings,
         stop=stop,
         on_status=on_status,
+        witness=HeadWitness(Path(config.state_dir)),
     )
     return f"{summary.ended_because}; {summary.results_sent} result(s) sent"

@@ -10,6 +10,7 @@ label or prediction leaves the site. Its part in differential privacy is
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import math
 from typing import TYPE_CHECKING
 
@@ -68,7 +69,9 @@ class SiteRuntime:
     ``noise_source`` gives the generator for distributed DP noise from the task seed: a seeded
     one in simulation; by default the OS CSPRNG, as deployment needs. ``secure`` is the site's
     part in secure aggregation (its identity, the consortium's CA, its floor for t and the CKKS
-    key); a site without one refuses secure tasks.
+    key); a site without one refuses secure tasks. A charged plaintext task that arrives again
+    unchanged (its round was retried) is answered with the same release, charged once; a
+    restarted site process does not remember it and charges again (the safe side).
     ``preprocessing`` is how this site prepared its molecules (computed once, from its own
     ``[features]`` and permutation key), sent when the coordinator asks at join; a site without
     molecule data has none and declines the join check. ``schema`` is the declared schema of a
@@ -100,6 +103,10 @@ class SiteRuntime:
             policy, private_trainer, noise_source or (lambda _seed: production_rng())
         )
         self.secure = secure
+        # The last charged plaintext release and the digest of the task it answered: a round
+        # that failed elsewhere (a hostile site, a timeout) is retried with the very same task,
+        # and answering it again with a fresh release would charge the budget twice.
+        self._last_release: tuple[bytes, TrainResult] | None = None
 
     def handle_encoded(self, request: bytes | memoryview) -> EncodedMessage:
         """Answer an encoded task with an encoded reply; a malformed task gets a Refusal."""
@@ -151,6 +158,12 @@ class SiteRuntime:
                 "this site's policy requires secure aggregation and the task would send its "
                 'update in the clear; set [secure] mode = "secagg" or "ckks" in the run config'
             )
+        charged = settings.secure is None and (
+            settings.record_dp is not None or settings.site_dp is not None
+        )
+        digest = _task_digest(task) if charged else b""
+        if self._last_release is not None and self._last_release[0] == digest:
+            return self._last_release[1]  # already released and charged: nothing new leaves
         # Everything that can be refused is checked, and charged, before any record is read.
         if settings.secure is not None:
             self._secure().check(settings.secure)
@@ -179,7 +192,12 @@ class SiteRuntime:
             # Site-level DP weighs every site alike (its sensitivity bound needs that).
             weight = 1 if settings.site_dp is not None else outcome.n_examples
             return self._secure().contribute(task, settings.secure, update, weight)
-        return TrainResult(task.run_id, task.round, self.name, update, outcome.n_examples, metrics)
+        result = TrainResult(
+            task.run_id, task.round, self.name, update, outcome.n_examples, metrics
+        )
+        if charged:
+            self._last_release = (digest, result)
+        return result
 
     def _secure(self) -> SecureParticipation:
         if self.secure is None:
@@ -248,6 +266,15 @@ class SiteRuntime:
                 f"this site's policy requires differential privacy; {release} would be an "
                 "unaccounted release"
             )
+
+
+def _task_digest(task: TrainTask) -> bytes:
+    """sha256 of the task's wire encoding: equal exactly for the same run, round, model and
+    settings."""
+    digest = hashlib.sha256()
+    for part in encode_message_parts(task):
+        digest.update(part)
+    return digest.digest()
 
 
 def _finite(metrics: dict[str, float]) -> dict[str, float]:

@@ -50,6 +50,10 @@ StatusCallback = Callable[[str], None]
 MIN_HEARTBEAT_SECONDS = 0.1  # whatever the coordinator asks, never spin
 
 
+Witness = Callable[[str, int, int, str], None]
+"""Keeps the audit head that came with a task: ``witness(run_id, round, seq, hash)``."""
+
+
 def _ignore(_: str) -> None:
     return None
 
@@ -274,6 +278,7 @@ def run_site(
     settings: SiteSettings = SiteSettings(),
     stop: threading.Event | None = None,
     on_status: StatusCallback = _ignore,
+    witness: Witness | None = None,
 ) -> SiteSummary:
     """Serve the coordinator at ``address`` until the run finishes or ``stop`` is set.
 
@@ -282,7 +287,8 @@ def run_site(
     with a clear :class:`CertificateRefused`. ``insecure=True`` (no ``tls``) requires
     ``site_name`` and logs a loud warning. Raises :class:`CertificateRefused` and
     :class:`VersionMismatch` at once (retrying cannot help) and :class:`TransportError` once
-    ``settings.give_up_after`` seconds pass without a successful join.
+    ``settings.give_up_after`` seconds pass without a successful join. ``witness`` is told the
+    coordinator's audit head that came with each task (``fedpharma.site.witness``).
     """
     stop = stop or threading.Event()
     name = _site_identity(tls, site_name, insecure, on_status)
@@ -293,7 +299,9 @@ def run_site(
                 info = connection.join()
                 on_status(f"joined run {info.run_id} at {address} as {name}")
                 backoff, failing_since = settings.backoff_initial, None
-                ended, answered = _serve(connection, info, handler, settings, stop, on_status)
+                ended, answered = _serve(
+                    connection, info, handler, settings, stop, on_status, witness
+                )
                 sent += answered
                 # Leaving is a courtesy; the coordinator notices silence anyway.
                 with contextlib.suppress(TransportError):
@@ -342,6 +350,7 @@ def _serve(
     settings: SiteSettings,
     stop: threading.Event,
     on_status: StatusCallback,
+    witness: Witness | None = None,
 ) -> tuple[str, int]:
     """Pull, handle and push until the run finishes or ``stop``; (why it ended, results sent)."""
     beating = threading.Event()
@@ -364,6 +373,9 @@ def _serve(
                 waiting = True
                 continue
             waiting = False
+            if witness is not None:
+                header = pulled.header
+                witness(header.run_id, pulled.round, header.audit_seq, header.audit_hash)
             size = len(pulled.payload) / 1e6
             on_status(f"round {pulled.round}: task received ({size:.1f} MB), working")
             try:

@@ -22,7 +22,7 @@ _sym_db = _symbol_database.Default()
 
 
 DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(
-    b'\n\x12\x66\x65\x64pharma_v1.proto\x12\x0c\x66\x65\x64pharma.v1"5\n\x0bJoinRequest\x12\x18\n\x10protocol_version\x18\x01 \x01(\r\x12\x0c\n\x04site\x18\x02 \x01(\t"\x80\x01\n\tJoinReply\x12\x18\n\x10protocol_version\x18\x01 \x01(\r\x12\x0e\n\x06run_id\x18\x02 \x01(\t\x12\x19\n\x11heartbeat_seconds\x18\x03 \x01(\x01\x12\x19\n\x11max_payload_bytes\x18\x04 \x01(\x04\x12\x13\n\x0b\x63hunk_bytes\x18\x05 \x01(\r"1\n\x0bPullRequest\x12\x0c\n\x04site\x18\x01 \x01(\t\x12\x14\n\x0cwait_seconds\x18\x02 \x01(\x01"\x8c\x01\n\rPayloadHeader\x12\x18\n\x10protocol_version\x18\x01 \x01(\r\x12\x0e\n\x06run_id\x18\x02 \x01(\t\x12\r\n\x05round\x18\x03 \x01(\x04\x12\x0f\n\x07task_id\x18\x04 \x01(\t\x12\x13\n\x0btotal_bytes\x18\x05 \x01(\x04\x12\x0e\n\x06sha256\x18\x06 \x01(\x0c\x12\x0c\n\x04site\x18\x07 \x01(\t"\x08\n\x06NoTask"\x1a\n\x08\x46inished\x12\x0e\n\x06reason\x18\x01 \x01(\t"\xa7\x01\n\tTaskChunk\x12-\n\x06header\x18\x01 \x01(\x0b\x32\x1b.fedpharma.v1.PayloadHeaderH\x00\x12\x0e\n\x04\x64\x61ta\x18\x02 \x01(\x0cH\x00\x12\'\n\x07no_task\x18\x03 \x01(\x0b\x32\x14.fedpharma.v1.NoTaskH\x00\x12*\n\x08\x66inished\x18\x04 \x01(\x0b\x32\x16.fedpharma.v1.FinishedH\x00\x42\x06\n\x04item"T\n\x0bResultChunk\x12-\n\x06header\x18\x01 \x01(\x0b\x32\x1b.fedpharma.v1.PayloadHeaderH\x00\x12\x0e\n\x04\x64\x61ta\x18\x02 \x01(\x0cH\x00\x42\x06\n\x04item"\x1d\n\tPushReply\x12\x10\n\x08\x61\x63\x63\x65pted\x18\x01 \x01(\x08" \n\x10HeartbeatRequest\x12\x0c\n\x04site\x18\x01 \x01(\t""\n\x0eHeartbeatReply\x12\x10\n\x08\x66inished\x18\x01 \x01(\x08",\n\x0cLeaveRequest\x12\x0c\n\x04site\x18\x01 \x01(\t\x12\x0e\n\x06reason\x18\x02 \x01(\t"\x0c\n\nLeaveReply2\xd9\x02\n\x0b\x43oordinator\x12:\n\x04Join\x12\x19.fedpharma.v1.JoinRequest\x1a\x17.fedpharma.v1.JoinReply\x12@\n\x08PullTask\x12\x19.fedpharma.v1.PullRequest\x1a\x17.fedpharma.v1.TaskChunk0\x01\x12\x42\n\nPushResult\x12\x19.fedpharma.v1.ResultChunk\x1a\x17.fedpharma.v1.PushReply(\x01\x12I\n\tHeartbeat\x12\x1e.fedpharma.v1.HeartbeatRequest\x1a\x1c.fedpharma.v1.HeartbeatReply\x12=\n\x05Leave\x12\x1a.fedpharma.v1.LeaveRequest\x1a\x18.fedpharma.v1.LeaveReplyb\x06proto3'
+    b'\n\x12\x66\x65\x64pharma_v1.proto\x12\x0c\x66\x65\x64pharma.v1"5\n\x0bJoinRequest\x12\x18\n\x10protocol_version\x18\x01 \x01(\r\x12\x0c\n\x04site\x18\x02 \x01(\t"\x80\x01\n\tJoinReply\x12\x18\n\x10protocol_version\x18\x01 \x01(\r\x12\x0e\n\x06run_id\x18\x02 \x01(\t\x12\x19\n\x11heartbeat_seconds\x18\x03 \x01(\x01\x12\x19\n\x11max_payload_bytes\x18\x04 \x01(\x04\x12\x13\n\x0b\x63hunk_bytes\x18\x05 \x01(\r"1\n\x0bPullRequest\x12\x0c\n\x04site\x18\x01 \x01(\t\x12\x14\n\x0cwait_seconds\x18\x02 \x01(\x01"\xb3\x01\n\rPayloadHeader\x12\x18\n\x10protocol_version\x18\x01 \x01(\r\x12\x0e\n\x06run_id\x18\x02 \x01(\t\x12\r\n\x05round\x18\x03 \x01(\x04\x12\x0f\n\x07task_id\x18\x04 \x01(\t\x12\x13\n\x0btotal_bytes\x18\x05 \x01(\x04\x12\x0e\n\x06sha256\x18\x06 \x01(\x0c\x12\x0c\n\x04site\x18\x07 \x01(\t\x12\x11\n\taudit_seq\x18\x08 \x01(\x04\x12\x12\n\naudit_hash\x18\t \x01(\t"\x08\n\x06NoTask"\x1a\n\x08\x46inished\x12\x0e\n\x06reason\x18\x01 \x01(\t"\xa7\x01\n\tTaskChunk\x12-\n\x06header\x18\x01 \x01(\x0b\x32\x1b.fedpharma.v1.PayloadHeaderH\x00\x12\x0e\n\x04\x64\x61ta\x18\x02 \x01(\x0cH\x00\x12\'\n\x07no_task\x18\x03 \x01(\x0b\x32\x14.fedpharma.v1.NoTaskH\x00\x12*\n\x08\x66inished\x18\x04 \x01(\x0b\x32\x16.fedpharma.v1.FinishedH\x00\x42\x06\n\x04item"T\n\x0bResultChunk\x12-\n\x06header\x18\x01 \x01(\x0b\x32\x1b.fedpharma.v1.PayloadHeaderH\x00\x12\x0e\n\x04\x64\x61ta\x18\x02 \x01(\x0cH\x00\x42\x06\n\x04item"\x1d\n\tPushReply\x12\x10\n\x08\x61\x63\x63\x65pted\x18\x01 \x01(\x08" \n\x10HeartbeatRequest\x12\x0c\n\x04site\x18\x01 \x01(\t""\n\x0eHeartbeatReply\x12\x10\n\x08\x66inished\x18\x01 \x01(\x08",\n\x0cLeaveRequest\x12\x0c\n\x04site\x18\x01 \x01(\t\x12\x0e\n\x06reason\x18\x02 \x01(\t"\x0c\n\nLeaveReply2\xd9\x02\n\x0b\x43oordinator\x12:\n\x04Join\x12\x19.fedpharma.v1.JoinRequest\x1a\x17.fedpharma.v1.JoinReply\x12@\n\x08PullTask\x12\x19.fedpharma.v1.PullRequest\x1a\x17.fedpharma.v1.TaskChunk0\x01\x12\x42\n\nPushResult\x12\x19.fedpharma.v1.ResultChunk\x1a\x17.fedpharma.v1.PushReply(\x01\x12I\n\tHeartbeat\x12\x1e.fedpharma.v1.HeartbeatRequest\x1a\x1c.fedpharma.v1.HeartbeatReply\x12=\n\x05Leave\x12\x1a.fedpharma.v1.LeaveRequest\x1a\x18.fedpharma.v1.LeaveReplyb\x06proto3'
 )
 
 _globals = globals()
@@ -37,25 +37,25 @@ if not _descriptor._USE_C_DESCRIPTORS:
     _globals["_PULLREQUEST"]._serialized_start = 222
     _globals["_PULLREQUEST"]._serialized_end = 271
     _globals["_PAYLOADHEADER"]._serialized_start = 274
-    _globals["_PAYLOADHEADER"]._serialized_end = 414
-    _globals["_NOTASK"]._serialized_start = 416
-    _globals["_NOTASK"]._serialized_end = 424
-    _globals["_FINISHED"]._serialized_start = 426
-    _globals["_FINISHED"]._serialized_end = 452
-    _globals["_TASKCHUNK"]._serialized_start = 455
-    _globals["_TASKCHUNK"]._serialized_end = 622
-    _globals["_RESULTCHUNK"]._serialized_start = 624
-    _globals["_RESULTCHUNK"]._serialized_end = 708
-    _globals["_PUSHREPLY"]._serialized_start = 710
-    _globals["_PUSHREPLY"]._serialized_end = 739
-    _globals["_HEARTBEATREQUEST"]._serialized_start = 741
-    _globals["_HEARTBEATREQUEST"]._serialized_end = 773
-    _globals["_HEARTBEATREPLY"]._serialized_start = 775
-    _globals["_HEARTBEATREPLY"]._serialized_end = 809
-    _globals["_LEAVEREQUEST"]._serialized_start = 811
-    _globals["_LEAVEREQUEST"]._serialized_end = 855
-    _globals["_LEAVEREPLY"]._serialized_start = 857
-    _globals["_LEAVEREPLY"]._serialized_end = 869
-    _globals["_COORDINATOR"]._serialized_start = 872
-    _globals["_COORDINATOR"]._serialized_end = 1217
+    _globals["_PAYLOADHEADER"]._serialized_end = 453
+    _globals["_NOTASK"]._serialized_start = 455
+    _globals["_NOTASK"]._serialized_end = 463
+    _globals["_FINISHED"]._serialized_start = 465
+    _globals["_FINISHED"]._serialized_end = 491
+    _globals["_TASKCHUNK"]._serialized_start = 494
+    _globals["_TASKCHUNK"]._serialized_end = 661
+    _globals["_RESULTCHUNK"]._serialized_start = 663
+    _globals["_RESULTCHUNK"]._serialized_end = 747
+    _globals["_PUSHREPLY"]._serialized_start = 749
+    _globals["_PUSHREPLY"]._serialized_end = 778
+    _globals["_HEARTBEATREQUEST"]._serialized_start = 780
+    _globals["_HEARTBEATREQUEST"]._serialized_end = 812
+    _globals["_HEARTBEATREPLY"]._serialized_start = 814
+    _globals["_HEARTBEATREPLY"]._serialized_end = 848
+    _globals["_LEAVEREQUEST"]._serialized_start = 850
+    _globals["_LEAVEREQUEST"]._serialized_end = 894
+    _globals["_LEAVEREPLY"]._serialized_start = 896
+    _globals["_LEAVEREPLY"]._serialized_end = 908
+    _globals["_COORDINATOR"]._serialized_start = 911
+    _globals["_COORDINATOR"]._serialized_end = 1256
 # @@protoc_insertion_point(module_scope)

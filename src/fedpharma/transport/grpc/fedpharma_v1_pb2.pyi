@@ -55,7 +55,17 @@ class PullRequest(_message.Message):
     ) -> None: ...
 
 class PayloadHeader(_message.Message):
-    __slots__ = ("protocol_version", "run_id", "round", "task_id", "total_bytes", "sha256", "site")
+    __slots__ = (
+        "protocol_version",
+        "run_id",
+        "round",
+        "task_id",
+        "total_bytes",
+        "sha256",
+        "site",
+        "audit_seq",
+        "audit_hash",
+    )
     PROTOCOL_VERSION_FIELD_NUMBER: _ClassVar[int]
     RUN_ID_FIELD_NUMBER: _ClassVar[int]
     ROUND_FIELD_NUMBER: _ClassVar[int]
@@ -63,6 +73,8 @@ class PayloadHeader(_message.Message):
     TOTAL_BYTES_FIELD_NUMBER: _ClassVar[int]
     SHA256_FIELD_NUMBER: _ClassVar[int]
     SITE_FIELD_NUMBER: _ClassVar[int]
+    AUDIT_SEQ_FIELD_NUMBER: _ClassVar[int]
+    AUDIT_HASH_FIELD_NUMBER: _ClassVar[int]
     protocol_version: int
     run_id: str
     round: int
@@ -70,6 +82,8 @@ class PayloadHeader(_message.Message):
     total_bytes: int
     sha256: bytes
     site: str
+    audit_seq: int
+    audit_hash: str
     def __init__(
         self,
         protocol_version: _Optional[int] = ...,
@@ -79,6 +93,8 @@ class PayloadHeader(_message.Message):
         total_bytes: _Optional[int] = ...,
         sha256: _Optional[bytes] = ...,
         site: _Optional[str] = ...,
+        audit_seq: _Optional[int] = ...,
+        audit_hash: _Optional[str] = ...,
     ) -> None: ...
 
 class NoTask(_message.Message):

@@ -11,7 +11,7 @@ from __future__ import annotations
 import secrets
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 from fedpharma.core.protocol import Failure, Reply, Task, TrainTask
@@ -41,12 +41,32 @@ class _SiteState:
     left: bool = False
 
 
-class SiteRegistry:
-    """Thread-safe state shared by the service handlers and the channel."""
+AuditHeadSource = Callable[[], tuple[int, str] | None]
+"""The coordinator's audit chain head now, as (seq, sha256), or None without an audit log."""
+HeadsSent = Callable[[Sequence[tuple[str, int, int, str]]], None]
+"""Told, on the round loop's thread, which head went out with which task: (site, round, seq,
+hash) rows, e.g. to keep them in the run store."""
 
-    def __init__(self, settings: CoordinatorSettings, note: Callable[..., None]) -> None:
+
+class SiteRegistry:
+    """Thread-safe state shared by the service handlers and the channel.
+
+    Every queued task's header carries ``audit_head()`` (the chain head when it was queued), so
+    each site can witness the coordinator's audit log; ``heads_sent`` is told what went where.
+    """
+
+    def __init__(
+        self,
+        settings: CoordinatorSettings,
+        note: Callable[..., None],
+        *,
+        audit_head: AuditHeadSource | None = None,
+        heads_sent: HeadsSent | None = None,
+    ) -> None:
         self.settings = settings
         self._note = note
+        self._audit_head = audit_head
+        self._heads_sent = heads_sent
         self._cond = threading.Condition()
         self._sites: dict[str, _SiteState] = {}
         self._outstanding: dict[str, Outstanding] = {}
@@ -224,6 +244,9 @@ class SiteRegistry:
     ) -> dict[str, Reply | Failure]:
         """Queue one task per site, wait for the answers, and fail whoever did not answer."""
         deadline = None if timeout is None else time.monotonic() + timeout
+        head = None if self._audit_head is None else self._audit_head()
+        if head is not None and self._heads_sent is not None and payloads:
+            self._heads_sent([(s, task.round, *head) for s, (task, _) in payloads.items()])
         with self._cond:
             self._answers = {}
             limit = self.settings.limits.max_payload_bytes
@@ -232,7 +255,12 @@ class SiteRegistry:
                     self._model_values = task.parameters.size
                 task_id = secrets.token_hex(16)
                 header = payload_header(
-                    payload, run_id=task.run_id, round=task.round, task_id=task_id, site=site
+                    payload,
+                    run_id=task.run_id,
+                    round=task.round,
+                    task_id=task_id,
+                    site=site,
+                    audit_head=head,
                 )
                 bound = reply_bound(task, self._model_values, limit)
                 self._outstanding[site] = Outstanding(

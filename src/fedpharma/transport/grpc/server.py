@@ -3,7 +3,8 @@
 :class:`GrpcCoordinatorServer` binds (mutual TLS, or an explicit and loudly logged insecure
 mode), serves the RPC handlers of :mod:`~fedpharma.transport.grpc.servicer`, and hands the round
 loop its :class:`~fedpharma.transport.grpc.channel.GrpcChannel` (``server.channel``). What
-happens is recorded in the audit log and reported as status lines.
+happens is recorded in the audit log and reported as status lines; every task carries the audit
+log's head to its site (``docs/hostile-sites.md``, "An audit log the sites witness").
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from fedpharma.core.errors import ConfigError, TransportError
 from fedpharma.transport.grpc.admission import Admission
 from fedpharma.transport.grpc.channel import GrpcChannel
 from fedpharma.transport.grpc.methods import add_to_server
-from fedpharma.transport.grpc.registry import SiteRegistry
+from fedpharma.transport.grpc.registry import HeadsSent, SiteRegistry
 from fedpharma.transport.grpc.servicer import CoordinatorServicer
 from fedpharma.transport.grpc.settings import CoordinatorSettings
 from fedpharma.transport.grpc.tls import INSECURE_WARNING, RevocationList, ServerTls
@@ -58,6 +59,7 @@ class GrpcCoordinatorServer:
         insecure: bool = False,
         audit: AuditRecorder | None = None,
         on_status: StatusCallback = _ignore,
+        heads_sent: HeadsSent | None = None,
     ) -> None:
         if tls is None and not insecure:
             raise ConfigError(["give TLS files, or pass insecure=True for a local test"], "server")
@@ -68,7 +70,9 @@ class GrpcCoordinatorServer:
         self._audit = audit
         self._on_status = on_status
         self._lock = threading.Lock()
-        self._registry = SiteRegistry(settings, self._record)
+        self._registry = SiteRegistry(
+            settings, self._record, audit_head=self._audit_head, heads_sent=heads_sent
+        )
         self.channel = GrpcChannel(self._registry)
         self.admission = Admission(settings.admission, self._record, self._registry.quarantine)
         self._service = CoordinatorServicer(
@@ -87,6 +91,11 @@ class GrpcCoordinatorServer:
                 self._audit.record(kind, site=site, round=round, reason=reason)
         where = f" round {round}" if round is not None else ""
         self._on_status(f"{kind}: {site or '-'}{where}{' — ' + reason if reason else ''}")
+
+    def _audit_head(self) -> tuple[int, str] | None:
+        """The audit chain head each task carries to its site (``AuditLog.head``), if any."""
+        head = getattr(self._audit, "head", None)
+        return None if head is None else (int(head.seq), str(head.hash))
 
     @property
     def address(self) -> str:

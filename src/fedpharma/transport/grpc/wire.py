@@ -193,8 +193,17 @@ def chunk_data(chunk: Chunk) -> memoryview:
 
 
 def payload_header(
-    payload: OutgoingPayload, *, run_id: str, round: int, task_id: str, site: str
+    payload: OutgoingPayload,
+    *,
+    run_id: str,
+    round: int,
+    task_id: str,
+    site: str,
+    audit_head: tuple[int, str] | None = None,
 ) -> pb.PayloadHeader:
+    """The header announcing ``payload``; a task's carries the coordinator's ``audit_head``
+    (seq, hash) for the site to keep as a witness."""
+    seq, digest = audit_head or (0, "")
     return pb.PayloadHeader(
         protocol_version=PROTOCOL_VERSION,
         run_id=run_id,
@@ -203,6 +212,8 @@ def payload_header(
         total_bytes=payload.size,
         sha256=payload.sha256,
         site=site,
+        audit_seq=seq,
+        audit_hash=digest,
     )
 
 
