@@ -1,4 +1,5 @@
-"""`fedpharma` command line: demo, simulate, report, privacy; the deployment commands come from
+"""`fedpharma` command line: demo, simulate, report, privacy, export, predict; the deployment
+commands come from
 :mod:`~fedpharma.cli.deploy`, and every command reports errors through
 :func:`~fedpharma.cli.errors.friendly_errors`.
 """
@@ -11,6 +12,7 @@ from typing import Annotated, Any
 
 import typer
 
+from fedpharma import __version__
 from fedpharma.cli.deploy import register as register_deploy
 from fedpharma.cli.errors import friendly_errors
 from fedpharma.core.config import (
@@ -43,6 +45,24 @@ DEMO_CONFIG = RunConfig(
     rounds=30,
     seed=0,
 )
+
+
+def _print_version(value: bool) -> None:
+    if value:
+        typer.echo(f"fedpharma {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def main(
+    version: Annotated[
+        bool,
+        typer.Option(
+            "--version", callback=_print_version, is_eager=True, help="Print the version and exit."
+        ),
+    ] = False,
+) -> None:
+    """Privacy-preserving federated learning for drug development."""
 
 
 def _default_out(prefix: str) -> Path:
@@ -106,6 +126,68 @@ def privacy(
         raise DataError(f"{ledger_path} does not exist: {site_dir} is not a site folder")
     policy = SitePolicy(load_site_policy(site_dir / "policy.toml"), ledger_path)
     print_ledger(policy)
+
+
+@app.command()
+@friendly_errors
+def export(
+    out: Annotated[Path, typer.Option(help="The model bundle folder to write (new or empty).")],
+    run: Annotated[
+        Path | None,
+        typer.Argument(help="A run directory, simulated or deployed (or its run.sqlite)."),
+    ] = None,
+    site_state: Annotated[
+        Path | None,
+        typer.Option(
+            help="Instead of a run: a site's state_dir, to export the shared trunk with this "
+            "site's own head (private heads; run it at the site)."
+        ),
+    ] = None,
+) -> None:
+    """Export a run's model: weights (safetensors) and a manifest of preprocessing, tasks,
+    architecture and provenance."""
+    from fedpharma.bundle.export import export_run, export_site
+    from fedpharma.core.errors import DataError
+
+    if (run is None) == (site_state is None):
+        raise DataError("give either a run directory or --site-state DIR")
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+        raise DataError(f"--out {out} exists and is not empty; choose a new folder")
+    if site_state is not None:
+        manifest = export_site(site_state, out)
+    elif run is not None:
+        manifest = export_run(run, out)
+    tasks = ", ".join(manifest.task_names)
+    typer.echo(
+        f"model of run {manifest.provenance.run_id} (round {manifest.provenance.round}; "
+        f"{manifest.task}: {tasks}) written to {out}"
+    )
+    typer.echo(f"use it:  fedpharma predict {out} MOLECULES.csv --out predictions.csv")
+
+
+@app.command()
+@friendly_errors
+def predict(
+    bundle: Annotated[Path, typer.Argument(help="A model bundle (fedpharma export).")],
+    molecules: Annotated[
+        Path, typer.Argument(help="Molecules: a CSV with a SMILES column, or an SDF file.")
+    ],
+    out: Annotated[Path, typer.Option(help="Where to write the predictions (CSV).")],
+    smiles_column: Annotated[str, typer.Option(help="The CSV's SMILES column.")] = "smiles",
+) -> None:
+    """Predict new molecules with an exported model, featurized with the model's own recipe."""
+    from fedpharma.bundle.predict import Model
+
+    model = Model.load(bundle)
+    predictions = model.predict_file(molecules, smiles_column=smiles_column)
+    predictions.write_csv(out)
+    line = f"{len(predictions) - len(predictions.invalid)} of {len(predictions)} molecule(s) "
+    line += f"predicted, written to {out}"
+    if predictions.invalid:
+        rows = sorted(predictions.invalid)
+        shown = ", ".join(map(str, rows[:10])) + (", …" if len(rows) > 10 else "")
+        line += f"; {len(rows)} invalid, no prediction (rows {shown})"
+    typer.echo(line)
 
 
 def _replace(config: RunConfig, **changes: Any) -> RunConfig:

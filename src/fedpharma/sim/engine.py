@@ -57,6 +57,7 @@ from fedpharma.server.store import RunStore
 from fedpharma.sim.audit import audit_privacy
 from fedpharma.sim.cross_evaluation import cross_evaluate
 from fedpharma.sim.privacy import PrivacyRecorder, site_policy
+from fedpharma.site.checkpoint import SiteModelKeeper
 from fedpharma.site.runtime import SiteRuntime
 from fedpharma.site.secure import SecureParticipation
 from fedpharma.transport.inprocess import InProcessChannel
@@ -133,7 +134,8 @@ def simulate(
     # CKKS in simulation: a fresh consortium key; the coordinator gets only its public context.
     ckks_key = create_secret_context() if config.secure.mode == "ckks" else None
     trainers = site_trainers(config, sim, trainer)
-    sites = InProcessChannel(build_site_runtimes(config, sim, trainers, run_dir, ckks_key))
+    runtimes = build_site_runtimes(config, sim, trainers, run_dir, ckks_key)
+    sites = InProcessChannel(runtimes)
     # As in deployment, only sites whose preprocessing matches the recipe's take part.
     channel = JoinGate(
         sites, run_id, expected_preprocessing(config), on_outcome=JoinLog(store, say)
@@ -155,6 +157,8 @@ def simulate(
     fed_started = time.perf_counter()
     final = federation.run(channel, initial, config.rounds, run_id=run_id)
     federated_seconds = time.perf_counter() - fed_started
+    if config.model.private_heads:  # as a deployed site does: only the partner holds its head
+        keep_site_models(config, run_id, runtimes, final, run_dir, privacy)
 
     models: dict[str, dict[str, Parameters] | Parameters] = {"federated": final}
     predictors = {"federated": trainers}
@@ -201,6 +205,28 @@ def simulate(
     )
     write_summary(summary, run_dir)
     return SimulationResult(run_dir, summary, final, predictions)
+
+
+def keep_site_models(
+    config: RunConfig,
+    run_id: str,
+    runtimes: dict[str, SiteRuntime],
+    final: Parameters,
+    run_dir: Path,
+    privacy: PrivacyRecorder,
+) -> None:
+    """Each simulated site keeps its final model (shared trunk + its own head) in its folder
+    ``run_dir/sites/NAME``, for ``fedpharma export --site-state``."""
+    spent = privacy.summary(config).final
+    for name, runtime in runtimes.items():
+        preprocessing = "" if runtime.preprocessing is None else runtime.preprocessing.to_json()
+        keeper = SiteModelKeeper(run_dir / "sites" / name, name, config.to_dict(), preprocessing)
+        train = runtime.data.train
+        epsilon: dict[str, float] = {
+            rel: v for rel, v in spent.get(name, {}).items() if v is not None
+        }
+        model = runtime.whole_model(final)
+        keeper.keep(run_id, config.rounds, train.task, train.task_names, model, epsilon)
 
 
 def site_trainers(config: RunConfig, sim: Simulation, shared: Trainer) -> dict[str, Trainer]:
