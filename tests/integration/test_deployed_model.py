@@ -33,6 +33,7 @@ def deployed(molecules_csv, pki_root, tmp_path_factory):
     config = load_server_config(files["server"])
     stop = threading.Event()
     ended: dict[str, str] = {}
+    lines: list[str] = []
 
     def start_sites(address: str) -> None:
         for site in SITES:
@@ -42,7 +43,7 @@ def deployed(molecules_csv, pki_root, tmp_path_factory):
             recipe = load_config(site_config.run_config)
             threading.Thread(
                 target=lambda c=site_config, r=recipe, s=site: ended.update(
-                    {s: serve(c, r, stop=stop)}
+                    {s: serve(c, r, stop=stop, on_status=lines.append)}
                 ),
                 daemon=True,
             ).start()
@@ -55,11 +56,11 @@ def deployed(molecules_csv, pki_root, tmp_path_factory):
     finally:
         stop.set()
     assert result.rounds_completed == 2
-    return folder, result
+    return folder, result, lines
 
 
 def test_the_coordinators_run_exports_with_its_audit_head(deployed, tmp_path):
-    _folder, result = deployed
+    _folder, result, _lines = deployed
     out = tmp_path / "model"
     exported = runner.invoke(app, ["export", str(result.run_dir / "run.sqlite"), "--out", str(out)])
     assert exported.exit_code == 0, exported.output
@@ -74,7 +75,7 @@ def test_the_coordinators_run_exports_with_its_audit_head(deployed, tmp_path):
 
 
 def test_each_site_keeps_the_final_model_and_exports_it_at_its_site(deployed, tmp_path):
-    folder, result = deployed
+    folder, result, _lines = deployed
     smiles = ["CCO", "c1ccccc1O", "CC(=O)Nc1ccc(O)cc1"]
     for site in SITES:
         out = tmp_path / site
@@ -88,3 +89,25 @@ def test_each_site_keeps_the_final_model_and_exports_it_at_its_site(deployed, tm
         assert model.manifest.provenance.round == 2
         np.testing.assert_array_equal(model.parameters.flatten(), result.parameters.flatten())
         assert model.predict(smiles).values.shape == (3, 1)
+
+
+def test_a_deployed_run_gets_a_report_from_its_run_store(deployed):
+    _folder, result, _lines = deployed
+    assert not (result.run_dir / "summary.json").exists()
+    rendered = runner.invoke(app, ["report", str(result.run_dir)])
+    assert rendered.exit_code == 0, rendered.output
+    page = (result.run_dir / "report.html").read_text()
+    assert "deployed" in page and "Learning curves" in page
+    assert "Time and participation per round" in page
+    assert "Federated model per partner" in page  # no baselines in a deployment
+    assert "Local-only vs federated" not in page
+    for site in SITES:
+        assert site in page
+
+
+def test_site_progress_lines_name_the_task_and_count_rounds_from_1(deployed):
+    _folder, _result, lines = deployed
+    text = "\n".join(lines)
+    assert "before round 1: task received (preprocessing check" in text
+    assert "round 1: task received (train" in text and "round 2: result sent (evaluate" in text
+    assert "round 0" not in text

@@ -6,6 +6,7 @@ commands come from
 
 from __future__ import annotations
 
+import shutil
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated, Any
@@ -94,18 +95,34 @@ def demo(
 def simulate(
     config_path: Annotated[Path, typer.Argument(metavar="CONFIG.toml", help="Run config.")],
     out: Annotated[Path | None, typer.Option(help="Run directory (default runs/sim-TIME).")] = None,
+    overrides: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--set",
+            metavar="TABLE.KEY=VALUE",
+            help="Override a config setting, e.g. --set training.learning_rate=0.01 (repeatable).",
+        ),
+    ] = None,
 ) -> None:
     """Run any configured experiment in simulation (all sites in this process)."""
-    _run(load_config(config_path), out or _default_out("sim"))
+    _run(load_config(config_path, overrides or ()), out or _default_out("sim"))
 
 
 @app.command()
 @friendly_errors
-def report(run_dir: Annotated[Path, typer.Argument(help="A run directory.")]) -> None:
+def report(
+    run_dir: Annotated[Path, typer.Argument(help="A run directory, simulated or deployed.")],
+) -> None:
     """Render RUN_DIR/report.html: learning curves, per-partner comparison, metrics, config."""
     from fedpharma.report.html import render_report
+    from fedpharma.report.summary import SUMMARY_FILE
 
-    typer.echo(f"report written to {render_report(run_dir)}")
+    summary = None
+    if not (run_dir / SUMMARY_FILE).is_file() and (run_dir / "run.sqlite").is_file():
+        from fedpharma.server.run_summary import summary_from_store
+
+        summary = summary_from_store(run_dir)  # a deployed run keeps only its run store
+    typer.echo(f"report written to {render_report(run_dir, summary)}")
 
 
 @app.command()
@@ -198,14 +215,21 @@ def _replace(config: RunConfig, **changes: Any) -> RunConfig:
 
 def _run(config: RunConfig, run_dir: Path) -> None:
     from fedpharma.cli.display import print_comparison, print_round
+    from fedpharma.core.errors import FedPharmaError
     from fedpharma.sim.engine import simulate as run_simulation
 
-    result = run_simulation(
-        config,
-        run_dir,
-        on_round=print_round,
-        on_status=lambda message: typer.echo(message, err=True),
-    )
+    existed = run_dir.exists()
+    try:
+        result = run_simulation(
+            config,
+            run_dir,
+            on_round=print_round,
+            on_status=lambda message: typer.echo(message, err=True),
+        )
+    except FedPharmaError:
+        if not existed and run_dir.is_dir():  # a failed simulation leaves no half-written --out
+            shutil.rmtree(run_dir)
+        raise
     print_comparison(result.summary)
     typer.echo(f"\nrun directory: {run_dir}   (summary.json, run.sqlite)")
     typer.echo(f"look at it:    fedpharma report {run_dir}")

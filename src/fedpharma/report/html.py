@@ -47,13 +47,14 @@ from fedpharma.report.templating import render
 REPORT_FILE = "report.html"
 
 
-def render_report(run_dir: Path) -> Path:
-    """Write ``run_dir/report.html`` from ``run_dir/summary.json`` and return its path.
+def render_report(run_dir: Path, summary: RunSummary | None = None) -> Path:
+    """Write ``run_dir/report.html`` from ``summary`` (default: ``run_dir/summary.json``) and
+    return its path.
 
     Raises :class:`~fedpharma.core.errors.DataError` naming the problem if the summary is missing or
     malformed. The file is written atomically, so a browser never sees half a report.
     """
-    summary = load_summary(run_dir)
+    summary = summary if summary is not None else load_summary(run_dir)
     target = run_dir / REPORT_FILE
     partial = run_dir / f".{REPORT_FILE}.tmp"
     partial.write_text(build_report_html(summary), encoding="utf-8")
@@ -120,6 +121,12 @@ def verdict_sentence(summary: RunSummary) -> str | None:
         return "The federated model does worse than training on each site alone."
     if centralized is not None and sign * (centralized - local) > 0:
         share = improvement / (sign * (centralized - local))
+        if share > 1:
+            return (
+                "The federated model beats training on each site alone, and even the "
+                "centralized model on pooled data (on these test sets; the difference may be "
+                "within their noise)."
+            )
         return (
             f"Federation recovers {share:.0%} of the gain that pooling all data centrally "
             "brings over local-only training."
@@ -197,19 +204,30 @@ def _plots(summary: RunSummary) -> list[_Card]:
     else:
         sections.append(_Card("Learning curves", note="No rounds were recorded."))
     partners = summary.partners()
-    if any(score is not None for _, p in partners for score in p.headline().values()):
+    scored = {m for _, p in partners for m, score in p.headline().items() if score is not None}
+    bars_title = (
+        "Local-only vs federated vs centralized"
+        if scored - {"federated"}
+        else "Federated model per partner"
+    )
+    if scored:
         sections.append(
             _figure(
-                "Local-only vs federated vs centralized",
+                bars_title,
                 plots.partner_bars_png(partners, metric),
                 alt=f"{label} per partner for local-only, federated and centralized models",
                 caption=f"Final {label} on each partner's own test set, and on all of them "
-                f"pooled (right), {direction_text(metric.higher_is_better)}.",
+                f"pooled (right), {direction_text(metric.higher_is_better)}."
+                + (
+                    ""
+                    if scored - {"federated"}
+                    else " No local-only or centralized baseline was run."
+                ),
             )
         )
     else:
-        sections.append(_Card("Local-only vs federated vs centralized", note="No scores."))
-    if curves.rounds and curves.train_loss:
+        sections.append(_Card(bars_title, note="No scores."))
+    if curves.rounds and any(v is not None for v in curves.train_loss):
         sections.append(
             _figure(
                 "Training loss",
@@ -218,7 +236,26 @@ def _plots(summary: RunSummary) -> list[_Card]:
                 caption="Training loss per round, averaged over the sites.",
             )
         )
+    elif summary.privacy is not None and summary.privacy.relations():
+        sections.append(_Card("Training loss", note=NO_LOSS_UNDER_DP))
+    activity = summary.activity
+    if activity is not None and activity.rounds:
+        sections.append(
+            _figure(
+                "Time and participation per round",
+                plots.round_activity_png(activity),
+                alt="seconds and number of aggregated sites per round",
+                caption="Wall-clock seconds of each round (bars, left axis) and the number of "
+                "sites whose update it aggregated (line, right axis).",
+            )
+        )
     return sections
+
+
+NO_LOSS_UNDER_DP = (
+    "No training-loss curve: under differential privacy a site sends only what the guarantee "
+    "covers, and its raw training loss is not covered, so no site reported one."
+)
 
 
 def _figure(heading: str, png: bytes, alt: str, caption: str) -> _Card:

@@ -95,6 +95,17 @@ class Curves:
 
 
 @dataclass(frozen=True)
+class RoundActivity:
+    """Every completed round: its wall-clock seconds and how many sites' updates it
+    aggregated (of ``planned_sites``)."""
+
+    rounds: tuple[int, ...] = field(default=(), metadata={"key": "round"})
+    seconds: tuple[float, ...] = ()
+    participants: tuple[int, ...] = ()
+    planned_sites: int | None = None
+
+
+@dataclass(frozen=True)
 class Timings:
     """Wall-clock seconds spent on the whole run and its parts."""
 
@@ -237,6 +248,8 @@ class RunSummary:
     privacy: Privacy | None = None
     privacy_audit: PrivacyAudit | None = None
     cross_evaluation: CrossEvaluation | None = None
+    activity: RoundActivity | None = None
+    deployed: bool = False
 
     def partners(self) -> tuple[tuple[str, Partner], ...]:
         """Every test set by name: the sites', then the pooled one."""
@@ -276,6 +289,11 @@ def parse_summary(data: object, source: str = SUMMARY_FILE) -> RunSummary:
     summary = serde.load(RunSummary, data, source=source, ignore_unknown=True, error=_error)
     problems = [*_curve_problems(summary.curves), *_privacy_problems(summary.privacy)]
     problems += _cross_evaluation_problems(summary.cross_evaluation)
+    if summary.activity is not None:
+        activity = summary.activity
+        series = {"seconds": activity.seconds, "participants": activity.participants}
+        rounds = len(activity.rounds)
+        problems += _length_problems("[activity]", series.items(), "[activity] round", rounds)
     if problems:
         raise _error(problems, source)
     return summary
@@ -313,7 +331,7 @@ def _privacy_problems(privacy: Privacy | None) -> Iterator[str]:
 
 
 def _length_problems(
-    table: str, series: Iterable[tuple[str, Series]], rounds_key: str, length: int
+    table: str, series: Iterable[tuple[str, Sequence[object]]], rounds_key: str, length: int
 ) -> Iterator[str]:
     for name, values in series:
         if values and len(values) != length:

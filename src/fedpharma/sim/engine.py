@@ -1,6 +1,6 @@
 """Run a configured experiment end to end in one process.
 
-About 430 lines, one job: the simulation's single pipeline; each step's own logic already lives
+About 470 lines, one job: the simulation's single pipeline; each step's own logic already lives
 in its module (partition, federation, cross-evaluation, audit, privacy), this file only wires them.
 
 Steps: load the dataset → partition it into sites (seeded) → each site splits its own data into
@@ -43,6 +43,7 @@ from fedpharma.report.summary import (
     DatasetInfo,
     Metric,
     Partner,
+    RoundActivity,
     RunSummary,
     Timings,
     write_summary,
@@ -55,6 +56,7 @@ from fedpharma.server.plan import build_federation
 from fedpharma.server.round import RoundRecord, site_seed
 from fedpharma.server.store import RunStore
 from fedpharma.sim.audit import audit_privacy
+from fedpharma.sim.checks import check_binary_labels, check_test_sizes
 from fedpharma.sim.cross_evaluation import cross_evaluate
 from fedpharma.sim.privacy import PrivacyRecorder, site_policy
 from fedpharma.site.checkpoint import SiteModelKeeper
@@ -91,6 +93,7 @@ class SimulationResult:
 def prepare_sites(config: RunConfig) -> Simulation:
     """Load, partition and split the data, reproducibly from ``config.seed``."""
     dataset, report = load_dataset(config.dataset, config.features)
+    check_binary_labels(dataset)
     rng = np.random.default_rng(config.seed)
     parts = partition(dataset, config.partition, rng)
     sites = {}
@@ -99,6 +102,7 @@ def prepare_sites(config: RunConfig) -> Simulation:
         local = dataset.subset(rows, name=name)
         train, test = scaffold_split(local.groups, config.dataset.test_fraction, rng)
         sites[name] = SiteData(local.subset(train), local.subset(test))
+    check_test_sizes({name: len(data.test) for name, data in sites.items()}, len(dataset))
     invalid = 0 if report is None else report.n_input - report.n_valid
     return Simulation(sites, dataset, invalid)
 
@@ -118,9 +122,9 @@ def simulate(
     """
     say = on_status or (lambda _msg: None)
     started = time.perf_counter()
+    sim = prepared or prepare_sites(config)  # bad data fails before anything is written
     run_dir.mkdir(parents=True, exist_ok=True)
     run_id = datetime.now(UTC).strftime("%Y%m%d-%H%M%S-") + secrets.token_hex(2)
-    sim = prepared or prepare_sites(config)
     say(_describe_sites(sim))
     trainer = build_trainer(config, sim.dataset)
     initial = trainer.initial_parameters(config.seed)
@@ -202,6 +206,7 @@ def simulate(
         else None,
         privacy_audit=audit,
         cross_evaluation=cross_site,
+        activity=curves.round_activity(len(sim.sites)),
     )
     write_summary(summary, run_dir)
     return SimulationResult(run_dir, summary, final, predictions)
@@ -373,8 +378,10 @@ class CurveRecorder:
         self.train_loss: list[float | None] = []
         self.pooled: list[float | None] = []
         self.sites: dict[str, list[float | None]] = {}
+        self.activity: list[tuple[int, float, int]] = []
 
     def on_round(self, record: RoundRecord) -> None:
+        self.activity.append((record.round, record.seconds, len(record.contributors)))
         if not record.evaluate_results:
             return
         self.rounds.append(record.round)
@@ -390,6 +397,15 @@ class CurveRecorder:
             train_loss=tuple(self.train_loss),
             pooled=tuple(self.pooled),
             sites={site: tuple(series) for site, series in self.sites.items()},
+        )
+
+    def round_activity(self, planned_sites: int) -> RoundActivity:
+        """Each round's seconds and number of aggregated updates."""
+        return RoundActivity(
+            rounds=tuple(r for r, _, _ in self.activity),
+            seconds=tuple(s for _, s, _ in self.activity),
+            participants=tuple(n for _, _, n in self.activity),
+            planned_sites=planned_sites,
         )
 
 
