@@ -96,3 +96,18 @@ def test_a_relative_data_path_is_read_from_the_configs_folder(molecules_csv, tmp
         '[dataset]\npath = "data.csv"\nlabel_columns = ["pIC50"]\ntask = "regression"\n',
     )
     assert load_config(config).dataset.path == str(folder / "data.csv")
+
+
+def test_privacy_on_an_empty_ledger_says_so_and_reads_the_given_policy(tmp_path):
+    from fedpharma.core.config import SitePolicyConfig, site_policy_toml
+    from fedpharma.site.policy import SitePolicy
+
+    site = tmp_path / "site"
+    site.mkdir()
+    SitePolicy(SitePolicyConfig(record_epsilon=4.0), site / "privacy.sqlite")
+    owner = _write(tmp_path / "owner.toml", site_policy_toml(SitePolicyConfig(record_epsilon=4.0)))
+    result = runner.invoke(app, ["privacy", str(site), "--policy", str(owner)])
+    assert result.exit_code == 0, result.output
+    assert "holds no charge" in result.output and "record-level ε = 4" in result.output
+    missing = runner.invoke(app, ["privacy", str(site)])  # no policy.toml in the folder
+    _one_line_failure(missing)

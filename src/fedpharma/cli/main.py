@@ -131,6 +131,12 @@ def privacy(
     site_dir: Annotated[
         Path, typer.Argument(help="A site's folder: policy.toml + privacy.sqlite.")
     ],
+    policy_file: Annotated[
+        Path | None,
+        typer.Option(
+            "--policy", help="The site's policy file (default: policy.toml in the site's folder)."
+        ),
+    ] = None,
 ) -> None:
     """Print a site's privacy ledger: every charge, cumulative ε, accountant, relation and δ."""
     from fedpharma.cli.display import print_ledger
@@ -141,7 +147,7 @@ def privacy(
     ledger_path = site_dir / "privacy.sqlite"
     if not ledger_path.exists():
         raise DataError(f"{ledger_path} does not exist: {site_dir} is not a site folder")
-    policy = SitePolicy(load_site_policy(site_dir / "policy.toml"), ledger_path)
+    policy = SitePolicy(load_site_policy(policy_file or site_dir / "policy.toml"), ledger_path)
     print_ledger(policy)
 
 
