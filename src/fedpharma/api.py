@@ -25,6 +25,7 @@ from fedpharma.core.dataset import Objective
 from fedpharma.core.errors import DataError
 from fedpharma.models.bundle import Provenance
 from fedpharma.report.summary import RunSummary
+from fedpharma.server.round import RoundRecord
 
 __all__ = ["Model", "Predictions", "RunResult", "load_model", "simulate"]
 
@@ -71,17 +72,49 @@ def simulate(
     *,
     out: str | Path | None = None,
     on_status: Callable[[str], None] | None = None,
+    on_round: Callable[[RoundRecord, int], None] | None = None,
+    mlflow: str | None = None,
+    experiment: str = "fedpharma",
 ) -> RunResult:
     """Run a simulated federation. ``config``: a :class:`RunConfig`, a dict of the TOML's
-    tables, or a TOML file's path. ``out``: the run directory (default: a new temporary one)."""
-    from fedpharma.sim.engine import simulate as run_simulation
-
+    tables, or a TOML file's path. ``out``: the run directory (default: a new temporary one).
+    ``mlflow``: a tracking URI (a local folder works offline) to log the run to, in
+    ``experiment`` (:class:`~fedpharma.tracking.mlflow.MlflowTracker`)."""
     if isinstance(config, str | Path):
         config = load_config(config)
     elif not isinstance(config, RunConfig):
         config = config_from_dict(dict(config))
     run_dir = Path(out) if out is not None else Path(tempfile.mkdtemp(prefix="fedpharma-run-"))
-    result = run_simulation(config, run_dir, on_status=on_status)
+    if mlflow is None:
+        return _simulate(config, run_dir, on_status, on_round)
+    from fedpharma.tracking.mlflow import MlflowTracker
+
+    tracker = MlflowTracker(mlflow, experiment)
+    tracker.start(config.to_dict(), run_name=run_dir.name)
+
+    def both(record: RoundRecord, rounds: int) -> None:
+        tracker.on_round(record)
+        if on_round is not None:
+            on_round(record, rounds)
+
+    try:
+        result = _simulate(config, run_dir, on_status, both)
+    except BaseException:
+        tracker.finish(None, status="FAILED")
+        raise
+    tracker.finish(result)
+    return result
+
+
+def _simulate(
+    config: RunConfig,
+    run_dir: Path,
+    on_status: Callable[[str], None] | None,
+    on_round: Callable[[RoundRecord, int], None] | None,
+) -> RunResult:
+    from fedpharma.sim.engine import simulate as run_simulation
+
+    result = run_simulation(config, run_dir, on_status=on_status, on_round=on_round)
     summary = result.summary
     model = None
     if not config.model.private_heads:

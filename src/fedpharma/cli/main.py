@@ -48,6 +48,12 @@ DEMO_CONFIG = RunConfig(
 )
 
 
+MLFLOW_HELP = (
+    "Also log the run to MLflow at this tracking URI (a local folder works offline); needs "
+    "pip install 'fedpharma[mlflow]'."
+)
+
+
 def _print_version(value: bool) -> None:
     if value:
         typer.echo(f"fedpharma {__version__}")
@@ -79,6 +85,7 @@ def demo(
     rounds: Annotated[
         int | None, typer.Option(min=1, help="Override the number of rounds.")
     ] = None,
+    mlflow: Annotated[str | None, typer.Option(metavar="URI", help=MLFLOW_HELP)] = None,
 ) -> None:
     """Federated QSAR on a real ChEMBL potency series: 4 partners owning different scaffolds."""
     config = DEMO_CONFIG if rounds is None else _replace(DEMO_CONFIG, rounds=rounds)
@@ -87,7 +94,7 @@ def demo(
         "scaffolds) of ChEMBL2321810 (pIC50, shipped with RDKit), train one MLP on ECFP4 "
         "fingerprints with FedAvg; nobody shares a molecule."
     )
-    _run(config, out or _default_out("demo"))
+    _run(config, out or _default_out("demo"), mlflow)
 
 
 @app.command()
@@ -103,9 +110,10 @@ def simulate(
             help="Override a config setting, e.g. --set training.learning_rate=0.01 (repeatable).",
         ),
     ] = None,
+    mlflow: Annotated[str | None, typer.Option(metavar="URI", help=MLFLOW_HELP)] = None,
 ) -> None:
     """Run any configured experiment in simulation (all sites in this process)."""
-    _run(load_config(config_path, overrides or ()), out or _default_out("sim"))
+    _run(load_config(config_path, overrides or ()), out or _default_out("sim"), mlflow)
 
 
 @app.command()
@@ -219,18 +227,19 @@ def _replace(config: RunConfig, **changes: Any) -> RunConfig:
     return dataclasses.replace(config, **changes)
 
 
-def _run(config: RunConfig, run_dir: Path) -> None:
+def _run(config: RunConfig, run_dir: Path, mlflow: str | None = None) -> None:
+    from fedpharma.api import simulate as run_simulation
     from fedpharma.cli.display import print_comparison, print_round
     from fedpharma.core.errors import FedPharmaError
-    from fedpharma.sim.engine import simulate as run_simulation
 
     existed = run_dir.exists()
     try:
         result = run_simulation(
             config,
-            run_dir,
+            out=run_dir,
             on_round=print_round,
             on_status=lambda message: typer.echo(message, err=True),
+            mlflow=mlflow,
         )
     except FedPharmaError:
         if not existed and run_dir.is_dir():  # a failed simulation leaves no half-written --out
