@@ -4,6 +4,9 @@ The page carries everything inline (CSS, plots as base64 PNG, no scripts), so it
 archived or opened offline. The markup lives in ``templates/`` (jinja2, autoescaping): site
 names and titles come from user config and must never become markup. This module computes
 what the page says; the templates say how it looks.
+
+About 440 lines, one job: what each card of the page says, in words and figures (the sections
+with a life of their own, the audit and the cross-site matrix, have their modules).
 """
 
 from __future__ import annotations
@@ -81,6 +84,7 @@ def build_report_html(summary: RunSummary) -> str:
         models=models,
         partners=[_partner_table(name, p, models, summary) for name, p in partners],
         cross_site=cross_site_html(summary),
+        tasks=_task_table(summary),
         config=None if config is None else json.dumps(config, indent=2, ensure_ascii=False),
         version=__version__,
         source=SUMMARY_FILE,
@@ -238,6 +242,7 @@ def _plots(summary: RunSummary) -> list[_Card]:
         )
     elif summary.privacy is not None and summary.privacy.relations():
         sections.append(_Card("Training loss", note=NO_LOSS_UNDER_DP))
+    sections += _task_cards(summary)
     activity = summary.activity
     if activity is not None and activity.rounds:
         sections.append(
@@ -252,10 +257,58 @@ def _plots(summary: RunSummary) -> list[_Card]:
     return sections
 
 
+MAX_TASK_FIGURES = 6
+
+
+def _task_cards(summary: RunSummary) -> list[_Card]:
+    """A figure per task (the first :data:`MAX_TASK_FIGURES`): parity, or ROC / PR /
+    reliability; drawn from counts and curve points over every site's test rows."""
+    from fedpharma.report import task_plots
+
+    cards = []
+    for name, result in list(summary.tasks.items())[:MAX_TASK_FIGURES]:
+        rows = f"{format_count(result.n_test)} test rows of every site together"
+        if result.parity is not None:
+            cards.append(
+                _figure(
+                    f"Parity · {name}",
+                    task_plots.parity_png(result.parity, name),
+                    alt=f"predicted against measured {name}",
+                    caption=f"Federated model: predicted against measured {name}, {rows} "
+                    "(a 2-D histogram; dashed: perfect prediction).",
+                )
+            )
+        elif result.roc is not None or result.calibration is not None:
+            cards.append(
+                _figure(
+                    f"ROC, precision–recall and calibration · {name}",
+                    task_plots.classification_png(result.roc, result.pr, result.calibration),
+                    alt=f"ROC, precision-recall and reliability curves for {name}",
+                    caption=f"Federated model on {name}, {rows}. Right: observed positive rate "
+                    "per bin of predicted probability (dashed: perfectly calibrated).",
+                )
+            )
+    return cards
+
+
 NO_LOSS_UNDER_DP = (
     "No training-loss curve: under differential privacy a site sends only what the guarantee "
     "covers, and its raw training loss is not covered, so no site reported one."
 )
+
+
+def _task_table(summary: RunSummary) -> dict[str, Any] | None:
+    """Per-task metrics of the federated model (rows: tasks; columns: metrics)."""
+    if not summary.tasks:
+        return None
+    names: list[str] = []
+    for result in summary.tasks.values():
+        names.extend(n for n in result.metrics if n not in names)
+    rows = [
+        (task, format_count(r.n_test), [format_score(r.metrics.get(n)) for n in names])
+        for task, r in summary.tasks.items()
+    ]
+    return {"metrics": names, "rows": rows}
 
 
 def _figure(heading: str, png: bytes, alt: str, caption: str) -> _Card:

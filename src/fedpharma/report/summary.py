@@ -95,6 +95,48 @@ class Curves:
 
 
 @dataclass(frozen=True)
+class Parity:
+    """A 2-D histogram of (label, prediction): ``counts[i][j]`` test rows have their label in
+    bin i and their prediction in bin j of the shared ``edges``. Counts only, no row's value."""
+
+    edges: tuple[float, ...]
+    counts: tuple[tuple[int, ...], ...]
+
+
+@dataclass(frozen=True)
+class CurvePoints:
+    """A curve as points: ROC (x = false positive rate, y = true positive rate) or
+    precision–recall (x = recall, y = precision)."""
+
+    x: tuple[float, ...]
+    y: tuple[float, ...]
+
+
+@dataclass(frozen=True)
+class Calibration:
+    """Reliability by bin of predicted probability: mean prediction, observed positive rate and
+    row count per non-empty bin."""
+
+    predicted: tuple[float, ...]
+    observed: tuple[float, ...]
+    counts: tuple[int, ...]
+
+
+@dataclass(frozen=True)
+class TaskResult:
+    """The federated model on one task, over every site's test rows together: its metrics and
+    the aggregates the report draws (parity for regression; ROC, PR, calibration for
+    classification)."""
+
+    n_test: int
+    metrics: Mapping[str, float | None] = field(default_factory=dict)
+    parity: Parity | None = None
+    roc: CurvePoints | None = None
+    pr: CurvePoints | None = None
+    calibration: Calibration | None = None
+
+
+@dataclass(frozen=True)
 class RoundActivity:
     """Every completed round: its wall-clock seconds and how many sites' updates it
     aggregated (of ``planned_sites``)."""
@@ -250,6 +292,7 @@ class RunSummary:
     cross_evaluation: CrossEvaluation | None = None
     activity: RoundActivity | None = None
     deployed: bool = False
+    tasks: Mapping[str, TaskResult] = field(default_factory=dict)
 
     def partners(self) -> tuple[tuple[str, Partner], ...]:
         """Every test set by name: the sites', then the pooled one."""
