@@ -14,6 +14,7 @@ def parity_png(parity: Parity, task: str) -> bytes:
     """Label against prediction as a 2-D histogram (darker: more test rows), with y = x."""
     import numpy as np
     from matplotlib.colors import LogNorm
+    from matplotlib.ticker import FuncFormatter
 
     counts = np.array(parity.counts, dtype=float)
     low, high = parity.edges[0], parity.edges[-1]
@@ -30,7 +31,11 @@ def parity_png(parity: Parity, task: str) -> bytes:
         ax.plot([low, high], [low, high], color=SITE_COLOUR, linestyle="--", linewidth=1.0)
         ax.set_xlabel(f"measured {task}")
         ax.set_ylabel(f"predicted {task}")
-        fig.colorbar(image, ax=ax, label="test rows", shrink=0.8)
+        ax.grid(visible=False)
+        bar = fig.colorbar(image, ax=ax, label="test rows", shrink=0.8)
+        plain = FuncFormatter(lambda v, _: f"{v:g}")
+        bar.ax.yaxis.set_major_formatter(plain)
+        bar.ax.yaxis.set_minor_formatter(plain)
         return _to_png(fig)
 
 
