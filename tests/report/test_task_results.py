@@ -65,3 +65,25 @@ def test_the_report_shows_per_task_metrics_and_figures():
     page = build_report_html(parse_summary(data))
     assert "ROC, precision–recall and calibration · NR-AR" in page
     assert "Per-task metrics" not in build_report_html(parse_summary(make_regression_summary()))
+
+
+def test_label_distributions_are_counts_per_site_and_are_drawn():
+    from fedpharma.core.dataset import Dataset, SiteData
+    from fedpharma.sim.task_results import label_distributions
+
+    def site(labels):
+        labels = np.asarray(labels, dtype=np.float32)[:, None]
+        n = len(labels)
+        data = Dataset(
+            np.zeros((n, 2), np.float32), labels, "regression", ("y",), np.zeros(n, np.int64)
+        )
+        return SiteData(data, data)
+
+    sites = {"a": site([1.0, 1.1, np.nan, 2.0]), "b": site([5.0, 5.5, 6.0])}
+    (distribution,) = label_distributions(sites).values()
+    assert sum(distribution.counts["a"]) == 3 and distribution.missing == {"a": 1, "b": 0}
+    assert distribution.counts["a"][0] == 2 and distribution.counts["b"][-1] == 1
+    assert distribution.edges[0] == 1.0 and distribution.edges[-1] == 6.0
+    data = make_regression_summary()
+    data["label_distributions"] = {"y": serde.to_dict(distribution)}
+    assert "Label distribution per site · y" in build_report_html(parse_summary(data))

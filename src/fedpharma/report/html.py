@@ -288,6 +288,17 @@ def _task_cards(summary: RunSummary) -> list[_Card]:
                     "per bin of predicted probability (dashed: perfectly calibrated).",
                 )
             )
+    for name, distribution in list(summary.label_distributions.items())[:MAX_TASK_FIGURES]:
+        cards.append(
+            _figure(
+                f"Label distribution per site · {name}",
+                task_plots.label_distribution_png(distribution, name),
+                alt=f"each site's training labels of {name}",
+                caption=f"Each site's training labels of {name}, as counts per bin (shares of "
+                "the site's rows) or its positive rate: how differently the partners' data "
+                "is distributed.",
+            )
+        )
     return cards
 
 

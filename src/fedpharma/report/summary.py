@@ -137,6 +137,17 @@ class TaskResult:
 
 
 @dataclass(frozen=True)
+class LabelDistribution:
+    """One task's training labels at each site, as counts: per bin of the shared ``edges``
+    (regression) or per class 0 / 1 (classification, ``edges`` empty); ``missing``: the site's
+    training rows without this label."""
+
+    edges: tuple[float, ...] = ()
+    counts: Mapping[str, tuple[int, ...]] = field(default_factory=dict)
+    missing: Mapping[str, int] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
 class RoundActivity:
     """Every completed round: its wall-clock seconds and how many sites' updates it
     aggregated (of ``planned_sites``)."""
@@ -293,6 +304,7 @@ class RunSummary:
     activity: RoundActivity | None = None
     deployed: bool = False
     tasks: Mapping[str, TaskResult] = field(default_factory=dict)
+    label_distributions: Mapping[str, LabelDistribution] = field(default_factory=dict)
 
     def partners(self) -> tuple[tuple[str, Partner], ...]:
         """Every test set by name: the sites', then the pooled one."""

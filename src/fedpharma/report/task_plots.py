@@ -6,8 +6,16 @@ curve points, bin rates), in the style of :mod:`fedpharma.report.plots`.
 
 from __future__ import annotations
 
-from fedpharma.report.plots import MODEL_COLOURS, SITE_COLOUR, _figure, _to_png
-from fedpharma.report.summary import Calibration, CurvePoints, Parity
+from fedpharma.report.plots import (
+    MODEL_COLOURS,
+    SITE_COLOUR,
+    SITE_COLOURS,
+    _figure,
+    _plain_text,
+    _shorten,
+    _to_png,
+)
+from fedpharma.report.summary import Calibration, CurvePoints, LabelDistribution, Parity
 
 
 def parity_png(parity: Parity, task: str) -> bytes:
@@ -69,4 +77,45 @@ def classification_png(
         cal_ax.set_ylabel("observed positive rate")
         cal_ax.set_xlim(0, 1)
         cal_ax.set_ylim(0, 1.02)
+        return _to_png(fig)
+
+
+def label_distribution_png(distribution: LabelDistribution, task: str) -> bytes:
+    """Each site's training labels: the share of its rows per bin (regression, one step line
+    per site) or its positive rate (classification, one bar per site, n on top)."""
+    with _figure(width=7.5, height=3.2) as (fig, ax):
+        sites = list(distribution.counts)
+        if distribution.edges:
+            edges = distribution.edges
+            for i, site in enumerate(sites):
+                counts = distribution.counts[site]
+                total = sum(counts) or 1
+                shares = [c / total for c in counts]
+                ax.stairs(
+                    shares,
+                    edges,
+                    color=SITE_COLOURS[i % len(SITE_COLOURS)],
+                    linewidth=1.8,
+                    label=_plain_text(_shorten(site)),
+                )
+            ax.set_xlabel(task)
+            ax.set_ylabel("share of the site's rows")
+        else:
+            rates = []
+            for site in sites:
+                negatives, positives = distribution.counts[site]
+                rates.append(positives / (negatives + positives) if negatives + positives else 0)
+            bars = ax.bar(range(len(sites)), rates, color=MODEL_COLOURS["federated"], width=0.6)
+            ax.bar_label(
+                bars,
+                labels=[f"n = {sum(distribution.counts[s])}" for s in sites],
+                fontsize=7,
+                padding=2,
+            )
+            ax.set_xticks(range(len(sites)))
+            ax.set_xticklabels([_plain_text(_shorten(s)) for s in sites])
+            ax.set_ylabel(f"positive rate ({task})")
+            ax.set_ylim(0, 1.1)
+        if distribution.edges and len(sites) > 1:
+            ax.legend(loc="upper left", bbox_to_anchor=(1.0, 1.0))
         return _to_png(fig)

@@ -59,7 +59,7 @@ from fedpharma.sim.audit import audit_privacy
 from fedpharma.sim.checks import check_binary_labels, check_test_sizes
 from fedpharma.sim.cross_evaluation import cross_evaluate
 from fedpharma.sim.privacy import PrivacyRecorder, site_policy
-from fedpharma.sim.task_results import pooled_task_results
+from fedpharma.sim.task_results import label_distributions, pooled_task_results
 from fedpharma.site.checkpoint import SiteModelKeeper
 from fedpharma.site.runtime import SiteRuntime
 from fedpharma.site.secure import SecureParticipation
@@ -209,6 +209,7 @@ def simulate(
         cross_evaluation=cross_site,
         activity=curves.round_activity(len(sim.sites)),
         tasks=pooled_task_results(predictions["federated"], sim.sites),
+        label_distributions=label_distributions(sim.sites),
     )
     write_summary(summary, run_dir)
     return SimulationResult(run_dir, summary, final, predictions)

@@ -18,9 +18,16 @@ from sklearn import metrics as sk
 
 from fedpharma.core.dataset import Objective, SiteData
 from fedpharma.evaluation.metrics import per_task_metrics
-from fedpharma.report.summary import Calibration, CurvePoints, Parity, TaskResult
+from fedpharma.report.summary import (
+    Calibration,
+    CurvePoints,
+    LabelDistribution,
+    Parity,
+    TaskResult,
+)
 
 PARITY_BINS = 24
+LABEL_BINS = 20
 CALIBRATION_BINS = 10
 MAX_CURVE_POINTS = 60
 
@@ -98,3 +105,31 @@ def pooled_task_results(
     labels = np.concatenate([data.test.labels for data in sites.values()]).astype(np.float64)
     predicted = np.concatenate([predictions[name] for name in sites])
     return task_results(first.task, first.task_names, labels, predicted)
+
+
+def label_distributions(sites: Mapping[str, SiteData]) -> dict[str, LabelDistribution]:
+    """Per task, each site's training labels as counts (see :class:`LabelDistribution`); empty
+    when the sites' tasks differ. The shared bins span the pooled range, which a simulation
+    knows; each site's counts are what it could release by itself."""
+    if not sites or len({data.train.task_names for data in sites.values()}) != 1:
+        return {}
+    first = next(iter(sites.values())).train
+    out = {}
+    for j, name in enumerate(first.task_names):
+        columns = {site: data.train.labels[:, j].astype(np.float64) for site, data in sites.items()}
+        observed = {site: c[np.isfinite(c)] for site, c in columns.items()}
+        missing = {site: int(len(c) - len(observed[site])) for site, c in columns.items()}
+        if first.task == "classification":
+            classes = {s: (int((o == 0).sum()), int((o == 1).sum())) for s, o in observed.items()}
+            out[name] = LabelDistribution((), classes, missing)
+            continue
+        pooled = np.concatenate(list(observed.values()))
+        if pooled.size == 0:
+            continue
+        low, high = float(pooled.min()), float(pooled.max())
+        edges = np.linspace(low, high if high > low else low + 1.0, LABEL_BINS + 1)
+        counts = {
+            s: tuple(int(c) for c in np.histogram(o, bins=edges)[0]) for s, o in observed.items()
+        }
+        out[name] = LabelDistribution(tuple(float(e) for e in edges), counts, missing)
+    return out
