@@ -5,7 +5,7 @@ archived or opened offline. The markup lives in ``templates/`` (jinja2, autoesca
 names and titles come from user config and must never become markup. This module computes
 what the page says; the templates say how it looks.
 
-About 440 lines, one job: what each card of the page says, in words and figures (the sections
+About 460 lines, one job: what each card of the page says, in words and figures (the sections
 with a life of their own, the audit and the cross-site matrix, have their modules).
 """
 
