@@ -37,11 +37,9 @@ from fedpharma.models.bundle import (
 )
 from fedpharma.models.private_head import HEAD_PREFIX
 from fedpharma.report.summary import SUMMARY_FILE, Relation, load_summary
-from fedpharma.server.coordinator import HEAD_FILE, read_head
+from fedpharma.server.coordinator import HEAD_FILE, STORE_FILE, read_head
 from fedpharma.server.store import RunStore
 from fedpharma.site.checkpoint import read_checkpoint
-
-STORE_FILE = "run.sqlite"
 
 
 def export_run(run: Path, out: Path) -> ModelManifest:

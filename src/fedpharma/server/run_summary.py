@@ -16,6 +16,7 @@ from collections import defaultdict
 from pathlib import Path
 
 from fedpharma.core.config import RunConfig, config_from_dict
+from fedpharma.core.dataset import Objective
 from fedpharma.core.errors import DataError
 from fedpharma.evaluation.metrics import PRIMARY_METRIC
 from fedpharma.report.summary import (
@@ -31,9 +32,9 @@ from fedpharma.report.summary import (
     RunSummary,
     Timings,
 )
+from fedpharma.server.coordinator import STORE_FILE
 from fedpharma.strategy.aggregate import weighted_mean_metrics
 
-STORE_FILE = "run.sqlite"
 _RELATIONS: dict[str, Relation] = {"epsilon_record": "record", "epsilon_site": "site"}
 
 
@@ -60,10 +61,11 @@ def summary_from_store(run_dir: Path) -> RunSummary:
     if run is None:
         raise DataError(f"{path} records no run")
     config = config_from_dict(json.loads(run[2]), source=f"{path} recipe")
-    task = "classification" if config.dataset.task == "classification" else "regression"
-    if config.dataset.name == "breast-cancer":
-        task = "classification"
-    metric, higher_is_better = PRIMARY_METRIC[task]  # type: ignore[index]
+    classification = config.dataset.task == "classification" or config.dataset.name in (
+        "breast-cancer",
+    )
+    task: Objective = "classification" if classification else "regression"
+    metric, higher_is_better = PRIMARY_METRIC[task]
 
     evaluate: dict[int, dict[str, tuple[dict[str, float], int]]] = defaultdict(dict)
     train: dict[int, dict[str, tuple[dict[str, float], int]]] = defaultdict(dict)
