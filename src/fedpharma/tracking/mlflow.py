@@ -13,13 +13,28 @@ import os
 import tempfile
 from collections.abc import Iterator, Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
+from fedpharma.core.config import RunConfig
 from fedpharma.core.errors import ConfigError
+from fedpharma.report.summary import RunSummary
 from fedpharma.server.round import RoundRecord
 
-if TYPE_CHECKING:
-    from fedpharma.api import RunResult
+
+class FinishedRun(Protocol):
+    """What :meth:`MlflowTracker.finish` logs (:class:`fedpharma.api.RunResult` is one)."""
+
+    @property
+    def run_dir(self) -> Path: ...
+
+    @property
+    def summary(self) -> RunSummary: ...
+
+    @property
+    def config(self) -> RunConfig: ...
+
+    def export(self, folder: str | Path) -> Path: ...
+
 
 _MAX_PARAM = 500  # MLflow's limit is 6000 characters; long values (lists) are cut, marked "…"
 
@@ -69,7 +84,7 @@ class MlflowTracker:
             metrics |= {f"{site}/{k}": v for k, v in train.metrics.items() if k.startswith("eps")}
         self._mlflow.log_metrics(metrics, step=record.round)
 
-    def finish(self, result: RunResult | None = None, status: str = "FINISHED") -> None:
+    def finish(self, result: FinishedRun | None = None, status: str = "FINISHED") -> None:
         """Log the run's final scores, ``summary.json`` and its model bundle (artifact
         ``model/``), then close the MLflow run."""
         mlflow = self._mlflow
