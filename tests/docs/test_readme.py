@@ -42,6 +42,7 @@ def _quick_start() -> list[str]:
     return [c.replace("examples/", f"{ROOT}/examples/") for c in block]
 
 
+@pytest.mark.timeout(900)  # four processes, the demo's baselines and audit included
 def test_the_quick_start_runs_as_written(tmp_path):
     commands = _quick_start()
     assert [shlex.split(c)[1] for c in commands] == ["demo", "export", "predict", "report"]
