@@ -1,6 +1,6 @@
 """Run a configured experiment end to end in one process.
 
-About 470 lines, one job: the simulation's single pipeline; each step's own logic already lives
+About 480 lines, one job: the simulation's single pipeline; each step's own logic already lives
 in its module (partition, federation, cross-evaluation, audit, privacy), this file only wires them.
 
 Steps: load the dataset → partition it into sites (seeded) → each site splits its own data into
