@@ -13,7 +13,7 @@ LAYERS = {
     "core": {"core"},
     "capability": {"strategy", "privacy", "secure", "data", "models", "evaluation", "report"},
     "runtime": {"server", "site", "transport"},
-    "composition": {"cli", "sim"},
+    "composition": {"cli", "sim", "bundle", "api", "tracking"},
 }
 RANK = {"core": 0, "capability": 1, "runtime": 2, "composition": 3}
 LAYER_OF = {part: layer for layer, parts in LAYERS.items() for part in parts}

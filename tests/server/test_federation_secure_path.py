@@ -197,8 +197,17 @@ def test_too_few_contributors_fail_the_round_with_the_collectors_reasons():
         federation(collector, Keep()).run(Sites(), W0, 1, run_id="r")
     assert str(caught.value) == (
         "stopped: round 1: 1 of 3 site(s) returned an update, at least 2 needed "
-        "(site-b: no masked input; site-c: no masked input)"
+        "(site-b, site-c: no masked input)"  # one reason, said once
     )
+
+
+def test_sites_refusing_for_the_same_reason_are_named_together_once():
+    channel = Sites({"site-b": "refuse", "site-c": "refuse"})
+    with pytest.raises(RoundFailed) as caught:
+        federation(Collector(SITES), Keep()).run(channel, W0, 1, run_id="r")
+    message = str(caught.value)
+    assert message.endswith("(site-b, site-c refused: not approved)")
+    assert message.count("not approved") == 1
 
 
 def test_a_round_below_min_sites_without_any_reason_says_so():

@@ -65,6 +65,17 @@ def _fmt(value: float | None) -> str:
 
 def print_ledger(policy: SitePolicy) -> None:
     ledger = policy.ledger
+    if not any(ledger.entries(relation) for relation in RELATIONS):
+        budgets = [
+            f"{relation}-level ε = {budget.epsilon:g}"
+            for relation in RELATIONS
+            if (budget := ledger.budgets.get(relation)) is not None
+        ]
+        typer.echo(
+            "the ledger holds no charge: this site has spent no privacy budget"
+            + (f" (budgets: {', '.join(budgets)})" if budgets else " (the policy sets no budget)")
+        )
+        return
     for relation in RELATIONS:
         budget = ledger.budgets.get(relation)
         entries = ledger.entries(relation)

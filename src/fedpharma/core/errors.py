@@ -23,6 +23,9 @@ class ConfigError(FedPharmaError):
     def __init__(self, problems: Sequence[str], source: str = "config") -> None:
         self.problems = tuple(problems)
         self.source = source
+        if len(self.problems) == 1:  # one problem, one line
+            super().__init__(f"{source}: {self.problems[0]}")
+            return
         lines = "\n".join(f"  - {p}" for p in self.problems)
         super().__init__(f"{source} has {len(self.problems)} problem(s):\n{lines}")
 

@@ -151,7 +151,10 @@ class _Reader:
         where, meta = table.key(key), f.metadata
         if "choices" in meta and converted is not None and converted not in meta["choices"]:
             choices = ", ".join(repr(c) for c in meta["choices"])
-            self.problems.append(f"{where} = {_shown(value)}: must be one of {choices}")
+            self.problems.append(
+                f"{where} = {_shown(value)}: must be one of {choices}"
+                + _did_you_mean(converted, meta["choices"])
+            )
             return _INVALID
         lo, hi = meta.get("min"), meta.get("max")
         is_number = isinstance(converted, int | float) and not isinstance(converted, bool)
@@ -225,10 +228,12 @@ class _Reader:
         else:
             chosen = [c for c in classes if _tag_value(c, tag) == value.get(tag)]
             if not chosen:
-                tags = ", ".join(repr(_tag_value(c, tag)) for c in classes)
+                values = [_tag_value(c, tag) for c in classes]
+                tags = ", ".join(repr(v) for v in values)
                 given = _shown(value.get(tag))
                 self.problems.append(
                     f"{table.child(key).key(tag)} = {given}: must be one of {tags}"
+                    + _did_you_mean(value.get(tag), values)
                 )
                 return _INVALID
         return self.dataclass(chosen[0], value, table.child(key))
@@ -373,6 +378,15 @@ def _describe(hint: Any) -> str:
 
 def _union(hints: tuple[Any, ...]) -> Any:
     return functools.reduce(operator.or_, hints)
+
+
+def _did_you_mean(given: object, choices: Sequence[object]) -> str:
+    """``; did you mean 'x'?`` for a string close to one of the string ``choices``, else ``""``."""
+    if not isinstance(given, str):
+        return ""
+    options = {str(c).lower(): str(c) for c in choices if isinstance(c, str)}
+    close = difflib.get_close_matches(given.lower(), list(options), n=1, cutoff=0.6)
+    return f"; did you mean {options[close[0]]!r}?" if close else ""
 
 
 def _unknown(key: str, known: list[str], where: str) -> str:

@@ -4,6 +4,9 @@ The page carries everything inline (CSS, plots as base64 PNG, no scripts), so it
 archived or opened offline. The markup lives in ``templates/`` (jinja2, autoescaping): site
 names and titles come from user config and must never become markup. This module computes
 what the page says; the templates say how it looks.
+
+About 460 lines, one job: what each card of the page says, in words and figures (the sections
+with a life of their own, the audit and the cross-site matrix, have their modules).
 """
 
 from __future__ import annotations
@@ -47,13 +50,14 @@ from fedpharma.report.templating import render
 REPORT_FILE = "report.html"
 
 
-def render_report(run_dir: Path) -> Path:
-    """Write ``run_dir/report.html`` from ``run_dir/summary.json`` and return its path.
+def render_report(run_dir: Path, summary: RunSummary | None = None) -> Path:
+    """Write ``run_dir/report.html`` from ``summary`` (default: ``run_dir/summary.json``) and
+    return its path.
 
     Raises :class:`~fedpharma.core.errors.DataError` naming the problem if the summary is missing or
     malformed. The file is written atomically, so a browser never sees half a report.
     """
-    summary = load_summary(run_dir)
+    summary = summary if summary is not None else load_summary(run_dir)
     target = run_dir / REPORT_FILE
     partial = run_dir / f".{REPORT_FILE}.tmp"
     partial.write_text(build_report_html(summary), encoding="utf-8")
@@ -80,6 +84,7 @@ def build_report_html(summary: RunSummary) -> str:
         models=models,
         partners=[_partner_table(name, p, models, summary) for name, p in partners],
         cross_site=cross_site_html(summary),
+        tasks=_task_table(summary),
         config=None if config is None else json.dumps(config, indent=2, ensure_ascii=False),
         version=__version__,
         source=SUMMARY_FILE,
@@ -120,6 +125,12 @@ def verdict_sentence(summary: RunSummary) -> str | None:
         return "The federated model does worse than training on each site alone."
     if centralized is not None and sign * (centralized - local) > 0:
         share = improvement / (sign * (centralized - local))
+        if share > 1:
+            return (
+                "The federated model beats training on each site alone, and even the "
+                "centralized model on pooled data (on these test sets; the difference may be "
+                "within their noise)."
+            )
         return (
             f"Federation recovers {share:.0%} of the gain that pooling all data centrally "
             "brings over local-only training."
@@ -197,19 +208,30 @@ def _plots(summary: RunSummary) -> list[_Card]:
     else:
         sections.append(_Card("Learning curves", note="No rounds were recorded."))
     partners = summary.partners()
-    if any(score is not None for _, p in partners for score in p.headline().values()):
+    scored = {m for _, p in partners for m, score in p.headline().items() if score is not None}
+    bars_title = (
+        "Local-only vs federated vs centralized"
+        if scored - {"federated"}
+        else "Federated model per partner"
+    )
+    if scored:
         sections.append(
             _figure(
-                "Local-only vs federated vs centralized",
+                bars_title,
                 plots.partner_bars_png(partners, metric),
                 alt=f"{label} per partner for local-only, federated and centralized models",
                 caption=f"Final {label} on each partner's own test set, and on all of them "
-                f"pooled (right), {direction_text(metric.higher_is_better)}.",
+                f"pooled (right), {direction_text(metric.higher_is_better)}."
+                + (
+                    ""
+                    if scored - {"federated"}
+                    else " No local-only or centralized baseline was run."
+                ),
             )
         )
     else:
-        sections.append(_Card("Local-only vs federated vs centralized", note="No scores."))
-    if curves.rounds and curves.train_loss:
+        sections.append(_Card(bars_title, note="No scores."))
+    if curves.rounds and any(v is not None for v in curves.train_loss):
         sections.append(
             _figure(
                 "Training loss",
@@ -218,7 +240,86 @@ def _plots(summary: RunSummary) -> list[_Card]:
                 caption="Training loss per round, averaged over the sites.",
             )
         )
+    elif summary.privacy is not None and summary.privacy.relations():
+        sections.append(_Card("Training loss", note=NO_LOSS_UNDER_DP))
+    sections += _task_cards(summary)
+    activity = summary.activity
+    if activity is not None and activity.rounds:
+        sections.append(
+            _figure(
+                "Time and participation per round",
+                plots.round_activity_png(activity),
+                alt="seconds and number of aggregated sites per round",
+                caption="Wall-clock seconds of each round (bars, left axis) and the number of "
+                "sites whose update it aggregated (line, right axis).",
+            )
+        )
     return sections
+
+
+MAX_TASK_FIGURES = 6
+
+
+def _task_cards(summary: RunSummary) -> list[_Card]:
+    """A figure per task (the first :data:`MAX_TASK_FIGURES`): parity, or ROC / PR /
+    reliability; drawn from counts and curve points over every site's test rows."""
+    from fedpharma.report import task_plots
+
+    cards = []
+    for name, result in list(summary.tasks.items())[:MAX_TASK_FIGURES]:
+        rows = f"{format_count(result.n_test)} test rows of every site together"
+        if result.parity is not None:
+            cards.append(
+                _figure(
+                    f"Parity · {name}",
+                    task_plots.parity_png(result.parity, name),
+                    alt=f"predicted against measured {name}",
+                    caption=f"Federated model: predicted against measured {name}, {rows} "
+                    "(a 2-D histogram; dashed: perfect prediction).",
+                )
+            )
+        elif result.roc is not None or result.calibration is not None:
+            cards.append(
+                _figure(
+                    f"ROC, precision–recall and calibration · {name}",
+                    task_plots.classification_png(result.roc, result.pr, result.calibration),
+                    alt=f"ROC, precision-recall and reliability curves for {name}",
+                    caption=f"Federated model on {name}, {rows}. Right: observed positive rate "
+                    "per bin of predicted probability (dashed: perfectly calibrated).",
+                )
+            )
+    for name, distribution in list(summary.label_distributions.items())[:MAX_TASK_FIGURES]:
+        cards.append(
+            _figure(
+                f"Label distribution per site · {name}",
+                task_plots.label_distribution_png(distribution, name),
+                alt=f"each site's training labels of {name}",
+                caption=f"Each site's training labels of {name}, as counts per bin (shares of "
+                "the site's rows) or its positive rate: how differently the partners' data "
+                "is distributed.",
+            )
+        )
+    return cards
+
+
+NO_LOSS_UNDER_DP = (
+    "No training-loss curve: under differential privacy a site sends only what the guarantee "
+    "covers, and its raw training loss is not covered, so no site reported one."
+)
+
+
+def _task_table(summary: RunSummary) -> dict[str, Any] | None:
+    """Per-task metrics of the federated model (rows: tasks; columns: metrics)."""
+    if not summary.tasks:
+        return None
+    names: list[str] = []
+    for result in summary.tasks.values():
+        names.extend(n for n in result.metrics if n not in names)
+    rows = [
+        (task, format_count(r.n_test), [format_score(r.metrics.get(n)) for n in names])
+        for task, r in summary.tasks.items()
+    ]
+    return {"metrics": names, "rows": rows}
 
 
 def _figure(heading: str, png: bytes, alt: str, caption: str) -> _Card:

@@ -1,5 +1,8 @@
 """The report's figures, each rendered to PNG bytes with matplotlib's Agg backend.
 
+About 420 lines, one job: every figure of the report (and the benchmarks' privacy–utility plot),
+sharing one style, palette and set of axis helpers.
+
 matplotlib is imported inside the functions, never at module level, so ``import
 fedpharma.report`` stays cheap. Figures are built with ``matplotlib.figure.Figure`` on an Agg
 canvas rather than through pyplot: no global state, no GUI backend, safe to call from any thread.
@@ -22,7 +25,16 @@ from fedpharma.report.formatting import (
     format_score,
     metric_label,
 )
-from fedpharma.report.summary import MODELS, Curves, Metric, Model, Partner, Privacy, Relation
+from fedpharma.report.summary import (
+    MODELS,
+    Curves,
+    Metric,
+    Model,
+    Partner,
+    Privacy,
+    Relation,
+    RoundActivity,
+)
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
@@ -121,12 +133,15 @@ def partner_bars_png(partners: Sequence[tuple[str, Partner]], metric: Metric) ->
                 label=MODEL_LABELS[model],
             )
             if label_bars:
+                # Upright labels of neighbouring bars overlap when the bars are narrower than
+                # the text; rotated, each stays within its own bar's width.
                 ax.bar_label(
                     bars,
                     labels=[format_score(h) for h in heights],
                     fontsize=7,
                     padding=2,
                     color="#444444",
+                    rotation=90 if len(models) > 1 else 0,
                 )
         if len(partners) > 1:
             ax.axvline(len(partners) - 1.5, color="#BBBBBB", linewidth=0.8)
@@ -140,7 +155,7 @@ def partner_bars_png(partners: Sequence[tuple[str, Partner]], metric: Metric) ->
         )
         ax.grid(axis="x", visible=False)
         ax.set_ylabel(_metric_axis_label(metric))
-        ax.margins(y=0.12)
+        ax.margins(y=0.2 if label_bars and len(models) > 1 else 0.12)
         ax.legend(loc="upper left", bbox_to_anchor=(1.0, 1.0))
         return _to_png(fig)
 
@@ -174,32 +189,30 @@ def privacy_epsilon_png(privacy: Privacy) -> bytes:
     Rounds a site did not train are gaps; markers keep a lone point visible.
     """
     relations = privacy.relations()
-    many = len(privacy.epsilon) > 8
+    groups = identical_epsilon_groups(privacy)
+    many = len(groups) > 8
     with _figure(width=7.5, height=3.8) as (fig, ax):
         rounds = list(privacy.rounds)
         marker_ok = len(rounds) <= 30
         drawn: list[float] = []
-        for i, (site, by) in enumerate(privacy.epsilon.items()):
+        for i, (relation, sites, values) in enumerate(groups):
             colour = SITE_COLOURS[i % len(SITE_COLOURS)]
-            for relation in relations:
-                series = _values(by.get(relation, ()))
-                if not series:
-                    continue
-                linestyle, marker = RELATION_STYLES[relation]
-                suffix = f", {RELATION_LABELS[relation]}" if len(relations) > 1 else ""
-                ax.plot(
-                    rounds,
-                    series,
-                    color=colour,
-                    linestyle=linestyle,
-                    # Sites often spend identical ε: later lines are thinner, so a line
-                    # lying exactly on an earlier one leaves that one visible as a rim.
-                    linewidth=max(1.2, 3.2 - 0.5 * i),
-                    marker=marker if marker_ok else None,
-                    markersize=max(3.0, 6.5 - 1.0 * i),
-                    label=None if many else _plain_text(_shorten(site)) + suffix,
-                )
-                drawn.extend(v for v in series if math.isfinite(v))
+            series = _values(values)
+            linestyle, marker = RELATION_STYLES[relation]
+            suffix = f", {RELATION_LABELS[relation]}" if len(relations) > 1 else ""
+            # Sites that spent identical ε share one line, named once in the legend.
+            who = _shorten(sites[0]) if len(sites) == 1 else _sites_label(sites)
+            ax.plot(
+                rounds,
+                series,
+                color=colour,
+                linestyle=linestyle,
+                linewidth=2.0,
+                marker=marker if marker_ok else None,
+                markersize=4.5,
+                label=None if many else _plain_text(who) + suffix,
+            )
+            drawn.extend(v for v in series if math.isfinite(v))
         for relation in relations:
             budget = privacy.budget.get(relation)
             if budget is not None and math.isfinite(budget):
@@ -217,6 +230,51 @@ def privacy_epsilon_png(privacy: Privacy) -> bytes:
         _integer_ticks(ax)
         if ax.get_legend_handles_labels()[0]:
             ax.legend(loc="upper left", bbox_to_anchor=(1.0, 1.0))
+        return _to_png(fig)
+
+
+def identical_epsilon_groups(
+    privacy: Privacy,
+) -> list[tuple[Relation, tuple[str, ...], tuple[float | None, ...]]]:
+    """Per relation, the sites grouped by identical ε series: (relation, sites, series)."""
+    groups: dict[tuple[Relation, tuple[float | None, ...]], list[str]] = {}
+    for site, by in privacy.epsilon.items():
+        for relation in privacy.relations():
+            series = tuple(by.get(relation, ()))
+            if series:
+                groups.setdefault((relation, series), []).append(site)
+    return [(relation, tuple(sites), series) for (relation, series), sites in groups.items()]
+
+
+def _sites_label(sites: Sequence[str]) -> str:
+    names = ", ".join(_shorten(s, 12) for s in sites[:3]) + (", …" if len(sites) > 3 else "")
+    return f"{len(sites)} sites, identical ε ({names})"
+
+
+def round_activity_png(activity: RoundActivity) -> bytes:
+    """Seconds per round (bars) and the number of sites aggregated (line, right axis)."""
+    with _figure(width=7.5, height=3.0) as (fig, ax):
+        rounds = list(activity.rounds)
+        ax.bar(rounds, activity.seconds, color=SITE_COLOUR, width=0.7, label="seconds")
+        ax.set_xlabel("round")
+        ax.set_ylabel("seconds")
+        _integer_ticks(ax)
+        right = ax.twinx()
+        right.plot(
+            rounds,
+            activity.participants,
+            color=MODEL_COLOURS["federated"],
+            linewidth=2.0,
+            marker="o" if len(rounds) <= 30 else None,
+            markersize=3,
+        )
+        top = max([*activity.participants, activity.planned_sites or 0, 1])
+        right.set_ylim(0, top + 0.5)
+        right.set_ylabel("sites aggregated", color=MODEL_COLOURS["federated"])
+        right.grid(visible=False)
+        from matplotlib.ticker import MaxNLocator
+
+        right.yaxis.set_major_locator(MaxNLocator(integer=True))
         return _to_png(fig)
 
 

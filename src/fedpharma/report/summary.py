@@ -95,6 +95,70 @@ class Curves:
 
 
 @dataclass(frozen=True)
+class Parity:
+    """A 2-D histogram of (label, prediction): ``counts[i][j]`` test rows have their label in
+    bin i and their prediction in bin j of the shared ``edges``. Counts only, no row's value."""
+
+    edges: tuple[float, ...]
+    counts: tuple[tuple[int, ...], ...]
+
+
+@dataclass(frozen=True)
+class CurvePoints:
+    """A curve as points: ROC (x = false positive rate, y = true positive rate) or
+    precision–recall (x = recall, y = precision)."""
+
+    x: tuple[float, ...]
+    y: tuple[float, ...]
+
+
+@dataclass(frozen=True)
+class Calibration:
+    """Reliability by bin of predicted probability: mean prediction, observed positive rate and
+    row count per non-empty bin."""
+
+    predicted: tuple[float, ...]
+    observed: tuple[float, ...]
+    counts: tuple[int, ...]
+
+
+@dataclass(frozen=True)
+class TaskResult:
+    """The federated model on one task, over every site's test rows together: its metrics and
+    the aggregates the report draws (parity for regression; ROC, PR, calibration for
+    classification)."""
+
+    n_test: int
+    metrics: Mapping[str, float | None] = field(default_factory=dict)
+    parity: Parity | None = None
+    roc: CurvePoints | None = None
+    pr: CurvePoints | None = None
+    calibration: Calibration | None = None
+
+
+@dataclass(frozen=True)
+class LabelDistribution:
+    """One task's training labels at each site, as counts: per bin of the shared ``edges``
+    (regression) or per class 0 / 1 (classification, ``edges`` empty); ``missing``: the site's
+    training rows without this label."""
+
+    edges: tuple[float, ...] = ()
+    counts: Mapping[str, tuple[int, ...]] = field(default_factory=dict)
+    missing: Mapping[str, int] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class RoundActivity:
+    """Every completed round: its wall-clock seconds and how many sites' updates it
+    aggregated (of ``planned_sites``)."""
+
+    rounds: tuple[int, ...] = field(default=(), metadata={"key": "round"})
+    seconds: tuple[float, ...] = ()
+    participants: tuple[int, ...] = ()
+    planned_sites: int | None = None
+
+
+@dataclass(frozen=True)
 class Timings:
     """Wall-clock seconds spent on the whole run and its parts."""
 
@@ -237,6 +301,10 @@ class RunSummary:
     privacy: Privacy | None = None
     privacy_audit: PrivacyAudit | None = None
     cross_evaluation: CrossEvaluation | None = None
+    activity: RoundActivity | None = None
+    deployed: bool = False
+    tasks: Mapping[str, TaskResult] = field(default_factory=dict)
+    label_distributions: Mapping[str, LabelDistribution] = field(default_factory=dict)
 
     def partners(self) -> tuple[tuple[str, Partner], ...]:
         """Every test set by name: the sites', then the pooled one."""
@@ -276,6 +344,11 @@ def parse_summary(data: object, source: str = SUMMARY_FILE) -> RunSummary:
     summary = serde.load(RunSummary, data, source=source, ignore_unknown=True, error=_error)
     problems = [*_curve_problems(summary.curves), *_privacy_problems(summary.privacy)]
     problems += _cross_evaluation_problems(summary.cross_evaluation)
+    if summary.activity is not None:
+        activity = summary.activity
+        series = {"seconds": activity.seconds, "participants": activity.participants}
+        rounds = len(activity.rounds)
+        problems += _length_problems("[activity]", series.items(), "[activity] round", rounds)
     if problems:
         raise _error(problems, source)
     return summary
@@ -313,7 +386,7 @@ def _privacy_problems(privacy: Privacy | None) -> Iterator[str]:
 
 
 def _length_problems(
-    table: str, series: Iterable[tuple[str, Series]], rounds_key: str, length: int
+    table: str, series: Iterable[tuple[str, Sequence[object]]], rounds_key: str, length: int
 ) -> Iterator[str]:
     for name, values in series:
         if values and len(values) != length:

@@ -342,9 +342,12 @@ class Federation:
         failures: Mapping[str, str],
     ) -> None:
         if count < self.settings.min_sites:
+            # Sites that give the same reason (e.g. every budget exhausted alike) share one line.
+            failed = _by_reason({s: why for s, why in failures.items()})
+            refused = _by_reason({s: r.reason for s, r in refusals.items()})
             reasons = "; ".join(
-                [f"{s}: {why}" for s, why in sorted(failures.items())]
-                + [f"{s} refused: {r.reason}" for s, r in sorted(refusals.items())]
+                [f"{', '.join(sites)}: {why}" for why, sites in failed]
+                + [f"{', '.join(sites)} refused: {why}" for why, sites in refused]
             )
             raise RoundFailed(
                 f"round {rnd}: {count} of {selected} site(s) returned an update, "
@@ -386,3 +389,11 @@ class Federation:
             record_dp=self.settings.record_dp,
             site_dp=self.aggregator.task_settings(rnd),
         )
+
+
+def _by_reason(reasons: Mapping[str, str]) -> list[tuple[str, list[str]]]:
+    """(reason, the sites that gave it), in the order of each reason's first site by name."""
+    grouped: dict[str, list[str]] = {}
+    for site in sorted(reasons):
+        grouped.setdefault(reasons[site], []).append(site)
+    return list(grouped.items())

@@ -59,6 +59,14 @@ def gather_label_statistics(
     return LabelStatistics(count, mean, np.sqrt(np.maximum(variance, 0.0)), tuple(contributors))
 
 
+UNCALIBRATED_UNDER_DP = (
+    "warning: output layer as initialised, near 0: under differential privacy the sites release "
+    "no label statistics, and DP-SGD's clipped steps move it slowly, so predictions start far "
+    "from labels such as pIC50 ≈ 6; give a public prior ([model] label_mean = [...], "
+    "label_std = [...]) from the literature or an assay's known range"
+)
+
+
 def calibrated_start(
     config: RunConfig,
     channel: Channel,
@@ -86,8 +94,10 @@ def calibrated_start(
         return calibrate_output_layer(
             parameters, task, mean, std
         ), "output layer set from the public label prior"
-    if not config.training.calibrate_output or config.privacy.enabled:
+    if not config.training.calibrate_output:
         return parameters, "output layer as initialised"
+    if config.privacy.enabled:
+        return parameters, UNCALIBRATED_UNDER_DP
     statistics = gather_label_statistics(channel, run_id, n_tasks, timeout)
     if statistics is None:
         return parameters, "output layer as initialised (no site sent label statistics)"

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import sqlite3
 from collections.abc import Sequence
 from datetime import UTC, datetime
@@ -153,10 +154,12 @@ class RunStore:
         ).fetchall()
 
     def record_comparison(self, model: str, site: str, metrics: dict[str, float]) -> None:
+        """Keep a model's final metrics on a site's test set; an undefined one (NaN: e.g. R² of
+        a single test molecule) is left out, as it is on the wire."""
         with self._db:
             self._db.executemany(
                 "INSERT OR REPLACE INTO comparison VALUES (?, ?, ?, ?)",
-                [(model, site, name, value) for name, value in metrics.items()],
+                [(model, site, n, v) for n, v in metrics.items() if math.isfinite(v)],
             )
 
     def latest_checkpoint(self) -> tuple[int, Parameters] | None:

@@ -1,6 +1,6 @@
 """Run a configured experiment end to end in one process.
 
-About 430 lines, one job: the simulation's single pipeline; each step's own logic already lives
+About 480 lines, one job: the simulation's single pipeline; each step's own logic already lives
 in its module (partition, federation, cross-evaluation, audit, privacy), this file only wires them.
 
 Steps: load the dataset → partition it into sites (seeded) → each site splits its own data into
@@ -44,6 +44,7 @@ from fedpharma.report.summary import (
     DatasetInfo,
     Metric,
     Partner,
+    RoundActivity,
     RunSummary,
     Timings,
     write_summary,
@@ -56,9 +57,12 @@ from fedpharma.server.plan import build_federation
 from fedpharma.server.round import RoundRecord, site_seed
 from fedpharma.server.store import RunStore
 from fedpharma.sim.audit import audit_privacy
+from fedpharma.sim.checks import check_binary_labels, check_test_sizes
 from fedpharma.sim.cross_evaluation import cross_evaluate
 from fedpharma.sim.privacy import PrivacyRecorder, site_policy
 from fedpharma.sim.tabular import is_tabular_file, preprocess_sites
+from fedpharma.sim.task_results import label_distributions, pooled_task_results
+from fedpharma.site.checkpoint import SiteModelKeeper
 from fedpharma.site.runtime import SiteRuntime
 from fedpharma.site.secure import SecureParticipation
 from fedpharma.transport.inprocess import InProcessChannel
@@ -92,6 +96,7 @@ class SimulationResult:
 def prepare_sites(config: RunConfig) -> Simulation:
     """Load, partition and split the data, reproducibly from ``config.seed``."""
     dataset, report = load_dataset(config.dataset, config.features)
+    check_binary_labels(dataset)
     rng = np.random.default_rng(config.seed)
     parts = partition(dataset, config.partition, rng)
     sites = {}
@@ -101,6 +106,7 @@ def prepare_sites(config: RunConfig) -> Simulation:
         local = dataset.subset(rows, name=name)
         train, test = holdout_split(local, config.dataset.test_fraction, rng, molecules=molecules)
         sites[name] = SiteData(local.subset(train), local.subset(test))
+    check_test_sizes({name: len(data.test) for name, data in sites.items()}, len(dataset))
     invalid = 0 if report is None else report.n_input - report.n_valid
     return Simulation(sites, dataset, invalid)
 
@@ -132,9 +138,9 @@ def simulate(
     """
     say = on_status or (lambda _msg: None)
     started = time.perf_counter()
+    sim = prepared or prepare_sites(config)  # bad data fails before anything is written
     run_dir.mkdir(parents=True, exist_ok=True)
     run_id = datetime.now(UTC).strftime("%Y%m%d-%H%M%S-") + secrets.token_hex(2)
-    sim = prepared or prepare_sites(config)
     say(_describe_sites(sim))
     if is_tabular_file(config):
         site_data, dataset, _fitted = preprocess_sites(
@@ -176,6 +182,8 @@ def simulate(
     fed_started = time.perf_counter()
     final = federation.run(channel, initial, config.rounds, run_id=run_id)
     federated_seconds = time.perf_counter() - fed_started
+    if config.model.private_heads:  # as a deployed site does: only the partner holds its head
+        keep_site_models(config, run_id, runtimes, final, run_dir, privacy)
 
     models: dict[str, dict[str, Parameters] | Parameters] = {"federated": final}
     predictors = {"federated": trainers}
@@ -219,9 +227,34 @@ def simulate(
         else None,
         privacy_audit=audit,
         cross_evaluation=cross_site,
+        activity=curves.round_activity(len(sim.sites)),
+        tasks=pooled_task_results(predictions["federated"], sim.sites),
+        label_distributions=label_distributions(sim.sites),
     )
     write_summary(summary, run_dir)
     return SimulationResult(run_dir, summary, final, predictions)
+
+
+def keep_site_models(
+    config: RunConfig,
+    run_id: str,
+    runtimes: dict[str, SiteRuntime],
+    final: Parameters,
+    run_dir: Path,
+    privacy: PrivacyRecorder,
+) -> None:
+    """Each simulated site keeps its final model (shared trunk + its own head) in its folder
+    ``run_dir/sites/NAME``, for ``fedpharma export --site-state``."""
+    spent = privacy.summary(config).final
+    for name, runtime in runtimes.items():
+        preprocessing = "" if runtime.preprocessing is None else runtime.preprocessing.to_json()
+        keeper = SiteModelKeeper(run_dir / "sites" / name, name, config.to_dict(), preprocessing)
+        train = runtime.data.train
+        epsilon: dict[str, float] = {
+            rel: v for rel, v in spent.get(name, {}).items() if v is not None
+        }
+        model = runtime.whole_model(final)
+        keeper.keep(run_id, config.rounds, train.task, train.task_names, model, epsilon)
 
 
 def site_trainers(config: RunConfig, sim: Simulation, shared: Trainer) -> dict[str, Trainer]:
@@ -368,8 +401,10 @@ class CurveRecorder:
         self.train_loss: list[float | None] = []
         self.pooled: list[float | None] = []
         self.sites: dict[str, list[float | None]] = {}
+        self.activity: list[tuple[int, float, int]] = []
 
     def on_round(self, record: RoundRecord) -> None:
+        self.activity.append((record.round, record.seconds, len(record.contributors)))
         if not record.evaluate_results:
             return
         self.rounds.append(record.round)
@@ -385,6 +420,15 @@ class CurveRecorder:
             train_loss=tuple(self.train_loss),
             pooled=tuple(self.pooled),
             sites={site: tuple(series) for site, series in self.sites.items()},
+        )
+
+    def round_activity(self, planned_sites: int) -> RoundActivity:
+        """Each round's seconds and number of aggregated updates."""
+        return RoundActivity(
+            rounds=tuple(r for r, _, _ in self.activity),
+            seconds=tuple(s for _, s, _ in self.activity),
+            participants=tuple(n for _, _, n in self.activity),
+            planned_sites=planned_sites,
         )
 
 

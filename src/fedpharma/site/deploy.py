@@ -40,6 +40,7 @@ from fedpharma.data.preprocessing import SiteDescription
 from fedpharma.models.factory import build_private_trainer, build_trainer
 from fedpharma.secure.ckks import load_secret_context
 from fedpharma.secure.identity import load_identity
+from fedpharma.site.checkpoint import SiteModelKeeper
 from fedpharma.site.policy import SitePolicy
 from fedpharma.site.runtime import SiteRuntime
 from fedpharma.site.secure import SecureParticipation
@@ -126,6 +127,13 @@ def build_site(
         in_force = state_dir / POLICY_FILE
         if in_force.resolve() != Path(config.policy).resolve():
             in_force.write_text(site_policy_toml(policy_config), encoding="utf-8")
+    preprocessing = SiteDescription.of_site(recipe.features, permutation) if molecules else None
+    keeper = SiteModelKeeper(
+        Path(config.state_dir),
+        name,
+        recipe.to_dict(),
+        "" if preprocessing is None else preprocessing.to_json(),
+    )
     return SiteRuntime(
         name,
         data,
@@ -133,7 +141,8 @@ def build_site(
         policy=policy,
         private_trainer=build_private_trainer(recipe, data.train) if policy is not None else None,
         secure=_secure(name, config, recipe) if recipe.secure.enabled else None,
-        preprocessing=SiteDescription.of_site(recipe.features, permutation) if molecules else None,
+        preprocessing=preprocessing,
+        keeper=keeper,
     )
 
 

@@ -24,6 +24,7 @@ from fedpharma.core.errors import (
     PrivacyBudgetExceeded,
     ProtocolError,
 )
+from fedpharma.core.params import Parameters
 from fedpharma.core.protocol import (
     DataCheckReply,
     DataCheckTask,
@@ -52,7 +53,9 @@ from fedpharma.data.tabular import TabularSchema
 from fedpharma.evaluation.label_statistics import label_sums
 from fedpharma.evaluation.metrics import compute_metrics
 from fedpharma.models.base import FitOutput, Trainer
+from fedpharma.models.private_head import PrivateHeadTrainer, join_head
 from fedpharma.privacy import production_rng
+from fedpharma.site.checkpoint import SiteModelKeeper
 from fedpharma.site.dp import DPParticipation, NoiseSource
 from fedpharma.site.policy import SitePolicy
 from fedpharma.site.secure import SecureParticipation
@@ -76,7 +79,8 @@ class SiteRuntime:
     ``[features]`` and permutation key), sent when the coordinator asks at join; a site without
     molecule data has none and declines the join check. ``schema`` is the declared schema of a
     tabular site's data, against which it checks its own rows when asked
-    (:mod:`fedpharma.data.checks`).
+    (:mod:`fedpharma.data.checks`). ``keeper``, if any, keeps the site's model (the global model
+    a task carries, with this site's private head) in its state_dir.
     """
 
     def __init__(
@@ -91,6 +95,7 @@ class SiteRuntime:
         secure: SecureParticipation | None = None,
         preprocessing: SiteDescription | None = None,
         schema: TabularSchema | None = None,
+        keeper: SiteModelKeeper | None = None,
     ) -> None:
         self.name = name
         self.data = data
@@ -107,6 +112,7 @@ class SiteRuntime:
         # that failed elsewhere (a hostile site, a timeout) is retried with the very same task,
         # and answering it again with a fresh release would charge the budget twice.
         self._last_release: tuple[bytes, TrainResult] | None = None
+        self.keeper = keeper
 
     def handle_encoded(self, request: bytes | memoryview) -> EncodedMessage:
         """Answer an encoded task with an encoded reply; a malformed task gets a Refusal."""
@@ -168,6 +174,7 @@ class SiteRuntime:
         if settings.secure is not None:
             self._secure().check(settings.secure)
         private = self.dp.admit(settings, task.run_id, task.round, len(self.data.train))
+        received = self.whole_model(task.parameters)  # with the head before this round's fit
         outcome: FitOutput | None = None
         if private is not None:
             outcome = self.dp.fit(private, task.parameters, self.data.train, local)
@@ -188,6 +195,7 @@ class SiteRuntime:
             update = self.dp.clip_and_noise(update, settings.site_dp, local.seed, bound=bound)
         if private is not None:
             metrics |= {f"epsilon_{r}": report.epsilon for r, report in private.spent.items()}
+        self._keep(task, received, metrics)
         if settings.secure is not None:
             # Site-level DP weighs every site alike (its sensitivity bound needs that).
             weight = 1 if settings.site_dp is not None else outcome.n_examples
@@ -198,6 +206,24 @@ class SiteRuntime:
         if charged:
             self._last_release = (digest, result)
         return result
+
+    def whole_model(self, params: Parameters) -> Parameters:
+        """The model this site predicts with from the global ``params``: with a private head,
+        the shared trunk joined with this site's head."""
+        if isinstance(self.trainer, PrivateHeadTrainer):
+            return join_head(params, self.trainer.head)
+        return params
+
+    def _keep(
+        self, task: TrainTask | EvaluateTask, model: Parameters, metrics: dict[str, float]
+    ) -> None:
+        if self.keeper is None:
+            return
+        epsilon = {
+            k.removeprefix("epsilon_"): v for k, v in metrics.items() if k.startswith("epsilon_")
+        }
+        train = self.data.train
+        self.keeper.keep(task.run_id, task.round, train.task, train.task_names, model, epsilon)
 
     def _secure(self) -> SecureParticipation:
         if self.secure is None:
@@ -215,6 +241,7 @@ class SiteRuntime:
         test = self.data.test
         predictions = self.trainer.predict(task.parameters, test)
         metrics = _finite(compute_metrics(test.task, test.labels, predictions))
+        self._keep(task, self.whole_model(task.parameters), {})
         return EvaluateResult(task.run_id, task.round, self.name, len(test), metrics)
 
     def _label_statistics(self, task: LabelStatisticsTask) -> LabelStatisticsResult:

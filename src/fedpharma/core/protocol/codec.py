@@ -120,6 +120,22 @@ def encode_message_parts(message: Message) -> EncodedMessage:
     return (b"".join([MAGIC, struct.pack("<I", len(raw)), raw]), *payload)
 
 
+def message_type(data: bytes | memoryview) -> str | None:
+    """The type name an encoded message's header gives (for progress lines), without decoding
+    the rest; ``None`` if the header cannot be read."""
+    if len(data) < 8 or data[:4] != MAGIC:
+        return None
+    (header_len,) = struct.unpack("<I", data[4:8])
+    if header_len > MAX_HEADER_BYTES or 8 + header_len > len(data):
+        return None
+    try:
+        header = json.loads(bytes(data[8 : 8 + header_len]))
+    except (ValueError, UnicodeDecodeError):
+        return None
+    kind = header.get("type") if isinstance(header, dict) else None
+    return kind if isinstance(kind, str) and kind in _TYPES else None
+
+
 def decode_message(data: bytes | memoryview) -> Message:
     if len(data) < 8 or data[:4] != MAGIC:
         raise ProtocolError("message does not start with the FPM1 magic bytes")

@@ -22,7 +22,7 @@ import grpc
 
 from fedpharma.core.errors import CryptoError, FedPharmaError, ProtocolError, TransportError
 from fedpharma.core.protocol import PROTOCOL_VERSION
-from fedpharma.core.protocol.codec import EncodedMessage
+from fedpharma.core.protocol.codec import EncodedMessage, message_type
 from fedpharma.transport.grpc import fedpharma_v1_pb2 as pb
 from fedpharma.transport.grpc.admission import THROTTLED
 from fedpharma.transport.grpc.methods import CoordinatorStub
@@ -377,23 +377,35 @@ def _serve(
                 header = pulled.header
                 witness(header.run_id, pulled.round, header.audit_seq, header.audit_hash)
             size = len(pulled.payload) / 1e6
-            on_status(f"round {pulled.round}: task received ({size:.1f} MB), working")
+            where = f"round {pulled.round}" if pulled.round > 0 else "before round 1"
+            kind = TASK_WORDS.get(message_type(pulled.payload) or "", "task")
+            on_status(f"{where}: task received ({kind}, {size:.1f} MB), working")
             try:
                 answer = handler.handle_encoded(pulled.payload)
             except FedPharmaError as exc:
-                on_status(f"round {pulled.round}: the task failed here ({type(exc).__name__})")
+                on_status(f"{where}: the task failed here ({type(exc).__name__})")
                 continue
             try:
                 size = connection.push(pulled, answer) / 1e6
             except (ResultRejected, PayloadRejected) as exc:
-                on_status(f"round {pulled.round}: the coordinator rejected the result: {exc}")
+                on_status(f"{where}: the coordinator rejected the result: {exc}")
                 continue
             sent += 1
-            on_status(f"round {pulled.round}: result sent ({size:.1f} MB)")
+            on_status(f"{where}: result sent ({kind}, {size:.1f} MB)")
         return "site stopped", sent
     finally:
         beating.set()
         heartbeats.join()
+
+
+# What a task asks, for progress lines (tasks before round 1 say so, not "round 0").
+TASK_WORDS = {
+    "TrainTask": "train",
+    "EvaluateTask": "evaluate",
+    "DescribeTask": "preprocessing check",
+    "LabelStatisticsTask": "label statistics",
+    "SecureTask": "secure aggregation",
+}
 
 
 def _send_heartbeats(connection: SiteConnection, interval: float, done: threading.Event) -> None:
