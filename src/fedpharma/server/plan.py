@@ -16,6 +16,7 @@ from fedpharma.server.dp import SiteLevelDP, record_level_settings, site_level_a
 from fedpharma.server.federation import Checkpoints, Federation, FederationSettings
 from fedpharma.server.round import RoundObserver
 from fedpharma.server.secure import CKKSCollector, SecAggCollector
+from fedpharma.server.selection import BestRound
 from fedpharma.strategy import build_strategy
 
 
@@ -36,6 +37,7 @@ def build_federation(
     on_status: Callable[[str], None] = _quiet,
     wait_for_sites: float | None = None,
     retries: int = 0,
+    selection: BestRound | None = None,
 ) -> Federation:
     """The recipe's strategy and round settings, its record-level DP task settings, and its
     site-level DP aggregator for ``planned_sites`` sites (noise drawn from ``noise_rng``:
@@ -43,7 +45,7 @@ def build_federation(
     mean update is collected by secure aggregation: pairwise masks (``"secagg"``) or CKKS
     (``"ckks"``, with the coordinator's keyless ``ckks_context``). The other arguments go to
     :class:`~fedpharma.server.federation.Federation` (``timeout``, ``wait_for_sites`` and
-    ``retries`` to its settings)."""
+    ``retries`` to its settings, ``selection`` as it is)."""
     settings = FederationSettings(
         local_epochs=recipe.training.local_epochs,
         fraction_fit=recipe.strategy.fraction_fit,
@@ -97,6 +99,7 @@ def build_federation(
         observers=observers,
         prepare=prepare,
         on_status=on_status,
+        selection=selection,
     )
 
 
