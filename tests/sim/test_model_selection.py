@@ -209,3 +209,35 @@ def test_a_simulation_reports_the_chosen_round_and_epochs_in_its_summary(tmp_pat
     assert chosen.federated_round == curves.rounds[int(np.argmin(values))]
     assert chosen.centralized_epochs is not None
     assert set(chosen.local_epochs) == set(prepared.sites)
+
+
+class _Network(ClockTrainer):
+    """Trunk and head, both counting the epochs trained."""
+
+    def initial_parameters(self, seed):
+        return Parameters.from_dict({"trunk.w": np.zeros(1), "head.b": np.zeros(1)})
+
+    def fit(self, params, data, *, epochs, seed, proximal_mu=0.0):
+        named = {k: v + epochs for k, v in params.to_dict().items()}
+        return FitOutput(Parameters.from_dict(named), len(data), 0.0, 0.0)
+
+
+def test_private_heads_of_the_chosen_round_come_back_with_its_trunk():
+    from fedpharma.models.private_head import PrivateHeadTrainer
+    from fedpharma.server.round import RoundRecord
+    from fedpharma.sim.selection import HeadsOfBestRound
+
+    trainer = PrivateHeadTrainer(_Network(), "regression", seed=0, calibrate=False)
+    selection = BestRound("rmse", higher_is_better=False)
+    heads = HeadsOfBestRound(selection, {"site-a": trainer})
+    trunk = trainer.initial_parameters(0)
+    data = _sites()["site-a"].train
+    for rnd, score in enumerate([0.9, 0.5, 0.7, 0.8], start=1):
+        trunk = trainer.fit(trunk, data, epochs=1, seed=rnd).parameters
+        record = RoundRecord(rnd, trunk, {}, {}, evaluate_metrics={"validation_rmse": score})
+        selection.on_round(record)
+        heads.on_round(record)
+    assert float(trainer.head.to_dict()["head.b"][0]) == 4.0
+    heads.restore()
+    assert selection.chosen is not None and selection.chosen.step == 2
+    assert float(trainer.head.to_dict()["head.b"][0]) == 2.0
