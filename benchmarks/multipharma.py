@@ -28,9 +28,9 @@ All three are selected by the same rule (:mod:`fedpharma.sim.selection`): checkp
 single and federated (federated: the pooled validation metric of all partners), every fold for
 pooled.
 
-**Scores.** Per task with ≥ ``--min-test-labels`` test labels (both classes, for
-classification): AUC-PR and AUC-ROC, or RMSE; and conformal efficiency at error rate
-``--error-rate`` from an inductive conformal predictor calibrated on the partner's own
+**Scores.** Per task with ≥ ``--min-test-labels`` test labels (for classification, ≥
+``--min-per-class`` of each class): AUC-PR and AUC-ROC, or RMSE; and conformal efficiency
+at error rate ``--error-rate`` from an inductive conformal predictor calibrated on the partner's own
 calibration fold (:mod:`fedpharma.evaluation.conformal`; Mondrian for classification: share of
 single-label sets; regression: interval width). Gains per task: relative ΔAUC-PR, ΔAUC-ROC,
 relative ΔRMSE, Δefficiency, against single. Over ``--seeds``: means of the per-partner medians,
@@ -292,7 +292,11 @@ def score_tasks(partners: dict[str, Partner], outputs: Outputs, args: Any) -> li
             seen = np.isfinite(y)
             if seen.sum() < args.min_test_labels:
                 continue
-            if kind == "classification" and not 0 < y[seen].sum() < seen.sum():
+            positives = y[seen].sum()
+            if (
+                kind == "classification"
+                and min(positives, seen.sum() - positives) < args.min_per_class
+            ):
                 continue
             row: dict[str, Any] = {"partner": name, "train_labels": int(p.train_labels[t])}
             for m in MODELS:
@@ -449,6 +453,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--batch-size", type=int, default=128)
     parser.add_argument("--min-task-labels", type=int, default=20)
     parser.add_argument("--min-test-labels", type=int, default=5)
+    parser.add_argument(
+        "--min-per-class",
+        type=int,
+        default=5,
+        help="classification: test actives and inactives a scored task needs (fewer: ties at "
+        "AUC-PR 1 make the median gain 0)",
+    )
     parser.add_argument("--error-rate", type=float, default=0.2)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--quick", action="store_true", help="3 rounds: a smoke run")
