@@ -21,6 +21,7 @@ from fedpharma.core.errors import ConfigError
 T = typing.TypeVar("T")
 
 STRATEGIES = ("fedavg", "fedprox", "fedadam", "fedyogi", "fedadagrad")
+ROBUST_RULES = ("mean", "median", "trimmed_mean", "multi_krum")
 
 
 def choice(*values: str, default: str) -> Any:
@@ -129,6 +130,26 @@ class EvaluationConfig:
 
 
 @dataclass(frozen=True)
+class RobustConfig:
+    """How a plaintext round's updates become Δ̄, against a minority of poisoning sites.
+
+    ``rule``: FedAvg's weighted ``"mean"``, the coordinate-wise ``"median"`` or
+    ``"trimmed_mean"`` (Yin et al. 2018) or ``"multi_krum"`` (Blanchard et al. 2017), each
+    tolerating ``byzantine`` hostile sites (the trimmed mean drops that many from each end;
+    Multi-Krum averages the ``krum_select`` best-scored updates, unset: n − byzantine).
+    ``norm_bound`` scales each update to that L2 norm first (Sun et al. 2019). Every update's
+    weight is the example count its site declared with its first update of the run, at most
+    ``max_site_examples``; a later claim above it is rejected (docs/robust-aggregation.md).
+    """
+
+    rule: str = choice(*ROBUST_RULES, default="mean")
+    byzantine: int = bounded(1, 0, 1000)
+    norm_bound: float | None = bounded(None, 1e-9, None)
+    krum_select: int | None = bounded(None, 1, None)
+    max_site_examples: int = bounded(1_000_000, 1, None)
+
+
+@dataclass(frozen=True)
 class PrivacyConfig:
     """Differential privacy the coordinator asks of the sites (each site still enforces its own
     budget, see :class:`SitePolicyConfig`).
@@ -222,6 +243,7 @@ class RunConfig:
     training: TrainingConfig = TrainingConfig()
     strategy: StrategyConfig = StrategyConfig()
     evaluation: EvaluationConfig = EvaluationConfig()
+    robust: RobustConfig = RobustConfig()
     privacy: PrivacyConfig = PrivacyConfig()
     site_policy: SitePolicyConfig = SitePolicyConfig()
     secure: SecureConfig = SecureConfig()
@@ -371,6 +393,7 @@ def cross_check(cfg: RunConfig) -> list[str]:
             "each site's update reaches the coordinator with 1/√K of the noise charged; set "
             '[secure] mode = "secagg" or "ckks", or noise_placement = "central"'
         )
+    problems += robust_problems(cfg)
     if cfg.site_policy.require_secure and not cfg.secure.enabled:
         problems.append(
             "[site_policy] require_secure refuses plaintext updates; set [secure] mode = "
@@ -393,6 +416,37 @@ def cross_check(cfg: RunConfig) -> list[str]:
             '[features] permutation_key_id permutes fingerprint bits; set fingerprint = "morgan"'
         )
     return problems
+
+
+def robust_problems(cfg: RunConfig) -> list[str]:
+    """A robust rule needs every update in the clear and enough sites to outvote ``byzantine``."""
+    robust = cfg.robust
+    active = robust.rule != "mean" or robust.norm_bound is not None
+    if not active:
+        return []
+    what = f'[robust] rule = "{robust.rule}"' if robust.rule != "mean" else "[robust] norm_bound"
+    if cfg.secure.enabled:
+        return [
+            f"{what} needs each site's update in the clear, and secure aggregation shows the "
+            "coordinator only their sum (a site could also skip its own clipping unseen); "
+            'remove it, or set [secure] mode = "none". Under secure aggregation each update is '
+            "bounded per coordinate by the quantizer's [secure] clip"
+        ]
+    if cfg.privacy.site_level:
+        return [
+            f"{what} with site-level DP: the DP mean already clips every update to "
+            "[privacy] clip_norm, and its privacy analysis covers the clipped sum only; remove "
+            "the [robust] rule or site_level"
+        ]
+    needed = 2 * robust.byzantine + (3 if robust.rule == "multi_krum" else 1)
+    if robust.rule != "mean" and cfg.strategy.min_sites < needed:
+        return [
+            f"{what} tolerating byzantine = {robust.byzantine} hostile site(s) needs at least "
+            f"{needed} updates per round; set [strategy] min_sites = {needed} or more"
+        ]
+    if robust.krum_select is not None and robust.rule != "multi_krum":
+        return ['[robust] krum_select applies to rule = "multi_krum" only; remove it']
+    return []
 
 
 def build_top_level(cls: type[T], raw: dict[str, Any]) -> tuple[T, list[str]]:

@@ -136,11 +136,14 @@ def simulate(
     on_round: Callable[[RoundRecord, int], None] | None = None,
     on_status: Callable[[str], None] | None = None,
     prepared: Simulation | None = None,
+    adversary: Callable[[dict[str, SiteRuntime]], dict[str, SiteRuntime]] | None = None,
 ) -> SimulationResult:
     """Run ``config`` and write its run directory; return the summary it wrote.
 
     ``prepared`` reuses sites made by :func:`prepare_sites` (with the same data, partition and
     seed settings), e.g. to compare strategies on identical sites without reloading data.
+    ``adversary``, for robustness experiments, may replace site runtimes before the run
+    (:func:`fedpharma.sim.poisoning.poison`).
     """
     say = on_status or (lambda _msg: None)
     started = time.perf_counter()
@@ -160,7 +163,8 @@ def simulate(
     # CKKS in simulation: a fresh consortium key; the coordinator gets only its public context.
     ckks_key = create_secret_context() if config.secure.mode == "ckks" else None
     trainers = site_trainers(config, sim, trainer)
-    sites = InProcessChannel(build_site_runtimes(config, sim, trainers, run_dir, ckks_key))
+    runtimes = build_site_runtimes(config, sim, trainers, run_dir, ckks_key)
+    sites = InProcessChannel(runtimes if adversary is None else adversary(runtimes))
     # As in deployment, only sites whose preprocessing matches the recipe's take part.
     channel = JoinGate(
         sites, run_id, expected_preprocessing(config), on_outcome=JoinLog(store, say)

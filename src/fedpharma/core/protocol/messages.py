@@ -192,7 +192,8 @@ def validate_reply(task: Task, site: str, reply: Reply) -> Reply:
     """Check that ``reply`` is a well-formed answer from ``site`` to ``task``; return it.
 
     Raises :class:`ProtocolError` for an answer to another task, run or round, an answer in
-    another site's name, an update whose names, shapes or values do not fit the model sent, or
+    another site's name, an update whose names, shapes, dtypes or values do not fit the model
+    sent, or
     an example count an aggregate could not weigh by (an update from no examples, a negative
     count).
     """
@@ -223,6 +224,12 @@ def validate_reply(task: Task, site: str, reply: Reply) -> Reply:
             raise ProtocolError(f"a {phase!r} secure task was answered in phase {reply.phase!r}")
     if isinstance(reply, TrainResult) and isinstance(task, TrainTask):
         reply.update.check_matches(task.parameters, what=f"update from {site!r}")
+        for (name, got), sent in zip(reply.update, task.parameters.arrays, strict=True):
+            if got.dtype != sent.dtype:
+                raise ProtocolError(
+                    f"update from {site!r}: parameter {name!r} is {got.dtype}, the model sent is "
+                    f"{sent.dtype}; send the update in the model's dtype"
+                )
         if reply.n_examples < 1:
             raise ProtocolError(
                 f"update from {site!r} claims {reply.n_examples} training examples; an update "
