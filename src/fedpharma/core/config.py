@@ -45,6 +45,9 @@ class DatasetConfig:
     label_columns: tuple[str, ...] = ()
     task: str | None = field(default=None, metadata={"choices": ("regression", "classification")})
     site_column: str | None = None  # tabular: column naming each record's site (natural split)
+    # tabular: the declared schema file (fedpharma.data.schema); unset: NAME.schema.toml beside
+    # the data file if there is one, else a schema inferred from the data (and printed).
+    schema: str | None = None
     test_fraction: float = bounded(0.2, 0.05, 0.5)
 
 
@@ -235,6 +238,18 @@ class SitePolicyConfig:
 
 
 @dataclass(frozen=True)
+class DataChecksConfig:
+    """What the coordinator does when a site's tabular data fails a rule at join
+    (:mod:`fedpharma.data.checks`): ``refuse`` the site, ``warn``, or ``ignore``. The site sends
+    only pass/fail per rule and column."""
+
+    recorded: str = choice("refuse", "warn", "ignore", default="warn")
+    range: str = choice("refuse", "warn", "ignore", default="warn")
+    constant: str = choice("refuse", "warn", "ignore", default="warn")
+    labels: str = choice("refuse", "warn", "ignore", default="refuse")
+
+
+@dataclass(frozen=True)
 class RunConfig:
     dataset: DatasetConfig = DatasetConfig(name="chembl2321810")
     features: FeaturesConfig = FeaturesConfig()
@@ -247,6 +262,7 @@ class RunConfig:
     privacy: PrivacyConfig = PrivacyConfig()
     site_policy: SitePolicyConfig = SitePolicyConfig()
     secure: SecureConfig = SecureConfig()
+    data_checks: DataChecksConfig = DataChecksConfig()
     rounds: int = bounded(20, 1, 100_000)
     seed: int = 0
     baselines: bool = True  # also train local-only and centralized references
@@ -324,13 +340,21 @@ def cross_check(cfg: RunConfig) -> list[str]:
     problems = []
     ds = cfg.dataset
     problems += data_source_problems("[dataset]", ds.name, ds.path, ds.label_columns, ds.task)
-    if cfg.partition.method == "natural" and ds.site_column is None and ds.path is not None:
+    # A tabular file's site column may come from its schema file, which is read with the data.
+    if (
+        cfg.partition.method == "natural"
+        and ds.site_column is None
+        and ds.path is not None
+        and ds.kind != "tabular"
+    ):
         problems.append('[partition] method "natural" needs [dataset] `site_column`')
+    if ds.schema is not None and ds.kind != "tabular":
+        problems.append('[dataset] `schema` describes a tabular file; set kind = "tabular"')
     if cfg.model.kind == "mlp" and not cfg.model.hidden:
         problems.append("[model] an mlp needs at least one hidden layer in `hidden`")
     if any(h < 1 for h in cfg.model.hidden):
         problems.append("[model] every `hidden` layer width must be ≥ 1")
-    if cfg.strategy.min_sites > cfg.partition.n_sites:
+    if cfg.partition.method != "natural" and cfg.strategy.min_sites > cfg.partition.n_sites:
         problems.append(
             f"[strategy] min_sites = {cfg.strategy.min_sites} exceeds "
             f"[partition] n_sites = {cfg.partition.n_sites}; no round could start"

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import re
 import secrets
 import time
 from collections.abc import Callable
@@ -32,7 +33,7 @@ from fedpharma.core.config import RunConfig
 from fedpharma.core.dataset import Dataset, Objective, SiteData
 from fedpharma.core.params import Parameters
 from fedpharma.data.datasets import featurizes_molecules, load_dataset
-from fedpharma.data.partition import partition, scaffold_split
+from fedpharma.data.partition import holdout_split, partition
 from fedpharma.data.permutation import site_permutation
 from fedpharma.data.preprocessing import SiteDescription
 from fedpharma.evaluation.metrics import PRIMARY_METRIC, compute_metrics
@@ -66,6 +67,7 @@ from fedpharma.sim.selection import (
     round_selection,
     selection_summary,
 )
+from fedpharma.sim.tabular import is_tabular_file, preprocess_sites
 from fedpharma.site.runtime import SiteRuntime
 from fedpharma.site.secure import SecureParticipation
 from fedpharma.strategy import Strategy
@@ -107,26 +109,39 @@ def prepare_sites(config: RunConfig) -> Simulation:
     rng = np.random.default_rng(config.seed)
     parts = partition(dataset, config.partition, rng)
     sites = {}
+    molecules = featurizes_molecules(config.dataset.name, config.dataset.kind)
     for index, rows in enumerate(parts, start=1):
-        name = f"site-{index}"
+        name = _site_name(config, dataset, rows, index)
         local = dataset.subset(rows, name=name)
-        train, test = scaffold_split(local.groups, config.dataset.test_fraction, rng)
+        train, test = holdout_split(local, config.dataset.test_fraction, rng, molecules=molecules)
         sites[name] = split_validation(
             SiteData(local.subset(train), local.subset(test)),
             config.evaluation.validation_fraction,
             rng,
+            molecules=molecules,
         )
     invalid = 0 if report is None else report.n_input - report.n_valid
     return Simulation(sites, dataset, invalid)
 
 
-def split_validation(site: SiteData, fraction: float, rng: np.random.Generator) -> SiteData:
-    """``site`` with ``fraction`` of its training rows held out by scaffold as its validation
-    fold (unchanged when ``fraction`` is 0), split like the test set."""
+def split_validation(
+    site: SiteData, fraction: float, rng: np.random.Generator, *, molecules: bool = True
+) -> SiteData:
+    """``site`` with ``fraction`` of its training rows held out as its validation fold
+    (unchanged when ``fraction`` is 0), split like the test set (by scaffold for molecules)."""
     if fraction <= 0:
         return site
-    train, validation = scaffold_split(site.train.groups, fraction, rng)
+    train, validation = holdout_split(site.train, fraction, rng, molecules=molecules)
     return SiteData(site.train.subset(train), site.test, site.train.subset(validation))
+
+
+def _site_name(config: RunConfig, dataset: Dataset, rows: npt.NDArray[np.int64], index: int) -> str:
+    """The data's own name for a natural site (its site-column value), else ``site-INDEX``."""
+    if config.partition.method == "natural" and dataset.group_names:
+        name = dataset.group_names[int(dataset.groups[rows[0]])]
+        if name != "pooled" and re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}", name):
+            return name
+    return f"site-{index}"
 
 
 def simulate(
@@ -151,6 +166,11 @@ def simulate(
     run_id = datetime.now(UTC).strftime("%Y%m%d-%H%M%S-") + secrets.token_hex(2)
     sim = prepared or prepare_sites(config)
     say(_describe_sites(sim))
+    if is_tabular_file(config):
+        site_data, dataset, _fitted = preprocess_sites(
+            config, sim.sites, sim.dataset, run_dir, run_id, say
+        )
+        sim = Simulation(site_data, dataset, sim.invalid_molecules)
     trainer = build_trainer(config, sim.dataset)
     initial = trainer.initial_parameters(config.seed)
 
@@ -485,8 +505,21 @@ def build_summary(
         sites=sites,
         pooled=pooled,
         curves=curves,
-        config=config.to_dict(),
+        config=_applicable(config),
     )
+
+
+def _applicable(config: RunConfig) -> dict[str, Any]:
+    """The config as the report shows it: only the tables that apply to this run's data
+    (no chemistry settings for a tabular run, no tabular data checks for molecules)."""
+    shown = config.to_dict()
+    if featurizes_molecules(config.dataset.name, config.dataset.kind):
+        shown.pop("data_checks")
+    else:
+        shown.pop("features")
+        if not is_tabular_file(config):
+            shown.pop("data_checks")
+    return shown
 
 
 def _json_float(value: float | None) -> float | None:
