@@ -21,9 +21,17 @@ PASS / FAIL (the exit code is 0 either way: this is a report):
 2. every partner's federated metric better than its local-only one;
 3. centralized in the published scaffold-split band: ESOL RMSE ≤ 0.95, Tox21 ROC-AUC ≥ 0.75.
 
-Targets are judged on seed 0 (no seed picking); ``--seeds 3`` also reports the mean over seeds
-0, 1, 2 (partition, splits, initialisation and minibatch order all follow the seed). Beside the
-verdicts, a paired bootstrap of seed 0's test molecules (``--bootstrap``, 1,000 resamples) shows
+**Model selection** (on by default; ``--no-selection`` for the old fixed-epoch setup): each
+partner holds out 15 % of its training data by scaffold as a validation fold; every model kind
+is selected by one rule (:mod:`fedpharma.evaluation.selection`): the federated model at the round
+with the best pooled validation metric, local and centralized references at the checkpoint
+(every ``local_epochs`` epochs, one round's worth) with the best validation metric — the local
+model on its partner's fold, the centralized model on every fold, pooled alike.
+
+With one seed the targets are judged on seed 0; with ``--seeds N`` (N ≥ 3 for a verdict) on the
+mean over seeds 0 … N−1 (partition, splits, initialisation and minibatch order all follow the
+seed); seed 0's verdicts are kept beside them. Beside the verdicts, a paired bootstrap of seed
+0's test molecules (``--bootstrap``, 1,000 resamples) shows
 how far each comparison could have gone the other way on a test set this small; it does not
 change a verdict.
 
@@ -57,6 +65,7 @@ from _common import RESULTS_DIR, machine_info, print_table, require_shared_file,
 from fedpharma.core import serde
 from fedpharma.core.config import (
     DatasetConfig,
+    EvaluationConfig,
     FeaturesConfig,
     ModelConfig,
     PartitionConfig,
@@ -67,11 +76,12 @@ from fedpharma.core.config import (
 from fedpharma.core.dataset import SiteData
 from fedpharma.data.partition import partition, scaffold_split
 from fedpharma.evaluation.bootstrap import paired_bootstrap, percentile_interval
-from fedpharma.sim.engine import Simulation, prepare_sites, simulate
+from fedpharma.sim.engine import Simulation, prepare_sites, simulate, split_validation
 
 FEDERATED_RATIO = 0.97
 N_SITES = 4
 QUICK_ROUNDS = 3
+VALIDATION_FRACTION = 0.15  # of each partner's training data, by scaffold (model selection)
 
 TOX21_TASKS = (
     "NR-AR", "NR-AR-LBD", "NR-AhR", "NR-Aromatase", "NR-ER", "NR-ER-LBD",
@@ -96,7 +106,9 @@ class Benchmark:
     central_band: tuple[str, float]  # ("<=" | ">=", published scaffold-split bound)
     band_source: str
 
-    def config(self, data_dir_file: Path, seed: int, rounds: int) -> RunConfig:
+    def config(
+        self, data_dir_file: Path, seed: int, rounds: int, selection: bool = True
+    ) -> RunConfig:
         return RunConfig(
             dataset=DatasetConfig(
                 path=str(data_dir_file), label_columns=self.label_columns, task=self.task
@@ -105,9 +117,12 @@ class Benchmark:
             partition=PartitionConfig(method="scaffold", n_sites=N_SITES),
             model=self.model,
             training=self.training,
-            # Evaluate the federated model once, at the end: the per-round curve is not needed
-            # here and costs a full evaluation pass per round.
-            strategy=StrategyConfig(name="fedavg", evaluate_every=0),
+            # With model selection every round is evaluated (its pooled validation metric picks
+            # the round); without, once at the end (the curve costs an evaluation per round).
+            strategy=StrategyConfig(name="fedavg", evaluate_every=1 if selection else 0),
+            evaluation=EvaluationConfig(
+                validation_fraction=VALIDATION_FRACTION if selection else 0.0
+            ),
             rounds=rounds,
             seed=seed,
             baselines=True,
@@ -168,7 +183,11 @@ def resplit(sim: Simulation, config: RunConfig) -> Simulation:
         name = f"site-{index}"
         local = sim.dataset.subset(rows, name=name)
         train, test = scaffold_split(local.groups, config.dataset.test_fraction, rng)
-        sites[name] = SiteData(local.subset(train), local.subset(test))
+        sites[name] = split_validation(
+            SiteData(local.subset(train), local.subset(test)),
+            config.evaluation.validation_fraction,
+            rng,
+        )
     return Simulation(sites, sim.dataset, sim.invalid_molecules)
 
 
@@ -176,8 +195,12 @@ def _same_sites(a: Simulation, b: Simulation) -> bool:
     if list(a.sites) != list(b.sites):
         return False
     for name in a.sites:
-        for part in ("train", "test"):
+        for part in ("train", "test", "validation"):
             x, y = getattr(a.sites[name], part), getattr(b.sites[name], part)
+            if x is None or y is None:
+                if x is not y:
+                    return False
+                continue
             if not (
                 np.array_equal(x.features, y.features)
                 and np.array_equal(x.labels, y.labels, equal_nan=True)
@@ -247,6 +270,7 @@ def run_seed(
             "fedadam_seconds": fedadam_seconds,
         },
         "configs": {"fedavg": config.to_dict(), "fedadam": fedadam_config.to_dict()},
+        "selection": {"fedavg": fedavg.get("selection"), "fedadam": fedadam.get("selection")},
     }
 
 
@@ -309,6 +333,19 @@ def print_uncertainty(uncertainty: dict[str, Any], metric: str) -> None:
                 f"≥ {FEDERATED_RATIO} on {u['share_ratio_on_target']:.0%} of resamples"
             )
             print(f"    {where:<8}{strategy:<9}{what}", flush=True)
+
+
+def _selection_line(selection: dict[str, Any]) -> str:
+    """Where each model was selected (empty without model selection)."""
+    fedavg, fedadam = selection.get("fedavg"), selection.get("fedadam")
+    if not fedavg:
+        return ""
+    local = ", ".join(str(e) for e in fedavg["local_epochs"].values())
+    return (
+        f"; selected: FedAvg round {fedavg['federated_round']}, FedAdam round "
+        f"{fedadam['federated_round'] if fedadam else '—'}, centralized "
+        f"{fedavg['centralized_epochs']} epochs, local {local} epochs"
+    )
 
 
 def better(a: float | None, b: float | None, higher_is_better: bool) -> bool:
@@ -408,7 +445,7 @@ def mean_over_seeds(results: list[dict[str, Any]]) -> dict[str, Any]:
 def run_dataset(bench: Benchmark, args: argparse.Namespace) -> dict[str, Any]:
     path = require_shared_file(bench.file)
     rounds = QUICK_ROUNDS if args.quick else bench.rounds
-    base = bench.config(path, seed=0, rounds=rounds)
+    base = bench.config(path, seed=0, rounds=rounds, selection=not args.no_selection)
     print(f"\n== {bench.title}: featurizing {path.name} and splitting by scaffold …", flush=True)
     started = time.perf_counter()
     sim = prepare_sites(base)
@@ -435,7 +472,8 @@ def run_dataset(bench: Benchmark, args: argparse.Namespace) -> dict[str, Any]:
             t = result["timings"]
             print(
                 f"   {t['fedavg_seconds']:.1f} s FedAvg, {t['references_seconds']:.1f} s "
-                f"local + centralized, {t['fedadam_seconds']:.1f} s FedAdam",
+                f"local + centralized, {t['fedadam_seconds']:.1f} s FedAdam"
+                + _selection_line(result["selection"]),
                 flush=True,
             )
             per_seed.append(result)
@@ -472,8 +510,12 @@ def run_dataset(bench: Benchmark, args: argparse.Namespace) -> dict[str, Any]:
         rows = [[n, *(site[m] for m in MODELS)] for n, site in flat["sites"].items()] + [
             ["pooled", *(flat["pooled"][m] for m in MODELS)]
         ]
-        print(f"\n{bench.title}: mean over seeds {summary['seeds']} (targets judged on seed 0)")
+        print(f"\n{bench.title}: mean over seeds {summary['seeds']} (targets judged on it)")
         print_table(["partner", *MODELS], rows)
+        out["targets_seed0"] = targets
+        out["targets"] = evaluate_targets(bench, flat)
+        out["all_passed"] = all(t["passed"] for t in out["targets"])
+        print_targets(out["targets"])
         wins = {
             s: sum(
                 better(r["sites"][n][s], r["sites"][n]["local"], main["metric"]["higher_is_better"])
@@ -540,7 +582,7 @@ def main(argv: list[str] | None = None) -> int:
         help=f"comma-separated subset of {', '.join(BENCHMARKS)}",
     )
     parser.add_argument(
-        "--seeds", type=int, default=1, help="seeds 0..N-1 (targets judged on seed 0)"
+        "--seeds", type=int, default=1, help="seeds 0..N-1 (targets judged on their mean)"
     )
     parser.add_argument(
         "--bootstrap",
@@ -556,6 +598,11 @@ def main(argv: list[str] | None = None) -> int:
         "see the probe printed at the start); 0 = torch's default",
     )
     parser.add_argument("--no-thread-probe", action="store_true", help="skip the 1-vs-N probe")
+    parser.add_argument(
+        "--no-selection",
+        action="store_true",
+        help="no validation fold: every model trained for all its rounds / epochs (the old setup)",
+    )
     args = parser.parse_args(argv)
     keys = [k.strip() for k in args.datasets.split(",") if k.strip()]
     unknown = [k for k in keys if k not in BENCHMARKS]
@@ -589,7 +636,7 @@ def main(argv: list[str] | None = None) -> int:
     results = {key: run_dataset(BENCHMARKS[key], args) for key in keys}
     wall = time.perf_counter() - wall_started
 
-    print("\n== targets (seed 0)")
+    print("\n== targets" + (f" (mean over seeds 0..{args.seeds - 1})" if args.seeds > 1 else ""))
     for key, r in results.items():
         print(f"{BENCHMARKS[key].title}:")
         print_targets(r["targets"])
@@ -606,6 +653,9 @@ def main(argv: list[str] | None = None) -> int:
         "n_sites": N_SITES,
         "partition": "scaffold",
         "federated_ratio_target": FEDERATED_RATIO,
+        "model_selection": None
+        if args.no_selection
+        else {"validation_fraction": VALIDATION_FRACTION, "patience": 0},
         "machine": machine,
         "torch_threads": torch.get_num_threads(),
         "thread_probe": probe,

@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING
 import typer
 
 from fedpharma.evaluation.metrics import PRIMARY_METRIC
+from fedpharma.evaluation.selection import VALIDATION_PREFIX
 from fedpharma.privacy import RELATIONS
 from fedpharma.server.round import RoundRecord
 
@@ -24,6 +25,8 @@ def print_round(record: RoundRecord, rounds: int) -> None:
     for name, _ in PRIMARY_METRIC.values():
         if name in record.evaluate_metrics:
             parts.append(f"test {name} {record.evaluate_metrics[name]:.3f}")
+        if (key := VALIDATION_PREFIX + name) in record.evaluate_metrics:
+            parts.append(f"validation {name} {record.evaluate_metrics[key]:.3f}")
     spent = {
         relation: max(r.metrics[f"epsilon_{relation}"] for r in with_metric)
         for relation in ("record", "site")
@@ -56,6 +59,14 @@ def print_comparison(summary: RunSummary) -> None:
             f"{name:<10} {n_train:>6} {n_test:>6} "
             f"{_fmt(entry.local):>9} {_fmt(entry.federated):>10} "
             f"{_fmt(entry.centralized):>9}"
+        )
+    if (chosen := summary.selection) is not None:
+        epochs = [e for e in chosen.local_epochs.values() if e is not None]
+        typer.echo(
+            f"\nmodel selection on {chosen.metric} (patience {chosen.patience or 'none'}): "
+            f"federated round {chosen.federated_round or 'last'}, centralized at "
+            f"{chosen.centralized_epochs or '—'} epochs, local at "
+            f"{', '.join(map(str, epochs)) or '—'} epochs"
         )
 
 

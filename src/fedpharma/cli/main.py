@@ -19,6 +19,7 @@ from fedpharma.cli.errors import friendly_errors
 from fedpharma.cli.schema import register as register_schema
 from fedpharma.core.config import (
     DatasetConfig,
+    EvaluationConfig,
     FeaturesConfig,
     ModelConfig,
     PartitionConfig,
@@ -42,6 +43,8 @@ DEMO_CONFIG = RunConfig(
     model=ModelConfig(kind="mlp", hidden=(256, 64), dropout=0.1),
     training=TrainingConfig(local_epochs=1, batch_size=32, learning_rate=1e-3),
     strategy=StrategyConfig(name="fedavg"),
+    # Each partner holds out a validation fold; every model kind is selected on it.
+    evaluation=EvaluationConfig(validation_fraction=0.15),
     # The demo's partners opt in to cross evaluation, so the report shows the full matrix.
     site_policy=SitePolicyConfig(allow_cross_evaluation=True),
     rounds=30,

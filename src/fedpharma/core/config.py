@@ -133,6 +133,18 @@ class StrategyConfig:
 
 
 @dataclass(frozen=True)
+class EvaluationConfig:
+    """Model selection on a per-site validation fold (fedpharma.evaluation.selection)."""
+
+    # Fraction of each site's training data held out by scaffold as its validation fold; 0: no
+    # fold, and every model is the one after its last round or epoch.
+    validation_fraction: float = bounded(0.0, 0.0, 0.5)
+    # Checkpoints (rounds, or local_epochs epochs of a reference) without improvement of the
+    # validation metric after which training stops; 0: train every round and keep the best.
+    patience: int = bounded(0, 0, None)
+
+
+@dataclass(frozen=True)
 class RobustConfig:
     """How a plaintext round's updates become Δ̄, against a minority of poisoning sites.
 
@@ -260,6 +272,7 @@ class RunConfig:
     model: ModelConfig = ModelConfig()
     training: TrainingConfig = TrainingConfig()
     strategy: StrategyConfig = StrategyConfig()
+    evaluation: EvaluationConfig = EvaluationConfig()
     robust: RobustConfig = RobustConfig()
     privacy: PrivacyConfig = PrivacyConfig()
     site_policy: SitePolicyConfig = SitePolicyConfig()

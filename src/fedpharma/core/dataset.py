@@ -67,7 +67,9 @@ class Dataset:
 
 @dataclass(frozen=True)
 class SiteData:
-    """What one site holds: its training and its held-out test data."""
+    """What one site holds: its training and its held-out test data, and optionally a
+    validation fold (held out of training, for model selection)."""
 
     train: Dataset
     test: Dataset
+    validation: Dataset | None = None

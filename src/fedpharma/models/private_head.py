@@ -81,6 +81,11 @@ class PrivateHeadTrainer:
         """This site's current head (for local use and tests; never sent)."""
         return self._head
 
+    def restore_head(self, head: Parameters) -> None:
+        """Put back a head this trainer had (model selection keeps the best round's head)."""
+        head.check_matches(self._head, "head")
+        self._head = head
+
     def initial_parameters(self, seed: int) -> Parameters:
         """The initial *trunk*: what the coordinator starts the federation from."""
         return split_head(self.network.initial_parameters(seed))[0]

@@ -92,6 +92,9 @@ class Curves:
     pooled: Series = ()
     pooled_is: str = POOLED_IS
     sites: Mapping[str, Series] = field(default_factory=dict)
+    # The pooled metric on the sites' validation folds, aggregated like ``pooled`` (empty
+    # without a validation fold): what the federated round is selected on.
+    validation: Series = ()
 
 
 @dataclass(frozen=True)
@@ -282,6 +285,21 @@ class CrossEvaluation:
 
 
 @dataclass(frozen=True)
+class Selection:
+    """Model selection on the sites' validation folds: the validation metric every model kind
+    was chosen on, and where each was chosen — the federated model's round, the centralized
+    model's epochs and each local-only model's epochs (``None``: no checkpoint was scored, the
+    last one was kept)."""
+
+    metric: str
+    validation_fraction: float
+    patience: int = 0
+    federated_round: int | None = None
+    centralized_epochs: int | None = None
+    local_epochs: Mapping[str, int | None] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
 class RunSummary:
     """Everything the report shows. ``config`` is the run's configuration as it was written."""
 
@@ -305,6 +323,7 @@ class RunSummary:
     deployed: bool = False
     tasks: Mapping[str, TaskResult] = field(default_factory=dict)
     label_distributions: Mapping[str, LabelDistribution] = field(default_factory=dict)
+    selection: Selection | None = None
 
     def partners(self) -> tuple[tuple[str, Partner], ...]:
         """Every test set by name: the sites', then the pooled one."""
@@ -360,7 +379,11 @@ def _error(problems: Sequence[str], source: str) -> DataError:
 
 
 def _curve_problems(curves: Curves) -> Iterator[str]:
-    series = {"train_loss": curves.train_loss, "pooled": curves.pooled}
+    series = {
+        "train_loss": curves.train_loss,
+        "pooled": curves.pooled,
+        "validation": curves.validation,
+    }
     yield from _length_problems("[curves]", series.items(), "[curves] round", len(curves.rounds))
     yield from _length_problems(
         "[curves.sites]", curves.sites.items(), "[curves] round", len(curves.rounds)

@@ -52,6 +52,7 @@ from fedpharma.server.round import (
     site_seed,
     sort_replies,
 )
+from fedpharma.server.selection import BestRound
 from fedpharma.strategy import NO_STATE, SampleWeightedMean, SiteUpdate, Strategy
 
 
@@ -149,6 +150,8 @@ class Federation:
     output layer's calibration). ``observers`` see every completed round; ``on_status`` gets one
     line per wait and retry; ``on_rejected`` each reply the round loop rejects after the
     channel accepted it (e.g. an update that does not fit the model).
+    line per wait and retry. ``selection``, if given, keeps the round with the best pooled
+    validation metric (:attr:`BestRound.chosen`) and stops the run once its patience is spent.
     """
 
     def __init__(
@@ -163,6 +166,7 @@ class Federation:
         prepare: Callable[[Parameters], Parameters] | None = None,
         on_status: Callable[[str], None] = _quiet,
         on_rejected: Rejected | None = None,
+        selection: BestRound | None = None,
     ) -> None:
         self.strategy = strategy
         self.settings = settings
@@ -173,6 +177,7 @@ class Federation:
         self.prepare = prepare
         self.say = on_status
         self.on_rejected = on_rejected
+        self.selection = selection
         self._declines_evaluation: set[str] = set()
         self.weights = AgreedWeights(settings.max_site_examples)
 
@@ -215,6 +220,9 @@ class Federation:
                 try:
                     parameters = self.round(channel, parameters, rnd, rounds, run_id)
                     rnd, failures = rnd + 1, 0
+                    if self.selection is not None and self.selection.exhausted:
+                        self.say(f"early stop after round {rnd - 1}: {self._chosen_line()}")
+                        break
                     continue
                 except RoundFailed as exc:
                     reason = str(exc)
@@ -279,9 +287,17 @@ class Federation:
             if state.names:  # before the checkpoint: see RunStore.save_server_state
                 self.store.save_server_state(rnd, params_codec.encode(state))
             self.store.on_round(record)
+        if self.selection is not None:
+            self.selection.on_round(record)
         for observer in self.observers:
             observer.on_round(record)
         return parameters
+
+    def _chosen_line(self) -> str:
+        chosen = self.selection.chosen if self.selection is not None else None
+        if chosen is None:
+            return "no round scored on validation"
+        return f"best round {chosen.step} (pooled validation score {chosen.score:.4g})"
 
     def _train_round(
         self, channel: Channel, parameters: Parameters, rnd: int, run_id: str

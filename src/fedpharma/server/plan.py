@@ -16,6 +16,7 @@ from fedpharma.server.dp import SiteLevelDP, record_level_settings, site_level_a
 from fedpharma.server.federation import Checkpoints, Federation, FederationSettings
 from fedpharma.server.round import Rejected, RoundObserver
 from fedpharma.server.secure import CKKSCollector, SecAggCollector
+from fedpharma.server.selection import BestRound
 from fedpharma.strategy import build_rule, build_strategy
 
 
@@ -37,6 +38,7 @@ def build_federation(
     wait_for_sites: float | None = None,
     retries: int = 0,
     on_rejected: Rejected | None = None,
+    selection: BestRound | None = None,
 ) -> Federation:
     """The recipe's strategy and round settings, its record-level DP task settings, and its
     site-level DP aggregator for ``planned_sites`` sites (noise drawn from ``noise_rng``:
@@ -44,7 +46,7 @@ def build_federation(
     With ``[secure] mode`` set, the mean update is collected by secure aggregation: pairwise
     masks (``"secagg"``) or CKKS (``"ckks"``, with the coordinator's keyless ``ckks_context``).
     The other arguments go to :class:`~fedpharma.server.federation.Federation` (``timeout``,
-    ``wait_for_sites`` and ``retries`` to its settings)."""
+    ``wait_for_sites`` and ``retries`` to its settings, ``selection`` as it is)."""
     settings = FederationSettings(
         local_epochs=recipe.training.local_epochs,
         fraction_fit=recipe.strategy.fraction_fit,
@@ -100,6 +102,7 @@ def build_federation(
         prepare=prepare,
         on_status=on_status,
         on_rejected=on_rejected,
+        selection=selection,
     )
 
 

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import dataclasses
 
-from fedpharma.core.dataset import Dataset, SiteData
+from fedpharma.core.dataset import Dataset
 from fedpharma.core.params import Parameters
 from fedpharma.core.protocol import SecureReply, TrainResult, TrainTask
 from fedpharma.site.runtime import SiteRuntime
@@ -41,7 +41,7 @@ class PoisoningSite(SiteRuntime):
             raise ValueError(f"attack must be one of {ATTACKS}, got {attack!r}")
         data = runtime.data
         if attack == "label_flip":
-            data = SiteData(flipped_labels(data.train), data.test)
+            data = dataclasses.replace(data, train=flipped_labels(data.train))
         super().__init__(
             runtime.name,
             data,

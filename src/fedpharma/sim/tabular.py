@@ -92,5 +92,10 @@ def preprocess_sites(
             data, features=fitted.transform(data.features), feature_names=fitted.output_names
         )
 
-    transformed = {name: SiteData(apply(d.train), apply(d.test)) for name, d in sites.items()}
+    transformed = {
+        name: SiteData(
+            apply(d.train), apply(d.test), None if d.validation is None else apply(d.validation)
+        )
+        for name, d in sites.items()
+    }
     return transformed, apply(dataset), fitted

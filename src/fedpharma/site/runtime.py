@@ -52,6 +52,7 @@ from fedpharma.data.preprocessing import SiteDescription
 from fedpharma.data.tabular import TabularSchema
 from fedpharma.evaluation.label_statistics import label_sums
 from fedpharma.evaluation.metrics import compute_metrics
+from fedpharma.evaluation.selection import VALIDATION_PREFIX
 from fedpharma.models.base import FitOutput, Trainer
 from fedpharma.models.private_head import PrivateHeadTrainer, join_head
 from fedpharma.privacy import production_rng
@@ -234,14 +235,19 @@ class SiteRuntime:
         return self.secure
 
     def _evaluate(self, task: EvaluateTask) -> EvaluateResult:
-        """Metrics of the task's model on the held-out data; refused under ``require_dp``: the
-        metrics are an uncharged function of the labels (two constant "models" read their mean
-        and spread off the errors)."""
-        self._refuse_unaccounted("evaluation metrics on its test labels")
-        test = self.data.test
+        """Metrics of the task's model on the held-out data, and on the validation fold (if
+        any) under :data:`VALIDATION_PREFIX`; refused under ``require_dp``: the metrics are an
+        uncharged function of the labels (two constant "models" read their mean and spread off
+        the errors), those of the validation fold as much as those of the test set."""
+        self._refuse_unaccounted("evaluation metrics on its test labels and validation fold")
+        test, validation = self.data.test, self.data.validation
         predictions = self.trainer.predict(task.parameters, test)
         metrics = _finite(compute_metrics(test.task, test.labels, predictions))
         self._keep(task, self.whole_model(task.parameters), {})
+        if validation is not None and len(validation):
+            scores = self.trainer.predict(task.parameters, validation)
+            found = compute_metrics(validation.task, validation.labels, scores)
+            metrics |= _finite({VALIDATION_PREFIX + k: v for k, v in found.items()})
         return EvaluateResult(task.run_id, task.round, self.name, len(test), metrics)
 
     def _label_statistics(self, task: LabelStatisticsTask) -> LabelStatisticsResult:
