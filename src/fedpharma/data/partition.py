@@ -47,7 +47,7 @@ def partition(dataset: Dataset, config: PartitionConfig, rng: np.random.Generato
         return scaffold_partition(dataset.groups, config.n_sites, rng)
     if config.method == "dirichlet":
         return dirichlet_label_partition(
-            dataset.labels, dataset.task, config.n_sites, config.alpha, rng
+            dataset.dense_labels(), dataset.task, config.n_sites, config.alpha, rng
         )
     if config.method == "quantity":
         min_rows = max(1, min(QUANTITY_MIN_ROWS_PER_SITE, n_rows // max(config.n_sites, 1)))

@@ -27,7 +27,7 @@ import numpy as np
 import numpy.typing as npt
 
 from fedpharma.core.config import RunConfig
-from fedpharma.core.dataset import Dataset, Objective, SiteData
+from fedpharma.core.dataset import Dataset, Objective, SiteData, concatenate_rows
 from fedpharma.core.params import Parameters
 from fedpharma.data.datasets import featurizes_molecules, load_dataset
 from fedpharma.data.partition import partition, scaffold_split
@@ -69,6 +69,7 @@ class Simulation:
     sites: dict[str, SiteData]
     dataset: Dataset
     invalid_molecules: int
+    import_summary: str = ""  # the molecule file's import report (rows and reasons, no SMILES)
 
 
 Predictions = dict[str, dict[str, npt.NDArray[np.float64]]]
@@ -99,7 +100,7 @@ def prepare_sites(config: RunConfig) -> Simulation:
         train, test = scaffold_split(local.groups, config.dataset.test_fraction, rng)
         sites[name] = SiteData(local.subset(train), local.subset(test))
     invalid = 0 if report is None else report.n_input - report.n_valid
-    return Simulation(sites, dataset, invalid)
+    return Simulation(sites, dataset, invalid, "" if report is None else report.summary())
 
 
 def simulate(
@@ -120,6 +121,8 @@ def simulate(
     run_dir.mkdir(parents=True, exist_ok=True)
     run_id = datetime.now(UTC).strftime("%Y%m%d-%H%M%S-") + secrets.token_hex(2)
     sim = prepared or prepare_sites(config)
+    if sim.import_summary:
+        say(f"import: {sim.import_summary}")
     say(_describe_sites(sim))
     trainer = build_trainer(config, sim.dataset)
     initial = trainer.initial_parameters(config.seed)
@@ -313,12 +316,14 @@ def compare_models(
     same_tasks = len({data.test.task_names for data in sites.values()}) == 1
     for model, by_site_predictions in predictions.items():
         by_site = {
-            name: compute_metrics(data.test.task, data.test.labels, by_site_predictions[name])
+            name: compute_metrics(
+                data.test.task, data.test.dense_labels(), by_site_predictions[name]
+            )
             for name, data in sites.items()
         }
         if same_tasks:
             task = next(iter(sites.values())).test.task
-            labels = np.concatenate([data.test.labels for data in sites.values()])
+            labels = np.concatenate([data.test.dense_labels() for data in sites.values()])
             pooled_predictions = np.concatenate([by_site_predictions[name] for name in sites])
             by_site["pooled"] = compute_metrics(task, labels, pooled_predictions)
         out[model] = by_site
@@ -328,8 +333,8 @@ def compare_models(
 def concatenate(parts: list[Dataset], name: str) -> Dataset:
     first = parts[0]
     return Dataset(
-        features=np.concatenate([p.features for p in parts]),
-        labels=np.concatenate([p.labels for p in parts]),
+        features=concatenate_rows([p.features for p in parts]),
+        labels=concatenate_rows([p.labels for p in parts]),
         task=first.task,
         task_names=first.task_names,
         groups=np.concatenate([p.groups for p in parts]),

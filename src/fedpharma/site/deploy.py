@@ -64,6 +64,7 @@ def load_site_data(
         smiles_column=data.smiles_column,
         label_columns=data.label_columns,
         task=data.task,
+        duplicates=recipe.dataset.duplicates,
         # a "natural" demo partition needs the recipe's site column
         site_column=recipe.dataset.site_column if data.partition_index is not None else None,
     )

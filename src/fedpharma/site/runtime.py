@@ -178,7 +178,7 @@ class SiteRuntime:
         self._refuse_unaccounted("evaluation metrics on its test labels")
         test = self.data.test
         predictions = self.trainer.predict(task.parameters, test)
-        metrics = _finite(compute_metrics(test.task, test.labels, predictions))
+        metrics = _finite(compute_metrics(test.task, test.dense_labels(), predictions))
         return EvaluateResult(task.run_id, task.round, self.name, len(test), metrics)
 
     def _label_statistics(self, task: LabelStatisticsTask) -> LabelStatisticsResult:
