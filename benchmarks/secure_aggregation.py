@@ -122,7 +122,7 @@ from fedpharma.secure.contributors import (
 from fedpharma.secure.identity import Consortium, SiteIdentity, ephemeral_consortium
 from fedpharma.secure.secagg import ConsistencyProof, ConsistencySignature
 from fedpharma.secure.secagg import site as secagg_site
-from fedpharma.strategy import SampleWeightedMean
+from fedpharma.strategy import SampleWeightedMean, SiteUpdate
 
 RUN = "bench"
 RING_BITS = 32
@@ -245,7 +245,10 @@ def plaintext_round(
     with rnd.party("coordinator"):
         results = [decode_message(wires[site]) for site in sorted(wires)]
         assert all(isinstance(r, TrainResult) for r in results)
-        rnd.mean = SampleWeightedMean().mean_update(1, results)  # type: ignore[arg-type]
+        rnd.mean = SampleWeightedMean().mean_update(
+            1,
+            [SiteUpdate(r.site, r.update, r.n_examples) for r in results],  # type: ignore[union-attr]
+        )
     return rnd
 
 

@@ -16,6 +16,8 @@ from fedpharma.core.protocol import (
     DescriptionReply,
     EvaluateResult,
     EvaluateTask,
+    FeatureStatisticsResult,
+    FeatureStatisticsTask,
     LabelStatisticsResult,
     LabelStatisticsTask,
     LocalTraining,
@@ -80,6 +82,7 @@ def test_tasks_round_trip(run_id, rnd, task_settings):
         TrainTask(run_id, rnd, PARAMS, task_settings),
         EvaluateTask(run_id, rnd, PARAMS),
         LabelStatisticsTask(run_id, rnd),
+        FeatureStatisticsTask(run_id, rnd),
     ):
         _same(decode_message(encode_message(message)), message)
 
@@ -126,6 +129,12 @@ def test_malformed_train_settings_are_refused_with_every_problem_named():
 @given(text, st.integers(0, 10_000), text, st.lists(finite, max_size=5))
 def test_label_statistics_round_trip(run_id, rnd, site, sums):
     message = LabelStatisticsResult(run_id, rnd, site, tuple(sums), tuple(sums), tuple(sums))
+    _same(decode_message(encode_message(message)), message)
+
+
+@given(text, st.integers(0, 10_000), text, st.integers(0, 10**9), st.lists(finite, max_size=5))
+def test_feature_statistics_round_trip(run_id, rnd, site, n, sums):
+    message = FeatureStatisticsResult(run_id, rnd, site, n, tuple(sums), tuple(sums), tuple(sums))
     _same(decode_message(encode_message(message)), message)
 
 

@@ -13,6 +13,8 @@ from fedpharma.core.protocol.messages import (
     DescriptionReply,
     EvaluateResult,
     EvaluateTask,
+    FeatureStatisticsResult,
+    FeatureStatisticsTask,
     LabelStatisticsResult,
     LabelStatisticsTask,
     Refusal,
@@ -145,3 +147,10 @@ def test_label_statistics_are_accepted_only_as_the_answer_to_their_own_task():
         validate_reply(task, "a", EvaluateResult("run", 3, "a", 4, {}))
     with pytest.raises(ProtocolError, match="EvaluateTask was answered with a LabelStatistics"):
         validate_reply(EVALUATE, "a", sums)
+    features = FeatureStatisticsTask("run", 3)
+    column_sums = FeatureStatisticsResult("run", 3, "a", 4, (4.0,), (2.0,), (1.5,))
+    assert validate_reply(features, "a", column_sums) is column_sums
+    with pytest.raises(ProtocolError, match="FeatureStatisticsTask was answered with a Label"):
+        validate_reply(features, "a", sums)
+    with pytest.raises(ProtocolError, match="LabelStatisticsTask was answered with a Feature"):
+        validate_reply(task, "a", column_sums)

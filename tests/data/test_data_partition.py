@@ -21,6 +21,7 @@ from fedpharma.data.partition import (
     quantity_partition,
     scaffold_partition,
     scaffold_split,
+    stratified_split,
 )
 
 METHODS = ("scaffold", "dirichlet", "quantity")
@@ -127,8 +128,9 @@ def test_natural_partition_gives_one_site_per_group_value() -> None:
     sites = natural_partition(np.array([7, 3, 7, 3, 9], dtype=np.int64))
     assert [s.tolist() for s in sites] == [[1, 3], [0, 2], [4]]
     dataset = make_dataset(5, 1, "classification", seed=0)
-    with pytest.raises(DataError, match=r"names 1 sites .* set n_sites = 1"):
-        partition(dataset, PartitionConfig(method="natural", n_sites=4), np.random.default_rng(0))
+    # The data names its sites: n_sites (here its default, 4) is not asked for.
+    sites = partition(dataset, PartitionConfig(method="natural"), np.random.default_rng(0))
+    assert len(sites) == 1
 
 
 def test_impossible_partitions_say_why() -> None:
@@ -182,3 +184,12 @@ def test_dirichlet_with_a_row_per_site_still_fills_every_site() -> None:
             labels, "classification", 6, 1.0, np.random.default_rng(seed)
         )
         assert_valid_partition(sites, 6, 6)
+
+
+def test_a_stratified_split_keeps_each_class_in_a_small_sites_test_set() -> None:
+    labels = np.array([[1.0]] * 4 + [[0.0]] * 26, dtype=np.float32)
+    for seed in range(20):
+        train, test = stratified_split(labels, 0.25, np.random.default_rng(seed))
+        assert sorted([*train, *test]) == list(range(30))
+        assert set(labels[test, 0]) == {0.0, 1.0} and set(labels[train, 0]) == {0.0, 1.0}
+        assert len(test) == 1 + 6  # round(0.25 × 4) positives, round(0.25 × 26) negatives

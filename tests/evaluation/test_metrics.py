@@ -78,6 +78,9 @@ def test_classification_matches_sklearn_and_skips_single_class_tasks() -> None:
                 "roc_auc": sk.roc_auc_score(t, p),
                 "pr_auc": sk.average_precision_score(t, p),
                 "accuracy": sk.accuracy_score(t, p >= 0.5),
+                "sensitivity": sk.recall_score(t, p >= 0.5),
+                "specificity": sk.recall_score(1 - t, p < 0.5),
+                "brier": sk.brier_score_loss(t, p),
             }
         )
         assert per_task[column] == pytest.approx(expected[-1])
@@ -104,7 +107,14 @@ def test_ranking_metrics_equal_sklearn_including_ties(labels, data) -> None:
 def test_no_qualifying_task_gives_nan() -> None:
     truth = np.array([[1.0, NAN], [1.0, NAN], [NAN, 0.0]])
     summary = compute_metrics("classification", truth, np.full(truth.shape, 0.5))
-    assert set(summary) == {"roc_auc", "pr_auc", "accuracy"}
+    assert set(summary) == {
+        "roc_auc",
+        "pr_auc",
+        "accuracy",
+        "sensitivity",
+        "specificity",
+        "brier",
+    }
     assert all(math.isnan(v) for v in summary.values())
     empty = compute_metrics("regression", np.full((2, 2), NAN), np.zeros((2, 2)))
     assert all(math.isnan(v) for v in empty.values())

@@ -87,7 +87,8 @@ class FakeTrainer:
         self.site = site
 
     def fit(self, params, data, *, epochs, seed, proximal_mu=0.0):
-        moved = tuple(a + d for a, d in zip(params.arrays, _delta(self.site, params), strict=True))
+        steps = zip(params.arrays, _delta(self.site, params), strict=True)
+        moved = tuple((a + d).astype(a.dtype) for a, d in steps)  # in the model's dtype
         return FitOutput(Parameters(params.names, moved), len(data), 0.5, 0.0)
 
     def predict(self, params, data):
@@ -137,9 +138,15 @@ def _sites(policy=None, tmp_path=None):
     }
 
 
+def _sent(site: str) -> np.ndarray:
+    """The update ``site`` sends: its step taken in the model's dtype, flattened."""
+    steps = zip(W0.arrays, _delta(site, W0), strict=True)
+    return np.concatenate([((a + d).astype(a.dtype) - a).ravel() for a, d in steps])
+
+
 def _fedavg_mean(sites=SITES) -> np.ndarray:
     n = np.array([SIZES[s] for s in sites], dtype=np.float64)
-    deltas = np.stack([np.concatenate([d.ravel() for d in _delta(s, W0)]) for s in sites])
+    deltas = np.stack([_sent(s) for s in sites])
     return (n[:, None] * deltas).sum(axis=0) / n.sum()
 
 
@@ -206,7 +213,7 @@ def test_ckks_coordinator_holds_only_ciphertexts_and_one_decrypted_sum():
     assert DecryptedMean.from_bytes(decrypted[0]).contributors == len(SITES)
     for site, payload in uploads.items():
         update = SignedContribution.from_bytes(payload).encrypted()
-        flat = np.concatenate([d.ravel() for d in _delta(site, W0)])
+        flat = _sent(site)
         # a key holder reads n_k·Δ_k, n_k and 1 off it; the coordinator's context cannot
         values = KEY.decrypt(update)
         np.testing.assert_allclose(values[:-2], flat * SIZES[site], atol=1e-6)

@@ -28,7 +28,7 @@ from fedpharma.core.protocol import (
 )
 from fedpharma.server.federation import Federation, FederationSettings
 from fedpharma.server.round import RoundRecord
-from fedpharma.strategy import FedAvg, SampleWeightedMean
+from fedpharma.strategy import FedAvg, SampleWeightedMean, SiteUpdate
 
 W0 = Parameters.from_dict({"w": np.zeros(3)})
 SITES = ("site-a", "site-b", "site-c")
@@ -97,9 +97,9 @@ class SiteLevelDP(SampleWeightedMean):
         self.rounds["task_settings"].append(rnd)
         return DP
 
-    def mean_update(self, rnd: int, results: Sequence[TrainResult]) -> Parameters:
+    def mean_update(self, rnd: int, updates: Sequence[SiteUpdate]) -> Parameters:
         self.rounds["mean_update"].append(rnd)
-        return super().mean_update(rnd, results)
+        return super().mean_update(rnd, updates)
 
 
 class Keep:

@@ -25,6 +25,7 @@ from fedpharma.server.dp import SiteLevelDP
 from fedpharma.site.policy import SitePolicy
 from fedpharma.site.runtime import SiteRuntime
 from fedpharma.site.secure import SecureParticipation
+from fedpharma.strategy import SiteUpdate
 
 W0 = Parameters.from_dict({"head.weight": np.zeros((1, 4)), "head.bias": np.zeros(1)})
 
@@ -177,8 +178,6 @@ def test_a_noise_share_outside_the_quantizer_range_is_refused_not_truncated(tmp_
 
 
 def test_central_noise_on_the_sum_has_std_sigma_c_over_k():
-    from fedpharma.core.protocol import TrainResult as Result
-
     sigma, clip, k = 1.5, 2.0, 4
     aggregator = SiteLevelDP(
         noise_multiplier=sigma,
@@ -189,15 +188,13 @@ def test_central_noise_on_the_sum_has_std_sigma_c_over_k():
         rng=np.random.default_rng(7),
     )
     zeros = Parameters.from_dict({"w": np.zeros(200_000)})
-    results = [Result("r", 1, f"s{i}", zeros, 10) for i in range(k)]
+    results = [SiteUpdate(f"s{i}", zeros, 10) for i in range(k)]
     mean = aggregator.mean_update(1, results).flatten()
     assert mean.std() == pytest.approx(sigma * clip / k, rel=0.01)
     assert abs(mean.mean()) < 0.01
 
 
 def test_coordinator_reclips_an_oversized_update_under_central_noise():
-    from fedpharma.core.protocol import TrainResult as Result
-
     aggregator = SiteLevelDP(
         noise_multiplier=1e-9,
         clip_norm=1.0,
@@ -207,5 +204,5 @@ def test_coordinator_reclips_an_oversized_update_under_central_noise():
         rng=np.random.default_rng(0),
     )
     big = Parameters.from_dict({"w": np.full(100, 10.0)})
-    mean = aggregator.mean_update(1, [Result("r", 1, "s", big, 5)])
+    mean = aggregator.mean_update(1, [SiteUpdate("s", big, 5)])
     assert np.linalg.norm(mean.flatten()) == pytest.approx(1.0, rel=1e-6)

@@ -13,6 +13,7 @@ import typer
 
 from fedpharma.cli.deploy import register as register_deploy
 from fedpharma.cli.errors import friendly_errors
+from fedpharma.cli.schema import register as register_schema
 from fedpharma.core.config import (
     DatasetConfig,
     FeaturesConfig,
@@ -131,3 +132,4 @@ def _run(config: RunConfig, run_dir: Path) -> None:
 
 # Deployment commands: provision, permutation-key, server, site, audit verify, revoke.
 register_deploy(app)
+register_schema(app)

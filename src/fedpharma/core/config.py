@@ -21,6 +21,7 @@ from fedpharma.core.errors import ConfigError
 T = typing.TypeVar("T")
 
 STRATEGIES = ("fedavg", "fedprox", "fedadam", "fedyogi", "fedadagrad")
+ROBUST_RULES = ("mean", "median", "trimmed_mean", "multi_krum")
 
 
 def choice(*values: str, default: str) -> Any:
@@ -44,6 +45,9 @@ class DatasetConfig:
     label_columns: tuple[str, ...] = ()
     task: str | None = field(default=None, metadata={"choices": ("regression", "classification")})
     site_column: str | None = None  # tabular: column naming each record's site (natural split)
+    # tabular: the declared schema file (fedpharma.data.schema); unset: NAME.schema.toml beside
+    # the data file if there is one, else a schema inferred from the data (and printed).
+    schema: str | None = None
     test_fraction: float = bounded(0.2, 0.05, 0.5)
     # Rows holding the same standardized molecule: keep all, average their labels, or keep the
     # first (fedpharma.data.import_report.DUPLICATE_POLICIES).
@@ -126,6 +130,26 @@ class StrategyConfig:
     fraction_fit: float = bounded(1.0, 1e-6, 1.0)
     min_sites: int = bounded(1, 1, None)
     evaluate_every: int = bounded(1, 0, None)  # rounds between evaluations; 0 = last round only
+
+
+@dataclass(frozen=True)
+class RobustConfig:
+    """How a plaintext round's updates become Δ̄, against a minority of poisoning sites.
+
+    ``rule``: FedAvg's weighted ``"mean"``, the coordinate-wise ``"median"`` or
+    ``"trimmed_mean"`` (Yin et al. 2018) or ``"multi_krum"`` (Blanchard et al. 2017), each
+    tolerating ``byzantine`` hostile sites (the trimmed mean drops that many from each end;
+    Multi-Krum averages the ``krum_select`` best-scored updates, unset: n − byzantine).
+    ``norm_bound`` scales each update to that L2 norm first (Sun et al. 2019). Every update's
+    weight is the example count its site declared with its first update of the run, at most
+    ``max_site_examples``; a later claim above it is rejected (docs/robust-aggregation.md).
+    """
+
+    rule: str = choice(*ROBUST_RULES, default="mean")
+    byzantine: int = bounded(1, 0, 1000)
+    norm_bound: float | None = bounded(None, 1e-9, None)
+    krum_select: int | None = bounded(None, 1, None)
+    max_site_examples: int = bounded(1_000_000, 1, None)
 
 
 @dataclass(frozen=True)
@@ -214,6 +238,18 @@ class SitePolicyConfig:
 
 
 @dataclass(frozen=True)
+class DataChecksConfig:
+    """What the coordinator does when a site's tabular data fails a rule at join
+    (:mod:`fedpharma.data.checks`): ``refuse`` the site, ``warn``, or ``ignore``. The site sends
+    only pass/fail per rule and column."""
+
+    recorded: str = choice("refuse", "warn", "ignore", default="warn")
+    range: str = choice("refuse", "warn", "ignore", default="warn")
+    constant: str = choice("refuse", "warn", "ignore", default="warn")
+    labels: str = choice("refuse", "warn", "ignore", default="refuse")
+
+
+@dataclass(frozen=True)
 class RunConfig:
     dataset: DatasetConfig = DatasetConfig(name="chembl2321810")
     features: FeaturesConfig = FeaturesConfig()
@@ -221,9 +257,11 @@ class RunConfig:
     model: ModelConfig = ModelConfig()
     training: TrainingConfig = TrainingConfig()
     strategy: StrategyConfig = StrategyConfig()
+    robust: RobustConfig = RobustConfig()
     privacy: PrivacyConfig = PrivacyConfig()
     site_policy: SitePolicyConfig = SitePolicyConfig()
     secure: SecureConfig = SecureConfig()
+    data_checks: DataChecksConfig = DataChecksConfig()
     rounds: int = bounded(20, 1, 100_000)
     seed: int = 0
     baselines: bool = True  # also train local-only and centralized references
@@ -301,13 +339,21 @@ def cross_check(cfg: RunConfig) -> list[str]:
     problems = []
     ds = cfg.dataset
     problems += data_source_problems("[dataset]", ds.name, ds.path, ds.label_columns, ds.task)
-    if cfg.partition.method == "natural" and ds.site_column is None and ds.path is not None:
+    # A tabular file's site column may come from its schema file, which is read with the data.
+    if (
+        cfg.partition.method == "natural"
+        and ds.site_column is None
+        and ds.path is not None
+        and ds.kind != "tabular"
+    ):
         problems.append('[partition] method "natural" needs [dataset] `site_column`')
+    if ds.schema is not None and ds.kind != "tabular":
+        problems.append('[dataset] `schema` describes a tabular file; set kind = "tabular"')
     if cfg.model.kind == "mlp" and not cfg.model.hidden:
         problems.append("[model] an mlp needs at least one hidden layer in `hidden`")
     if any(h < 1 for h in cfg.model.hidden):
         problems.append("[model] every `hidden` layer width must be ≥ 1")
-    if cfg.strategy.min_sites > cfg.partition.n_sites:
+    if cfg.partition.method != "natural" and cfg.strategy.min_sites > cfg.partition.n_sites:
         problems.append(
             f"[strategy] min_sites = {cfg.strategy.min_sites} exceeds "
             f"[partition] n_sites = {cfg.partition.n_sites}; no round could start"
@@ -370,6 +416,7 @@ def cross_check(cfg: RunConfig) -> list[str]:
             "each site's update reaches the coordinator with 1/√K of the noise charged; set "
             '[secure] mode = "secagg" or "ckks", or noise_placement = "central"'
         )
+    problems += robust_problems(cfg)
     if cfg.site_policy.require_secure and not cfg.secure.enabled:
         problems.append(
             "[site_policy] require_secure refuses plaintext updates; set [secure] mode = "
@@ -392,6 +439,37 @@ def cross_check(cfg: RunConfig) -> list[str]:
             '[features] permutation_key_id permutes fingerprint bits; set fingerprint = "morgan"'
         )
     return problems
+
+
+def robust_problems(cfg: RunConfig) -> list[str]:
+    """A robust rule needs every update in the clear and enough sites to outvote ``byzantine``."""
+    robust = cfg.robust
+    active = robust.rule != "mean" or robust.norm_bound is not None
+    if not active:
+        return []
+    what = f'[robust] rule = "{robust.rule}"' if robust.rule != "mean" else "[robust] norm_bound"
+    if cfg.secure.enabled:
+        return [
+            f"{what} needs each site's update in the clear, and secure aggregation shows the "
+            "coordinator only their sum (a site could also skip its own clipping unseen); "
+            'remove it, or set [secure] mode = "none". Under secure aggregation each update is '
+            "bounded per coordinate by the quantizer's [secure] clip"
+        ]
+    if cfg.privacy.site_level:
+        return [
+            f"{what} with site-level DP: the DP mean already clips every update to "
+            "[privacy] clip_norm, and its privacy analysis covers the clipped sum only; remove "
+            "the [robust] rule or site_level"
+        ]
+    needed = 2 * robust.byzantine + (3 if robust.rule == "multi_krum" else 1)
+    if robust.rule != "mean" and cfg.strategy.min_sites < needed:
+        return [
+            f"{what} tolerating byzantine = {robust.byzantine} hostile site(s) needs at least "
+            f"{needed} updates per round; set [strategy] min_sites = {needed} or more"
+        ]
+    if robust.krum_select is not None and robust.rule != "multi_krum":
+        return ['[robust] krum_select applies to rule = "multi_krum" only; remove it']
+    return []
 
 
 def build_top_level(cls: type[T], raw: dict[str, Any]) -> tuple[T, list[str]]:

@@ -137,6 +137,8 @@ class Dataset:
     groups: npt.NDArray[np.int64]
     name: str = "dataset"
     feature_names: tuple[str, ...] = field(default=(), repr=False)
+    # What each group id stands for, where the data names it (a tabular site column's values).
+    group_names: tuple[str, ...] = field(default=(), repr=False)
 
     def __post_init__(self) -> None:
         n = self.features.shape[0]
@@ -175,6 +177,7 @@ class Dataset:
             groups=self.groups[rows],
             name=name or self.name,
             feature_names=self.feature_names,
+            group_names=self.group_names,
         )
 
 

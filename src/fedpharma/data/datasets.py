@@ -29,7 +29,12 @@ from fedpharma.core.config import DatasetConfig, FeaturesConfig
 from fedpharma.core.dataset import Dataset, Matrix, Objective, SparseMatrix
 from fedpharma.core.errors import DataError
 from fedpharma.data.import_report import MoleculeReport
-from fedpharma.data.tabular import infer_schema, read_tabular
+from fedpharma.data.schema import check_roles, load_schema, schema_beside
+from fedpharma.data.tabular import (
+    TabularSchema,
+    infer_schema,
+    read_tabular,
+)
 
 if TYPE_CHECKING:
     from fedpharma.data.loading import Featurized
@@ -80,7 +85,7 @@ def load_dataset(
         raise DataError(f"{path}: name the label column(s) in `label_columns`")
     task = _task(cfg.task, path)
     if cfg.kind == "tabular":
-        schema = infer_schema(path, cfg.label_columns, cfg.site_column)
+        schema, _declared = resolve_schema(cfg)
         return read_tabular(path, schema, task, name=_stem(path)), None
     sdf = path.name.lower().endswith((".sdf", ".sdf.gz"))
     return _molecule_dataset(
@@ -92,6 +97,18 @@ def load_dataset(
         permutation,
         cfg.duplicates,
     )
+
+
+def resolve_schema(cfg: DatasetConfig) -> tuple[TabularSchema, Path | None]:
+    """A tabular file's schema and the file it was declared in (``None``: inferred from the
+    data): ``[dataset] schema``, else ``NAME.schema.toml`` beside the data, else inference."""
+    path = Path(cast(str, cfg.path))
+    declared = Path(cfg.schema) if cfg.schema is not None else schema_beside(path)
+    if cfg.schema is None and not declared.exists():
+        return infer_schema(path, cfg.label_columns, cfg.site_column), None
+    schema = load_schema(declared)
+    check_roles(schema, cfg.label_columns, cfg.site_column, str(declared))
+    return schema, declared
 
 
 def _task(task: str | None, path: Path) -> Objective:

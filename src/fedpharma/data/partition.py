@@ -41,7 +41,8 @@ so that even the smallest site can hold out a test set."""
 
 
 def partition(dataset: Dataset, config: PartitionConfig, rng: np.random.Generator) -> list[Indices]:
-    """Split ``dataset`` into ``config.n_sites`` sites with ``config.method``."""
+    """Split ``dataset`` into ``config.n_sites`` sites with ``config.method`` (``natural``: one
+    site per distinct group value, however many there are)."""
     n_rows = len(dataset)
     if config.method == "scaffold":
         return scaffold_partition(dataset.groups, config.n_sites, rng)
@@ -53,13 +54,7 @@ def partition(dataset: Dataset, config: PartitionConfig, rng: np.random.Generato
         min_rows = max(1, min(QUANTITY_MIN_ROWS_PER_SITE, n_rows // max(config.n_sites, 1)))
         return quantity_partition(n_rows, config.n_sites, config.alpha, rng, min_rows)
     if config.method == "natural":
-        sites = natural_partition(dataset.groups)
-        if len(sites) != config.n_sites:
-            raise DataError(
-                f"the data names {len(sites)} sites (distinct site values) but "
-                f"[partition] n_sites = {config.n_sites}; set n_sites = {len(sites)}"
-            )
-        return sites
+        return natural_partition(dataset.groups)  # the data names its sites; n_sites is unused
     raise DataError(f"unknown partition method {config.method!r}")
 
 
@@ -209,6 +204,43 @@ def scaffold_split(
         in_test[np.argmax(counts)] = False
     test_rows = in_test[inverse]
     return np.flatnonzero(~test_rows).astype(np.int64), np.flatnonzero(test_rows).astype(np.int64)
+
+
+def holdout_split(
+    data: Dataset, test_fraction: float, rng: np.random.Generator, *, molecules: bool
+) -> tuple[Indices, Indices]:
+    """A site's train / test split: by scaffold for molecules or regression records, stratified
+    by outcome for other classification records (a small site keeps both outcomes in test)."""
+    if molecules or data.task != "classification":
+        return scaffold_split(data.groups, test_fraction, rng)
+    return stratified_split(data.dense_labels(), test_fraction, rng)
+
+
+def stratified_split(
+    labels: npt.NDArray[np.floating], test_fraction: float, rng: np.random.Generator
+) -> tuple[Indices, Indices]:
+    """A random held-out split that keeps each class's share (first task's label; a missing
+    label is a class of its own): a small site's test set still holds both outcomes."""
+    if not 0.0 < test_fraction < 1.0:
+        raise DataError(f"test_fraction must lie strictly between 0 and 1, got {test_fraction}")
+    n_rows = labels.shape[0]
+    if n_rows < 2:
+        raise DataError(f"a train/test split needs at least 2 rows, got {n_rows}")
+    first = labels[:, 0]
+    strata = np.where(np.isnan(first), -1.0, first)
+    test: list[int] = []
+    for value in np.unique(strata):
+        rows = rng.permutation(np.flatnonzero(strata == value))
+        take = round(test_fraction * rows.size) if rows.size > 1 else 0
+        test += rows[:take].tolist()
+    target = min(n_rows - 1, max(1, round(test_fraction * n_rows)))
+    if not test:  # every class a single row: fall back to the overall target size
+        test = rng.permutation(n_rows)[:target].tolist()
+    in_test = np.zeros(n_rows, dtype=bool)
+    in_test[test] = True
+    if in_test.all():
+        in_test[np.flatnonzero(in_test)[0]] = False
+    return np.flatnonzero(~in_test).astype(np.int64), np.flatnonzero(in_test).astype(np.int64)
 
 
 def _check_sites(n_sites: int) -> None:

@@ -7,8 +7,11 @@ never observes still gets its (all-zero) column. Infer the schema once (:func:`i
 share it, and have every site read with it; :func:`check_same_schema` turns a mismatch into an
 error that names the columns.
 
-Numeric columns are *not* standardized here: scaling statistics are a modelling decision, and
-per-site statistics would encode the same value differently at different sites.
+A column may declare units, a plausible range, missing-value codes (cells such as ``?`` or a
+hospital's ``0`` that mean "not recorded") and how to impute them. Declared missing cells are read
+as NaN; they are filled, and numeric columns standardized, only by the consortium's federated fit
+(:mod:`fedpharma.data.federated_preprocessing`), never by per-site statistics, which would encode
+the same value differently at different sites. The schema file: :mod:`fedpharma.data.schema`.
 """
 
 from __future__ import annotations
@@ -16,8 +19,9 @@ from __future__ import annotations
 import csv
 import gzip
 import os
+import re
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Literal, get_args
 
@@ -29,6 +33,14 @@ from fedpharma.core.errors import DataError
 
 ColumnType = Literal["float", "int", "category", "bool"]
 COLUMN_TYPES: tuple[str, ...] = get_args(ColumnType)
+Imputation = Literal["none", "mean", "most_frequent"]
+IMPUTATIONS: tuple[str, ...] = get_args(Imputation)
+
+MISSING_TOKENS = frozenset({"?", "NA", "N/A", "NaN", "nan", "null", "NULL", "None", ".", "-"})
+"""Cells that schema inference takes for missing-value codes in an otherwise numeric column."""
+
+ID_MIN_ROWS = 20
+"""Inference drops a column distinct in every row as a record id only from this many rows on."""
 
 TRUE_TOKENS = frozenset({"true", "yes", "1"})
 FALSE_TOKENS = frozenset({"false", "no", "0"})
@@ -36,11 +48,25 @@ FALSE_TOKENS = frozenset({"false", "no", "0"})
 
 @dataclass(frozen=True)
 class Column:
-    """One CSV column: its name, type and, for a categorical column, its ordered categories."""
+    """One CSV column: its name, type and, for a categorical column, its ordered categories.
+
+    ``float`` / ``int`` are numeric, ``category`` categorical (an integer code is declared as a
+    category whose categories are its codes' text), ``bool`` binary. ``units`` is for people;
+    ``minimum`` / ``maximum`` bound the plausible values (checked, never clipped); ``missing``
+    lists cell texts that mean "not recorded" (an empty cell always does); ``impute`` says how a
+    missing feature is filled: ``none`` refuses missing cells, ``mean`` (numeric) or
+    ``most_frequent`` (categorical, binary) fills from the federated fit and adds a missingness
+    indicator.
+    """
 
     name: str
     type: ColumnType
     categories: tuple[str, ...] = ()
+    units: str = ""
+    minimum: float | None = None
+    maximum: float | None = None
+    missing: tuple[str, ...] = ()
+    impute: Imputation = "none"
 
     def __post_init__(self) -> None:
         if self.type not in COLUMN_TYPES:
@@ -53,6 +79,35 @@ class Column:
             raise DataError(f"column {self.name!r} of type {self.type!r} cannot have categories")
         if len(set(self.categories)) != len(self.categories):
             raise DataError(f"categorical column {self.name!r} declares a category twice")
+        if self.impute not in IMPUTATIONS:
+            raise DataError(
+                f"column {self.name!r}: impute {self.impute!r} is not one of "
+                f"{', '.join(IMPUTATIONS)}"
+            )
+        numeric = self.type in ("float", "int")
+        if self.impute == "mean" and not numeric:
+            raise DataError(
+                f'column {self.name!r} ({self.type}): impute = "mean" needs a numeric column; '
+                'use "most_frequent"'
+            )
+        if self.impute == "most_frequent" and numeric:
+            raise DataError(
+                f'column {self.name!r} ({self.type}): impute = "most_frequent" is for '
+                'categorical and binary columns; use "mean"'
+            )
+        if (self.minimum is not None or self.maximum is not None) and not numeric:
+            raise DataError(f"column {self.name!r}: only a numeric column has a plausible range")
+        if self.minimum is not None and self.maximum is not None and self.minimum > self.maximum:
+            raise DataError(f"column {self.name!r}: minimum exceeds maximum")
+        clash = sorted(set(self.missing) & set(self.categories))
+        if clash:
+            raise DataError(
+                f"column {self.name!r}: {len(clash)} missing-value code(s) are also categories"
+            )
+
+    def is_missing(self, text: str) -> bool:
+        """Whether a cell means "not recorded": empty, or one of the declared codes."""
+        return not text or text in self.missing
 
 
 @dataclass(frozen=True)
@@ -66,6 +121,7 @@ class TabularSchema:
     columns: tuple[Column, ...]
     label_columns: tuple[str, ...]
     site_column: str | None = None
+    drop_columns: tuple[str, ...] = ()  # e.g. record ids: in the file, never read
 
     def __post_init__(self) -> None:
         names = [c.name for c in self.columns]
@@ -87,6 +143,9 @@ class TabularSchema:
             )
         if self.site_column in self.label_columns:
             raise DataError(f"column {self.site_column!r} cannot be both a label and the site")
+        dropped = sorted(set(self.drop_columns) & set(names))
+        if dropped:
+            raise DataError(f"dropped columns cannot also be declared: {', '.join(dropped)}")
 
     @property
     def feature_columns(self) -> tuple[Column, ...]:
@@ -126,6 +185,11 @@ def check_same_schema(a: TabularSchema, b: TabularSchema, site_a: str, site_b: s
             )
         elif column_a.categories != column_b.categories:
             problems.append(f"column {name!r} has different categories (or order)")
+        elif column_a != column_b:
+            problems.append(
+                f"column {name!r} is declared differently (units, range, missing codes or "
+                "imputation)"
+            )
     if columns_a.keys() == columns_b.keys() and list(columns_a) != list(columns_b):
         problems.append("the columns are in a different order")
     if a.label_columns != b.label_columns:
@@ -180,30 +244,58 @@ def infer_schema(
 ) -> TabularSchema:
     """Guess a schema from a CSV file: bool, int, float, or else categorical (sorted categories).
 
-    Empty cells are ignored when guessing. Infer at one place and share the result: sites that
-    infer separately may see different categories, which :func:`check_same_schema` reports.
+    A numeric column whose only other cells are :data:`MISSING_TOKENS` (``?``, ``NA``, ...) stays
+    numeric with those as missing-value codes, rather than turning into one-hot columns. A
+    feature column with missing cells is imputed (mean, or most frequent). A column distinct in
+    every row that is named like a record id, or is not numeric, is dropped (role ``drop``).
+    Infer at one place, check and share the result (:func:`fedpharma.data.schema.schema_toml`):
+    sites that infer separately may see different categories (:func:`check_same_schema`).
     """
     header, rows = read_csv_columns(path)
     require_columns(header, [*label_columns, *([site_column] if site_column else [])], str(path))
-    columns = []
+    columns, dropped = [], []
     for j, name in enumerate(header):
-        present = [row[j] for row in rows if row[j]]
+        cells = [row[j] for row in rows]
         if name == site_column:
-            columns.append(Column(name, "category", tuple(sorted(set(present)))))
+            columns.append(Column(name, "category", tuple(sorted({v for v in cells if v}))))
+        elif name not in label_columns and _looks_like_an_id(name, cells):
+            dropped.append(name)
         else:
-            columns.append(_infer_column(name, present))
-    return TabularSchema(tuple(columns), tuple(label_columns), site_column)
+            columns.append(_infer_column(name, cells, feature=name not in label_columns))
+    return TabularSchema(tuple(columns), tuple(label_columns), site_column, tuple(dropped))
 
 
-def _infer_column(name: str, present: list[str]) -> Column:
-    lowered = {v.lower() for v in present}
+def _looks_like_an_id(name: str, cells: list[str]) -> bool:
+    """A record identifier: distinct in every row, and named like one or not a number."""
+    if len(cells) < ID_MIN_ROWS or len(set(cells)) < len(cells):
+        return False
+    named = re.search(r"(^|_)(id|record|patient|mrn)($|_)", name.lower()) is not None
+    return named or not all(_parses(float, v) for v in cells)
+
+
+def _infer_column(name: str, cells: list[str], *, feature: bool) -> Column:
+    present = [v for v in cells if v]
+    codes = tuple(sorted({v for v in present if v in MISSING_TOKENS}))
+    values = [v for v in present if v not in MISSING_TOKENS]
+    missing = len(values) < len(cells)
+    lowered = {v.lower() for v in values}
+    column: Column
     if lowered and lowered <= {"true", "false", "yes", "no"}:
-        return Column(name, "bool")
-    if all(_parses(int, v) for v in present):
-        return Column(name, "int")
-    if all(_parses(float, v) for v in present):
-        return Column(name, "float")
-    return Column(name, "category", tuple(sorted(set(present))))
+        column = Column(name, "bool", missing=codes)
+    elif values and all(_parses(int, v) for v in values):
+        column = Column(name, "int", missing=codes)
+    elif values and all(_parses(float, v) for v in values):
+        column = Column(name, "float", missing=codes)
+    else:
+        return Column(
+            name,
+            "category",
+            tuple(sorted(set(present))),
+            impute="most_frequent" if feature and len(present) < len(cells) else "none",
+        )
+    if feature and missing:
+        return replace(column, impute="most_frequent" if column.type == "bool" else "mean")
+    return column
 
 
 def _parses(kind: type[int] | type[float], text: str) -> bool:
@@ -220,10 +312,12 @@ def read_tabular(
     """Read a CSV file with ``schema`` into a :class:`Dataset`.
 
     Features: numeric and bool columns as they are (bool → 0/1), categoricals one-hot in the
-    schema's category order. Labels: empty cells → NaN. Groups: index of the row's site value
-    among the site column's declared categories, or 0 for every row without a site column.
-    Columns in the file but not in the schema are ignored. Error messages give columns and
-    row numbers, never cell values.
+    schema's category order; a missing cell (empty or a declared code) of a column that imputes
+    is NaN (every one-hot column of the row, for a categorical), to be filled by the federated
+    fit, and an error otherwise. Labels: missing cells → NaN; a classification label must be 0/1.
+    Groups: index of the row's site value among the site column's declared categories, or 0 for
+    every row without a site column. Columns in the file but not in the schema are ignored.
+    Error messages give columns and row numbers, never cell values.
     """
     header, rows = read_csv_columns(path)
     require_columns(header, [c.name for c in schema.columns], str(path))
@@ -235,20 +329,24 @@ def read_tabular(
     blocks: list[npt.NDArray[np.float32]] = []
     for column in schema.feature_columns:
         values = cells(column)
-        missing = [i for i, v in enumerate(values) if not v]
-        if missing:
+        missing = np.array([column.is_missing(v) for v in values], dtype=bool)
+        if missing.any() and column.impute == "none":
             raise DataError(
-                f"{path}: column {column.name!r} has {len(missing)} rows with missing values "
-                f"(first: data row {missing[0]}); impute or drop them before federating"
+                f"{path}: column {column.name!r} has {int(missing.sum())} rows with missing "
+                f"values (first: data row {int(np.argmax(missing))}); impute or drop them before "
+                'federating, or declare impute = "mean" / "most_frequent" for the column'
             )
+        present = ["" if gone else v for v, gone in zip(values, missing, strict=True)]
         if column.type == "category":
-            blocks.append(_one_hot(column, values, str(path)))
+            block = _one_hot(column, present, str(path), missing)
         else:
-            blocks.append(_numeric(column, values, str(path))[:, None])
+            block = _numeric(column, present, str(path))[:, None]
+        block[missing] = np.nan
+        blocks.append(block)
 
     declared = {c.name: c for c in schema.columns}
     labels = np.stack(
-        [_numeric(declared[n], cells(declared[n]), str(path)) for n in schema.label_columns],
+        [_label(declared[n], cells(declared[n]), str(path), task) for n in schema.label_columns],
         axis=1,
     )
     if schema.site_column is None:
@@ -268,11 +366,29 @@ def read_tabular(
         groups=groups,
         name=name or Path(path).name.split(".")[0],
         feature_names=schema.feature_names,
+        group_names=() if schema.site_column is None else declared[schema.site_column].categories,
     )
 
 
+def _label(
+    column: Column, values: list[str], source: str, task: Objective
+) -> npt.NDArray[np.float32]:
+    """A label column; for classification only 0/1 (an outcome coded 0–4 is not binary)."""
+    labels = _numeric(column, ["" if column.is_missing(v) else v for v in values], source)
+    if task == "classification":
+        observed = labels[np.isfinite(labels)]
+        distinct = np.unique(observed)
+        if not np.isin(distinct, (0.0, 1.0)).all():
+            raise DataError(
+                f"{source}: label column {column.name!r} holds {distinct.size} distinct values, "
+                "not only 0 and 1; a classification outcome must be binary: recode it (e.g. "
+                '1 where the outcome is present) or set task = "regression"'
+            )
+    return labels
+
+
 def _numeric(column: Column, values: list[str], source: str) -> npt.NDArray[np.float32]:
-    """Numeric or bool cells as float32; empty cells → NaN (only labels may be empty)."""
+    """Numeric or bool cells as float32; empty cells → NaN."""
     out = np.full(len(values), np.nan, dtype=np.float32)
     bad: list[int] = []
     for i, text in enumerate(values):
@@ -297,10 +413,15 @@ def _numeric(column: Column, values: list[str], source: str) -> npt.NDArray[np.f
     return out
 
 
-def _category_codes(column: Column, values: list[str], source: str) -> npt.NDArray[np.intp]:
+def _category_codes(
+    column: Column,
+    values: list[str],
+    source: str,
+    missing: npt.NDArray[np.bool_] | None = None,
+) -> npt.NDArray[np.intp]:
     position = {category: k for k, category in enumerate(column.categories)}
     codes = np.asarray([position.get(v, -1) for v in values], dtype=np.intp)
-    unknown = np.flatnonzero(codes < 0)
+    unknown = np.flatnonzero((codes < 0) & (True if missing is None else ~missing))
     if unknown.size:
         raise DataError(
             f"{source}: column {column.name!r} has {unknown.size} rows with a value not among "
@@ -309,8 +430,11 @@ def _category_codes(column: Column, values: list[str], source: str) -> npt.NDArr
     return codes
 
 
-def _one_hot(column: Column, values: list[str], source: str) -> npt.NDArray[np.float32]:
-    codes = _category_codes(column, values, source)
+def _one_hot(
+    column: Column, values: list[str], source: str, missing: npt.NDArray[np.bool_]
+) -> npt.NDArray[np.float32]:
+    codes = _category_codes(column, values, source, missing)
     encoded = np.zeros((len(values), len(column.categories)), dtype=np.float32)
-    encoded[np.arange(len(values)), codes] = 1.0
+    present = codes >= 0
+    encoded[np.flatnonzero(present), codes[present]] = 1.0
     return encoded

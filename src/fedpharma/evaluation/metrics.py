@@ -36,8 +36,8 @@ PRIMARY_METRIC: dict[Objective, tuple[str, bool]] = {
 """Per task type: the metric that ranks models, and whether higher is better."""
 
 REGRESSION_METRICS = ("rmse", "mae", "r2", "spearman")
-CLASSIFICATION_METRICS = ("roc_auc", "pr_auc", "accuracy")
-CLASSIFICATION_THRESHOLD = 0.5  # on predicted probabilities, for accuracy
+CLASSIFICATION_METRICS = ("roc_auc", "pr_auc", "accuracy", "sensitivity", "specificity", "brier")
+CLASSIFICATION_THRESHOLD = 0.5  # on predicted probabilities: accuracy, sensitivity, specificity
 
 
 def per_task_metrics(
@@ -109,7 +109,14 @@ def _classification_scores(truth: FloatArray, predicted: FloatArray) -> dict[str
         return scores
     scores["roc_auc"] = roc_auc(truth, predicted)
     scores["pr_auc"] = average_precision(truth, predicted)
-    scores["accuracy"] = float(np.mean((predicted >= CLASSIFICATION_THRESHOLD) == (truth == 1)))
+    called = predicted >= CLASSIFICATION_THRESHOLD
+    positive = truth == 1
+    scores["accuracy"] = float(np.mean(called == positive))
+    # What a clinician reads at the threshold: positives found, negatives cleared.
+    scores["sensitivity"] = float(np.mean(called[positive]))
+    scores["specificity"] = float(np.mean(~called[~positive]))
+    # Brier (1950): mean squared error of the probabilities, calibration and sharpness together.
+    scores["brier"] = float(np.mean((predicted - truth) ** 2))
     return scores
 
 

@@ -20,6 +20,9 @@ _METRIC_LABELS = {
     "roc_auc": "ROC AUC",
     "pr_auc": "PR AUC",
     "accuracy": "Accuracy",
+    "sensitivity": "Sensitivity",
+    "specificity": "Specificity",
+    "brier": "Brier score",
     "f1": "F1",
     "log_loss": "Log loss",
 }
@@ -36,6 +39,9 @@ _HIGHER_IS_BETTER = {
     "roc_auc": True,
     "pr_auc": True,
     "accuracy": True,
+    "sensitivity": True,
+    "specificity": True,
+    "brier": False,
     "f1": True,
 }
 

@@ -21,7 +21,6 @@ import numpy as np
 from fedpharma.core.config import PrivacyConfig, RunConfig
 from fedpharma.core.errors import ConfigError
 from fedpharma.core.params import Parameters
-from fedpharma.core.protocol import TrainResult
 from fedpharma.core.protocol.settings import RecordDP, SiteDP
 from fedpharma.privacy import (
     AdaptiveClipping,
@@ -35,6 +34,7 @@ from fedpharma.privacy import (
     unclipped_bit,
     update_noise_multiplier_with_adaptive_clipping,
 )
+from fedpharma.strategy import SiteUpdate
 
 # A site clips to norm C itself; its clipped update's norm lands within rounding of C.
 _CLIPPED_NORM = 1 - 1e-9
@@ -125,7 +125,9 @@ class SiteLevelDP:
             placement="distributed" if self.distributed else "central",
         )
 
-    def mean_update(self, rnd: int, results: Sequence[TrainResult]) -> Parameters:
+    def mean_update(self, rnd: int, results: Sequence[SiteUpdate]) -> Parameters:
+        """The noisy mean of the clipped updates, every site weighed alike (the agreed weights
+        are not used: weighting by n_k would break the sensitivity bound)."""
         template = results[0].update
         if self.distributed:
             # Shares of the noise are in the updates already; re-clipping would shrink them.

@@ -4,9 +4,10 @@ A simulation and a deployed coordinator each build one
 (:func:`fedpharma.server.plan.build_federation`) and run it. Per round: wait for enough sites
 (where the channel can wait) → select a seeded fraction → configure each site's train task (the
 strategy's settings, the aggregator's and the secure collector's) → exchange → validate the
-replies → the round's mean update Δ̄, in the clear by the :class:`UpdateAggregator` (FedAvg's
-weighted mean, site-level DP's noisy clipped mean) or by the :class:`MeanCollector` of secure
-aggregation → the strategy's server step → evaluation → the strategy's state and the checkpoint
+replies → each update's agreed weight (:mod:`fedpharma.server.influence`) → the round's mean
+update Δ̄, in the clear by the :class:`UpdateAggregator` (FedAvg's weighted mean, a robust rule,
+site-level DP's noisy clipped mean) or by the :class:`MeanCollector` of secure aggregation
+→ the strategy's server step → evaluation → the strategy's state and the checkpoint
 → observers. A round below ``min_sites`` is retried ``retries`` times before the run stops.
 Every round's randomness is a function of the run seed and the round number, and the strategy's
 state is checkpointed with the model, so a run resumed from its store (:meth:`Federation.resume`)
@@ -42,20 +43,22 @@ from fedpharma.core.protocol import (
     TrainSettings,
     TrainTask,
 )
+from fedpharma.server.influence import AgreedWeights
 from fedpharma.server.round import RoundObserver, RoundRecord, site_seed, sort_replies
-from fedpharma.strategy import NO_STATE, SampleWeightedMean, Strategy
+from fedpharma.strategy import NO_STATE, SampleWeightedMean, SiteUpdate, Strategy
 
 
 class UpdateAggregator(Protocol):
-    """How the sites' updates of a round become one mean update Δ̄ in the clear.
+    """How the sites' updates of a round, with their agreed weights, become one Δ̄ in the clear.
 
-    The default is FedAvg's sample-weighted mean; site-level DP replaces it with clipping and
-    noise (``fedpharma.server.dp``), whose ``task_settings`` tell the sites C and σ.
+    The default is FedAvg's sample-weighted mean; a robust rule (``fedpharma.strategy.robust``)
+    or site-level DP's clipping and noise (``fedpharma.server.dp``, whose ``task_settings``
+    tell the sites C and σ) replace it.
     """
 
     def task_settings(self, rnd: int) -> SiteDP | None: ...
 
-    def mean_update(self, rnd: int, results: Sequence[TrainResult]) -> Parameters: ...
+    def mean_update(self, rnd: int, updates: Sequence[SiteUpdate]) -> Parameters: ...
 
 
 class SecureMeanResult(Protocol):
@@ -122,6 +125,7 @@ class FederationSettings:
     record_dp: RecordDP | None = None  # DP-SGD at every site
     wait_for_sites: float | None = None  # seconds to wait for min_sites before a round
     retries: int = 0  # how often a failed round is tried again before the run stops
+    max_site_examples: int = 1_000_000  # the largest example count (weight) a site may declare
 
 
 def _quiet(_: str) -> None:
@@ -160,6 +164,7 @@ class Federation:
         self.prepare = prepare
         self.say = on_status
         self._declines_evaluation: set[str] = set()
+        self.weights = AgreedWeights(settings.max_site_examples)
 
     # ----- the run ---------------------------------------------------------------------------
 
@@ -310,9 +315,11 @@ class Federation:
             new = self.strategy.aggregate_train(rnd, parameters, outcome.mean)
             return new, {}, outcome.contributors, refusals, failures
         train = {site: r for site, r in results.items() if isinstance(r, TrainResult)}
+        updates, rejected = self.weights.weigh(rnd, train)
+        failures |= rejected
+        train = {site: r for site, r in train.items() if site not in rejected}
         self._require_sites(rnd, len(train), len(sites), refusals, failures)
-        ordered = [train[s] for s in sorted(train)]
-        mean = self.aggregator.mean_update(rnd, ordered)
+        mean = self.aggregator.mean_update(rnd, updates)
         new = self.strategy.aggregate_train(rnd, parameters, mean)
         return new, train, tuple(sorted(train)), refusals, failures
 

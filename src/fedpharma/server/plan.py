@@ -16,7 +16,7 @@ from fedpharma.server.dp import SiteLevelDP, record_level_settings, site_level_a
 from fedpharma.server.federation import Checkpoints, Federation, FederationSettings
 from fedpharma.server.round import RoundObserver
 from fedpharma.server.secure import CKKSCollector, SecAggCollector
-from fedpharma.strategy import build_strategy
+from fedpharma.strategy import build_rule, build_strategy
 
 
 def _quiet(_: str) -> None:
@@ -39,11 +39,11 @@ def build_federation(
 ) -> Federation:
     """The recipe's strategy and round settings, its record-level DP task settings, and its
     site-level DP aggregator for ``planned_sites`` sites (noise drawn from ``noise_rng``:
-    seeded in a simulation, the OS CSPRNG in a deployment). With ``[secure] mode`` set, the
-    mean update is collected by secure aggregation: pairwise masks (``"secagg"``) or CKKS
-    (``"ckks"``, with the coordinator's keyless ``ckks_context``). The other arguments go to
-    :class:`~fedpharma.server.federation.Federation` (``timeout``, ``wait_for_sites`` and
-    ``retries`` to its settings)."""
+    seeded in a simulation, the OS CSPRNG in a deployment), or else its ``[robust]`` rule.
+    With ``[secure] mode`` set, the mean update is collected by secure aggregation: pairwise
+    masks (``"secagg"``) or CKKS (``"ckks"``, with the coordinator's keyless ``ckks_context``).
+    The other arguments go to :class:`~fedpharma.server.federation.Federation` (``timeout``,
+    ``wait_for_sites`` and ``retries`` to its settings)."""
     settings = FederationSettings(
         local_epochs=recipe.training.local_epochs,
         fraction_fit=recipe.strategy.fraction_fit,
@@ -54,6 +54,7 @@ def build_federation(
         record_dp=record_level_settings(recipe),
         wait_for_sites=wait_for_sites,
         retries=retries,
+        max_site_examples=recipe.robust.max_site_examples,
     )
     aggregator = site_level_aggregator(recipe, planned_sites, noise_rng)
     collector: SecAggCollector | CKKSCollector | None = None
@@ -91,7 +92,7 @@ def build_federation(
     return Federation(
         build_strategy(recipe.strategy),
         settings,
-        aggregator=aggregator,
+        aggregator=aggregator or build_rule(recipe.robust),
         collector=collector,
         store=store,
         observers=observers,

@@ -15,6 +15,7 @@ audit (:mod:`fedpharma.sim.audit`) → ``run.sqlite`` + ``summary.json`` in the 
 from __future__ import annotations
 
 import dataclasses
+import re
 import secrets
 import time
 from collections.abc import Callable
@@ -30,7 +31,7 @@ from fedpharma.core.config import RunConfig
 from fedpharma.core.dataset import Dataset, Objective, SiteData, concatenate_rows
 from fedpharma.core.params import Parameters
 from fedpharma.data.datasets import featurizes_molecules, load_dataset
-from fedpharma.data.partition import partition, scaffold_split
+from fedpharma.data.partition import holdout_split, partition
 from fedpharma.data.permutation import site_permutation
 from fedpharma.data.preprocessing import SiteDescription
 from fedpharma.evaluation.metrics import PRIMARY_METRIC, compute_metrics
@@ -57,6 +58,7 @@ from fedpharma.server.store import RunStore
 from fedpharma.sim.audit import audit_privacy
 from fedpharma.sim.cross_evaluation import cross_evaluate
 from fedpharma.sim.privacy import PrivacyRecorder, site_policy
+from fedpharma.sim.tabular import is_tabular_file, preprocess_sites
 from fedpharma.site.runtime import SiteRuntime
 from fedpharma.site.secure import SecureParticipation
 from fedpharma.transport.inprocess import InProcessChannel
@@ -94,13 +96,23 @@ def prepare_sites(config: RunConfig) -> Simulation:
     rng = np.random.default_rng(config.seed)
     parts = partition(dataset, config.partition, rng)
     sites = {}
+    molecules = featurizes_molecules(config.dataset.name, config.dataset.kind)
     for index, rows in enumerate(parts, start=1):
-        name = f"site-{index}"
+        name = _site_name(config, dataset, rows, index)
         local = dataset.subset(rows, name=name)
-        train, test = scaffold_split(local.groups, config.dataset.test_fraction, rng)
+        train, test = holdout_split(local, config.dataset.test_fraction, rng, molecules=molecules)
         sites[name] = SiteData(local.subset(train), local.subset(test))
     invalid = 0 if report is None else report.n_input - report.n_valid
     return Simulation(sites, dataset, invalid, "" if report is None else report.summary())
+
+
+def _site_name(config: RunConfig, dataset: Dataset, rows: npt.NDArray[np.int64], index: int) -> str:
+    """The data's own name for a natural site (its site-column value), else ``site-INDEX``."""
+    if config.partition.method == "natural" and dataset.group_names:
+        name = dataset.group_names[int(dataset.groups[rows[0]])]
+        if name != "pooled" and re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}", name):
+            return name
+    return f"site-{index}"
 
 
 def simulate(
@@ -110,11 +122,14 @@ def simulate(
     on_round: Callable[[RoundRecord, int], None] | None = None,
     on_status: Callable[[str], None] | None = None,
     prepared: Simulation | None = None,
+    adversary: Callable[[dict[str, SiteRuntime]], dict[str, SiteRuntime]] | None = None,
 ) -> SimulationResult:
     """Run ``config`` and write its run directory; return the summary it wrote.
 
     ``prepared`` reuses sites made by :func:`prepare_sites` (with the same data, partition and
     seed settings), e.g. to compare strategies on identical sites without reloading data.
+    ``adversary``, for robustness experiments, may replace site runtimes before the run
+    (:func:`fedpharma.sim.poisoning.poison`).
     """
     say = on_status or (lambda _msg: None)
     started = time.perf_counter()
@@ -124,6 +139,11 @@ def simulate(
     if sim.import_summary:
         say(f"import: {sim.import_summary}")
     say(_describe_sites(sim))
+    if is_tabular_file(config):
+        site_data, dataset, _fitted = preprocess_sites(
+            config, sim.sites, sim.dataset, run_dir, run_id, say
+        )
+        sim = Simulation(site_data, dataset, sim.invalid_molecules)
     trainer = build_trainer(config, sim.dataset)
     initial = trainer.initial_parameters(config.seed)
 
@@ -136,7 +156,8 @@ def simulate(
     # CKKS in simulation: a fresh consortium key; the coordinator gets only its public context.
     ckks_key = create_secret_context() if config.secure.mode == "ckks" else None
     trainers = site_trainers(config, sim, trainer)
-    sites = InProcessChannel(build_site_runtimes(config, sim, trainers, run_dir, ckks_key))
+    runtimes = build_site_runtimes(config, sim, trainers, run_dir, ckks_key)
+    sites = InProcessChannel(runtimes if adversary is None else adversary(runtimes))
     # As in deployment, only sites whose preprocessing matches the recipe's take part.
     channel = JoinGate(
         sites, run_id, expected_preprocessing(config), on_outcome=JoinLog(store, say)
@@ -420,8 +441,21 @@ def build_summary(
         sites=sites,
         pooled=pooled,
         curves=curves,
-        config=config.to_dict(),
+        config=_applicable(config),
     )
+
+
+def _applicable(config: RunConfig) -> dict[str, Any]:
+    """The config as the report shows it: only the tables that apply to this run's data
+    (no chemistry settings for a tabular run, no tabular data checks for molecules)."""
+    shown = config.to_dict()
+    if featurizes_molecules(config.dataset.name, config.dataset.kind):
+        shown.pop("data_checks")
+    else:
+        shown.pop("features")
+        if not is_tabular_file(config):
+            shown.pop("data_checks")
+    return shown
 
 
 def _json_float(value: float | None) -> float | None:

@@ -34,7 +34,7 @@ from fedpharma.core.dataset import SiteData
 from fedpharma.core.deploy_config import SiteConfig, SiteDataConfig
 from fedpharma.core.errors import ConfigError, DataError
 from fedpharma.data.datasets import featurizes_molecules, load_dataset
-from fedpharma.data.partition import partition, scaffold_split
+from fedpharma.data.partition import holdout_split, partition
 from fedpharma.data.permutation import FingerprintPermutation, site_permutation
 from fedpharma.data.preprocessing import SiteDescription
 from fedpharma.models.factory import build_private_trainer, build_trainer
@@ -72,9 +72,15 @@ def load_site_data(
         recipe.dataset.test_fraction if data.test_fraction is None else data.test_fraction
     )
     dataset, _report = load_dataset(dataset_config, recipe.features, permutation)
+    if isinstance(dataset.features, np.ndarray) and np.isnan(dataset.features).any():
+        raise DataError(
+            "the data has missing feature values to impute; a deployed site does not run the "
+            "federated imputation yet (simulation does): impute them before federating"
+        )
+    molecules = featurizes_molecules(data.name, data.kind)
     rng = np.random.default_rng(recipe.seed)
     if data.partition_index is None:
-        train, test = scaffold_split(dataset.groups, test_fraction, rng)
+        train, test = holdout_split(dataset, test_fraction, rng, molecules=molecules)
         return SiteData(dataset.subset(train), dataset.subset(test))
     # Mirror sim.engine.prepare_sites draw for draw: one generator seeded with the run seed
     # partitions the data, then splits site 1, site 2, ... in order.
@@ -87,7 +93,7 @@ def load_site_data(
     parts = partition(dataset, dataclasses.replace(recipe.partition, n_sites=n_parts), rng)
     for index, rows in enumerate(parts, start=1):
         local = dataset.subset(rows, name=f"site-{index}")
-        train, test = scaffold_split(local.groups, test_fraction, rng)
+        train, test = holdout_split(local, test_fraction, rng, molecules=molecules)
         if index == data.partition_index:
             return SiteData(local.subset(train), local.subset(test))
     raise DataError(f"the partition made {len(parts)} parts, not {data.partition_index}")

@@ -9,10 +9,13 @@ label or prediction leaves the site. Its part in differential privacy is
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from typing import TYPE_CHECKING
 
-from fedpharma.core.dataset import SiteData
+import numpy as np
+
+from fedpharma.core.dataset import SiteData, concatenate_rows, dense
 from fedpharma.core.errors import (
     DataError,
     FedPharmaError,
@@ -21,10 +24,14 @@ from fedpharma.core.errors import (
     ProtocolError,
 )
 from fedpharma.core.protocol import (
+    DataCheckReply,
+    DataCheckTask,
     DescribeTask,
     DescriptionReply,
     EvaluateResult,
     EvaluateTask,
+    FeatureStatisticsResult,
+    FeatureStatisticsTask,
     LabelStatisticsResult,
     LabelStatisticsTask,
     Refusal,
@@ -37,7 +44,10 @@ from fedpharma.core.protocol import (
     TrainTask,
 )
 from fedpharma.core.protocol.codec import EncodedMessage, decode_message, encode_message_parts
+from fedpharma.data.checks import check_data
+from fedpharma.data.federated_preprocessing import column_sums
 from fedpharma.data.preprocessing import SiteDescription
+from fedpharma.data.tabular import TabularSchema
 from fedpharma.evaluation.label_statistics import label_sums
 from fedpharma.evaluation.metrics import compute_metrics
 from fedpharma.models.base import FitOutput, Trainer
@@ -61,7 +71,9 @@ class SiteRuntime:
     key); a site without one refuses secure tasks.
     ``preprocessing`` is how this site prepared its molecules (computed once, from its own
     ``[features]`` and permutation key), sent when the coordinator asks at join; a site without
-    molecule data has none and declines the join check.
+    molecule data has none and declines the join check. ``schema`` is the declared schema of a
+    tabular site's data, against which it checks its own rows when asked
+    (:mod:`fedpharma.data.checks`).
     """
 
     def __init__(
@@ -75,6 +87,7 @@ class SiteRuntime:
         noise_source: NoiseSource | None = None,
         secure: SecureParticipation | None = None,
         preprocessing: SiteDescription | None = None,
+        schema: TabularSchema | None = None,
     ) -> None:
         self.name = name
         self.data = data
@@ -82,6 +95,7 @@ class SiteRuntime:
         self.policy = policy
         self.private_trainer = private_trainer
         self.preprocessing = preprocessing
+        self.schema = schema
         self.dp = DPParticipation(
             policy, private_trainer, noise_source or (lambda _seed: production_rng())
         )
@@ -108,6 +122,10 @@ class SiteRuntime:
                 return self._train(task)
             if isinstance(task, LabelStatisticsTask):
                 return self._label_statistics(task)
+            if isinstance(task, FeatureStatisticsTask):
+                return self._feature_statistics(task)
+            if isinstance(task, DataCheckTask):
+                return self._check_data(task)
             return self._evaluate(task)
         except PrivacyBudgetExceeded as exc:
             return Refusal(task.run_id, task.round, self.name, "privacy-budget", str(exc))
@@ -187,6 +205,40 @@ class SiteRuntime:
         sums = label_sums(self.data.train.labels)
         return LabelStatisticsResult(
             task.run_id, task.round, self.name, sums.count, sums.total, sums.sum_of_squares
+        )
+
+    def _feature_statistics(self, task: FeatureStatisticsTask) -> FeatureStatisticsResult:
+        """Per-column count, sum and sum of squares of the raw training features."""
+        self._refuse_unaccounted("feature statistics")
+        sums = column_sums(dense(self.data.train.features))
+        return FeatureStatisticsResult(
+            task.run_id,
+            task.round,
+            self.name,
+            sums.rows,
+            sums.count,
+            sums.total,
+            sums.sum_of_squares,
+        )
+
+    def _check_data(self, task: DataCheckTask) -> DataCheckReply:
+        """Each data rule's pass/fail on this site's train and test rows (no value leaves)."""
+        if self.schema is None:
+            raise DataError("this site holds no tabular data with a declared schema to check")
+        train, test = self.data.train, self.data.test
+        rows = dataclasses.replace(
+            train,
+            features=concatenate_rows([train.features, test.features]),
+            labels=concatenate_rows([train.labels, test.labels]),
+            groups=np.concatenate([train.groups, test.groups]),
+        )
+        outcomes = check_data(self.schema, rows)
+        return DataCheckReply(
+            task.run_id,
+            task.round,
+            self.name,
+            tuple(o.key for o in outcomes if o.passed),
+            tuple(o.key for o in outcomes if not o.passed),
         )
 
     def _refuse_unaccounted(self, release: str) -> None:

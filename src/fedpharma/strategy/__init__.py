@@ -3,9 +3,16 @@
 from __future__ import annotations
 
 from fedpharma.core.config import StrategyConfig
-from fedpharma.strategy.base import NO_STATE, SampleWeightedMean, Strategy
+from fedpharma.strategy.base import (
+    NO_STATE,
+    SampleWeightedMean,
+    SiteUpdate,
+    Strategy,
+    weighted_mean,
+)
 from fedpharma.strategy.fedavg import FedAvg, FedProx
 from fedpharma.strategy.fedopt import FedOpt
+from fedpharma.strategy.robust import RobustRule, build_rule
 
 
 def build_strategy(config: StrategyConfig) -> Strategy:
@@ -28,7 +35,11 @@ __all__ = [
     "FedAvg",
     "FedOpt",
     "FedProx",
+    "RobustRule",
     "SampleWeightedMean",
+    "SiteUpdate",
     "Strategy",
+    "build_rule",
     "build_strategy",
+    "weighted_mean",
 ]

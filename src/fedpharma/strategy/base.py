@@ -4,20 +4,22 @@ As in Flower, a strategy only *configures* what each site is asked to do and *ag
 comes back; it holds no loop and talks to no channel. The round loop (selection, exchange,
 validation, secure collection, retries, resume) is :class:`fedpharma.server.federation.Federation`.
 The round's mean update Δ̄ reaches :meth:`Strategy.aggregate_train` already computed — in the
-clear (:class:`SampleWeightedMean`, or site-level DP's clipped noisy mean) or by secure
-aggregation — so every strategy here works in every mode. ``state`` / ``load_state`` carry what a
-strategy keeps between rounds (FedOpt's moments) across a checkpoint; stateless strategies keep
-nothing.
+clear by an aggregation rule over the sites' updates (:class:`SampleWeightedMean`, a robust
+rule of :mod:`fedpharma.strategy.robust`, or site-level DP's clipped noisy mean) or by secure
+aggregation — so every strategy composes with every rule and works in every mode.
+``state`` / ``load_state`` carry what a strategy keeps between rounds (FedOpt's moments)
+across a checkpoint; stateless strategies keep nothing.
 """
 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 from fedpharma.core.errors import DataError
 from fedpharma.core.params import Parameters
-from fedpharma.core.protocol import EvaluateResult, LocalTraining, SiteDP, TrainResult
+from fedpharma.core.protocol import EvaluateResult, LocalTraining, SiteDP
 from fedpharma.strategy.aggregate import weighted_average, weighted_mean_metrics
 
 NO_STATE = Parameters((), ())
@@ -57,19 +59,35 @@ class Strategy(ABC):
             )
 
 
+@dataclass(frozen=True)
+class SiteUpdate:
+    """One site's update Δ_k with the weight the federation agreed for it (its declared example
+    count, bounded by the recipe: ``fedpharma.server.influence``), never the reply's own claim."""
+
+    site: str
+    update: Parameters
+    weight: float
+
+
 class SampleWeightedMean:
-    """FedAvg's mean update Σ n_k Δ_k / Σ n_k (McMahan et al. 2017, Alg. 1)."""
+    """FedAvg's mean update Σ n_k Δ_k / Σ n_k (McMahan et al. 2017, Alg. 1), n_k the agreed
+    weights."""
 
     def task_settings(self, rnd: int) -> SiteDP | None:
         return None
 
-    def mean_update(self, rnd: int, results: Sequence[TrainResult]) -> Parameters:
-        weights = [r.n_examples for r in results]
-        first = results[0].update
-        return Parameters(
-            first.names,
-            tuple(
-                weighted_average([r.update.arrays[i] for r in results], weights)
-                for i in range(len(first))
-            ),
-        )
+    def mean_update(self, rnd: int, updates: Sequence[SiteUpdate]) -> Parameters:
+        return weighted_mean(updates)
+
+
+def weighted_mean(updates: Sequence[SiteUpdate]) -> Parameters:
+    """Σ w_k Δ_k / Σ w_k, array by array, in the structure of the first update."""
+    weights = [u.weight for u in updates]
+    first = updates[0].update
+    return Parameters(
+        first.names,
+        tuple(
+            weighted_average([u.update.arrays[i] for u in updates], weights)
+            for i in range(len(first))
+        ),
+    )

@@ -25,10 +25,14 @@ from fedpharma.core.errors import ProtocolError
 from fedpharma.core.protocol.messages import (
     PROTOCOL_VERSION,
     SECURE_PHASES,
+    DataCheckReply,
+    DataCheckTask,
     DescribeTask,
     DescriptionReply,
     EvaluateResult,
     EvaluateTask,
+    FeatureStatisticsResult,
+    FeatureStatisticsTask,
     LabelStatisticsResult,
     LabelStatisticsTask,
     Refusal,
@@ -63,6 +67,10 @@ _TYPES: dict[str, type[Any]] = {
         DescriptionReply,
         LabelStatisticsTask,
         LabelStatisticsResult,
+        FeatureStatisticsTask,
+        FeatureStatisticsResult,
+        DataCheckTask,
+        DataCheckReply,
     )
 }
 _PARAMETER_FIELDS = ("parameters", "update")
@@ -78,6 +86,9 @@ _SCALAR_TYPES = {
 }
 _INT_FIELDS = ("round", "n_examples")
 _NUMBER_LIST_FIELDS = ("count", "total", "sum_of_squares")
+_TEXT_LIST_FIELDS = ("passed", "failed")
+MAX_TEXT_LIST = 10_000
+MAX_TEXT_ITEM = 512
 
 
 def encode_message(message: Message) -> bytes:
@@ -167,6 +178,17 @@ def _check_field(type_name: str, name: str, value: Any) -> Any:
         return {k: float(v) for k, v in value.items()}
     if name == "settings":
         return settings_from_json(value)
+    if name in _TEXT_LIST_FIELDS:
+        if (
+            not isinstance(value, list)
+            or len(value) > MAX_TEXT_LIST
+            or not all(isinstance(v, str) and len(v) <= MAX_TEXT_ITEM for v in value)
+        ):
+            raise ProtocolError(
+                f"{where} must be a list of at most {MAX_TEXT_LIST} strings of at most "
+                f"{MAX_TEXT_ITEM} characters"
+            )
+        return tuple(value)
     if name in _NUMBER_LIST_FIELDS:
         if not isinstance(value, list) or not all(_is_number(v) for v in value):
             raise ProtocolError(f"{where} must be a list of finite numbers")

@@ -175,9 +175,67 @@ class LabelStatisticsResult:
     sum_of_squares: tuple[float, ...]
 
 
-Task = TrainTask | EvaluateTask | SecureTask | DescribeTask | LabelStatisticsTask
+@dataclass(frozen=True)
+class FeatureStatisticsTask:
+    """Send your raw training features' per-column sums, to fit the consortium's imputation and
+    standardization (:mod:`fedpharma.data.federated_preprocessing`)."""
+
+    run_id: str
+    round: int
+
+
+@dataclass(frozen=True)
+class FeatureStatisticsResult:
+    """Per encoded feature column: the count of recorded values, their sum and their sum of
+    squares; and the number of training rows (n_k) — aggregates, nothing of any single record."""
+
+    run_id: str
+    round: int
+    site: str
+    n_examples: int
+    count: tuple[float, ...]
+    total: tuple[float, ...]
+    sum_of_squares: tuple[float, ...]
+
+
+@dataclass(frozen=True)
+class DataCheckTask:
+    """Check your data against the declared schema and say which rules pass."""
+
+    run_id: str
+    round: int
+
+
+@dataclass(frozen=True)
+class DataCheckReply:
+    """The outcome of each data rule as ``rule:column`` (:mod:`fedpharma.data.checks`): which
+    passed, which failed; no value, count or row."""
+
+    run_id: str
+    round: int
+    site: str
+    passed: tuple[str, ...]
+    failed: tuple[str, ...]
+
+
+Task = (
+    TrainTask
+    | EvaluateTask
+    | SecureTask
+    | DescribeTask
+    | LabelStatisticsTask
+    | FeatureStatisticsTask
+    | DataCheckTask
+)
 Reply = (
-    TrainResult | EvaluateResult | Refusal | SecureReply | DescriptionReply | LabelStatisticsResult
+    TrainResult
+    | EvaluateResult
+    | Refusal
+    | SecureReply
+    | DescriptionReply
+    | LabelStatisticsResult
+    | FeatureStatisticsResult
+    | DataCheckReply
 )
 
 
@@ -192,7 +250,8 @@ def validate_reply(task: Task, site: str, reply: Reply) -> Reply:
     """Check that ``reply`` is a well-formed answer from ``site`` to ``task``; return it.
 
     Raises :class:`ProtocolError` for an answer to another task, run or round, an answer in
-    another site's name, an update whose names, shapes or values do not fit the model sent, or
+    another site's name, an update whose names, shapes, dtypes or values do not fit the model
+    sent, or
     an example count an aggregate could not weigh by (an update from no examples, a negative
     count).
     """
@@ -206,6 +265,10 @@ def validate_reply(task: Task, site: str, reply: Reply) -> Reply:
         expected = (DescriptionReply, Refusal)
     elif isinstance(task, LabelStatisticsTask):
         expected = (LabelStatisticsResult, Refusal)
+    elif isinstance(task, FeatureStatisticsTask):
+        expected = (FeatureStatisticsResult, Refusal)
+    elif isinstance(task, DataCheckTask):
+        expected = (DataCheckReply, Refusal)
     else:
         expected = (EvaluateResult, Refusal)
     if not isinstance(reply, expected):
@@ -223,6 +286,12 @@ def validate_reply(task: Task, site: str, reply: Reply) -> Reply:
             raise ProtocolError(f"a {phase!r} secure task was answered in phase {reply.phase!r}")
     if isinstance(reply, TrainResult) and isinstance(task, TrainTask):
         reply.update.check_matches(task.parameters, what=f"update from {site!r}")
+        for (name, got), sent in zip(reply.update, task.parameters.arrays, strict=True):
+            if got.dtype != sent.dtype:
+                raise ProtocolError(
+                    f"update from {site!r}: parameter {name!r} is {got.dtype}, the model sent is "
+                    f"{sent.dtype}; send the update in the model's dtype"
+                )
         if reply.n_examples < 1:
             raise ProtocolError(
                 f"update from {site!r} claims {reply.n_examples} training examples; an update "

@@ -64,13 +64,14 @@ def _capped(size: int, limit: int, model: Parameters | None = None) -> ReplyBoun
 
 def check_update(reply: Reply, bound: ReplyBound, site: str) -> None:
     """Raise :class:`ProtocolError` unless a plaintext update has the model's names and shapes,
-    finite values, and no array wider than the model's (a float64 update for a float32 model)."""
+    finite values, and exactly the model's dtypes (a float64 update for a float32 model is
+    refused, and so is a float32 one for a float64 model)."""
     if bound.model is None or not isinstance(reply, TrainResult):
         return
     what = f"update from {site!r}"
     reply.update.check_matches(bound.model, what=what)
     for (name, got), due in zip(reply.update, bound.model.arrays, strict=True):
-        if got.dtype.itemsize > due.dtype.itemsize:
+        if got.dtype != due.dtype:
             raise ProtocolError(
                 f"{what}: parameter {name!r} is {got.dtype}, the model sent is {due.dtype}; "
                 "send the update in the model's dtype"

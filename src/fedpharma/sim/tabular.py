@@ -1,0 +1,96 @@
+"""The simulated consortium's tabular preprocessing: schema notice, data checks, federated fit.
+
+Sites first check their own rows against the schema (pass/fail per rule, refused or warned by
+``[data_checks]``, :mod:`fedpharma.server.data_checks`); the sites admitted then answer the
+coordinator's feature-statistics task over the in-process channel (the protocol messages a
+deployment carries), the coordinator fits imputation and standardization from the summed
+statistics (:mod:`fedpharma.server.feature_statistics`), and every site applies the fit to its
+own train and test rows. The fit is written to the run directory with its digest.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from collections.abc import Callable
+from pathlib import Path
+from typing import cast
+
+from fedpharma.core.config import RunConfig
+from fedpharma.core.dataset import Dataset, SiteData, dense
+from fedpharma.core.errors import ConfigError, DataError
+from fedpharma.data.datasets import resolve_schema
+from fedpharma.data.federated_preprocessing import FittedPreprocessing
+from fedpharma.data.schema import schema_toml
+from fedpharma.models.base import Trainer
+from fedpharma.server.data_checks import gather_data_checks
+from fedpharma.server.feature_statistics import fit_preprocessing
+from fedpharma.sim.privacy import site_policy
+from fedpharma.site.runtime import SiteRuntime
+from fedpharma.transport.inprocess import InProcessChannel
+
+PREPROCESSING_FILE = "preprocessing.json"
+
+
+def is_tabular_file(config: RunConfig) -> bool:
+    return config.dataset.kind == "tabular" and config.dataset.path is not None
+
+
+def preprocess_sites(
+    config: RunConfig,
+    sites: dict[str, SiteData],
+    dataset: Dataset,
+    run_dir: Path,
+    run_id: str,
+    say: Callable[[str], None],
+) -> tuple[dict[str, SiteData], Dataset, FittedPreprocessing]:
+    """Each site's data, and the whole dataset, through the consortium's federated fit."""
+    schema, declared = resolve_schema(config.dataset)
+    if config.partition.method == "natural" and schema.site_column is None:
+        raise ConfigError(
+            [
+                '[partition] method "natural" needs [dataset] `site_column`, or a column of '
+                'role = "site" in the schema'
+            ],
+            str(declared or config.dataset.path),
+        )
+    if declared is None:
+        say(
+            "no schema declared for the data; inferred (save and edit it with `fedpharma schema "
+            f"infer {config.dataset.path} --label ... --out FILE`, then set [dataset] schema):\n"
+            + schema_toml(schema)
+        )
+    # Checks and statistics are answered before any model exists: the runtimes hold no trainer.
+    runtimes = {
+        name: SiteRuntime(
+            name,
+            data,
+            cast(Trainer, None),
+            policy=site_policy(config, run_dir / "sites" / name),
+            schema=schema,
+        )
+        for name, data in sites.items()
+    }
+    checks = gather_data_checks(
+        InProcessChannel(runtimes), run_id, schema, dataset.task, config.data_checks
+    )
+    for line in checks.lines():
+        say(line)
+    sites = {name: data for name, data in sites.items() if name not in checks.refused}
+    if not sites:
+        raise DataError("every site failed a data check the run refuses for; see the lines above")
+    runtimes = {name: runtimes[name] for name in sites}
+    fitted, how = fit_preprocessing(InProcessChannel(runtimes), run_id, schema)
+    say(how)
+    (run_dir / PREPROCESSING_FILE).write_text(
+        json.dumps({"digest": fitted.digest(), **dataclasses.asdict(fitted)}, indent=1),
+        encoding="utf-8",
+    )
+
+    def apply(data: Dataset) -> Dataset:
+        return dataclasses.replace(
+            data, features=fitted.transform(dense(data.features)), feature_names=fitted.output_names
+        )
+
+    transformed = {name: SiteData(apply(d.train), apply(d.test)) for name, d in sites.items()}
+    return transformed, apply(dataset), fitted

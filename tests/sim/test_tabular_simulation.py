@@ -1,0 +1,67 @@
+"""A clinical CSV with a site column, end to end: the data's site names, a declared missing code,
+the federated fit written with its digest, no n_sites needed."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+
+from fedpharma.core.config import (
+    DatasetConfig,
+    ModelConfig,
+    PartitionConfig,
+    RunConfig,
+    TrainingConfig,
+)
+from fedpharma.sim.engine import simulate
+from fedpharma.sim.tabular import PREPROCESSING_FILE
+
+
+def _write_trial(folder: Path) -> Path:
+    rng = np.random.default_rng(0)
+    lines = ["record,lactate,age,hospital,died"]
+    for i in range(240):
+        hospital = ["st-mary", "royal", "tiny"][0 if i < 140 else 1 if i < 220 else 2]
+        died = int(rng.random() < 0.3)
+        lactate = f"{rng.normal(2.0 + 2.5 * died, 0.8):.2f}" if hospital != "royal" else "0"
+        lines.append(f"{i},{lactate},{rng.integers(30, 90)},{hospital},{died}")
+    data = folder / "trial.csv"
+    data.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    (folder / "trial.schema.toml").write_text(
+        '[[columns]]\nname = "record"\nrole = "drop"\n\n'
+        '[[columns]]\nname = "lactate"\ntype = "float"\nunits = "mmol/L"\nmissing = ["0"]\n'
+        'impute = "mean"\n\n[[columns]]\nname = "age"\ntype = "int"\n\n'
+        '[[columns]]\nname = "hospital"\ntype = "category"\nrole = "site"\n'
+        'categories = ["royal", "st-mary", "tiny"]\n\n'
+        '[[columns]]\nname = "died"\ntype = "int"\nrole = "label"\n',
+        encoding="utf-8",
+    )
+    return data
+
+
+def test_a_clinical_csv_keeps_its_site_names_and_is_fitted_federatedly(tmp_path: Path) -> None:
+    data = _write_trial(tmp_path)
+    config = RunConfig(
+        dataset=DatasetConfig(
+            path=str(data), kind="tabular", label_columns=("died",), task="classification"
+        ),
+        partition=PartitionConfig(method="natural"),
+        model=ModelConfig(kind="linear"),
+        training=TrainingConfig(learning_rate=0.05),
+        rounds=3,
+        baselines=False,
+        privacy_audit=False,
+    )
+    messages: list[str] = []
+    result = simulate(config, tmp_path / "run", on_status=messages.append)
+    assert set(result.summary.sites) == {"royal", "st-mary", "tiny"}
+    assert any("3 sites' summed statistics" in m for m in messages)
+    fit = json.loads((tmp_path / "run" / PREPROCESSING_FILE).read_text())
+    assert fit["indicator_names"] == ["missing(lactate)"]  # royal's zeros are missing, not 0
+    assert len(fit["digest"]) == 64
+    # the report's config shows what applies: no chemistry settings for a tabular run
+    assert "features" not in result.summary.config and "data_checks" in result.summary.config
+    # the tiny site (20 rows) still holds out a test set
+    assert result.summary.sites["tiny"].n_test >= 2
