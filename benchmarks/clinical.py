@@ -98,7 +98,7 @@ def write_hospital_csv(name: str, folder: Path, seed: int) -> tuple[Path, str, s
 def reference_predictions(sim: Any, task: str) -> dict[str, np.ndarray]:
     """scikit-learn on the pooled raw training rows; predictions on each hospital's test rows."""
     train_x = np.concatenate([d.train.features for d in sim.sites.values()])
-    train_y = np.concatenate([d.train.labels[:, 0] for d in sim.sites.values()])
+    train_y = np.concatenate([d.train.dense_labels()[:, 0] for d in sim.sites.values()])
     model = LogisticRegression(max_iter=5000) if task == "classification" else Ridge(alpha=1.0)
     pipeline = make_pipeline(
         SimpleImputer(strategy="mean", add_indicator=True), StandardScaler(), model
@@ -130,7 +130,7 @@ def run(name: str, rounds: int, seed: int, resamples: int) -> dict[str, Any]:
     result = simulate(config, folder / "run", prepared=sim)
     seconds = time.perf_counter() - started
     sites = list(result.predictions["federated"])  # the hospitals the data checks admitted
-    labels = np.concatenate([sim.sites[s].test.labels for s in sites])
+    labels = np.concatenate([sim.sites[s].test.dense_labels() for s in sites])
 
     def pooled(predictions: dict[str, np.ndarray]) -> float:
         stacked = np.concatenate([predictions[s] for s in sites])
@@ -144,7 +144,7 @@ def run(name: str, rounds: int, seed: int, resamples: int) -> dict[str, Any]:
         data = sim.sites[site]
         scores = paired_bootstrap(
             task,  # type: ignore[arg-type]
-            data.test.labels,
+            data.test.dense_labels(),
             {m: result.predictions[m][site] for m in ("federated", "local")},
             metric,
             rng,

@@ -170,7 +170,7 @@ def build_partners(
         partners[name] = Partner(
             SiteData(train, data.subset(folds["test"]), data.subset(folds["validation"])),
             data.subset(folds["calibration"]),
-            np.isfinite(train.labels).sum(axis=0),
+            np.isfinite(train.dense_labels()).sum(axis=0),
         )
     return partners
 
@@ -249,7 +249,7 @@ def train_all(partners: dict[str, Partner], cfg: RunConfig) -> tuple[Outputs, di
 
     def widen(data: Dataset, name: str) -> Dataset:
         labels = np.full((len(data), total), np.nan, np.float32)
-        labels[:, offsets[name] : offsets[name] + data.n_tasks] = data.labels
+        labels[:, offsets[name] : offsets[name] + data.n_tasks] = data.dense_labels()
         names = tuple(f"t{i}" for i in range(total))
         return dataclasses.replace(data, labels=labels, task_names=names)
 
@@ -263,8 +263,8 @@ def train_all(partners: dict[str, Partner], cfg: RunConfig) -> tuple[Outputs, di
     start = network.initial_parameters(cfg.seed)
     with warnings.catch_warnings():  # a task labelled only outside training: NaN, kept as is
         warnings.simplefilter("ignore", RuntimeWarning)
-        mean = np.nanmean(pooled.labels, axis=0).astype(np.float64)
-        spread = np.nanstd(pooled.labels, axis=0).astype(np.float64)
+        mean = np.nanmean(pooled.dense_labels(), axis=0).astype(np.float64)
+        spread = np.nanstd(pooled.dense_labels(), axis=0).astype(np.float64)
     start = calibrate_output_layer(start, pooled.task, mean, spread)
     params, chosen["pooled_epochs"] = fit_reference(
         pooled_cfg, federation.strategy, network, start, pooled, wide, seed=cfg.seed, label="pooled"
@@ -285,10 +285,10 @@ def score_tasks(partners: dict[str, Partner], outputs: Outputs, args: Any) -> li
         test, calibration = p.site.test, p.calibration
         kind = test.task
         per_model = {
-            m: per_task_metrics(kind, test.labels, outputs[name][m]["test"]) for m in MODELS
+            m: per_task_metrics(kind, test.dense_labels(), outputs[name][m]["test"]) for m in MODELS
         }
         for t in range(test.n_tasks):
-            y = test.labels[:, t]
+            y = test.dense_labels()[:, t]
             seen = np.isfinite(y)
             if seen.sum() < args.min_test_labels:
                 continue
@@ -301,7 +301,7 @@ def score_tasks(partners: dict[str, Partner], outputs: Outputs, args: Any) -> li
             row: dict[str, Any] = {"partner": name, "train_labels": int(p.train_labels[t])}
             for m in MODELS:
                 metrics = per_model[m][t]
-                cal_y = calibration.labels[:, t]
+                cal_y = calibration.dense_labels()[:, t]
                 cal_p = outputs[name][m]["calibration"][:, t]
                 predicted = outputs[name][m]["test"][seen, t]
                 if kind == "classification":

@@ -63,6 +63,7 @@ from fedpharma.core.config import (
     StrategyConfig,
     TrainingConfig,
 )
+from fedpharma.core.dataset import dense
 from fedpharma.evaluation.metrics import PRIMARY_METRIC, compute_metrics
 from fedpharma.sim import engine
 from fedpharma.sim.engine import Simulation, prepare_sites
@@ -199,10 +200,10 @@ def bare_sites(sim: Simulation) -> list[BareSite]:
     return [
         BareSite(
             name,
-            torch.from_numpy(np.ascontiguousarray(d.train.features, dtype=np.float32)),
-            torch.from_numpy(np.ascontiguousarray(d.train.labels, dtype=np.float32)),
-            torch.from_numpy(np.ascontiguousarray(d.test.features, dtype=np.float32)),
-            d.test.labels,
+            torch.from_numpy(np.ascontiguousarray(dense(d.train.features), dtype=np.float32)),
+            torch.from_numpy(d.train.dense_labels()),
+            torch.from_numpy(np.ascontiguousarray(dense(d.test.features), dtype=np.float32)),
+            d.test.dense_labels(),
         )
         for name, d in sim.sites.items()
     ]
@@ -269,10 +270,10 @@ def run_bare(
 def export_npz(path: Path, config: RunConfig, sim: Simulation, init: list[np.ndarray]) -> None:
     arrays: dict[str, np.ndarray] = {}
     for i, (name, d) in enumerate(sim.sites.items()):
-        arrays[f"site{i}_x_train"] = np.ascontiguousarray(d.train.features, dtype=np.float32)
-        arrays[f"site{i}_y_train"] = np.ascontiguousarray(d.train.labels, dtype=np.float32)
-        arrays[f"site{i}_x_test"] = np.ascontiguousarray(d.test.features, dtype=np.float32)
-        arrays[f"site{i}_y_test"] = np.ascontiguousarray(d.test.labels, dtype=np.float32)
+        arrays[f"site{i}_x_train"] = np.ascontiguousarray(dense(d.train.features))
+        arrays[f"site{i}_y_train"] = d.train.dense_labels()
+        arrays[f"site{i}_x_test"] = np.ascontiguousarray(dense(d.test.features))
+        arrays[f"site{i}_y_test"] = d.test.dense_labels()
         arrays[f"site{i}_name"] = np.array(name)
     for j, a in enumerate(init):
         arrays[f"init{j}"] = a

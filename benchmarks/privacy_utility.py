@@ -138,7 +138,7 @@ def chance(bench: Benchmark, sim: Simulation) -> float:
     """The score of a model that knows nothing: ROC-AUC 0.5, or the RMSE of the prior mean."""
     if bench.task == "classification":
         return 0.5
-    labels = np.concatenate([s.test.labels for s in sim.sites.values()])
+    labels = np.concatenate([s.test.dense_labels() for s in sim.sites.values()])
     return float(np.sqrt(np.nanmean((labels - LABEL_PRIORS[bench.key][0]) ** 2)))
 
 

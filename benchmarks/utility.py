@@ -73,7 +73,7 @@ from fedpharma.core.config import (
     StrategyConfig,
     TrainingConfig,
 )
-from fedpharma.core.dataset import SiteData
+from fedpharma.core.dataset import SiteData, dense
 from fedpharma.data.partition import partition, scaffold_split
 from fedpharma.evaluation.bootstrap import paired_bootstrap, percentile_interval
 from fedpharma.sim.engine import Simulation, prepare_sites, simulate, split_validation
@@ -202,8 +202,8 @@ def _same_sites(a: Simulation, b: Simulation) -> bool:
                     return False
                 continue
             if not (
-                np.array_equal(x.features, y.features)
-                and np.array_equal(x.labels, y.labels, equal_nan=True)
+                np.array_equal(dense(x.features), dense(y.features))
+                and np.array_equal(x.dense_labels(), y.dense_labels(), equal_nan=True)
             ):
                 return False
     return True
@@ -288,11 +288,11 @@ def test_set_uncertainty(
     tests = {site: data.test for site, data in sim.sites.items()}
     task = next(iter(tests.values())).task
     cases = {
-        site: (test.labels, {m: predictions[m][site] for m in MODELS})
+        site: (test.dense_labels(), {m: predictions[m][site] for m in MODELS})
         for site, test in tests.items()
     }
     cases["pooled"] = (
-        np.concatenate([test.labels for test in tests.values()]),
+        np.concatenate([test.dense_labels() for test in tests.values()]),
         {m: np.concatenate([predictions[m][site] for site in tests]) for m in MODELS},
     )
     out: dict[str, Any] = {"resamples": resamples, "level": 0.95}

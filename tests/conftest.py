@@ -32,3 +32,12 @@ def molecules_csv(tmp_path_factory) -> Path:
         writer.writerow(["smiles", "pIC50"])
         writer.writerows(rows[:150])
     return path
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _feature_cache_in_a_temporary_folder(tmp_path_factory):
+    """Featurized files are cached in a folder of this test session, never the user's."""
+    patch = pytest.MonkeyPatch()
+    patch.setenv("FEDPHARMA_CACHE_DIR", str(tmp_path_factory.mktemp("feature-cache")))
+    yield
+    patch.undo()

@@ -42,8 +42,8 @@ def test_chembl2321810_is_a_pic50_regression_with_scaffold_groups() -> None:
     assert dataset.task == "regression"
     assert dataset.task_names == ("pIC50",)
     assert dataset.features.shape == (len(dataset), 256)
-    assert np.isfinite(dataset.labels).all()
-    assert 3.0 < float(dataset.labels.mean()) < 10.0
+    assert np.isfinite(dataset.dense_labels()).all()
+    assert 3.0 < float(dataset.dense_labels().mean()) < 10.0
     assert 10 < np.unique(dataset.groups).size < len(dataset)
 
 
@@ -80,7 +80,8 @@ def test_molecule_csv_excludes_and_reports_invalid_and_unlabelled_rows(tmp_path:
     assert len(dataset) == 2
     assert report.invalid == ((1, "unparsable"), (3, "empty"))
     assert report.unlabelled == (2,)
-    assert np.isnan(dataset.labels[0, 1]) and dataset.labels[1, 1] == 1.0
+    labels = dataset.dense_labels()
+    assert np.isnan(labels[0, 1]) and labels[1, 1] == 1.0
     assert dataset.task_names == ("ic50", "herg")
     assert "C1CC" not in report.summary()
 
@@ -97,7 +98,7 @@ def test_non_numeric_labels_are_reported_by_column_and_row(tmp_path: Path) -> No
     path = tmp_path / "assay.csv"
     path.write_text("smiles,y\nCCO,5\nCCN,active\n", encoding="utf-8")
     config = DatasetConfig(path=str(path), label_columns=("y",), task="regression")
-    with pytest.raises(DataError, match=r"'y' has 1 non-numeric or infinite values .*row 1"):
+    with pytest.raises(DataError, match=r"'y' has 1 non-numeric or infinite values .*data row 2"):
         load_dataset(config, SMALL)
 
 
@@ -113,7 +114,7 @@ def test_sdf_labels_come_from_sd_properties(tmp_path: Path) -> None:
     config = DatasetConfig(path=str(path), label_columns=("active",), task="classification")
     dataset, report = load_dataset(config, SMALL)
     assert report is not None and report.unlabelled == (1,)
-    assert dataset.labels[:, 0].tolist() == [1.0, 0.0]
+    assert dataset.dense_labels()[:, 0].tolist() == [1.0, 0.0]
     with pytest.raises(DataError, match="lacks SD properties: pIC50; properties present: active"):
         load_dataset(
             DatasetConfig(path=str(path), label_columns=("pIC50",), task="regression"), SMALL
@@ -152,7 +153,7 @@ def test_esol_loads_from_the_shared_data(shared_data: Path) -> None:
     assert report is not None and report.n_input == 1128
     assert len(dataset) == report.n_kept >= 1100
     assert dataset.n_tasks == 1
-    assert np.isfinite(dataset.labels).all()
+    assert np.isfinite(dataset.dense_labels()).all()
 
 
 def test_tox21_loads_from_the_shared_data_with_sparse_labels(shared_data: Path) -> None:
@@ -165,6 +166,7 @@ def test_tox21_loads_from_the_shared_data_with_sparse_labels(shared_data: Path) 
     assert report is not None
     assert len(dataset) >= 7800
     assert report.invalid, "a few Tox21 SMILES do not parse; they must be reported"
-    assert dataset.labels.shape == (len(dataset), 12)
-    assert np.isnan(dataset.labels).any()
-    assert set(np.unique(dataset.labels[np.isfinite(dataset.labels)])) == {0.0, 1.0}
+    labels = dataset.dense_labels()
+    assert labels.shape == (len(dataset), 12)
+    assert np.isnan(labels).any()
+    assert set(np.unique(labels[np.isfinite(labels)])) == {0.0, 1.0}

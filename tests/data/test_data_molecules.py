@@ -63,8 +63,8 @@ def test_summary_lists_unlabelled_rows_and_truncates_long_lists() -> None:
     )
     assert report.n_kept == 16
     summary = report.summary(max_rows=3)
-    assert "rows 0, 1, 2, …" in summary
-    assert "2 dropped with no label (rows 20, 21)" in summary
+    assert "rows 1, 2, 3, …" in summary  # 1-based data rows
+    assert "2 dropped with no label (rows 21, 22)" in summary
 
 
 @pytest.mark.parametrize(

@@ -54,6 +54,13 @@ class DatasetConfig:
     # the data file if there is one, else a schema inferred from the data (and printed).
     schema: str | None = None
     test_fraction: float = bounded(0.2, 0.05, 0.5)
+    # Rows holding the same standardized molecule: keep all, average their labels, or keep the
+    # first (fedpharma.data.import_report.DUPLICATE_POLICIES).
+    duplicates: str = choice("keep", "mean", "first", default="keep")
+    # Featurized molecule files are cached, keyed by file and preprocessing recipe
+    # (fedpharma.data.feature_cache); cache_dir unset: the user's cache folder.
+    cache: bool = True
+    cache_dir: str | None = None
 
 
 @dataclass(frozen=True)
@@ -114,6 +121,11 @@ class TrainingConfig:
     # Start the output layer at the consortium's pooled label mean / spread (sites release three
     # sums per task once; skipped under differential privacy, where it would be unaccounted).
     calibrate_output: bool = True
+    # Where a site trains: "cpu", "cuda" (refused without a GPU) or "auto" (cuda when present).
+    # The coordinator never trains, so it ignores both settings.
+    device: str = choice("auto", "cpu", "cuda", default="cpu")
+    # "bf16": autocast matmuls to bfloat16 (weights, optimizer and updates stay float32).
+    precision: str = choice("fp32", "bf16", default="fp32")
 
 
 @dataclass(frozen=True)

@@ -1,9 +1,15 @@
-"""The in-memory form every data source is turned into: features, labels, groups."""
+"""The in-memory form every data source is turned into: features, labels, groups.
+
+Features and labels are either dense float32 matrices or :class:`SparseMatrix` (CSR) ones: folded
+fingerprint counts are ~2 % non-zero and multitask assay labels under 1 % present, so a large
+partner's data is held sparse and only a minibatch at a time is ever made dense.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Literal, TypeAlias
 
 import numpy as np
 import numpy.typing as npt
@@ -12,16 +18,120 @@ Objective = Literal["regression", "classification"]
 
 
 @dataclass(frozen=True)
+class SparseMatrix:
+    """A row-compressed (CSR) matrix: row ``i`` holds ``values[indptr[i]:indptr[i+1]]`` at the
+    columns ``indices[indptr[i]:indptr[i+1]]``; every other entry is the fill value.
+
+    Features fill with 0 (absent fingerprint bits); labels fill with NaN (a (row, task) pair
+    nobody measured), so a sparse label matrix is the list of (row, task, value) triples.
+    ``values`` may be a small integer type (fingerprint counts as ``uint16``); :meth:`dense`
+    returns float32.
+    """
+
+    indptr: npt.NDArray[np.int64]
+    indices: npt.NDArray[np.int32]
+    values: npt.NDArray[np.generic]
+    n_columns: int
+    fill: float = 0.0
+
+    def __post_init__(self) -> None:
+        if self.indptr.ndim != 1 or self.indptr.size < 1 or self.indptr[0] != 0:
+            raise ValueError("indptr must be 1-D and start at 0")
+        if self.indices.shape != self.values.shape or self.indices.size != self.indptr[-1]:
+            raise ValueError("indices and values must both hold indptr[-1] entries")
+        if self.indices.size and (self.indices.min() < 0 or self.indices.max() >= self.n_columns):
+            raise ValueError(f"column indices must lie in [0, {self.n_columns})")
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        return (int(self.indptr.size - 1), self.n_columns)
+
+    @property
+    def ndim(self) -> int:
+        return 2
+
+    @property
+    def nnz(self) -> int:
+        return int(self.indices.size)
+
+    def row_lengths(self) -> npt.NDArray[np.int64]:
+        return np.diff(self.indptr)
+
+    def take(self, rows: npt.NDArray[np.integer]) -> SparseMatrix:
+        """The rows ``rows`` (any order, repeats allowed), as a new matrix."""
+        rows = np.asarray(rows, dtype=np.int64)
+        starts, ends = self.indptr[rows], self.indptr[rows + 1]
+        lengths = ends - starts
+        indptr = np.zeros(rows.size + 1, dtype=np.int64)
+        np.cumsum(lengths, out=indptr[1:])
+        # position k of the output comes from starts[row of k] + (k − indptr[row of k])
+        positions = np.repeat(starts - indptr[:-1], lengths) + np.arange(indptr[-1])
+        return SparseMatrix(
+            indptr, self.indices[positions], self.values[positions], self.n_columns, self.fill
+        )
+
+    def dense(self, rows: npt.NDArray[np.integer] | None = None) -> npt.NDArray[np.float32]:
+        """A dense float32 copy of ``rows`` (all rows if ``None``): for minibatches and small
+        (test) sets only."""
+        part = self if rows is None else self.take(rows)
+        out = np.full(part.shape, self.fill, dtype=np.float32)
+        row_of = np.repeat(np.arange(part.shape[0]), part.row_lengths())
+        out[row_of, part.indices] = part.values
+        return out
+
+    @staticmethod
+    def concatenate(parts: Sequence[SparseMatrix]) -> SparseMatrix:
+        """The rows of ``parts`` one after another (same columns and fill)."""
+        if not parts or len({(p.n_columns, p.fill) for p in parts}) != 1:
+            raise ValueError("concatenate needs matrices with the same columns and fill")
+        offsets = np.cumsum([0] + [p.nnz for p in parts[:-1]])
+        shifted = [p.indptr[1:] + o for p, o in zip(parts, offsets, strict=True)]
+        indptr = np.concatenate([np.zeros(1, np.int64), *shifted])
+        return SparseMatrix(
+            indptr,
+            np.concatenate([p.indices for p in parts]),
+            np.concatenate([p.values for p in parts]),
+            parts[0].n_columns,
+            parts[0].fill,
+        )
+
+
+Matrix: TypeAlias = npt.NDArray[np.float32] | SparseMatrix
+"""A dataset's features or labels: dense, or CSR (:class:`SparseMatrix`)."""
+
+
+def take_rows(matrix: Matrix, rows: npt.NDArray[np.integer]) -> Matrix:
+    """The rows ``rows`` of a dense or sparse matrix."""
+    return matrix.take(rows) if isinstance(matrix, SparseMatrix) else matrix[rows]
+
+
+def concatenate_rows(parts: Sequence[Matrix]) -> Matrix:
+    """The rows of ``parts`` one after another (all dense or all sparse)."""
+    sparse = [p for p in parts if isinstance(p, SparseMatrix)]
+    if sparse and len(sparse) != len(parts):
+        raise ValueError("cannot concatenate dense and sparse matrices")
+    if sparse:
+        return SparseMatrix.concatenate(sparse)
+    return np.concatenate([p for p in parts if not isinstance(p, SparseMatrix)])
+
+
+def dense(matrix: Matrix) -> npt.NDArray[np.float32]:
+    """``matrix`` as a dense float32 array (a copy only when sparse)."""
+    return matrix.dense() if isinstance(matrix, SparseMatrix) else matrix
+
+
+@dataclass(frozen=True)
 class Dataset:
     """Model-ready arrays for one site (or for a whole dataset before partitioning).
 
-    ``labels`` has one column per task; NaN marks a missing label (multitask assay data is
-    sparse). ``groups`` assigns each row a group id: its Bemis–Murcko scaffold (molecules) or its
-    site (tabular data with a site column); partitioning and scaffold splits keep groups whole.
+    ``labels`` has one column per task; a missing label (multitask assay data is sparse) is NaN
+    in a dense matrix and simply absent from a sparse one. ``groups`` assigns each row a group
+    id: its Bemis–Murcko scaffold (molecules) or its site (tabular data with a site column);
+    partitioning and scaffold splits keep groups whole.
     """
 
-    features: npt.NDArray[np.float32]
-    labels: npt.NDArray[np.float32]
+    features: Matrix
+    labels: Matrix
     task: Objective
     task_names: tuple[str, ...]
     groups: npt.NDArray[np.int64]
@@ -38,6 +148,8 @@ class Dataset:
             raise ValueError(
                 f"labels have shape {self.labels.shape}, expected ({n}, {len(self.task_names)})"
             )
+        if isinstance(self.labels, SparseMatrix) and not np.isnan(self.labels.fill):
+            raise ValueError("sparse labels must fill with NaN (a missing label)")
         if self.groups.shape != (n,):
             raise ValueError(f"groups have shape {self.groups.shape}, expected ({n},)")
 
@@ -52,10 +164,14 @@ class Dataset:
     def n_tasks(self) -> int:
         return len(self.task_names)
 
+    def dense_labels(self) -> npt.NDArray[np.float32]:
+        """Labels as a dense n×t float32 matrix with NaN where missing (for evaluation sets)."""
+        return dense(self.labels)
+
     def subset(self, rows: npt.NDArray[np.integer], name: str | None = None) -> Dataset:
         return Dataset(
-            features=self.features[rows],
-            labels=self.labels[rows],
+            features=take_rows(self.features, rows),
+            labels=take_rows(self.labels, rows),
             task=self.task,
             task_names=self.task_names,
             groups=self.groups[rows],

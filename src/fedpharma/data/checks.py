@@ -17,7 +17,7 @@ from dataclasses import dataclass
 import numpy as np
 import numpy.typing as npt
 
-from fedpharma.core.dataset import Dataset
+from fedpharma.core.dataset import Dataset, dense
 from fedpharma.data.tabular import Column, TabularSchema
 
 RULES = ("recorded", "range", "constant", "labels")
@@ -44,7 +44,7 @@ def _feature_blocks(
     start = 0
     for column in schema.feature_columns:
         width = len(column.categories) if column.type == "category" else 1
-        yield column, data.features[:, start : start + width]
+        yield column, dense(data.features)[:, start : start + width]
         start += width
 
 
@@ -76,7 +76,8 @@ def _labels(schema: TabularSchema, data: Dataset) -> Iterator[RuleOutcome]:
     if data.task != "classification":
         return
     for j, name in enumerate(schema.label_columns):
-        observed = data.labels[:, j][~np.isnan(data.labels[:, j])]
+        labels = data.dense_labels()[:, j]
+        observed = labels[~np.isnan(labels)]
         yield RuleOutcome("labels", name, set(np.unique(observed).tolist()) == {0.0, 1.0})
 
 

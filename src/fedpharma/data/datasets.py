@@ -16,7 +16,6 @@ tabular-only use never loads it.
 from __future__ import annotations
 
 import csv
-import math
 import os
 from collections.abc import Sequence
 from dataclasses import replace
@@ -27,19 +26,18 @@ import numpy as np
 import numpy.typing as npt
 
 from fedpharma.core.config import DatasetConfig, FeaturesConfig
-from fedpharma.core.dataset import Dataset, Objective
+from fedpharma.core.dataset import Dataset, Matrix, Objective, SparseMatrix
 from fedpharma.core.errors import DataError
+from fedpharma.data.import_report import MoleculeReport
 from fedpharma.data.schema import check_roles, load_schema, schema_beside
 from fedpharma.data.tabular import (
     TabularSchema,
     infer_schema,
-    read_csv_columns,
     read_tabular,
-    require_columns,
 )
 
 if TYPE_CHECKING:
-    from fedpharma.data.molecules import MoleculeReport, ParsedMolecules
+    from fedpharma.data.loading import Featurized
     from fedpharma.data.permutation import FingerprintPermutation
 
 BUNDLED: dict[str, str] = {
@@ -89,10 +87,15 @@ def load_dataset(
     if cfg.kind == "tabular":
         schema, _declared = resolve_schema(cfg)
         return read_tabular(path, schema, task, name=_stem(path)), None
-    if path.name.lower().endswith((".sdf", ".sdf.gz")):
-        return _load_sdf(path, cfg.label_columns, task, features, permutation)
-    return _load_molecule_csv(
-        path, cfg.smiles_column, cfg.label_columns, task, features, permutation
+    sdf = path.name.lower().endswith((".sdf", ".sdf.gz"))
+    return _molecule_dataset(
+        _featurized_file(cfg, path, features, sdf),
+        task,
+        tuple(cfg.label_columns),
+        features,
+        _stem(path),
+        permutation,
+        cfg.duplicates,
     )
 
 
@@ -118,111 +121,195 @@ def _stem(path: Path) -> str:
     return path.name.split(".")[0]
 
 
-def _parse_labels(
-    columns: Sequence[Sequence[str]], names: Sequence[str], source: str
-) -> npt.NDArray[np.float32]:
-    """Label cells (one sequence per label column) as floats; empty cells → NaN."""
-    out = np.full((len(columns[0]) if columns else 0, len(names)), np.nan, dtype=np.float32)
-    for j, (name, cells) in enumerate(zip(names, columns, strict=True)):
-        bad: list[int] = []
-        for i, text in enumerate(cells):
-            if not text.strip():
-                continue
-            try:
-                value = float(text)
-            except ValueError:
-                bad.append(i)
-                continue
-            if math.isinf(value):
-                bad.append(i)
-            else:
-                out[i, j] = value
-        if bad:
-            raise DataError(
-                f"{source}: label column {name!r} has {len(bad)} non-numeric or infinite "
-                f"values (first: data row {bad[0]})"
-            )
-    return out
-
-
 def _molecule_dataset(
-    parsed: ParsedMolecules,
-    labels: npt.NDArray[np.float32],
+    featurized: Featurized,
     task: Objective,
     task_names: tuple[str, ...],
     features: FeaturesConfig,
     name: str,
     permutation: FingerprintPermutation | None,
+    duplicates: str = "keep",
 ) -> tuple[Dataset, MoleculeReport]:
-    """Keep valid molecules with at least one label; featurize (and permute); scaffold groups;
-    report."""
-    from fedpharma.data.molecules import feature_names, featurize, scaffold_groups
+    """Keep valid molecules with at least one label, check the labels for ``task``, merge
+    duplicates by policy, assemble the (sparse) features, permute them; scaffold groups; report."""
+    from fedpharma.data.chunk_features import REASONS
+    from fedpharma.data.molecules import feature_names
 
-    labels = labels[parsed.rows]
-    has_label = np.isfinite(labels).any(axis=1)
-    report = replace(parsed.report, unlabelled=tuple(int(r) for r in parsed.rows[~has_label]))
-    mols = [parsed.mols[i] for i in np.flatnonzero(has_label)]
-    if not mols:
+    labels = featurized.labels.take(featurized.valid)
+    has_label = labels.row_lengths() > 0
+    keep = np.flatnonzero(has_label)
+    report = MoleculeReport(
+        n_input=featurized.n_input,
+        n_valid=int(featurized.valid.size),
+        invalid=tuple(
+            (int(row), REASONS[code])
+            for row, code in zip(
+                featurized.invalid_rows.tolist(), featurized.invalid_codes.tolist(), strict=True
+            )
+        ),
+        unlabelled=tuple(int(r) for r in featurized.valid[~has_label]),
+        salts_stripped=featurized.salts_stripped,
+    )
+    if keep.size == 0:
         raise DataError(f"{name}: no usable molecules — {report.summary()}")
-    matrix = featurize(mols, features)
+    labels = labels.take(keep)
+    _check_labels(labels, task, task_names, featurized.valid[keep], name)
+    keys = featurized.molecule_keys[keep]
+    first_rows = np.unique(keys, return_index=True)[1]
+    report = replace(
+        report, duplicates=int(keep.size - first_rows.size), duplicate_policy=duplicates
+    )
+    if duplicates != "keep" and report.duplicates:
+        if duplicates == "mean" and task == "classification":
+            raise DataError(
+                f'{name}: duplicates = "mean" averages regression labels; for a classification '
+                f'task set [dataset] duplicates = "first" or "keep"'
+            )
+        merged = np.sort(first_rows)
+        mean = duplicates == "mean"
+        labels = _mean_labels(labels, keys, merged) if mean else labels.take(merged)
+        keep = keep[merged]
+    matrix = _feature_matrix(featurized, keep, features)
+    if permutation is not None:
+        matrix = permute_columns(matrix, permutation)
     dataset = Dataset(
-        features=matrix if permutation is None else permutation.apply(matrix),
-        labels=labels[has_label],
+        features=matrix,
+        labels=labels,
         task=task,
         task_names=task_names,
-        groups=scaffold_groups(mols),
+        groups=_first_appearance_ids(featurized.scaffold_keys[keep]),
         name=name,
         feature_names=feature_names(features),
     )
     return dataset, report
 
 
-def _load_molecule_csv(
-    path: Path,
-    smiles_column: str,
-    label_columns: Sequence[str],
+def _check_labels(
+    labels: SparseMatrix,
     task: Objective,
-    features: FeaturesConfig,
-    permutation: FingerprintPermutation | None,
-) -> tuple[Dataset, MoleculeReport]:
-    from fedpharma.data.molecules import parse_smiles
-
-    header, rows = read_csv_columns(path)
-    require_columns(header, [smiles_column, *label_columns], str(path))
-    smiles = [row[header.index(smiles_column)] for row in rows]
-    label_cells = [[row[header.index(n)] for row in rows] for n in label_columns]
-    labels = _parse_labels(label_cells, label_columns, str(path))
-    parsed = parse_smiles(smiles)
-    return _molecule_dataset(
-        parsed, labels, task, tuple(label_columns), features, _stem(path), permutation
+    names: Sequence[str],
+    rows: npt.NDArray[np.int64],
+    source: str,
+) -> None:
+    """Classification labels must be 0 or 1: name the column (and a row) that is not."""
+    if task != "classification":
+        return
+    bad = (labels.values != 0) & (labels.values != 1)
+    if not bad.any():
+        return
+    columns = np.unique(labels.indices[bad])
+    first = int(np.flatnonzero(bad)[0])
+    row = int(rows[np.searchsorted(labels.indptr, first, side="right") - 1])
+    listed = ", ".join(repr(names[c]) for c in columns[:5]) + (", …" if columns.size > 5 else "")
+    raise DataError(
+        f'{source}: task = "classification" needs labels 0 or 1, but label column(s) '
+        f"{listed} hold other values ({int(bad.sum())} cells; first: data row {row + 1}); "
+        f'set [dataset] task = "regression" or binarize the column(s)'
     )
 
 
-def _load_sdf(
-    path: Path,
-    label_columns: Sequence[str],
-    task: Objective,
-    features: FeaturesConfig,
-    permutation: FingerprintPermutation | None,
-) -> tuple[Dataset, MoleculeReport]:
-    """Labels come from SD properties; a property absent from a record is a missing label."""
-    from fedpharma.data.molecules import parse_sdf
+def _mean_labels(
+    labels: SparseMatrix, keys: npt.NDArray[np.int64], first_rows: npt.NDArray[np.intp]
+) -> SparseMatrix:
+    """One row per distinct key (in ``first_rows`` order): per task, the mean of the observed
+    values of the rows sharing that key."""
+    _, group = np.unique(keys, return_inverse=True)
+    rank = np.empty(first_rows.size, np.int64)
+    rank[np.argsort(group[first_rows])] = np.arange(first_rows.size)  # group id → output row
+    out_row = rank[group][np.repeat(np.arange(keys.size), labels.row_lengths())]
+    cell = out_row * labels.n_columns + labels.indices
+    cells, inverse = np.unique(cell, return_inverse=True)
+    sums = np.bincount(inverse, weights=labels.values.astype(np.float64))
+    counts = np.bincount(inverse)
+    rows_of = cells // labels.n_columns
+    indptr = np.zeros(first_rows.size + 1, np.int64)
+    np.cumsum(np.bincount(rows_of, minlength=first_rows.size), out=indptr[1:])
+    return SparseMatrix(
+        indptr,
+        (cells % labels.n_columns).astype(np.int32),
+        (sums / counts).astype(np.float32),
+        labels.n_columns,
+        fill=labels.fill,
+    )
 
-    parsed, properties = parse_sdf(path)
-    seen = {key for record in properties for key in record}
-    missing = [n for n in label_columns if n not in seen]
-    if missing:
+
+def _feature_matrix(
+    featurized: Featurized, rows: npt.NDArray[np.integer], features: FeaturesConfig
+) -> Matrix:
+    """The model inputs of the valid molecules ``rows``: the fingerprint as CSR (descriptors,
+    if any, appended as stored columns after it), or dense descriptors alone."""
+    descriptors = featurized.descriptors[rows]
+    if features.fingerprint != "morgan":
+        return np.ascontiguousarray(descriptors, dtype=np.float32)
+    fingerprints = featurized.fingerprints.take(rows)
+    if not features.descriptors:
+        return fingerprints
+    width = descriptors.shape[1]
+    fp_lengths = fingerprints.row_lengths()
+    lengths = fp_lengths + width
+    indptr = np.zeros(rows.size + 1, np.int64)
+    np.cumsum(lengths, out=indptr[1:])
+    indices = np.empty(int(indptr[-1]), np.int32)
+    values = np.empty(int(indptr[-1]), np.float32)
+    is_fp = np.ones(indices.size, bool)
+    descriptor_at = (indptr[1:, None] - width + np.arange(width)).ravel()
+    is_fp[descriptor_at] = False
+    indices[is_fp] = fingerprints.indices
+    values[is_fp] = fingerprints.values
+    indices[descriptor_at] = np.tile(np.arange(width, dtype=np.int32) + features.n_bits, rows.size)
+    values[descriptor_at] = descriptors.ravel()
+    return SparseMatrix(indptr, indices, values, features.n_bits + width)
+
+
+def permute_columns(matrix: Matrix, permutation: FingerprintPermutation) -> Matrix:
+    """``permutation.apply`` for dense or CSR features (a CSR matrix maps its column indices)."""
+    if not isinstance(matrix, SparseMatrix):
+        return permutation.apply(matrix)
+    if matrix.n_columns < permutation.n_bits:
         raise DataError(
-            f"{path} lacks SD properties: {', '.join(missing)}; "
-            f"properties present: {', '.join(sorted(seen)) or 'none'}"
+            f"the fingerprint permutation needs at least {permutation.n_bits} fingerprint "
+            f"columns, got {matrix.n_columns}"
         )
-    label_cells = [[record.get(n, "") for record in properties] for n in label_columns]
-    valid_labels = _parse_labels(label_cells, label_columns, str(path))
-    labels = np.full((parsed.report.n_input, len(label_columns)), np.nan, dtype=np.float32)
-    labels[parsed.rows] = valid_labels
-    return _molecule_dataset(
-        parsed, labels, task, tuple(label_columns), features, _stem(path), permutation
-    )
+    destination = np.arange(matrix.n_columns, dtype=np.int32)
+    destination[np.asarray(permutation.order)] = np.arange(permutation.n_bits, dtype=np.int32)
+    return replace(matrix, indices=destination[matrix.indices])
+
+
+def _first_appearance_ids(keys: npt.NDArray[np.int64]) -> npt.NDArray[np.int64]:
+    """Equal non-zero keys share an id, each zero key (no scaffold) gets its own; ids count up
+    in order of first appearance (as :func:`fedpharma.data.molecules.scaffold_groups`)."""
+    keys = keys.copy()
+    acyclic = keys == 0
+    keys[acyclic] = -np.arange(1, int(acyclic.sum()) + 1)  # distinct; real keys are never ≤ -n
+    _, first, inverse = np.unique(keys, return_index=True, return_inverse=True)
+    rank = np.empty(first.size, np.int64)
+    rank[np.argsort(first)] = np.arange(first.size)
+    return rank[inverse.ravel()]
+
+
+def _featurized_file(
+    cfg: DatasetConfig, path: Path, features: FeaturesConfig, sdf: bool
+) -> Featurized:
+    """The file featurized: from the feature cache when it holds this file and recipe."""
+    from fedpharma.data import feature_cache
+    from fedpharma.data.loading import read_csv_molecules, read_sdf_molecules
+
+    reader = {
+        "sdf": sdf,
+        "smiles_column": None if sdf else cfg.smiles_column,
+        "label_columns": list(cfg.label_columns),
+    }
+    folder = Path(cfg.cache_dir) if cfg.cache_dir else feature_cache.default_cache_dir()
+    key = feature_cache.cache_key(path, features, reader) if cfg.cache else ""
+    if cfg.cache and (cached := feature_cache.load(folder, key)) is not None:
+        return cached
+    if sdf:
+        featurized = read_sdf_molecules(path, cfg.label_columns, features)
+    else:
+        featurized = read_csv_molecules(path, cfg.smiles_column, cfg.label_columns, features)
+    if cfg.cache:
+        feature_cache.save(folder, key, featurized)
+    return featurized
 
 
 def rdkit_freewilson_dir() -> str:
@@ -236,7 +323,7 @@ def _load_chembl2321810(
     features: FeaturesConfig, permutation: FingerprintPermutation | None
 ) -> tuple[Dataset, MoleculeReport]:
     """SMILES from ``CHEMBL2321810.smi`` (SMILES, id), pIC50 from ``CHEMBL2321810_act.csv``."""
-    from fedpharma.data.molecules import parse_smiles
+    from fedpharma.data.loading import LabelCollector, featurize_smiles_list
 
     folder = rdkit_freewilson_dir()
     smiles_file = os.path.join(folder, "CHEMBL2321810.smi")
@@ -258,10 +345,11 @@ def _load_chembl2321810(
                 continue
             smiles.append(fields[0])
             label_cells.append(activity.get(fields[1], "") if len(fields) > 1 else "")
-    labels = _parse_labels([label_cells], ["pIC50"], smiles_file)
+    labels = LabelCollector(["pIC50"], smiles_file)
+    for row, cell in enumerate(label_cells):
+        labels.add(row, [cell])
     return _molecule_dataset(
-        parse_smiles(smiles),
-        labels,
+        featurize_smiles_list(smiles, labels.matrix(len(smiles)), features),
         "regression",
         ("pIC50",),
         features,

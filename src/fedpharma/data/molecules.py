@@ -40,6 +40,7 @@ from rdkit.Chem.Scaffolds import MurckoScaffold
 
 from fedpharma.core.config import FeaturesConfig
 from fedpharma.core.errors import ConfigError, DataError
+from fedpharma.data.import_report import MoleculeReport
 
 REASON_EMPTY = "empty"
 REASON_UNPARSABLE = "unparsable"
@@ -57,50 +58,6 @@ REFERENCE_SET_SIZE = 1000
 """
 
 _IQR_TO_STD = 1.349  # interquartile range of a standard normal distribution
-
-
-@dataclass(frozen=True)
-class MoleculeReport:
-    """What happened to each input molecule, without revealing any structure.
-
-    ``invalid`` holds ``(row, reason)`` for every molecule that could not be used; rows are
-    0-based positions in the input (the first data row of a file is row 0). ``unlabelled`` holds
-    the rows of valid molecules that were dropped because every label was missing.
-    """
-
-    n_input: int
-    n_valid: int
-    invalid: tuple[tuple[int, str], ...]
-    unlabelled: tuple[int, ...] = ()
-
-    @property
-    def n_kept(self) -> int:
-        """Rows that made it into the dataset: valid molecules with at least one label."""
-        return self.n_valid - len(self.unlabelled)
-
-    def summary(self, max_rows: int = 10) -> str:
-        """One human-readable paragraph: counts, and the first rows of each problem."""
-        text = f"{self.n_valid} of {self.n_input} molecules valid"
-        if self.invalid:
-            by_reason: dict[str, list[int]] = {}
-            for row, reason in self.invalid:
-                by_reason.setdefault(reason, []).append(row)
-            parts = [
-                f"{len(rows)} {reason} (rows {_first_rows(rows, max_rows)})"
-                for reason, rows in by_reason.items()
-            ]
-            text += f"; {len(self.invalid)} invalid: " + "; ".join(parts)
-        if self.unlabelled:
-            text += (
-                f"; {len(self.unlabelled)} dropped with no label "
-                f"(rows {_first_rows(self.unlabelled, max_rows)})"
-            )
-        return text
-
-
-def _first_rows(rows: Sequence[int], max_rows: int) -> str:
-    shown = ", ".join(str(r) for r in rows[:max_rows])
-    return shown + (", …" if len(rows) > max_rows else "")
 
 
 @dataclass(frozen=True)
@@ -140,7 +97,7 @@ def canonical_smiles(mol: Chem.Mol) -> str:
     return str(Chem.MolToSmiles(mol))
 
 
-def _standardize_or_reason(mol: Chem.Mol | None) -> Chem.Mol | str:
+def standardize_or_reason(mol: Chem.Mol | None) -> Chem.Mol | str:
     """A standardized molecule, or the reason it is unusable."""
     if mol is None:
         return REASON_UNPARSABLE
@@ -181,7 +138,7 @@ def parse_smiles(smiles: Sequence[str | None]) -> ParsedMolecules:
             return REASON_EMPTY
         with rdBase.BlockLogs():
             mol = Chem.MolFromSmiles(text.strip())
-        return _standardize_or_reason(mol)
+        return standardize_or_reason(mol)
 
     return _collect(one(text) for text in smiles)
 
@@ -198,7 +155,7 @@ def parse_sdf(path: str | os.PathLike[str]) -> tuple[ParsedMolecules, list[dict[
     def candidates() -> Iterable[Chem.Mol | str]:
         with opener(path, "rb") as handle, rdBase.BlockLogs():
             for record in Chem.ForwardSDMolSupplier(handle):
-                result = _standardize_or_reason(record)
+                result = standardize_or_reason(record)
                 if not isinstance(result, str):
                     properties.append({k: str(v) for k, v in record.GetPropsAsDict().items()})
                 yield result
@@ -283,7 +240,7 @@ def reference_descriptor_statistics() -> DescriptorStatistics:
     for text in smiles:
         with rdBase.BlockLogs():
             mol = Chem.MolFromSmiles(text)
-        result = _standardize_or_reason(mol)
+        result = standardize_or_reason(mol)
         if not isinstance(result, str):
             mols.append(result)
             if len(mols) == REFERENCE_SET_SIZE:
@@ -307,8 +264,15 @@ def normalized_descriptors(mols: Sequence[Chem.Mol]) -> npt.NDArray[np.float32]:
     would otherwise dominate) and non-finite values become 0, i.e. the reference median.
     """
     stats = reference_descriptor_statistics()
+    return normalize_descriptors(raw_descriptors(mols), stats.center, stats.scale)
+
+
+def normalize_descriptors(
+    raw: npt.NDArray[np.float64], center: npt.NDArray[np.float64], scale: npt.NDArray[np.float64]
+) -> npt.NDArray[np.float32]:
+    """``(raw - center) / scale``, clipped to ±:data:`DESCRIPTOR_CLIP`, non-finite → 0."""
     with np.errstate(invalid="ignore", over="ignore"):
-        normalized = (raw_descriptors(mols) - stats.center) / stats.scale
+        normalized = (raw - center) / scale
     normalized = np.clip(normalized, -DESCRIPTOR_CLIP, DESCRIPTOR_CLIP)
     normalized[~np.isfinite(normalized)] = 0.0
     return normalized.astype(np.float32)

@@ -48,7 +48,7 @@ def partition(dataset: Dataset, config: PartitionConfig, rng: np.random.Generato
         return scaffold_partition(dataset.groups, config.n_sites, rng)
     if config.method == "dirichlet":
         return dirichlet_label_partition(
-            dataset.labels, dataset.task, config.n_sites, config.alpha, rng
+            dataset.dense_labels(), dataset.task, config.n_sites, config.alpha, rng
         )
     if config.method == "quantity":
         min_rows = max(1, min(QUANTITY_MIN_ROWS_PER_SITE, n_rows // max(config.n_sites, 1)))
@@ -213,7 +213,7 @@ def holdout_split(
     by outcome for other classification records (a small site keeps both outcomes in test)."""
     if molecules or data.task != "classification":
         return scaffold_split(data.groups, test_fraction, rng)
-    return stratified_split(data.labels, test_fraction, rng)
+    return stratified_split(data.dense_labels(), test_fraction, rng)
 
 
 def stratified_split(

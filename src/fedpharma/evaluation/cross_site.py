@@ -100,7 +100,7 @@ def cross_site_matrix(
             return at_home[LOCAL][site]
         data = tests[site]
         predictions = local_predictors[owner].predict(params, data)
-        return compute_metrics(data.task, data.labels, predictions)
+        return compute_metrics(data.task, data.dense_labels(), predictions)
 
     rows = [CrossSiteRow(FEDERATED, None, {site: at_home[FEDERATED][site] for site in sites})]
     rows += [

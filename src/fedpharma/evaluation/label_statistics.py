@@ -6,7 +6,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-import numpy.typing as npt
+
+from fedpharma.core.dataset import Matrix, SparseMatrix
 
 
 @dataclass(frozen=True)
@@ -18,8 +19,17 @@ class LabelSums:
     sum_of_squares: tuple[float, ...]
 
 
-def label_sums(labels: npt.NDArray[np.floating]) -> LabelSums:
-    """A site's contribution, over its observed labels only (a missing label is NaN)."""
+def label_sums(labels: Matrix) -> LabelSums:
+    """A site's contribution, over its observed labels only (a missing label is NaN, or absent
+    from a sparse matrix)."""
+    if isinstance(labels, SparseMatrix):
+        tasks, values = labels.indices, labels.values.astype(np.float64)
+        width = labels.n_columns
+        return LabelSums(
+            tuple(np.bincount(tasks, minlength=width).astype(float).tolist()),
+            tuple(np.bincount(tasks, weights=values, minlength=width).tolist()),
+            tuple(np.bincount(tasks, weights=values**2, minlength=width).tolist()),
+        )
     observed = ~np.isnan(labels)
     values = np.where(observed, labels, 0.0).astype(np.float64)
     columns = range(labels.shape[1])

@@ -201,7 +201,7 @@ def audit_membership(
     nonmember_set = nonmembers.subset(_subsample(nonmember_rows, size, rng))
 
     def losses(params: Parameters, data: Dataset) -> FloatArray:
-        return per_example_loss(data.task, data.labels, predictor.predict(params, data))
+        return per_example_loss(data.task, data.dense_labels(), predictor.predict(params, data))
 
     member_losses = losses(target, member_set)
     nonmember_losses = losses(target, nonmember_set)
@@ -245,7 +245,7 @@ def _losses(values: npt.ArrayLike, what: str) -> FloatArray:
 
 
 def _labelled_rows(data: Dataset, what: str) -> npt.NDArray[np.int64]:
-    rows = np.flatnonzero((~np.isnan(data.labels)).any(axis=1)).astype(np.int64)
+    rows = np.flatnonzero((~np.isnan(data.dense_labels())).any(axis=1)).astype(np.int64)
     if rows.size == 0:
         raise DataError(
             f"membership audit: the {what} ({data.name!r}, {len(data)} rows) have no observed label"

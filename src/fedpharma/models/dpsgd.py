@@ -33,6 +33,7 @@ from fedpharma.core.config import ModelConfig, TrainingConfig
 from fedpharma.core.errors import ConfigError, DataError
 from fedpharma.core.params import Parameters
 from fedpharma.models.base import FitOutput
+from fedpharma.models.device import autocast
 from fedpharma.models.loss import masked_multitask_loss
 from fedpharma.models.networks import build_model, trainable_weights
 from fedpharma.models.parameters import get_parameters, set_parameters
@@ -195,10 +196,11 @@ class DPSGDTrainer:
             noise_multiplier=noise_multiplier,
             max_grad_norm=max_grad_norm,
         )
-        features, labels = self._plain._tensors(data)
+        tensors = self._plain._tensors(data)
+        device, precision = tensors.device, self.training_config.precision
 
         # A fresh network per call: Opacus hooks it, and the hooks must not outlive this fit.
-        network = build_model(self.model_config, self.n_features, self.n_tasks)
+        network = build_model(self.model_config, self.n_features, self.n_tasks).to(device)
         set_parameters(network, params)
         weights = trainable_weights(network, self.model_config)
         # Frozen weights get no per-record gradient and no noise: Opacus skips them.
@@ -212,8 +214,11 @@ class DPSGDTrainer:
         if self.secure_mode:
             # Fresh OS-CSPRNG seeds: the task's seed must not determine sampling or noise.
             sample_seed, noise_seed = secrets.randbits(64), secrets.randbits(64)
+        # The loader samples row numbers; a batch's rows are gathered (and, when the features
+        # are sparse, made dense: Opacus computes per-record gradients of dense Linear layers
+        # only) one minibatch at a time.
         loader = DataLoader(
-            TensorDataset(features, labels),
+            TensorDataset(torch.arange(n_examples)),
             batch_size=self.training_config.batch_size,
             generator=torch.Generator().manual_seed(sample_seed),
         )
@@ -228,7 +233,7 @@ class DPSGDTrainer:
                 max_grad_norm=planned.max_grad_norm,
                 poisson_sampling=True,
                 grad_sample_mode="ghost",
-                noise_generator=torch.Generator().manual_seed(noise_seed),
+                noise_generator=torch.Generator(device).manual_seed(noise_seed),
             )
         # Opacus' floating-point-robust sampling of the noise (sum of four draws, halved).
         optimizer.secure_mode = self.secure_mode
@@ -247,13 +252,22 @@ class DPSGDTrainer:
         # Replaces Opacus' own accountant hook: accounting is the site ledger's job.
         optimizer.attach_step_hook(after_noise)
         private_network.train()
-        with torch.random.fork_rng(devices=[]), _expected_opacus_warnings_silenced():
+        devices = [device] if device.type == "cuda" else []
+        with torch.random.fork_rng(devices=devices), _expected_opacus_warnings_silenced():
             torch.default_generator.manual_seed(dropout_seed)
+            if devices:
+                torch.cuda.manual_seed(dropout_seed)
             for _ in range(epochs):
-                weighted_loss, observed = torch.zeros(()), torch.zeros((), dtype=torch.long)
-                for batch_features, batch_labels in private_loader:
+                weighted_loss = torch.zeros((), device=device)
+                observed = torch.zeros((), dtype=torch.long, device=device)
+                for (rows,) in private_loader:
+                    rows = rows.to(device)
+                    batch_features = tensors.dense_features(rows)
+                    batch_labels = tensors.dense_labels(rows)
                     optimizer.zero_grad()
-                    loss = criterion(private_network(batch_features), batch_labels)
+                    with autocast(device, precision):
+                        outputs = private_network(batch_features)
+                    loss = criterion(outputs.float(), batch_labels)
                     loss.backward()
                     optimizer.step()
                     observed_per_record = (~torch.isnan(batch_labels)).sum(dim=1)

@@ -13,30 +13,37 @@ from typing import TYPE_CHECKING
 import torch
 from torch.nn import functional
 
+from fedpharma.models.batches import LabelTriples
+
 if TYPE_CHECKING:
     from fedpharma.core.dataset import Objective
 
 
 def masked_multitask_loss(
-    outputs: torch.Tensor, labels: torch.Tensor, task: Objective
+    outputs: torch.Tensor, labels: torch.Tensor | LabelTriples, task: Objective
 ) -> torch.Tensor:
-    """Mean loss over the observed entries of ``labels`` (n×t, NaN = missing).
+    """Mean loss over the observed entries of ``labels``: dense (n×t, NaN = missing) or the
+    batch's observed (row, task, value) triples, which give the same loss.
 
     Regression: squared error on ``outputs`` as values. Classification: binary cross-entropy on
     ``outputs`` as logits. A batch without a single observed label gives a loss of zero, with a
     zero gradient, so an unlucky minibatch is a no-op rather than a NaN.
     """
+    if isinstance(labels, LabelTriples):
+        predicted = outputs[labels.rows, labels.tasks].float()
+        return _elementwise(predicted, labels.values, task).sum() / max(labels.values.numel(), 1)
     observed = ~torch.isnan(labels)
     # Missing labels become 0 *before* the elementwise loss, so the loss and its derivative are
     # finite there; torch.where then routes exactly zero gradient to those entries.
     targets = torch.where(observed, labels, torch.zeros((), dtype=labels.dtype))
-    if task == "regression":
-        elementwise = (outputs - targets).square()
-    elif task == "classification":
-        elementwise = functional.binary_cross_entropy_with_logits(
-            outputs, targets, reduction="none"
-        )
-    else:
-        raise ValueError(f"unknown task {task!r}; expected 'regression' or 'classification'")
+    elementwise = _elementwise(outputs, targets, task)
     masked = torch.where(observed, elementwise, torch.zeros((), dtype=elementwise.dtype))
     return masked.sum() / observed.sum().clamp(min=1)
+
+
+def _elementwise(outputs: torch.Tensor, targets: torch.Tensor, task: Objective) -> torch.Tensor:
+    if task == "regression":
+        return (outputs - targets).square()
+    if task == "classification":
+        return functional.binary_cross_entropy_with_logits(outputs, targets, reduction="none")
+    raise ValueError(f"unknown task {task!r}; expected 'regression' or 'classification'")

@@ -6,6 +6,7 @@ Only trainable parameters travel (``requires_grad``), in ``state_dict`` order; b
 from __future__ import annotations
 
 import numpy as np
+import torch
 from torch import nn
 
 from fedpharma.core.errors import ProtocolError
@@ -17,7 +18,7 @@ def get_parameters(module: nn.Module) -> Parameters:
     named = [(name, p) for name, p in module.named_parameters() if p.requires_grad]
     return Parameters(
         tuple(name for name, _ in named),
-        tuple(p.detach().cpu().numpy().astype(np.float32, copy=True) for _, p in named),
+        tuple(np.array(p.detach().cpu().numpy(), np.float32, order="C") for _, p in named),
     )
 
 
@@ -43,5 +44,9 @@ def set_parameters(module: nn.Module, params: Parameters) -> None:
                 f"{tuple(target.shape)}"
             )
     for (_, target), array in zip(targets, params.arrays, strict=True):
-        # Writes straight into the tensor's CPU storage: one copy, casting float64 → float32.
-        np.copyto(target.detach().numpy(), array, casting="same_kind")
+        if target.device.type == "cpu":
+            # Writes straight into the tensor's CPU storage: one copy, casting float64 → float32.
+            np.copyto(target.detach().numpy(), array, casting="same_kind")
+        else:  # the host copy is the only one the codec sees; one transfer to the device
+            with torch.no_grad():
+                target.copy_(torch.from_numpy(np.asarray(array, dtype=np.float32)))

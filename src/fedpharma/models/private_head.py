@@ -99,7 +99,7 @@ class PrivateHeadTrainer:
         which only regularises this site's own personalisation.
         """
         if not self._fitted and self.calibrate:
-            self._head = self._calibrated_head(params, data.labels)
+            self._head = self._calibrated_head(params, data.dense_labels())
         self._fitted = True
         out = self.network.fit(
             join_head(params, self._head), data, epochs=epochs, seed=seed, proximal_mu=proximal_mu

@@ -18,7 +18,6 @@ the backward and the step.
 from __future__ import annotations
 
 import time
-import warnings
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -29,6 +28,8 @@ from fedpharma.core.config import ModelConfig, TrainingConfig
 from fedpharma.core.errors import DataError
 from fedpharma.core.params import Parameters
 from fedpharma.models.base import FitOutput
+from fedpharma.models.batches import TensorData
+from fedpharma.models.device import autocast, resolve_device
 from fedpharma.models.loss import masked_multitask_loss
 from fedpharma.models.networks import build_model, trainable_weights
 from fedpharma.models.parameters import get_parameters, set_parameters
@@ -63,6 +64,7 @@ class TorchTrainer:
         self.n_features = n_features
         self.n_tasks = n_tasks
         self._network = build_model(model_config, n_features, n_tasks)
+        self._device: torch.device | None = None  # resolved when the site first trains
 
     def initial_parameters(self, seed: int) -> Parameters:
         """Freshly initialised parameters; the same ``seed`` always gives the same values."""
@@ -90,13 +92,14 @@ class TorchTrainer:
             raise ValueError(f"epochs must be ≥ 1, got {epochs}")
         if proximal_mu < 0:
             raise ValueError(f"proximal_mu must be ≥ 0, got {proximal_mu}")
-        features, labels = self._tensors(data)
+        tensors = self._tensors(data)
         n_examples = len(data)
         if n_examples == 0:
             raise DataError(f"cannot train on {data.name!r}: it has no rows")
 
         network = self._network
         set_parameters(network, params)
+        device, precision = tensors.device, self.training_config.precision
         weights = trainable_weights(network, self.model_config)
         global_weights = [w.detach().clone() for w in weights] if proximal_mu > 0 else []
         optimizer = self._optimizer(weights)
@@ -105,14 +108,19 @@ class TorchTrainer:
         batch_size = self.training_config.batch_size
 
         network.train()
-        with torch.random.fork_rng(devices=[]):
+        devices = [device] if device.type == "cuda" else []
+        with torch.random.fork_rng(devices=devices):
             torch.default_generator.manual_seed(int(dropout_seed))
+            if devices:
+                torch.cuda.manual_seed(int(dropout_seed))
             for _ in range(epochs):
                 order = torch.randperm(n_examples, generator=shuffler)
                 batch_losses = []
-                for rows in torch.split(order, batch_size):
+                for rows in torch.split(order.to(device), batch_size):
                     optimizer.zero_grad()
-                    loss = masked_multitask_loss(network(features[rows]), labels[rows], self.task)
+                    with autocast(device, precision):
+                        outputs = network(tensors.features(rows))
+                    loss = masked_multitask_loss(outputs.float(), tensors.labels(rows), self.task)
                     torch.autograd.backward(loss)
                     if global_weights:
                         # Gradient of (μ/2)‖w − wᵗ‖² is μ(w − wᵗ); adding it directly is the same
@@ -122,7 +130,8 @@ class TorchTrainer:
                                 w.grad.add_(w - w_global, alpha=proximal_mu)  # type: ignore[union-attr]
                     optimizer.step()
                     batch_losses.append(loss.detach())
-        train_loss = _mean_over_observed_labels(batch_losses, labels, order, batch_size)
+        observed = tensors.observed_per_row[order.to(device)]
+        train_loss = _mean_over_observed_labels(batch_losses, observed, batch_size)
         return FitOutput(
             parameters=get_parameters(network),
             n_examples=n_examples,
@@ -132,16 +141,20 @@ class TorchTrainer:
 
     def predict(self, params: Parameters, data: Dataset) -> npt.NDArray[np.float32]:
         """n×t predictions for ``data``: regression values, or class-1 probabilities (sigmoid)."""
-        features, _ = self._tensors(data)
+        tensors = self._tensors(data)
         network = self._network
         set_parameters(network, params)
         network.eval()
-        with torch.inference_mode():
-            chunks = [network(chunk) for chunk in torch.split(features, PREDICT_BATCH_ROWS)]
+        rows = torch.arange(len(data), device=tensors.device)
+        with torch.inference_mode(), autocast(tensors.device, self.training_config.precision):
+            chunks = [
+                network(tensors.features(chunk)).float()
+                for chunk in torch.split(rows, PREDICT_BATCH_ROWS)
+            ]
             outputs = torch.cat(chunks) if chunks else torch.zeros((0, self.n_tasks))
             if self.task == "classification":
                 outputs = torch.sigmoid(outputs)
-            return outputs.numpy().astype(np.float32, copy=False)
+            return outputs.cpu().numpy().astype(np.float32, copy=False)
 
     def _optimizer(self, weights: list[torch.nn.Parameter]) -> torch.optim.Optimizer:
         cfg = self.training_config
@@ -153,8 +166,9 @@ class TorchTrainer:
             weights, lr=cfg.learning_rate, weight_decay=cfg.weight_decay, fused=True
         )
 
-    def _tensors(self, data: Dataset) -> tuple[torch.Tensor, torch.Tensor]:
-        """``data``'s features and labels as float32 tensors that share its memory."""
+    def _tensors(self, data: Dataset) -> TensorData:
+        """``data``'s features and labels on this trainer's device (sharing memory on the CPU);
+        the network moves there on first use."""
         if data.task != self.task:
             raise DataError(f"{data.name!r} is a {data.task} dataset; this model does {self.task}")
         if data.n_features != self.n_features or data.n_tasks != self.n_tasks:
@@ -162,31 +176,24 @@ class TorchTrainer:
                 f"{data.name!r} has {data.n_features} features and {data.n_tasks} tasks; "
                 f"this model expects {self.n_features} and {self.n_tasks}"
             )
-        return _shared_tensor(data.features), _shared_tensor(data.labels)
-
-
-def _shared_tensor(array: npt.NDArray[np.float32]) -> torch.Tensor:
-    """A float32 tensor over ``array``'s memory (copying only if dtype or layout differ).
-
-    Torch warns when it wraps a read-only array because *writing* through the tensor would be
-    undefined; this module only ever reads (gathers minibatches), so the copy is not needed.
-    """
-    contiguous = np.ascontiguousarray(array, dtype=np.float32)
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message="The given NumPy array is not writable")
-        return torch.from_numpy(contiguous)
+        if self._device is None:
+            self._device = resolve_device(self.training_config.device)
+            self._network.to(self._device)
+        return TensorData(data.features, data.labels, self._device)
 
 
 def _mean_over_observed_labels(
-    batch_losses: list[torch.Tensor], labels: torch.Tensor, order: torch.Tensor, batch_size: int
+    batch_losses: list[torch.Tensor], observed_per_row: torch.Tensor, batch_size: int
 ) -> float:
-    """Mean loss per observed label over one epoch, from its per-batch means (batches in ``order``).
+    """Mean loss per observed label over one epoch, from its per-batch means.
 
-    Each batch's mean is weighted by its number of observed labels, computed here once per epoch
-    rather than in the training loop.
+    ``observed_per_row`` counts each row's observed labels in the epoch's order; each batch's
+    mean is weighted by its number of observed labels, computed here once per epoch rather than
+    in the training loop.
     """
-    observed_per_row = (~torch.isnan(labels[order])).sum(dim=1)
-    padded = torch.zeros(len(batch_losses) * batch_size, dtype=observed_per_row.dtype)
+    padded = torch.zeros(
+        len(batch_losses) * batch_size, dtype=observed_per_row.dtype, device=observed_per_row.device
+    )
     padded[: len(observed_per_row)] = observed_per_row
     observed_per_batch = padded.view(len(batch_losses), batch_size).sum(dim=1)
     total = (torch.stack(batch_losses) * observed_per_batch).sum()

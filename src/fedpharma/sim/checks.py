@@ -4,33 +4,11 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-import numpy as np
-
-from fedpharma.core.dataset import Dataset
 from fedpharma.core.errors import DataError
 
 MIN_TEST_ROWS = 2
 """The fewest held-out rows per simulated site: one row has no spread, so most metrics
 (R², correlations, AUCs) would be undefined."""
-
-
-def check_binary_labels(dataset: Dataset) -> None:
-    """A classification dataset's labels are 0 or 1 (or missing): refuse it before training,
-    naming each column that holds anything else."""
-    if dataset.task != "classification":
-        return
-    labels = dataset.labels
-    bad = [
-        name
-        for j, name in enumerate(dataset.task_names)
-        if not np.isin(labels[np.isfinite(labels[:, j]), j], (0.0, 1.0)).all()
-    ]
-    if bad:
-        columns = ", ".join(map(repr, bad))
-        raise DataError(
-            f'task = "classification" needs labels 0 or 1, but column(s) {columns} hold other '
-            'values; binarize them, or set task = "regression"'
-        )
 
 
 def check_test_sizes(test_rows: Mapping[str, int], n_rows: int) -> None:

@@ -30,7 +30,7 @@ import numpy as np
 import numpy.typing as npt
 
 from fedpharma.core.config import RunConfig
-from fedpharma.core.dataset import Dataset, Objective, SiteData
+from fedpharma.core.dataset import Dataset, Objective, SiteData, concatenate_rows
 from fedpharma.core.params import Parameters
 from fedpharma.data.datasets import featurizes_molecules, load_dataset
 from fedpharma.data.partition import holdout_split, partition
@@ -60,7 +60,7 @@ from fedpharma.server.plan import build_federation
 from fedpharma.server.round import RoundRecord, site_seed
 from fedpharma.server.store import RunStore
 from fedpharma.sim.audit import audit_privacy
-from fedpharma.sim.checks import check_binary_labels, check_test_sizes
+from fedpharma.sim.checks import check_test_sizes
 from fedpharma.sim.cross_evaluation import cross_evaluate
 from fedpharma.sim.privacy import PrivacyRecorder, site_policy
 from fedpharma.sim.selection import (
@@ -86,6 +86,7 @@ class Simulation:
     sites: dict[str, SiteData]
     dataset: Dataset
     invalid_molecules: int
+    import_summary: str = ""  # the molecule file's import report (rows and reasons, no SMILES)
 
 
 Models = dict[str, dict[str, Parameters] | Parameters]
@@ -110,7 +111,6 @@ class SimulationResult:
 def prepare_sites(config: RunConfig) -> Simulation:
     """Load, partition and split the data, reproducibly from ``config.seed``."""
     dataset, report = load_dataset(config.dataset, config.features)
-    check_binary_labels(dataset)
     rng = np.random.default_rng(config.seed)
     parts = partition(dataset, config.partition, rng)
     sites = {}
@@ -127,7 +127,7 @@ def prepare_sites(config: RunConfig) -> Simulation:
         )
     check_test_sizes({name: len(data.test) for name, data in sites.items()}, len(dataset))
     invalid = 0 if report is None else report.n_input - report.n_valid
-    return Simulation(sites, dataset, invalid)
+    return Simulation(sites, dataset, invalid, "" if report is None else report.summary())
 
 
 def split_validation(
@@ -171,6 +171,8 @@ def simulate(
     sim = prepared or prepare_sites(config)  # bad data fails before anything is written
     run_dir.mkdir(parents=True, exist_ok=True)
     run_id = datetime.now(UTC).strftime("%Y%m%d-%H%M%S-") + secrets.token_hex(2)
+    if sim.import_summary:
+        say(f"import: {sim.import_summary}")
     say(_describe_sites(sim))
     if is_tabular_file(config):
         site_data, dataset, _fitted = preprocess_sites(
@@ -431,7 +433,9 @@ def compare_models(
     sizes = [len(data.test) for data in sites.values()]
     for model, by_site_predictions in predictions.items():
         by_site = {
-            name: compute_metrics(data.test.task, data.test.labels, by_site_predictions[name])
+            name: compute_metrics(
+                data.test.task, data.test.dense_labels(), by_site_predictions[name]
+            )
             for name, data in sites.items()
         }
         if same_tasks:
@@ -444,8 +448,8 @@ def compare_models(
 def concatenate(parts: list[Dataset], name: str) -> Dataset:
     first = parts[0]
     return Dataset(
-        features=np.concatenate([p.features for p in parts]),
-        labels=np.concatenate([p.labels for p in parts]),
+        features=concatenate_rows([p.features for p in parts]),
+        labels=concatenate_rows([p.labels for p in parts]),
         task=first.task,
         task_names=first.task_names,
         groups=np.concatenate([p.groups for p in parts]),

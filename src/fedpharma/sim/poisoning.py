@@ -18,7 +18,9 @@ from __future__ import annotations
 
 import dataclasses
 
-from fedpharma.core.dataset import Dataset
+import numpy as np
+
+from fedpharma.core.dataset import Dataset, SparseMatrix
 from fedpharma.core.params import Parameters
 from fedpharma.core.protocol import SecureReply, TrainResult, TrainTask
 from fedpharma.site.runtime import SiteRuntime
@@ -28,8 +30,12 @@ ATTACKS = ("scale", "sign_flip", "label_flip")
 
 def flipped_labels(data: Dataset) -> Dataset:
     """``data`` with every observed label flipped (missing labels stay missing)."""
-    labels = 1.0 - data.labels if data.task == "classification" else -data.labels
-    return dataclasses.replace(data, labels=labels.astype(data.labels.dtype))
+    labels = data.labels
+    values = np.asarray(labels.values if isinstance(labels, SparseMatrix) else labels, np.float32)
+    flipped = 1.0 - values if data.task == "classification" else -values
+    if isinstance(labels, SparseMatrix):
+        return dataclasses.replace(data, labels=dataclasses.replace(labels, values=flipped))
+    return dataclasses.replace(data, labels=flipped)
 
 
 class PoisoningSite(SiteRuntime):

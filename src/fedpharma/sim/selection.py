@@ -111,7 +111,7 @@ def pooled_validation(
         fold = site.validation
         if fold is None or not len(fold):
             continue
-        found = compute_metrics(fold.task, fold.labels, trainer.predict(parameters, fold))
+        found = compute_metrics(fold.task, fold.dense_labels(), trainer.predict(parameters, fold))
         metrics = {VALIDATION_PREFIX + k: v for k, v in found.items() if math.isfinite(v)}
         results.append(EvaluateResult("", 0, name, len(site.test), metrics))
     return strategy.aggregate_evaluate(0, results) if results else {}

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import cast
 
 from fedpharma.core.config import RunConfig
-from fedpharma.core.dataset import Dataset, SiteData
+from fedpharma.core.dataset import Dataset, SiteData, dense
 from fedpharma.core.errors import ConfigError, DataError
 from fedpharma.data.datasets import resolve_schema
 from fedpharma.data.federated_preprocessing import FittedPreprocessing
@@ -89,7 +89,7 @@ def preprocess_sites(
 
     def apply(data: Dataset) -> Dataset:
         return dataclasses.replace(
-            data, features=fitted.transform(data.features), feature_names=fitted.output_names
+            data, features=fitted.transform(dense(data.features)), feature_names=fitted.output_names
         )
 
     transformed = {

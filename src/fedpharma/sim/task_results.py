@@ -102,7 +102,7 @@ def pooled_task_results(
     if len({data.test.task_names for data in sites.values()}) != 1:
         return {}
     first = next(iter(sites.values())).test
-    labels = np.concatenate([data.test.labels for data in sites.values()]).astype(np.float64)
+    labels = np.concatenate([data.test.dense_labels() for data in sites.values()]).astype(np.float64)
     predicted = np.concatenate([predictions[name] for name in sites])
     return task_results(first.task, first.task_names, labels, predicted)
 
@@ -116,7 +116,9 @@ def label_distributions(sites: Mapping[str, SiteData]) -> dict[str, LabelDistrib
     first = next(iter(sites.values())).train
     out = {}
     for j, name in enumerate(first.task_names):
-        columns = {site: data.train.labels[:, j].astype(np.float64) for site, data in sites.items()}
+        columns = {
+            site: data.train.dense_labels()[:, j].astype(np.float64) for site, data in sites.items()
+        }
         observed = {site: c[np.isfinite(c)] for site, c in columns.items()}
         missing = {site: int(len(c) - len(observed[site])) for site, c in columns.items()}
         if first.task == "classification":

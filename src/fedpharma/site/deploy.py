@@ -73,6 +73,7 @@ def load_site_data(
         smiles_column=data.smiles_column,
         label_columns=data.label_columns,
         task=data.task,
+        duplicates=recipe.dataset.duplicates,
         # a "natural" demo partition needs the recipe's site column
         site_column=recipe.dataset.site_column if data.partition_index is not None else None,
     )
@@ -83,7 +84,7 @@ def load_site_data(
     if report is not None and report.n_kept < report.n_input:
         source = data.path or data.name
         on_status(f"{source}: {report.n_kept} of {report.n_input} rows used; {report.summary()}")
-    if np.isnan(dataset.features).any():
+    if isinstance(dataset.features, np.ndarray) and np.isnan(dataset.features).any():
         raise DataError(
             "the data has missing feature values to impute; a deployed site does not run the "
             "federated imputation yet (simulation does): impute them before federating"

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from fedpharma.core.dataset import SiteData
+from fedpharma.core.dataset import SiteData, concatenate_rows, dense
 from fedpharma.core.errors import (
     DataError,
     FedPharmaError,
@@ -242,11 +242,11 @@ class SiteRuntime:
         self._refuse_unaccounted("evaluation metrics on its test labels and validation fold")
         test, validation = self.data.test, self.data.validation
         predictions = self.trainer.predict(task.parameters, test)
-        metrics = _finite(compute_metrics(test.task, test.labels, predictions))
+        metrics = _finite(compute_metrics(test.task, test.dense_labels(), predictions))
         self._keep(task, self.whole_model(task.parameters), {})
         if validation is not None and len(validation):
             scores = self.trainer.predict(task.parameters, validation)
-            found = compute_metrics(validation.task, validation.labels, scores)
+            found = compute_metrics(validation.task, validation.dense_labels(), scores)
             metrics |= _finite({VALIDATION_PREFIX + k: v for k, v in found.items()})
         return EvaluateResult(task.run_id, task.round, self.name, len(test), metrics)
 
@@ -261,7 +261,7 @@ class SiteRuntime:
     def _feature_statistics(self, task: FeatureStatisticsTask) -> FeatureStatisticsResult:
         """Per-column count, sum and sum of squares of the raw training features."""
         self._refuse_unaccounted("feature statistics")
-        sums = column_sums(self.data.train.features)
+        sums = column_sums(dense(self.data.train.features))
         return FeatureStatisticsResult(
             task.run_id,
             task.round,
@@ -279,8 +279,8 @@ class SiteRuntime:
         train, test = self.data.train, self.data.test
         rows = dataclasses.replace(
             train,
-            features=np.concatenate([train.features, test.features]),
-            labels=np.concatenate([train.labels, test.labels]),
+            features=concatenate_rows([train.features, test.features]),
+            labels=concatenate_rows([train.labels, test.labels]),
             groups=np.concatenate([train.groups, test.groups]),
         )
         outcomes = check_data(self.schema, rows)
