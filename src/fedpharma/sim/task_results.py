@@ -102,7 +102,9 @@ def pooled_task_results(
     if len({data.test.task_names for data in sites.values()}) != 1:
         return {}
     first = next(iter(sites.values())).test
-    labels = np.concatenate([data.test.dense_labels() for data in sites.values()]).astype(np.float64)
+    labels = np.concatenate([data.test.dense_labels() for data in sites.values()]).astype(
+        np.float64
+    )
     predicted = np.concatenate([predictions[name] for name in sites])
     return task_results(first.task, first.task_names, labels, predicted)
 
