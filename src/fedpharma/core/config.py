@@ -20,7 +20,7 @@ from fedpharma.core.errors import ConfigError
 
 T = typing.TypeVar("T")
 
-STRATEGIES = ("fedavg", "fedprox", "fedadam", "fedyogi", "fedadagrad")
+STRATEGIES = ("fedavg", "fedprox", "fedadam", "fedyogi", "fedadagrad", "scaffold")
 
 
 def choice(*values: str, default: str) -> Any:
@@ -106,7 +106,7 @@ class StrategyConfig:
 
     name: str = choice(*STRATEGIES, default="fedavg")
     proximal_mu: float = bounded(0.01, 0.0, None)  # FedProx (Li et al. 2020)
-    # η of FedAdam/FedYogi/FedAdagrad (Reddi et al. 2021); unset means 1e-2.
+    # η of FedAdam/FedYogi/FedAdagrad (Reddi et al. 2021); unset means 1e-2 (SCAFFOLD's η_g: 1).
     server_learning_rate: float | None = bounded(None, 0.0, None)
     beta1: float = bounded(0.9, 0.0, 0.999999)
     beta2: float = bounded(0.99, 0.0, 0.999999)
@@ -284,6 +284,27 @@ def data_source_problems(
     return problems
 
 
+def _scaffold_problems(cfg: RunConfig) -> list[str]:
+    """Where SCAFFOLD cannot compose (docs/scaffold.md): its site variate c_i⁺ = ∇f_i(x) is a
+    gradient of the site's data that no DP mechanism here bounds, and private heads keep part
+    of the model out of the federation the variates describe."""
+    if cfg.strategy.name != "scaffold":
+        return []
+    problems = []
+    if cfg.privacy.record_level or cfg.privacy.site_level:
+        problems.append(
+            '[strategy] name = "scaffold" does not compose with [privacy]: each site\'s control '
+            "variate is a gradient of its data that neither DP-SGD nor the update clip bounds; "
+            'use "fedavg" or "fedprox" with DP'
+        )
+    if cfg.model.private_heads:
+        problems.append(
+            '[strategy] name = "scaffold" does not support [model] private_heads (the variates '
+            'describe the whole shared model); use "fedprox" for drift with private heads'
+        )
+    return problems
+
+
 def cross_check(cfg: RunConfig) -> list[str]:
     """Problems that involve more than one field."""
     problems = []
@@ -315,6 +336,7 @@ def cross_check(cfg: RunConfig) -> list[str]:
             "[model] private_heads with record-level DP is not supported yet (DP-SGD would have "
             "to account for the head as well); use site-level DP or shared heads"
         )
+    problems += _scaffold_problems(cfg)
     if cfg.model.label_std and len(cfg.model.label_std) != len(cfg.model.label_mean):
         problems.append("[model] `label_std` needs one value per `label_mean` value")
     dp = cfg.privacy

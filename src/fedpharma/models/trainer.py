@@ -70,14 +70,23 @@ class TorchTrainer:
         )
 
     def fit(
-        self, params: Parameters, data: Dataset, *, epochs: int, seed: int, proximal_mu: float = 0.0
+        self,
+        params: Parameters,
+        data: Dataset,
+        *,
+        epochs: int,
+        seed: int,
+        proximal_mu: float = 0.0,
+        correction: Parameters | None = None,
     ) -> FitOutput:
         """Train from ``params`` on ``data`` for ``epochs`` epochs and return the new parameters.
 
         Deterministic given ``seed``: it seeds a local generator for the minibatch order and,
         inside :func:`torch.random.fork_rng`, the CPU generator that dropout draws from, so the
         caller's global RNG state is left as it was. The optimizer is fresh on every call (its
-        moments are not carried across rounds), as in FedAvg's ClientUpdate.
+        moments are not carried across rounds), as in FedAvg's ClientUpdate. ``correction``
+        (SCAFFOLD's c − c_i, Karimireddy et al. 2020, Alg. 1 line 10) is added to every step's
+        gradient.
         """
         started = time.perf_counter()
         if epochs < 1:
@@ -93,6 +102,7 @@ class TorchTrainer:
         set_parameters(network, params)
         weights = [w for w in network.parameters() if w.requires_grad]
         global_weights = [w.detach().clone() for w in weights] if proximal_mu > 0 else []
+        corrections = [] if correction is None else self._aligned(correction, weights)
         optimizer = self._optimizer(weights)
         shuffle_seed, dropout_seed = np.random.SeedSequence(seed).generate_state(2, np.uint64)
         shuffler = torch.Generator().manual_seed(int(shuffle_seed))
@@ -114,6 +124,8 @@ class TorchTrainer:
                         with torch.no_grad():
                             for w, w_global in zip(weights, global_weights, strict=True):
                                 w.grad.add_(w - w_global, alpha=proximal_mu)  # type: ignore[union-attr]
+                    for w, c in zip(weights, corrections, strict=False):
+                        w.grad.add_(c)  # type: ignore[union-attr]
                     optimizer.step()
                     batch_losses.append(loss.detach())
         train_loss = _mean_over_observed_labels(batch_losses, labels, order, batch_size)
@@ -123,6 +135,24 @@ class TorchTrainer:
             train_loss=train_loss,
             seconds=time.perf_counter() - started,
         )
+
+    def gradient(self, params: Parameters, data: Dataset) -> Parameters:
+        """∇f(params): the gradient of the mean loss over all observed labels of ``data``, the
+        network in evaluation mode (SCAFFOLD's Option I variate, Karimireddy et al. 2020)."""
+        features, labels = self._tensors(data)
+        network = self._network
+        set_parameters(network, params)
+        network.eval()
+        weights = [w for w in network.parameters() if w.requires_grad]
+        network.zero_grad()
+        total = max(int((~torch.isnan(labels)).sum()), 1)
+        for rows in torch.split(torch.arange(len(data)), self.training_config.batch_size * 16):
+            observed = int((~torch.isnan(labels[rows])).sum())
+            loss = masked_multitask_loss(network(features[rows]), labels[rows], self.task)
+            torch.autograd.backward(loss * (observed / total))
+        grads = [torch.zeros_like(w) if w.grad is None else w.grad for w in weights]
+        names = get_parameters(network).names
+        return Parameters(names, tuple(g.detach().numpy().astype(np.float32) for g in grads))
 
     def predict(self, params: Parameters, data: Dataset) -> npt.NDArray[np.float32]:
         """n×t predictions for ``data``: regression values, or class-1 probabilities (sigmoid)."""
@@ -146,6 +176,15 @@ class TorchTrainer:
         return torch.optim.SGD(
             weights, lr=cfg.learning_rate, weight_decay=cfg.weight_decay, fused=True
         )
+
+    @staticmethod
+    def _aligned(values: Parameters, weights: list[torch.nn.Parameter]) -> list[torch.Tensor]:
+        """``values`` as tensors, one per trainable weight (same shapes)."""
+        if len(values) != len(weights) or any(
+            tuple(w.shape) != a.shape for w, a in zip(weights, values.arrays, strict=True)
+        ):
+            raise DataError("the SCAFFOLD correction does not fit the model's parameters")
+        return [torch.tensor(a, dtype=torch.float32) for a in values.arrays]
 
     def _tensors(self, data: Dataset) -> tuple[torch.Tensor, torch.Tensor]:
         """``data``'s features and labels as float32 tensors that share its memory."""

@@ -42,6 +42,7 @@ from fedpharma.secure.ckks import load_secret_context
 from fedpharma.secure.identity import load_identity
 from fedpharma.site.policy import SitePolicy
 from fedpharma.site.runtime import SiteRuntime
+from fedpharma.site.scaffold import ControlVariates
 from fedpharma.site.secure import SecureParticipation
 from fedpharma.transport.pki import CA_FILE, CERT_FILE, CKKS_SECRET_FILE, KEY_FILE
 
@@ -111,6 +112,7 @@ def build_site(name: str, config: SiteConfig, recipe: RunConfig) -> SiteRuntime:
         private_trainer=build_private_trainer(recipe, data.train) if policy is not None else None,
         secure=_secure(name, config, recipe) if recipe.secure.enabled else None,
         preprocessing=SiteDescription.of_site(recipe.features, permutation) if molecules else None,
+        variates=ControlVariates(Path(config.state_dir)),
     )
 
 

@@ -44,6 +44,7 @@ from fedpharma.models.base import FitOutput, Trainer
 from fedpharma.privacy import production_rng
 from fedpharma.site.dp import DPParticipation, NoiseSource
 from fedpharma.site.policy import SitePolicy
+from fedpharma.site.scaffold import ControlVariates, check_scaffold, scaffold_fit
 from fedpharma.site.secure import SecureParticipation
 
 if TYPE_CHECKING:
@@ -61,7 +62,8 @@ class SiteRuntime:
     key); a site without one refuses secure tasks.
     ``preprocessing`` is how this site prepared its molecules (computed once, from its own
     ``[features]`` and permutation key), sent when the coordinator asks at join; a site without
-    molecule data has none and declines the join check.
+    molecule data has none and declines the join check. ``variates`` keeps the site's SCAFFOLD
+    control variate (in memory by default; in its ``state_dir`` when deployed).
     """
 
     def __init__(
@@ -75,6 +77,7 @@ class SiteRuntime:
         noise_source: NoiseSource | None = None,
         secure: SecureParticipation | None = None,
         preprocessing: SiteDescription | None = None,
+        variates: ControlVariates | None = None,
     ) -> None:
         self.name = name
         self.data = data
@@ -86,6 +89,7 @@ class SiteRuntime:
             policy, private_trainer, noise_source or (lambda _seed: production_rng())
         )
         self.secure = secure
+        self.variates = variates or ControlVariates()
 
     def handle_encoded(self, request: bytes | memoryview) -> EncodedMessage:
         """Answer an encoded task with an encoded reply; a malformed task gets a Refusal."""
@@ -136,19 +140,23 @@ class SiteRuntime:
         # Everything that can be refused is checked, and charged, before any record is read.
         if settings.secure is not None:
             self._secure().check(settings.secure)
+        scaffold = check_scaffold(task, self.trainer) if local.scaffold else None
         private = self.dp.admit(settings, task.run_id, task.round, len(self.data.train))
         outcome: FitOutput | None = None
         if private is not None:
             outcome = self.dp.fit(private, task.parameters, self.data.train, local)
-        if outcome is None:
-            outcome = self.trainer.fit(
-                task.parameters,
-                self.data.train,
-                epochs=local.epochs,
-                seed=local.seed,
-                proximal_mu=local.proximal_mu,
-            )
-        update = outcome.parameters.minus(task.parameters)
+        if scaffold is not None:
+            outcome, update = scaffold_fit(scaffold, self.variates, task, self.data.train)
+        else:
+            if outcome is None:
+                outcome = self.trainer.fit(
+                    task.parameters,
+                    self.data.train,
+                    epochs=local.epochs,
+                    seed=local.seed,
+                    proximal_mu=local.proximal_mu,
+                )
+            update = outcome.parameters.minus(task.parameters)
         # Under DP only what the guarantee covers leaves the site: no raw training loss.
         dp = settings.record_dp is not None or settings.site_dp is not None
         metrics = {} if dp else _finite({"train_loss": outcome.train_loss})

@@ -6,6 +6,7 @@ from fedpharma.core.config import StrategyConfig
 from fedpharma.strategy.base import NO_STATE, SampleWeightedMean, Strategy
 from fedpharma.strategy.fedavg import FedAvg, FedProx
 from fedpharma.strategy.fedopt import FedOpt
+from fedpharma.strategy.scaffold import Scaffold
 
 
 def build_strategy(config: StrategyConfig) -> Strategy:
@@ -14,6 +15,9 @@ def build_strategy(config: StrategyConfig) -> Strategy:
         return FedAvg()
     if config.name == "fedprox":
         return FedProx(config.proximal_mu)
+    if config.name == "scaffold":
+        eta = 1.0 if config.server_learning_rate is None else config.server_learning_rate
+        return Scaffold(eta=eta, participation=config.fraction_fit)
     return FedOpt(
         variant=config.name.removeprefix("fed"),
         eta=1e-2 if config.server_learning_rate is None else config.server_learning_rate,
@@ -29,6 +33,7 @@ __all__ = [
     "FedOpt",
     "FedProx",
     "SampleWeightedMean",
+    "Scaffold",
     "Strategy",
     "build_strategy",
 ]
