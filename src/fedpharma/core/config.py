@@ -202,6 +202,18 @@ class SitePolicyConfig:
 
 
 @dataclass(frozen=True)
+class SimulationConfig:
+    """Where a simulation's sites run (``fedpharma.sim.backends``): one after another in this
+    process (``"sequential"``), in a pool of ``workers`` local processes (0: one per core), or
+    on Ray actors (``"ray"``, the ``fedpharma[ray]`` extra; ``address`` of a running cluster,
+    unset: a local one). The same seed gives the same model on every backend."""
+
+    backend: str = choice("sequential", "processes", "ray", default="sequential")
+    workers: int = bounded(0, 0, 100_000)
+    address: str | None = None
+
+
+@dataclass(frozen=True)
 class RunConfig:
     dataset: DatasetConfig = DatasetConfig(name="chembl2321810")
     features: FeaturesConfig = FeaturesConfig()
@@ -212,6 +224,7 @@ class RunConfig:
     privacy: PrivacyConfig = PrivacyConfig()
     site_policy: SitePolicyConfig = SitePolicyConfig()
     secure: SecureConfig = SecureConfig()
+    simulation: SimulationConfig = SimulationConfig()
     rounds: int = bounded(20, 1, 100_000)
     seed: int = 0
     baselines: bool = True  # also train local-only and centralized references
@@ -337,6 +350,12 @@ def cross_check(cfg: RunConfig) -> list[str]:
             "to account for the head as well); use site-level DP or shared heads"
         )
     problems += _scaffold_problems(cfg)
+    if cfg.simulation.backend != "sequential" and cfg.secure.enabled:
+        problems.append(
+            f'[simulation] backend = "{cfg.simulation.backend}" runs sites in several '
+            "processes, which would not share the simulation's throwaway consortium keys; "
+            'use backend = "sequential" with [secure]'
+        )
     if cfg.model.label_std and len(cfg.model.label_std) != len(cfg.model.label_mean):
         problems.append("[model] `label_std` needs one value per `label_mean` value")
     dp = cfg.privacy

@@ -1,6 +1,6 @@
 """Run a configured experiment end to end in one process.
 
-About 430 lines, one job: the simulation's single pipeline; each step's own logic already lives
+About 440 lines, one job: the simulation's single pipeline; each step's own logic already lives
 in its module (partition, federation, cross-evaluation, audit, privacy), this file only wires them.
 
 Steps: load the dataset → partition it into sites (seeded) → each site splits its own data into
@@ -14,6 +14,7 @@ audit (:mod:`fedpharma.sim.audit`) → ``run.sqlite`` + ``summary.json`` in the 
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import secrets
 import time
@@ -29,13 +30,9 @@ import numpy.typing as npt
 from fedpharma.core.config import RunConfig
 from fedpharma.core.dataset import Dataset, Objective, SiteData
 from fedpharma.core.params import Parameters
-from fedpharma.data.datasets import featurizes_molecules, load_dataset
-from fedpharma.data.partition import partition, scaffold_split
-from fedpharma.data.permutation import site_permutation
-from fedpharma.data.preprocessing import SiteDescription
 from fedpharma.evaluation.metrics import PRIMARY_METRIC, compute_metrics
 from fedpharma.models.base import Trainer
-from fedpharma.models.factory import build_private_trainer, build_trainer
+from fedpharma.models.factory import build_trainer
 from fedpharma.report.summary import (
     MODELS,
     SUMMARY_FORMAT,
@@ -47,29 +44,17 @@ from fedpharma.report.summary import (
     Timings,
     write_summary,
 )
-from fedpharma.secure.ckks import SecretContext, create_secret_context
-from fedpharma.secure.identity import ephemeral_consortium
+from fedpharma.secure.ckks import create_secret_context
 from fedpharma.server.join import JoinGate, JoinLog, expected_preprocessing
 from fedpharma.server.label_statistics import calibrated_start
 from fedpharma.server.plan import build_federation
 from fedpharma.server.round import RoundRecord, site_seed
 from fedpharma.server.store import RunStore
 from fedpharma.sim.audit import audit_privacy
+from fedpharma.sim.backends import open_sites
 from fedpharma.sim.cross_evaluation import cross_evaluate
-from fedpharma.sim.privacy import PrivacyRecorder, site_policy
-from fedpharma.site.runtime import SiteRuntime
-from fedpharma.site.secure import SecureParticipation
-from fedpharma.transport.inprocess import InProcessChannel
-
-
-@dataclass(frozen=True)
-class Simulation:
-    """The sites of a simulated consortium, before any training."""
-
-    sites: dict[str, SiteData]
-    dataset: Dataset
-    invalid_molecules: int
-
+from fedpharma.sim.privacy import PrivacyRecorder
+from fedpharma.sim.sites import Simulation, build_site_runtimes, prepare_sites, site_trainers
 
 Predictions = dict[str, dict[str, npt.NDArray[np.float64]]]
 """``predictions[model][site]``: a model's outputs on that site's test set (rows × tasks)."""
@@ -85,21 +70,6 @@ class SimulationResult:
     summary: RunSummary
     parameters: Parameters
     predictions: Predictions
-
-
-def prepare_sites(config: RunConfig) -> Simulation:
-    """Load, partition and split the data, reproducibly from ``config.seed``."""
-    dataset, report = load_dataset(config.dataset, config.features)
-    rng = np.random.default_rng(config.seed)
-    parts = partition(dataset, config.partition, rng)
-    sites = {}
-    for index, rows in enumerate(parts, start=1):
-        name = f"site-{index}"
-        local = dataset.subset(rows, name=name)
-        train, test = scaffold_split(local.groups, config.dataset.test_fraction, rng)
-        sites[name] = SiteData(local.subset(train), local.subset(test))
-    invalid = 0 if report is None else report.n_input - report.n_valid
-    return Simulation(sites, dataset, invalid)
 
 
 def simulate(
@@ -133,7 +103,11 @@ def simulate(
     # CKKS in simulation: a fresh consortium key; the coordinator gets only its public context.
     ckks_key = create_secret_context() if config.secure.mode == "ckks" else None
     trainers = site_trainers(config, sim, trainer)
-    sites = InProcessChannel(build_site_runtimes(config, sim, trainers, run_dir, ckks_key))
+    # [simulation] backend: here, in worker processes or on Ray actors (those load their own).
+    local = config.simulation.backend == "sequential"
+    runtimes = build_site_runtimes(config, sim, trainers, run_dir, ckks_key) if local else None
+    backend = contextlib.ExitStack()
+    sites = backend.enter_context(open_sites(config, list(sim.sites), run_dir, runtimes))
     # As in deployment, only sites whose preprocessing matches the recipe's take part.
     channel = JoinGate(
         sites, run_id, expected_preprocessing(config), on_outcome=JoinLog(store, say)
@@ -148,13 +122,14 @@ def simulate(
     )
     # All simulated sites are there from the start: calibrate once, before the federation and
     # the references, which all start from the same model.
-    initial, how = calibrated_start(
-        config, channel, run_id, initial, sim.dataset.task, sim.dataset.n_tasks
-    )
-    say(how)
-    fed_started = time.perf_counter()
-    final = federation.run(channel, initial, config.rounds, run_id=run_id)
-    federated_seconds = time.perf_counter() - fed_started
+    with backend:
+        initial, how = calibrated_start(
+            config, channel, run_id, initial, sim.dataset.task, sim.dataset.n_tasks
+        )
+        say(how)
+        fed_started = time.perf_counter()
+        final = federation.run(channel, initial, config.rounds, run_id=run_id)
+        federated_seconds = time.perf_counter() - fed_started
 
     models: dict[str, dict[str, Parameters] | Parameters] = {"federated": final}
     predictors = {"federated": trainers}
@@ -201,59 +176,6 @@ def simulate(
     )
     write_summary(summary, run_dir)
     return SimulationResult(run_dir, summary, final, predictions)
-
-
-def site_trainers(config: RunConfig, sim: Simulation, shared: Trainer) -> dict[str, Trainer]:
-    """Each site's trainer: ``shared`` for a shared model; with ``[model] private_heads`` a
-    fresh trainer per site, over its own tasks, that keeps its head at the site."""
-    if not config.model.private_heads:
-        return dict.fromkeys(sim.sites, shared)
-    return {name: build_trainer(config, data.train) for name, data in sim.sites.items()}
-
-
-def build_site_runtimes(
-    config: RunConfig,
-    sim: Simulation,
-    trainers: dict[str, Trainer],
-    run_dir: Path,
-    ckks_key: SecretContext | None = None,
-) -> dict[str, SiteRuntime]:
-    """One runtime per simulated site, each with its own policy and ledger under
-    ``run_dir/sites/NAME``, for record-level DP a DP-SGD trainer, and under secure aggregation
-    an identity from a throwaway consortium CA (the sites of one process share it; deployment
-    uses the provisioned PKI) and the CKKS key if any."""
-    private_trainer = (
-        # Simulation is reproducible from the seed: its DP-SGD noise is seeded (not a deployment).
-        build_private_trainer(config, sim.dataset, reproducible=True)
-        if config.privacy.record_level
-        else None
-    )
-    site_permutation(config.features, None)  # a simulation holds no permutation key: refuse
-    molecules = featurizes_molecules(config.dataset.name, config.dataset.kind)
-    preprocessing = SiteDescription.of_site(config.features) if molecules else None
-    secure: dict[str, SecureParticipation] = {}
-    if config.secure.enabled:
-        consortium, identities = ephemeral_consortium(sorted(sim.sites))
-        secure = {
-            name: SecureParticipation(
-                identities[name], consortium, min_sites=config.strategy.min_sites, ckks_key=ckks_key
-            )
-            for name in sim.sites
-        }
-    return {
-        name: SiteRuntime(
-            name,
-            data,
-            trainers[name],
-            policy=site_policy(config, run_dir / "sites" / name),
-            private_trainer=private_trainer,
-            # Simulation noise is reproducible from the seed; deployment uses the OS CSPRNG.
-            noise_source=lambda seed: np.random.default_rng(seed),
-            secure=secure.get(name),
-            preprocessing=preprocessing,
-        )
-        for name, data in sim.sites.items()
-    }
 
 
 def train_baselines(
