@@ -13,7 +13,14 @@ import pytest
 from fedpharma.cli.main import DEMO_CONFIG
 from fedpharma.core.config import SimulationConfig
 from fedpharma.core.params import Parameters
-from fedpharma.core.protocol import EvaluateTask, Failure
+from fedpharma.core.protocol import (
+    EvaluateTask,
+    Failure,
+    LocalTraining,
+    TrainSettings,
+    TrainTask,
+)
+from fedpharma.models.factory import build_trainer
 from fedpharma.sim.backends import open_sites
 from fedpharma.sim.engine import prepare_sites, simulate
 from fedpharma.sim.hosting import answer, deal, decode_answer, frame, unframe
@@ -59,7 +66,7 @@ def test_ray_actors_end_with_exactly_the_sequential_model(prepared, sequential, 
     np.testing.assert_array_equal(on_ray.flatten(), sequential.flatten())
 
 
-def test_workers_answer_only_their_sites_and_report_failures_as_failures(tmp_path):
+def test_workers_answer_only_their_sites_and_report_failures_as_failures(prepared, tmp_path):
     assert deal(["c", "a", "b"], 2) == [["a", "c"], ["b"]]
     site, body = unframe(frame("site-1", b"xyz"))
     assert (site, bytes(body)) == ("site-1", b"xyz")
@@ -71,5 +78,11 @@ def test_workers_answer_only_their_sites_and_report_failures_as_failures(tmp_pat
         )
         assert isinstance(replies["site-9"], Failure)
         assert not isinstance(replies["site-1"], Failure)
+        # A worker that misses the deadline is stopped: its late answer can meet no later task.
+        x = build_trainer(SMALL, prepared.dataset).initial_parameters(0)
+        slow = TrainTask("r", 2, x, TrainSettings(LocalTraining(epochs=1000)))
+        late = channel.exchange({"site-2": slow}, timeout=0.5)
+        assert isinstance(late["site-2"], Failure) and "no answer within" in late["site-2"].reason
+        assert channel.available_sites() == ()
     failed = decode_answer("s", answer({}, frame("s", b"")))
     assert isinstance(failed, Failure) and "not hosted" in failed.reason

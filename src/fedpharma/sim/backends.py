@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import multiprocessing
+import time
 from collections.abc import Iterator, Mapping, Sequence
 from multiprocessing.connection import Connection, wait
 from pathlib import Path
@@ -118,26 +119,41 @@ class ProcessChannel:
         busy: dict[Connection, str] = {}
 
         def feed(worker: int) -> None:
-            if queues.get(worker):
+            while queues.get(worker):
                 site = queues[worker].pop(0)
                 connection = self._connections[worker]
-                connection.send_bytes(frame(site, encode_message(tasks[site])))
+                try:
+                    connection.send_bytes(frame(site, encode_message(tasks[site])))
+                except OSError:
+                    replies[site] = Failure(site, "the site's worker process ended")
+                    continue
                 busy[connection] = site
+                return
 
         for worker in list(queues):
             feed(worker)
+        deadline = None if timeout is None else time.monotonic() + timeout
         while busy:
-            ready = wait(list(busy), timeout)
-            if not ready:
-                for site in [*busy.values(), *(s for q in queues.values() for s in q)]:
+            left = None if deadline is None else max(0.0, deadline - time.monotonic())
+            ready = wait(list(busy), left)
+            if not ready:  # late workers are stopped: a late answer must not meet a later task
+                for late, site in busy.items():
+                    self._stop(self._connections.index(late))
+                    replies[site] = Failure(site, f"no answer within {timeout:g} s")
+                for site in (s for q in queues.values() for s in q):
                     replies[site] = Failure(site, f"no answer within {timeout:g} s")
                 break
-            for connection in ready:
-                assert isinstance(connection, Connection)
-                site = busy.pop(connection)
-                replies[site] = decode_answer(site, self._receive(connection))
-                feed(self._connections.index(connection))
+            for answered in ready:
+                assert isinstance(answered, Connection)
+                site = busy.pop(answered)
+                replies[site] = decode_answer(site, self._receive(answered))
+                feed(self._connections.index(answered))
         return {site: replies[site] for site in tasks}
+
+    def _stop(self, worker: int) -> None:
+        """End a worker and disconnect its sites."""
+        self._processes[worker].terminate()
+        self._sites = {s: w for s, w in self._sites.items() if w != worker}
 
     def close(self) -> None:
         for connection in self._connections:
