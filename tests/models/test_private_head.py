@@ -66,7 +66,7 @@ def test_head_parameters_never_appear_in_any_message_a_site_sends(tmp_path, monk
         channels.append(RecordingChannel(sites))
         return channels[-1]
 
-    monkeypatch.setattr("fedpharma.sim.engine.InProcessChannel", recording)
+    monkeypatch.setattr("fedpharma.sim.backends.InProcessChannel", recording)
     result = simulate(
         dataclasses.replace(CONFIG, baselines=False), tmp_path, prepared=_simulation()
     )

@@ -25,7 +25,7 @@ from fedpharma.core.errors import ConfigError
 
 T = typing.TypeVar("T")
 
-STRATEGIES = ("fedavg", "fedprox", "fedadam", "fedyogi", "fedadagrad")
+STRATEGIES = ("fedavg", "fedprox", "fedadam", "fedyogi", "fedadagrad", "scaffold")
 ROBUST_RULES = ("mean", "median", "trimmed_mean", "multi_krum")
 
 
@@ -134,7 +134,7 @@ class StrategyConfig:
 
     name: str = choice(*STRATEGIES, default="fedavg")
     proximal_mu: float = bounded(0.01, 0.0, None)  # FedProx (Li et al. 2020)
-    # η of FedAdam/FedYogi/FedAdagrad (Reddi et al. 2021); unset means 1e-2.
+    # η of FedAdam/FedYogi/FedAdagrad (Reddi et al. 2021); unset means 1e-2 (SCAFFOLD's η_g: 1).
     server_learning_rate: float | None = bounded(None, 0.0, None)
     beta1: float = bounded(0.9, 0.0, 0.999999)
     beta2: float = bounded(0.99, 0.0, 0.999999)
@@ -277,6 +277,18 @@ class DataChecksConfig:
 
 
 @dataclass(frozen=True)
+class SimulationConfig:
+    """Where a simulation's sites run (``fedpharma.sim.backends``): one after another in this
+    process (``"sequential"``), in a pool of ``workers`` local processes (0: one per core), or
+    on Ray actors (``"ray"``, the ``fedpharma[ray]`` extra; ``address`` of a running cluster,
+    unset: a local one). The same seed gives the same model on every backend."""
+
+    backend: str = choice("sequential", "processes", "ray", default="sequential")
+    workers: int = bounded(0, 0, 100_000)
+    address: str | None = None
+
+
+@dataclass(frozen=True)
 class RunConfig:
     dataset: DatasetConfig = DatasetConfig(name="chembl2321810")
     features: FeaturesConfig = FeaturesConfig()
@@ -290,6 +302,7 @@ class RunConfig:
     site_policy: SitePolicyConfig = SitePolicyConfig()
     secure: SecureConfig = SecureConfig()
     data_checks: DataChecksConfig = DataChecksConfig()
+    simulation: SimulationConfig = SimulationConfig()
     rounds: int = bounded(20, 1, 100_000)
     seed: int = 0
     baselines: bool = True  # also train local-only and centralized references
@@ -409,6 +422,37 @@ def data_source_problems(
     return problems
 
 
+def _scaffold_problems(cfg: RunConfig) -> list[str]:
+    """Where SCAFFOLD cannot compose (docs/scaffold.md): its site variate c_i⁺ = ∇f_i(x) is a
+    gradient of the site's data that no DP mechanism here bounds, and private heads keep part
+    of the model out of the federation the variates describe."""
+    if cfg.strategy.name != "scaffold":
+        return []
+    problems = []
+    if cfg.privacy.record_level or cfg.privacy.site_level:
+        problems.append(
+            '[strategy] name = "scaffold" does not compose with [privacy]: each site\'s control '
+            "variate is a gradient of its data that neither DP-SGD nor the update clip bounds; "
+            'use "fedavg" or "fedprox" with DP'
+        )
+    if cfg.model.private_heads:
+        problems.append(
+            '[strategy] name = "scaffold" does not support [model] private_heads (the variates '
+            'describe the whole shared model); use "fedprox" for drift with private heads'
+        )
+    if cfg.model.freeze_trunk:
+        problems.append(
+            '[strategy] name = "scaffold" does not support [model] freeze_trunk (the variates '
+            'describe every weight); use "fedavg" to fine-tune a frozen trunk\'s head'
+        )
+    if cfg.robust.rule != "mean" or cfg.robust.norm_bound is not None:
+        problems.append(
+            '[strategy] name = "scaffold" aggregates the control variates by the plain mean, '
+            "which a [robust] rule would not bound; use the robust rule with FedAvg"
+        )
+    return problems
+
+
 def cross_check(cfg: RunConfig) -> list[str]:
     """Problems that involve more than one field."""
     problems = []
@@ -461,6 +505,19 @@ def cross_check(cfg: RunConfig) -> list[str]:
     if cfg.model.freeze_trunk and (cfg.model.kind != "mlp" or cfg.model.private_heads):
         problems.append(
             '[model] freeze_trunk needs kind = "mlp" (a trunk to freeze) and shared heads'
+        )
+    problems += _scaffold_problems(cfg)
+    if cfg.simulation.backend != "sequential" and cfg.secure.enabled:
+        problems.append(
+            f'[simulation] backend = "{cfg.simulation.backend}" runs sites in several '
+            "processes, which would not share the simulation's throwaway consortium keys; "
+            'use backend = "sequential" with [secure]'
+        )
+    if cfg.simulation.backend != "sequential" and (cfg.model.private_heads or ds.kind == "tabular"):
+        problems.append(
+            f'[simulation] backend = "{cfg.simulation.backend}" does not support private heads '
+            "or tabular data yet (the driver keeps each site's head and fits the tabular "
+            'preprocessing in its own process); use backend = "sequential"'
         )
     if cfg.model.label_std and len(cfg.model.label_std) != len(cfg.model.label_mean):
         problems.append("[model] `label_std` needs one value per `label_mean` value")

@@ -7,7 +7,7 @@ trainer (e.g. DP-SGD) that a site plugs in instead.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
 import numpy as np
 import numpy.typing as npt
@@ -47,4 +47,26 @@ class Trainer(Protocol):
 
     def predict(self, params: Parameters, data: Dataset) -> npt.NDArray[np.float32]:
         """n×t predictions: regression values or class-1 probabilities."""
+        ...
+
+
+@runtime_checkable
+class ScaffoldTrainer(Trainer, Protocol):
+    """A trainer that can run SCAFFOLD's local steps (Karimireddy et al. 2020, Alg. 1)."""
+
+    def fit(
+        self,
+        params: Parameters,
+        data: Dataset,
+        *,
+        epochs: int,
+        seed: int,
+        proximal_mu: float = 0.0,
+        correction: Parameters | None = None,
+    ) -> FitOutput:
+        """:meth:`Trainer.fit` with ``correction`` (c − c_i) added to every step's gradient."""
+        ...
+
+    def gradient(self, params: Parameters, data: Dataset) -> Parameters:
+        """The full gradient of the mean loss on ``data`` at ``params``."""
         ...

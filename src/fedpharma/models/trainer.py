@@ -78,14 +78,23 @@ class TorchTrainer:
         )
 
     def fit(
-        self, params: Parameters, data: Dataset, *, epochs: int, seed: int, proximal_mu: float = 0.0
+        self,
+        params: Parameters,
+        data: Dataset,
+        *,
+        epochs: int,
+        seed: int,
+        proximal_mu: float = 0.0,
+        correction: Parameters | None = None,
     ) -> FitOutput:
         """Train from ``params`` on ``data`` for ``epochs`` epochs and return the new parameters.
 
         Deterministic given ``seed``: it seeds a local generator for the minibatch order and,
         inside :func:`torch.random.fork_rng`, the CPU generator that dropout draws from, so the
         caller's global RNG state is left as it was. The optimizer is fresh on every call (its
-        moments are not carried across rounds), as in FedAvg's ClientUpdate.
+        moments are not carried across rounds), as in FedAvg's ClientUpdate. ``correction``
+        (SCAFFOLD's c − c_i, Karimireddy et al. 2020, Alg. 1 line 10) is added to every step's
+        gradient.
         """
         started = time.perf_counter()
         if epochs < 1:
@@ -102,6 +111,7 @@ class TorchTrainer:
         device, precision = tensors.device, self.training_config.precision
         weights = trainable_weights(network, self.model_config)
         global_weights = [w.detach().clone() for w in weights] if proximal_mu > 0 else []
+        corrections = [] if correction is None else self._aligned(correction, weights)
         optimizer = self._optimizer(weights)
         shuffle_seed, dropout_seed = np.random.SeedSequence(seed).generate_state(2, np.uint64)
         shuffler = torch.Generator().manual_seed(int(shuffle_seed))
@@ -128,6 +138,8 @@ class TorchTrainer:
                         with torch.no_grad():
                             for w, w_global in zip(weights, global_weights, strict=True):
                                 w.grad.add_(w - w_global, alpha=proximal_mu)  # type: ignore[union-attr]
+                    for w, c in zip(weights, corrections, strict=False):
+                        w.grad.add_(c)  # type: ignore[union-attr]
                     optimizer.step()
                     batch_losses.append(loss.detach())
         observed = tensors.observed_per_row[order.to(device)]
@@ -138,6 +150,27 @@ class TorchTrainer:
             train_loss=train_loss,
             seconds=time.perf_counter() - started,
         )
+
+    def gradient(self, params: Parameters, data: Dataset) -> Parameters:
+        """∇f(params): the gradient of the mean loss over all observed labels of ``data``, the
+        network in evaluation mode (SCAFFOLD's Option I variate, Karimireddy et al. 2020)."""
+        tensors = self._tensors(data)
+        network = self._network
+        set_parameters(network, params)
+        network.eval()
+        weights = [w for w in network.parameters() if w.requires_grad]
+        network.zero_grad()
+        total = max(int(tensors.observed_per_row.sum()), 1)
+        everything = torch.arange(len(data), device=tensors.device)
+        for rows in torch.split(everything, self.training_config.batch_size * 16):
+            observed = int(tensors.observed_per_row[rows].sum())
+            outputs = network(tensors.features(rows)).float()
+            loss = masked_multitask_loss(outputs, tensors.labels(rows), self.task)
+            torch.autograd.backward(loss * (observed / total))
+        grads = [torch.zeros_like(w) if w.grad is None else w.grad for w in weights]
+        names = get_parameters(network).names
+        arrays = tuple(g.detach().cpu().numpy().astype(np.float32) for g in grads)
+        return Parameters(names, arrays)
 
     def predict(self, params: Parameters, data: Dataset) -> npt.NDArray[np.float32]:
         """n×t predictions for ``data``: regression values, or class-1 probabilities (sigmoid)."""
@@ -165,6 +198,18 @@ class TorchTrainer:
         return torch.optim.SGD(
             weights, lr=cfg.learning_rate, weight_decay=cfg.weight_decay, fused=True
         )
+
+    @staticmethod
+    def _aligned(values: Parameters, weights: list[torch.nn.Parameter]) -> list[torch.Tensor]:
+        """``values`` as tensors, one per trainable weight (same shapes)."""
+        if len(values) != len(weights) or any(
+            tuple(w.shape) != a.shape for w, a in zip(weights, values.arrays, strict=True)
+        ):
+            raise DataError("the SCAFFOLD correction does not fit the model's parameters")
+        return [
+            torch.tensor(a, dtype=torch.float32, device=w.device)
+            for a, w in zip(values.arrays, weights, strict=True)
+        ]
 
     def _tensors(self, data: Dataset) -> TensorData:
         """``data``'s features and labels on this trainer's device (sharing memory on the CPU);

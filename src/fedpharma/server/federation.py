@@ -313,11 +313,12 @@ class Federation:
         secure = (
             self.collector.task_settings(rnd, len(sites)) if self.collector is not None else None
         )
+        sent = self.strategy.train_parameters(rnd, parameters)
         tasks: dict[str, Task] = {
             site: TrainTask(
                 run_id,
                 rnd,
-                parameters,
+                sent,
                 dataclasses.replace(self.train_settings(rnd, site), secure=secure),
             )
             for site in sites
@@ -330,7 +331,7 @@ class Federation:
             outcome = self.collector.collect(
                 channel,
                 advertised,
-                parameters,
+                sent,
                 n_sites=len(sites),
                 rnd=rnd,
                 run_id=run_id,

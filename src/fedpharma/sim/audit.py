@@ -23,6 +23,7 @@ from fedpharma.core.dataset import SiteData
 from fedpharma.core.errors import DataError
 from fedpharma.core.params import Parameters
 from fedpharma.core.protocol import Refusal, TrainResult, TrainTask
+from fedpharma.core.protocol.control import split_control
 from fedpharma.evaluation.membership import (
     AttackResult,
     MembershipAudit,
@@ -110,11 +111,13 @@ def next_round_updates(
     updates: dict[str, Parameters | str] = {}
     with tempfile.TemporaryDirectory(prefix="fedpharma-audit-") as scratch:
         for name, runtime in runtimes_for(recipe, Path(scratch)).items():
-            reply = runtime.handle(
-                TrainTask(run_id, rnd, start, federation.train_settings(rnd, name))
-            )
+            settings = federation.train_settings(rnd, name)
+            # SCAFFOLD: the task carries the server's variate; the twin's own starts at zero.
+            sent = federation.strategy.train_parameters(rnd, start)
+            reply = runtime.handle(TrainTask(run_id, rnd, sent, settings))
             if isinstance(reply, TrainResult):
-                updates[name] = reply.update
+                scaffold = settings.local.scaffold
+                updates[name] = split_control(reply.update)[0] if scaffold else reply.update
             elif isinstance(reply, Refusal):
                 updates[name] = f"the site refused the audit round ({reply.kind}): {reply.reason}"
             else:

@@ -1,6 +1,6 @@
 """Run a configured experiment end to end in one process.
 
-About 580 lines, one job: the simulation's single pipeline; each step's own logic already lives
+About 470 lines, one job: the simulation's single pipeline; each step's own logic already lives
 in its module (partition, federation, cross-evaluation, audit, privacy), this file only wires them.
 
 Steps: load the dataset → partition it into sites (seeded) → each site splits its own data into
@@ -15,9 +15,9 @@ as the federation pools its evaluation results → the cross-site matrix
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import math
-import re
 import secrets
 import time
 from collections.abc import Callable
@@ -31,15 +31,13 @@ import numpy.typing as npt
 
 from fedpharma.core.config import RunConfig
 from fedpharma.core.dataset import Dataset, Objective, SiteData, concatenate_rows
+from fedpharma.core.errors import ConfigError
 from fedpharma.core.params import Parameters
-from fedpharma.data.datasets import featurizes_molecules, load_dataset
-from fedpharma.data.partition import holdout_split, partition
-from fedpharma.data.permutation import site_permutation
-from fedpharma.data.preprocessing import SiteDescription
+from fedpharma.data.datasets import featurizes_molecules
 from fedpharma.evaluation.metrics import PRIMARY_METRIC, compute_metrics
 from fedpharma.evaluation.selection import VALIDATION_PREFIX
 from fedpharma.models.base import Trainer
-from fedpharma.models.factory import build_private_trainer, build_trainer
+from fedpharma.models.factory import build_trainer
 from fedpharma.report.summary import (
     MODELS,
     SUMMARY_FORMAT,
@@ -52,42 +50,29 @@ from fedpharma.report.summary import (
     Timings,
     write_summary,
 )
-from fedpharma.secure.ckks import SecretContext, create_secret_context
-from fedpharma.secure.identity import ephemeral_consortium
+from fedpharma.secure.ckks import create_secret_context
 from fedpharma.server.join import JoinGate, JoinLog, expected_preprocessing
 from fedpharma.server.label_statistics import calibrated_start
 from fedpharma.server.plan import build_federation
 from fedpharma.server.round import RoundRecord, site_seed
 from fedpharma.server.store import RunStore
 from fedpharma.sim.audit import audit_privacy
-from fedpharma.sim.checks import check_test_sizes
+from fedpharma.sim.backends import open_sites
 from fedpharma.sim.cross_evaluation import cross_evaluate
-from fedpharma.sim.privacy import PrivacyRecorder, site_policy
+from fedpharma.sim.privacy import PrivacyRecorder
 from fedpharma.sim.selection import (
     HeadsOfBestRound,
     fit_reference,
     round_selection,
     selection_summary,
 )
+from fedpharma.sim.sites import Simulation, build_site_runtimes, prepare_sites, site_trainers
 from fedpharma.sim.tabular import is_tabular_file, preprocess_sites
 from fedpharma.sim.task_results import label_distributions, pooled_task_results
 from fedpharma.site.checkpoint import SiteModelKeeper
 from fedpharma.site.runtime import SiteRuntime
-from fedpharma.site.secure import SecureParticipation
 from fedpharma.strategy import Strategy
 from fedpharma.strategy.aggregate import weighted_mean_metrics
-from fedpharma.transport.inprocess import InProcessChannel
-
-
-@dataclass(frozen=True)
-class Simulation:
-    """The sites of a simulated consortium, before any training."""
-
-    sites: dict[str, SiteData]
-    dataset: Dataset
-    invalid_molecules: int
-    import_summary: str = ""  # the molecule file's import report (rows and reasons, no SMILES)
-
 
 Models = dict[str, dict[str, Parameters] | Parameters]
 """``models[model]``: one model, or one per site (the local-only family)."""
@@ -106,48 +91,6 @@ class SimulationResult:
     summary: RunSummary
     parameters: Parameters
     predictions: Predictions
-
-
-def prepare_sites(config: RunConfig) -> Simulation:
-    """Load, partition and split the data, reproducibly from ``config.seed``."""
-    dataset, report = load_dataset(config.dataset, config.features)
-    rng = np.random.default_rng(config.seed)
-    parts = partition(dataset, config.partition, rng)
-    sites = {}
-    molecules = featurizes_molecules(config.dataset.name, config.dataset.kind)
-    for index, rows in enumerate(parts, start=1):
-        name = _site_name(config, dataset, rows, index)
-        local = dataset.subset(rows, name=name)
-        train, test = holdout_split(local, config.dataset.test_fraction, rng, molecules=molecules)
-        sites[name] = split_validation(
-            SiteData(local.subset(train), local.subset(test)),
-            config.evaluation.validation_fraction,
-            rng,
-            molecules=molecules,
-        )
-    check_test_sizes({name: len(data.test) for name, data in sites.items()}, len(dataset))
-    invalid = 0 if report is None else report.n_input - report.n_valid
-    return Simulation(sites, dataset, invalid, "" if report is None else report.summary())
-
-
-def split_validation(
-    site: SiteData, fraction: float, rng: np.random.Generator, *, molecules: bool = True
-) -> SiteData:
-    """``site`` with ``fraction`` of its training rows held out as its validation fold
-    (unchanged when ``fraction`` is 0), split like the test set (by scaffold for molecules)."""
-    if fraction <= 0:
-        return site
-    train, validation = holdout_split(site.train, fraction, rng, molecules=molecules)
-    return SiteData(site.train.subset(train), site.test, site.train.subset(validation))
-
-
-def _site_name(config: RunConfig, dataset: Dataset, rows: npt.NDArray[np.int64], index: int) -> str:
-    """The data's own name for a natural site (its site-column value), else ``site-INDEX``."""
-    if config.partition.method == "natural" and dataset.group_names:
-        name = dataset.group_names[int(dataset.groups[rows[0]])]
-        if name != "pooled" and re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}", name):
-            return name
-    return f"site-{index}"
 
 
 def simulate(
@@ -191,8 +134,19 @@ def simulate(
     # CKKS in simulation: a fresh consortium key; the coordinator gets only its public context.
     ckks_key = create_secret_context() if config.secure.mode == "ckks" else None
     trainers = site_trainers(config, sim, trainer)
-    runtimes = build_site_runtimes(config, sim, trainers, run_dir, ckks_key)
-    sites = InProcessChannel(runtimes if adversary is None else adversary(runtimes))
+    # [simulation] backend: here, in worker processes or on Ray actors (those load their own).
+    local = config.simulation.backend == "sequential"
+    if adversary is not None and not local:
+        raise ConfigError(
+            ["an adversary replaces site runtimes in this process: use the sequential backend"],
+            "simulate",
+        )
+    runtimes = build_site_runtimes(config, sim, trainers, run_dir, ckks_key) if local else {}
+    hosted = runtimes if adversary is None else adversary(runtimes)
+    backend = contextlib.ExitStack()
+    sites = backend.enter_context(
+        open_sites(config, list(sim.sites), run_dir, hosted if local else None)
+    )
     # As in deployment, only sites whose preprocessing matches the recipe's take part.
     channel = JoinGate(
         sites, run_id, expected_preprocessing(config), on_outcome=JoinLog(store, say)
@@ -212,13 +166,14 @@ def simulate(
     )
     # All simulated sites are there from the start: calibrate once, before the federation and
     # the references, which all start from the same model.
-    initial, how = calibrated_start(
-        config, channel, run_id, initial, sim.dataset.task, sim.dataset.n_tasks
-    )
-    say(how)
-    fed_started = time.perf_counter()
-    final = federation.run(channel, initial, config.rounds, run_id=run_id)
-    federated_seconds = time.perf_counter() - fed_started
+    with backend:
+        initial, how = calibrated_start(
+            config, channel, run_id, initial, sim.dataset.task, sim.dataset.n_tasks
+        )
+        say(how)
+        fed_started = time.perf_counter()
+        final = federation.run(channel, initial, config.rounds, run_id=run_id)
+        federated_seconds = time.perf_counter() - fed_started
     chosen_round = None
     if selection is not None and selection.chosen is not None:
         chosen_round, final = selection.chosen.step, selection.chosen.model
@@ -302,59 +257,6 @@ def keep_site_models(
         }
         model = runtime.whole_model(final)
         keeper.keep(run_id, config.rounds, train.task, train.task_names, model, epsilon)
-
-
-def site_trainers(config: RunConfig, sim: Simulation, shared: Trainer) -> dict[str, Trainer]:
-    """Each site's trainer: ``shared`` for a shared model; with ``[model] private_heads`` a
-    fresh trainer per site, over its own tasks, that keeps its head at the site."""
-    if not config.model.private_heads:
-        return dict.fromkeys(sim.sites, shared)
-    return {name: build_trainer(config, data.train) for name, data in sim.sites.items()}
-
-
-def build_site_runtimes(
-    config: RunConfig,
-    sim: Simulation,
-    trainers: dict[str, Trainer],
-    run_dir: Path,
-    ckks_key: SecretContext | None = None,
-) -> dict[str, SiteRuntime]:
-    """One runtime per simulated site, each with its own policy and ledger under
-    ``run_dir/sites/NAME``, for record-level DP a DP-SGD trainer, and under secure aggregation
-    an identity from a throwaway consortium CA (the sites of one process share it; deployment
-    uses the provisioned PKI) and the CKKS key if any."""
-    private_trainer = (
-        # Simulation is reproducible from the seed: its DP-SGD noise is seeded (not a deployment).
-        build_private_trainer(config, sim.dataset, reproducible=True)
-        if config.privacy.record_level
-        else None
-    )
-    site_permutation(config.features, None)  # a simulation holds no permutation key: refuse
-    molecules = featurizes_molecules(config.dataset.name, config.dataset.kind)
-    preprocessing = SiteDescription.of_site(config.features) if molecules else None
-    secure: dict[str, SecureParticipation] = {}
-    if config.secure.enabled:
-        consortium, identities = ephemeral_consortium(sorted(sim.sites))
-        secure = {
-            name: SecureParticipation(
-                identities[name], consortium, min_sites=config.strategy.min_sites, ckks_key=ckks_key
-            )
-            for name in sim.sites
-        }
-    return {
-        name: SiteRuntime(
-            name,
-            data,
-            trainers[name],
-            policy=site_policy(config, run_dir / "sites" / name),
-            private_trainer=private_trainer,
-            # Simulation noise is reproducible from the seed; deployment uses the OS CSPRNG.
-            noise_source=lambda seed: np.random.default_rng(seed),
-            secure=secure.get(name),
-            preprocessing=preprocessing,
-        )
-        for name, data in sim.sites.items()
-    }
 
 
 def train_baselines(

@@ -43,6 +43,7 @@ from fedpharma.secure.identity import load_identity
 from fedpharma.site.checkpoint import SiteModelKeeper
 from fedpharma.site.policy import SitePolicy
 from fedpharma.site.runtime import SiteRuntime
+from fedpharma.site.scaffold import ControlVariates
 from fedpharma.site.secure import SecureParticipation
 from fedpharma.site.witness import HeadWitness
 from fedpharma.transport.pki import CA_FILE, CERT_FILE, CKKS_SECRET_FILE, KEY_FILE
@@ -144,6 +145,7 @@ def build_site(
         secure=_secure(name, config, recipe) if recipe.secure.enabled else None,
         preprocessing=preprocessing,
         keeper=keeper,
+        variates=ControlVariates(Path(config.state_dir)),
     )
 
 

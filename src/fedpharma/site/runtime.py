@@ -59,6 +59,7 @@ from fedpharma.privacy import production_rng
 from fedpharma.site.checkpoint import SiteModelKeeper
 from fedpharma.site.dp import DPParticipation, NoiseSource
 from fedpharma.site.policy import SitePolicy
+from fedpharma.site.scaffold import ControlVariates, check_scaffold, scaffold_fit
 from fedpharma.site.secure import SecureParticipation
 
 if TYPE_CHECKING:
@@ -82,6 +83,8 @@ class SiteRuntime:
     tabular site's data, against which it checks its own rows when asked
     (:mod:`fedpharma.data.checks`). ``keeper``, if any, keeps the site's model (the global model
     a task carries, with this site's private head) in its state_dir.
+    ``variates`` keeps the site's SCAFFOLD control variate (in memory by default; in its
+    ``state_dir`` when deployed).
     """
 
     def __init__(
@@ -97,6 +100,7 @@ class SiteRuntime:
         preprocessing: SiteDescription | None = None,
         schema: TabularSchema | None = None,
         keeper: SiteModelKeeper | None = None,
+        variates: ControlVariates | None = None,
     ) -> None:
         self.name = name
         self.data = data
@@ -114,6 +118,7 @@ class SiteRuntime:
         # and answering it again with a fresh release would charge the budget twice.
         self._last_release: tuple[bytes, TrainResult] | None = None
         self.keeper = keeper
+        self.variates = variates or ControlVariates()
 
     def handle_encoded(self, request: bytes | memoryview) -> EncodedMessage:
         """Answer an encoded task with an encoded reply; a malformed task gets a Refusal."""
@@ -174,20 +179,24 @@ class SiteRuntime:
         # Everything that can be refused is checked, and charged, before any record is read.
         if settings.secure is not None:
             self._secure().check(settings.secure)
+        scaffold = check_scaffold(task, self.trainer) if local.scaffold else None
         private = self.dp.admit(settings, task.run_id, task.round, len(self.data.train))
         received = self.whole_model(task.parameters)  # with the head before this round's fit
         outcome: FitOutput | None = None
         if private is not None:
             outcome = self.dp.fit(private, task.parameters, self.data.train, local)
-        if outcome is None:
-            outcome = self.trainer.fit(
-                task.parameters,
-                self.data.train,
-                epochs=local.epochs,
-                seed=local.seed,
-                proximal_mu=local.proximal_mu,
-            )
-        update = outcome.parameters.minus(task.parameters)
+        if scaffold is not None:
+            outcome, update = scaffold_fit(scaffold, self.variates, task, self.data.train)
+        else:
+            if outcome is None:
+                outcome = self.trainer.fit(
+                    task.parameters,
+                    self.data.train,
+                    epochs=local.epochs,
+                    seed=local.seed,
+                    proximal_mu=local.proximal_mu,
+                )
+            update = outcome.parameters.minus(task.parameters)
         # Under DP only what the guarantee covers leaves the site: no raw training loss.
         dp = settings.record_dp is not None or settings.site_dp is not None
         metrics = {} if dp else _finite({"train_loss": outcome.train_loss})

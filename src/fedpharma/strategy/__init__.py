@@ -13,6 +13,7 @@ from fedpharma.strategy.base import (
 from fedpharma.strategy.fedavg import FedAvg, FedProx
 from fedpharma.strategy.fedopt import FedOpt
 from fedpharma.strategy.robust import RobustRule, build_rule
+from fedpharma.strategy.scaffold import Scaffold
 
 
 def build_strategy(config: StrategyConfig) -> Strategy:
@@ -21,6 +22,9 @@ def build_strategy(config: StrategyConfig) -> Strategy:
         return FedAvg()
     if config.name == "fedprox":
         return FedProx(config.proximal_mu)
+    if config.name == "scaffold":
+        eta = 1.0 if config.server_learning_rate is None else config.server_learning_rate
+        return Scaffold(eta=eta, participation=config.fraction_fit)
     return FedOpt(
         variant=config.name.removeprefix("fed"),
         eta=1e-2 if config.server_learning_rate is None else config.server_learning_rate,
@@ -37,6 +41,7 @@ __all__ = [
     "FedProx",
     "RobustRule",
     "SampleWeightedMean",
+    "Scaffold",
     "SiteUpdate",
     "Strategy",
     "build_rule",

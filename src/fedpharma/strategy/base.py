@@ -34,6 +34,11 @@ class Strategy(ABC):
         epochs and the site's seed) with the strategy's own settings (e.g. FedProx's μ)."""
         return local
 
+    def train_parameters(self, rnd: int, parameters: Parameters) -> Parameters:
+        """What the train tasks of round ``rnd`` carry: the model, and whatever the strategy
+        sends beside it (SCAFFOLD's control variate); the round's mean update has these names."""
+        return parameters
+
     @abstractmethod
     def aggregate_train(self, rnd: int, parameters: Parameters, mean: Parameters) -> Parameters:
         """New global parameters from the current ones and the round's mean update Δ̄."""

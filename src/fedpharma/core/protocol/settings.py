@@ -36,12 +36,15 @@ _POSITIVE: dict[str, Any] = {"above": 0.0}
 
 @dataclass(frozen=True)
 class LocalTraining:
-    """The local training of one round: epochs, the site's seed for it, and FedProx's μ
-    (Li et al. 2020, §3; 0 is plain FedAvg)."""
+    """The local training of one round: epochs, the site's seed for it, FedProx's μ
+    (Li et al. 2020, §3; 0 is plain FedAvg) and SCAFFOLD (Karimireddy et al. 2020): with
+    ``scaffold`` the task's parameters carry the server's control variate
+    (:mod:`fedpharma.core.protocol.control`) and the site steps with the corrected gradient."""
 
     epochs: int = field(default=1, metadata={"min": 1})
     seed: int = field(default=0, metadata={"min": 0})
     proximal_mu: float = field(default=0.0, metadata={"min": 0})
+    scaffold: bool = False
 
 
 @dataclass(frozen=True)
