@@ -8,10 +8,15 @@ flipped labels. Rows: clean FedAvg, then per attack FedAvg and each robust rule 
 (norm bound, coordinate median, trimmed mean, Multi-Krum, all with byzantine = 1). Cell: the
 final federated model's mean ROC-AUC over the 12 assays, the test-size-weighted mean over
 the five sites' test sets (the poisoner's labels there are genuine), averaged over ``--seeds``
-seeds. The target: each robust rule within 2 % of clean FedAvg where FedAvg is destroyed.
+seeds. The target: each robust rule within 2 % of clean FedAvg where FedAvg is destroyed,
+judged on the mean over the seeds. Beside it, a paired bootstrap of seed 0's test molecules
+(``--bootstrap`` resamples, each site's test set resampled, the same rows for every model;
+:mod:`fedpharma.evaluation.bootstrap`, as ``benchmarks/utility.py`` does) gives each cell's
+ratio to the clean run as a 95 % interval: how far a verdict could have gone the other way on
+test sets this small. It does not include training randomness, and it does not change a verdict.
 
-``--flood`` also runs ``benchmarks/flood.py``'s flood table (one hostile site flooding a
-deployed coordinator) when that module is present.
+Then it prints the flood table of ``benchmarks/flood.py`` (one hostile site flooding a deployed
+coordinator; about a minute; ``--no-flood`` skips it, ``benchmarks/flood.py`` runs it alone).
 
     .venv/bin/python benchmarks/robustness.py                 # 3 seeds
     .venv/bin/python benchmarks/robustness.py --seeds 1 --rounds 5   # a quick look
@@ -23,7 +28,8 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import importlib.util
+import functools
+import multiprocessing
 import sys
 import tempfile
 import time
@@ -47,9 +53,11 @@ from fedpharma.core.config import (
     StrategyConfig,
     TrainingConfig,
 )
+from fedpharma.evaluation.bootstrap import paired_bootstrap, percentile_interval
 from fedpharma.server.round import RoundRecord
-from fedpharma.sim.engine import Simulation, prepare_sites, simulate
+from fedpharma.sim.engine import simulate
 from fedpharma.sim.poisoning import ATTACKS, poison
+from fedpharma.sim.sites import Simulation, prepare_sites
 
 N_SITES = 5
 POISONER = "site-1"
@@ -87,8 +95,9 @@ def base_config(path: Path, seed: int, rounds: int) -> RunConfig:
 
 def final_auc(
     config: RunConfig, sim: Simulation, workdir: Path, attack: str | None, factor: float
-) -> tuple[float, list[float]]:
-    """The final model's ROC-AUC, and the norms of the updates it received."""
+) -> tuple[float, list[float], dict[str, np.ndarray]]:
+    """The final model's ROC-AUC, the norms of the updates it received, and its predictions
+    on each site's test set."""
     adversary = None
     if attack is not None:
 
@@ -104,13 +113,16 @@ def final_auc(
 
     result = simulate(config, workdir, prepared=sim, adversary=adversary, on_round=on_round)
     value = result.summary.pooled.federated
-    return (float("nan") if value is None else float(value)), norms
+    auc = float("nan") if value is None else float(value)
+    return auc, norms, result.predictions["federated"]
 
 
 def run_seed(path: Path, sim: Simulation, seed: int, args: argparse.Namespace) -> dict[str, Any]:
+    """Every cell of the table for ``seed`` (and, for seed 0, the test-set bootstrap)."""
     config = base_config(path, seed, args.rounds)
     sim = resplit(sim, config)
     cells: dict[str, dict[str, float]] = {}
+    predictions: dict[str, dict[str, np.ndarray]] = {}
     norm_bound = args.norm_bound
     with tempfile.TemporaryDirectory() as tmp:
         workdir = Path(tmp)
@@ -122,7 +134,11 @@ def run_seed(path: Path, sim: Simulation, seed: int, args: argparse.Namespace) -
                     continue
                 started = time.perf_counter()
                 recipe = dataclasses.replace(config, robust=robust)
-                auc, norms = final_auc(recipe, sim, workdir / f"{row}-{name}", attack, args.factor)
+                auc, norms, predicted = final_auc(
+                    recipe, sim, workdir / f"{row}-{name}", attack, args.factor
+                )
+                if seed == 0 and args.bootstrap:
+                    predictions[f"{row}/{name}"] = predicted
                 if attack is None and name == "fedavg" and norm_bound is None:
                     # Sun et al. 2019 bound at the honest updates' typical norm: the median
                     # of the clean run's.
@@ -135,7 +151,67 @@ def run_seed(path: Path, sim: Simulation, seed: int, args: argparse.Namespace) -
                     flush=True,
                 )
     cells["norm_bound_used"] = {"value": float(norm_bound or 0.0)}
+    if predictions:
+        rng = np.random.default_rng([seed, 0xB007])
+        cells["bootstrap"] = test_set_uncertainty(sim, predictions, rng, args.bootstrap)
     return cells
+
+
+def test_set_uncertainty(
+    sim: Simulation,
+    predictions: dict[str, dict[str, np.ndarray]],
+    rng: np.random.Generator,
+    resamples: int,
+) -> dict[str, Any]:
+    """Per cell (``"attack/rule"``), a paired bootstrap of the pooled ROC-AUC's ratio to the clean
+    run: each site's test molecules resampled (the same rows for every model), the sites' ROC-AUCs
+    combined test-size-weighted as in the table; a 95 % interval, and the share of resamples on
+    which the cell is within the target."""
+    sizes = np.array([len(data.test) for data in sim.sites.values()], dtype=float)
+    per_site = [
+        paired_bootstrap(
+            data.test.task,
+            data.test.dense_labels(),
+            {cell: by_site[site] for cell, by_site in predictions.items()},
+            "roc_auc",
+            rng,
+            resamples,
+        )
+        for site, data in sim.sites.items()
+    ]
+    pooled = {
+        cell: np.average(np.stack([scores[cell] for scores in per_site]), axis=0, weights=sizes)
+        for cell in predictions
+    }
+    clean = pooled["clean/fedavg"]
+    out: dict[str, Any] = {"resamples": resamples, "level": 0.95}
+    for cell, values in pooled.items():
+        if cell == "clean/fedavg":
+            continue
+        ratio = values / clean
+        finite = ratio[np.isfinite(ratio)]
+        out[cell] = {
+            "ratio_to_clean": percentile_interval(ratio),
+            "share_within_target": float(np.mean(finite >= 1 - TARGET)),
+        }
+    return out
+
+
+def print_uncertainty(uncertainty: dict[str, Any]) -> None:
+    print(
+        f"\nseed 0, ratio to the clean run (paired bootstrap of the test molecules, "
+        f"{uncertainty['resamples']} resamples; training randomness not included):"
+    )
+    for cell, entry in uncertainty.items():
+        if not isinstance(entry, dict):
+            continue
+        row, name = cell.split("/")
+        low, high = entry["ratio_to_clean"]
+        print(
+            f"  {row:<10} {name:<12} 95% [{low:.3f}, {high:.3f}], "
+            f"≥ {1 - TARGET:.2f} on {entry['share_within_target']:.0%} of resamples",
+            flush=True,
+        )
 
 
 def mean_cells(per_seed: list[dict[str, dict[str, float]]]) -> dict[str, dict[str, float]]:
@@ -144,6 +220,11 @@ def mean_cells(per_seed: list[dict[str, dict[str, float]]]) -> dict[str, dict[st
         row: {name: float(np.mean([seed[row][name] for seed in per_seed])) for name in rows[row]}
         for row in rows
     }
+
+
+def spread(per_seed: list[dict[str, dict[str, float]]], row: str, name: str) -> float | None:
+    values = [seed[row][name] for seed in per_seed if name in seed[row]]
+    return float(np.ptp(values)) if values else None
 
 
 def verdicts(table: dict[str, dict[str, float]]) -> list[dict[str, Any]]:
@@ -168,15 +249,10 @@ def verdicts(table: dict[str, dict[str, float]]) -> list[dict[str, Any]]:
 
 
 def run_flood() -> None:
-    flood = Path(__file__).resolve().parent / "flood.py"
-    if not flood.exists():
-        print("\nflood table: benchmarks/flood.py is not in this tree; nothing to run")
-        return
-    spec = importlib.util.spec_from_file_location("flood", flood)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    module.main([])
+    import flood
+
+    print("\nFlood table (benchmarks/flood.py):", flush=True)
+    flood.main([])
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -193,14 +269,31 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--clean-rules", action="store_true", help="also run each robust rule without attack"
     )
-    parser.add_argument("--flood", action="store_true", help="also run benchmarks/flood.py")
+    parser.add_argument(
+        "--bootstrap",
+        type=int,
+        default=500,
+        help="test-set bootstrap resamples for seed 0's cells (0: skip)",
+    )
+    parser.add_argument(
+        "--jobs", type=int, default=1, help="seeds run at once, in forked processes"
+    )
+    parser.add_argument(
+        "--no-flood", dest="flood", action="store_false", help="skip benchmarks/flood.py's table"
+    )
     args = parser.parse_args(argv)
     path = require_shared_file("tox21.csv.gz")
     started = time.perf_counter()
     sim = prepare_sites(base_config(path, 0, args.rounds))
     print(f"Tox21 featurized in {time.perf_counter() - started:.0f} s", flush=True)
-    per_seed = [run_seed(path, sim, seed, args) for seed in range(args.seeds)]
+    seeds = range(args.seeds)
+    if args.jobs > 1:  # forked workers share the featurized data; each runs whole seeds
+        with multiprocessing.get_context("fork").Pool(min(args.jobs, args.seeds)) as pool:
+            per_seed = pool.map(functools.partial(run_seed, path, sim, args=args), seeds)
+    else:
+        per_seed = [run_seed(path, sim, seed, args) for seed in seeds]
     bounds = [cells.pop("norm_bound_used")["value"] for cells in per_seed]
+    uncertainty = per_seed[0].pop("bootstrap", None)
     table = mean_cells(per_seed)
     names = list(rules(args.norm_bound))
     print(
@@ -213,6 +306,11 @@ def main(argv: list[str] | None = None) -> int:
         ["attack", *names],
         [[row, *(table[row].get(name) for name in names)] for row in table],
     )
+    print("\nspread over the seeds (max − min):")
+    print_table(
+        ["attack", *names],
+        [[row, *(spread(per_seed, row, name) for name in names)] for row in table],
+    )
     checks = verdicts(table)
     missed = [c for c in checks if not c["within_target"]]
     print(
@@ -224,6 +322,8 @@ def main(argv: list[str] | None = None) -> int:
             for c in missed
         )
     )
+    if uncertainty is not None:
+        print_uncertainty(uncertainty)
     out = write_json(
         RESULTS_DIR / "robustness.json",
         {
@@ -234,6 +334,7 @@ def main(argv: list[str] | None = None) -> int:
             "norm_bounds": bounds,
             "mean": table,
             "verdicts": checks,
+            "bootstrap": uncertainty,
         },
     )
     print(f"wrote {out}")

@@ -100,6 +100,7 @@ class Collector:
         rnd: int,
         run_id: str,
         timeout: float | None = None,
+        on_rejected: object = None,
     ) -> Outcome:
         self.collected.append(
             {

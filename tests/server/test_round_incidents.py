@@ -14,6 +14,7 @@ import sqlite3
 import numpy as np
 import pytest
 
+from fedpharma.core.errors import RoundFailed
 from fedpharma.core.params import Parameters
 from fedpharma.core.protocol import EvaluateResult, EvaluateTask, Failure, TrainResult, TrainTask
 from fedpharma.server import federation as federation_module
@@ -107,3 +108,56 @@ def test_a_failure_in_one_phase_only_keeps_its_reason_unchanged(tmp_path, failed
     run_round(tmp_path, sites, audited=True)
     ((_, _, _, reason),) = incidents(tmp_path)
     assert reason == ("train crashed" if failed == "train" else "evaluate timed out")
+
+
+class FlakySites(Sites):
+    """ "b" and "c" fail their first train task, each for its own reason, then answer well."""
+
+    def __init__(self) -> None:
+        super().__init__(
+            TrainResult("r", 1, "b", Parameters(("w",), (np.ones(4, np.float32),)), 10, {})
+        )
+        self.trained = 0
+
+    def exchange(self, tasks, timeout=None):
+        replies = super().exchange(tasks, timeout)
+        if any(isinstance(t, TrainTask) for t in tasks.values()):
+            self.trained += 1
+            if self.trained == 1:
+                replies |= {"b": Failure("b", "train crashed"), "c": Failure("c", "no reply")}
+        return replies
+
+
+def run_retried(tmp_path, retries: int) -> None:
+    store = RunStore.create(tmp_path / "run.sqlite", "r", {}, durable=False)
+    settings = FederationSettings(min_sites=3, retries=retries, evaluate_every=0)
+    try:
+        Federation(FedAvg(), settings, store=store).run(FlakySites(), MODEL, 1, run_id="r")
+    finally:
+        store.close()
+
+
+def test_a_failed_and_retried_round_keeps_every_reason_of_the_failed_attempt(tmp_path):
+    run_retried(tmp_path, retries=1)
+    kept = [i for i in incidents(tmp_path) if i[2] == "attempt_failed"]
+    assert sorted(kept) == [
+        (1, "b", "attempt_failed", "attempt 1: train crashed"),
+        (1, "c", "attempt_failed", "attempt 1: no reply"),
+    ]
+    with sqlite3.connect(tmp_path / "run.sqlite") as db:
+        assert db.execute("SELECT round FROM rounds").fetchall() == [(1,)]  # the retry completed
+
+
+def test_a_run_that_gives_up_keeps_the_reasons_of_every_attempt(tmp_path):
+    with pytest.raises(RoundFailed):
+        run_retried(tmp_path, retries=0)
+    assert {i[3] for i in incidents(tmp_path)} == {
+        "attempt 1: train crashed",
+        "attempt 1: no reply",
+    }
+
+
+def test_weakened_twin_without_recording_attempts_the_reasons_are_lost(tmp_path, monkeypatch):
+    monkeypatch.setattr(RunStore, "record_attempt", lambda self, rnd, attempt, reasons: None)
+    run_retried(tmp_path, retries=1)
+    assert not [i for i in incidents(tmp_path) if "train crashed" in i[3]]

@@ -12,6 +12,9 @@ site-level DP's noisy clipped mean) or by the :class:`MeanCollector` of secure a
 Every round's randomness is a function of the run seed and the round number, and the strategy's
 state is checkpointed with the model, so a run resumed from its store (:meth:`Federation.resume`)
 ends with exactly the model of an uninterrupted one.
+
+Over 400 lines on purpose: the one round loop and the protocols of its collaborators, kept
+together so the loop reads in one place.
 """
 
 from __future__ import annotations
@@ -45,6 +48,7 @@ from fedpharma.core.protocol import (
 )
 from fedpharma.server.influence import AgreedWeights
 from fedpharma.server.round import (
+    AttemptFailed,
     Rejected,
     RoundObserver,
     RoundRecord,
@@ -100,6 +104,7 @@ class MeanCollector(Protocol):
         rnd: int,
         run_id: str,
         timeout: float | None = None,
+        on_rejected: Rejected | None = None,
     ) -> SecureMeanResult: ...
 
 
@@ -113,6 +118,8 @@ class Checkpoints(Protocol):
     def save_server_state(self, rnd: int, state: bytes) -> None: ...
 
     def server_state(self, rnd: int) -> bytes | None: ...
+
+    def record_attempt(self, rnd: int, attempt: int, reasons: Mapping[str, str]) -> None: ...
 
 
 WaitForSites = Callable[[int, float | None], Sequence[str]]
@@ -149,9 +156,10 @@ class Federation:
     ``prepare`` turns the initial model into the first round's, once enough sites are there (the
     output layer's calibration). ``observers`` see every completed round; ``on_status`` gets one
     line per wait and retry; ``on_rejected`` each reply the round loop rejects after the
-    channel accepted it (e.g. an update that does not fit the model).
-    line per wait and retry. ``selection``, if given, keeps the round with the best pooled
-    validation metric (:attr:`BestRound.chosen`) and stops the run once its patience is spent.
+    channel accepted it (e.g. an update that does not fit the model, or a weight above the
+    site's declared count), in every phase of a secure round too. ``selection``, if given,
+    keeps the round with the best pooled validation metric (:attr:`BestRound.chosen`) and stops
+    the run once its patience is spent.
     """
 
     def __init__(
@@ -225,8 +233,12 @@ class Federation:
                         break
                     continue
                 except RoundFailed as exc:
-                    reason = str(exc)
+                    reason, why = str(exc), _attempt_reasons(exc)
+            else:
+                why = {"": reason}
             failures += 1
+            if self.store is not None:
+                self.store.record_attempt(rnd, failures, why)
             if failures > self.settings.retries:
                 retries = self.settings.retries
                 raise RoundFailed(
@@ -328,15 +340,20 @@ class Federation:
         if self.collector is not None:
             advertised = {s: r for s, r in results.items() if isinstance(r, SecureReply)}
             self._require_sites(rnd, len(advertised), len(sites), refusals, failures)
-            outcome = self.collector.collect(
-                channel,
-                advertised,
-                sent,
-                n_sites=len(sites),
-                rnd=rnd,
-                run_id=run_id,
-                timeout=self.settings.timeout,
-            )
+            try:
+                outcome = self.collector.collect(
+                    channel,
+                    advertised,
+                    sent,
+                    n_sites=len(sites),
+                    rnd=rnd,
+                    run_id=run_id,
+                    timeout=self.settings.timeout,
+                    on_rejected=self.on_rejected,
+                )
+            except RoundFailed as exc:  # keep the first phase's reasons with the later ones'
+                later = exc.failures if isinstance(exc, AttemptFailed) else {}
+                raise AttemptFailed(str(exc), failures | later, refusals) from exc
             failures |= outcome.failures
             self._require_sites(rnd, len(outcome.contributors), len(sites), refusals, failures)
             new = self.strategy.aggregate_train(rnd, parameters, outcome.mean)
@@ -344,6 +361,9 @@ class Federation:
         train = {site: r for site, r in results.items() if isinstance(r, TrainResult)}
         updates, rejected = self.weights.weigh(rnd, train)
         failures |= rejected
+        for site, reason in rejected.items():
+            if self.on_rejected is not None:
+                self.on_rejected(site, rnd, reason.removeprefix("rejected: "))
         train = {site: r for site, r in train.items() if site not in rejected}
         self._require_sites(rnd, len(train), len(sites), refusals, failures)
         mean = self.aggregator.mean_update(rnd, updates)
@@ -366,9 +386,11 @@ class Federation:
                 [f"{', '.join(sites)}: {why}" for why, sites in failed]
                 + [f"{', '.join(sites)} refused: {why}" for why, sites in refused]
             )
-            raise RoundFailed(
+            raise AttemptFailed(
                 f"round {rnd}: {count} of {selected} site(s) returned an update, "
-                f"at least {self.settings.min_sites} needed ({reasons or 'no reason given'})"
+                f"at least {self.settings.min_sites} needed ({reasons or 'no reason given'})",
+                failures,
+                refusals,
             )
 
     def evaluate(
@@ -406,6 +428,14 @@ class Federation:
             record_dp=self.settings.record_dp,
             site_dp=self.aggregator.task_settings(rnd),
         )
+
+
+def _attempt_reasons(exc: RoundFailed) -> dict[str, str]:
+    """Each site's reason for a failed attempt, or the round's own where no site gave one."""
+    if not isinstance(exc, AttemptFailed) or not (exc.failures or exc.refusals):
+        return {"": str(exc)}
+    refused = {site: f"refused ({r.kind}): {r.reason}" for site, r in exc.refusals.items()}
+    return refused | exc.failures
 
 
 def _by_reason(reasons: Mapping[str, str]) -> list[tuple[str, list[str]]]:

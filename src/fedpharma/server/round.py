@@ -9,7 +9,7 @@ from typing import Protocol
 
 import numpy as np
 
-from fedpharma.core.errors import ProtocolError
+from fedpharma.core.errors import ProtocolError, RoundFailed
 from fedpharma.core.params import Parameters
 from fedpharma.core.protocol import EvaluateResult, Failure, Refusal, Reply, Task, TrainResult
 from fedpharma.core.protocol.messages import validate_reply
@@ -37,6 +37,22 @@ class RoundRecord:
     def train_metrics(self) -> dict[str, float]:
         results = list(self.train_results.values())
         return weighted_mean_metrics([r.metrics for r in results], [r.n_examples for r in results])
+
+
+class AttemptFailed(RoundFailed):
+    """A round attempt that failed, with each site's reason: the round leaves no record, so the
+    run store keeps these for the attempt (:meth:`~fedpharma.server.store.RunStore.record_attempt`)
+    whether the round is retried or the run stops."""
+
+    def __init__(
+        self,
+        message: str,
+        failures: Mapping[str, str],
+        refusals: Mapping[str, Refusal] | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.failures = dict(failures)
+        self.refusals = dict(refusals or {})
 
 
 class RoundObserver(Protocol):

@@ -58,7 +58,7 @@ from fedpharma.secure.secagg import (
     minimum_threshold,
 )
 from fedpharma.secure.secagg.round import MIN_SITES
-from fedpharma.server.round import sort_replies
+from fedpharma.server.round import AttemptFailed, Rejected, sort_replies
 
 
 @dataclass(frozen=True)
@@ -111,8 +111,10 @@ class SecAggCollector:
         rnd: int,
         run_id: str,
         timeout: float | None = None,
+        on_rejected: Rejected | None = None,
     ) -> SecureMean:
-        """Run phases 1–4 with the sites whose advertisements arrived; return the mean update."""
+        """Run phases 1–4 with the sites whose advertisements arrived; return the mean update.
+        ``on_rejected`` is told each message rejected in any phase, as in a plaintext round."""
         if n_sites < MIN_SITES:
             raise RoundFailed(
                 f"round {rnd}: {n_sites} site(s) selected, secure aggregation needs at least "
@@ -121,7 +123,7 @@ class SecAggCollector:
         length = template.flatten().size + 1
         setup = RoundSetup(run_id, rnd, self.threshold(n_sites), length, self.config.ring_bits)
         server = SecAggServer(setup)
-        failures: dict[str, str] = {}
+        drops = _Drops(rnd, on_rejected)
 
         def phase(
             name: str, payloads: Mapping[str, bytes], parse: Callable[[bytes], Any]
@@ -130,10 +132,10 @@ class SecAggCollector:
                 site: SecureTask(run_id, rnd, name, payload) for site, payload in payloads.items()
             }
             replies = channel.exchange(tasks, timeout)
-            return _parsed(tasks, replies, parse, failures)
+            return _parsed(tasks, replies, parse, drops)
 
         try:
-            ads = _parse_all(advertisements, KeyAdvertisement.from_bytes, failures)
+            ads = _parse_all(advertisements, KeyAdvertisement.from_bytes, drops)
             roster = server.roster(ads).to_bytes()
             bundles = phase("share_keys", {a.site: roster for a in ads}, ShareBundle.from_bytes)
             deliveries = server.route_shares(bundles)
@@ -157,9 +159,13 @@ class SecAggCollector:
             secure_sum = server.unmask(responses)
             mean, n_examples = self.codec(n_sites).decode_weighted_mean(secure_sum.total)
         except (CryptoError, ProtocolError) as exc:
-            raise RoundFailed(f"round {rnd}: secure aggregation failed: {exc}") from exc
+            raise AttemptFailed(
+                f"round {rnd}: secure aggregation failed: {exc}", drops.reasons
+            ) from exc
         mean = _fixed_denominator(mean, n_examples, self.dp_planned_sites)
-        return SecureMean(template.unflatten(mean), n_examples, secure_sum.contributors, failures)
+        return SecureMean(
+            template.unflatten(mean), n_examples, secure_sum.contributors, drops.reasons
+        )
 
 
 class CKKSCollector:
@@ -203,32 +209,37 @@ class CKKSCollector:
         rnd: int,
         run_id: str,
         timeout: float | None = None,
+        on_rejected: Rejected | None = None,
     ) -> SecureMean:
-        """Agree on the contributor set with its members; have one member decrypt its sum."""
-        failures: dict[str, str] = {}
+        """Agree on the contributor set with its members; have one member decrypt its sum.
+        ``on_rejected`` is told each message rejected in any phase, as in a plaintext round."""
+        drops = _Drops(rnd, on_rejected)
+        failures = drops.reasons
         length = template.flatten().size + 2  # n_k·Δ_k, n_k, 1
         uploads: dict[str, SignedContribution] = {}
-        for contribution in _parse_all(advertisements, SignedContribution.from_bytes, failures):
+        for contribution in _parse_all(advertisements, SignedContribution.from_bytes, drops):
             site = contribution.site
             try:
                 update = contribution.encrypted()
             except CryptoError as exc:
-                failures[site] = f"rejected encrypted update: {exc}"
+                drops.reject(site, f"rejected encrypted update: {exc}")
                 continue
             if (contribution.run_id, contribution.round) != (run_id, rnd):
-                failures[site] = "rejected encrypted update of another run or round"
+                drops.reject(site, "rejected encrypted update of another run or round")
             elif update.key_id != self.context.key_id or update.length != length:
-                failures[site] = (
+                drops.reject(
+                    site,
                     "rejected encrypted update: another CKKS key or model size "
-                    f"({update.length} values, expected {length})"
+                    f"({update.length} values, expected {length})",
                 )
             else:
                 uploads[site] = contribution
         threshold = self.threshold(n_sites)
         if len(uploads) < threshold:
-            raise RoundFailed(
+            raise AttemptFailed(
                 f"round {rnd}: {len(uploads)} encrypted update(s), at least {threshold} needed "
-                "for a site to decrypt their sum"
+                "for a site to decrypt their sum",
+                failures,
             )
         members = tuple(
             Member(site, uploads[site].digest, uploads[site].endorsement)
@@ -240,13 +251,14 @@ class CKKSCollector:
             for site in uploads
         }
         signatures = _parsed(
-            tasks, channel.exchange(tasks, timeout), SetSignature.from_bytes, failures
+            tasks, channel.exchange(tasks, timeout), SetSignature.from_bytes, drops
         )
         if {s.site for s in signatures} != set(uploads):
             reasons = "; ".join(f"{s}: {failures[s]}" for s in sorted(uploads) if s in failures)
-            raise RoundFailed(
+            raise AttemptFailed(
                 f"round {rnd}: every contributor must sign the contributor set before its sum is "
-                f"decrypted ({reasons or 'a signature is missing'})"
+                f"decrypted ({reasons or 'a signature is missing'})",
+                failures,
             )
         request = DecryptRequest(
             contributors,
@@ -256,15 +268,16 @@ class CKKSCollector:
         for decryptor in sorted(uploads):
             tasks = {decryptor: SecureTask(run_id, rnd, "decrypt", request)}
             parsed = _parsed(
-                tasks, channel.exchange(tasks, timeout), DecryptedMean.from_bytes, failures
+                tasks, channel.exchange(tasks, timeout), DecryptedMean.from_bytes, drops
             )
             if not parsed:
                 continue  # this site is gone or refused: ask the next contributor
             decrypted: DecryptedMean = parsed[0]
             if decrypted.contributors != len(uploads) or decrypted.mean.size != length - 2:
-                failures[decryptor] = (
+                drops.reject(
+                    decryptor,
                     f"decrypted a sum of {decrypted.contributors} update(s) of "
-                    f"{decrypted.mean.size} values; {len(uploads)} of {length - 2} were sent"
+                    f"{decrypted.mean.size} values; {len(uploads)} of {length - 2} were sent",
                 )
                 continue
             mean = _fixed_denominator(
@@ -274,7 +287,9 @@ class CKKSCollector:
                 template.unflatten(mean), decrypted.n_examples, tuple(sorted(uploads)), failures
             )
         reasons = "; ".join(f"{site}: {failures[site]}" for site in sorted(uploads))
-        raise RoundFailed(f"round {rnd}: no contributing site decrypted the sum ({reasons})")
+        raise AttemptFailed(
+            f"round {rnd}: no contributing site decrypted the sum ({reasons})", failures
+        )
 
 
 def _fixed_denominator(
@@ -287,18 +302,33 @@ def _fixed_denominator(
     return mean * (n_examples / dp_planned_sites)
 
 
+@dataclass(frozen=True)
+class _Drops:
+    """A secure round's dropped sites and why; a rejected message is also told to
+    ``on_rejected`` (the coordinator audits it as ``result_rejected``, as in plaintext)."""
+
+    rnd: int
+    on_rejected: Rejected | None
+    reasons: dict[str, str] = field(default_factory=dict)
+
+    def reject(self, site: str, reason: str) -> None:
+        self.reasons[site] = reason
+        if self.on_rejected is not None:
+            self.on_rejected(site, self.rnd, reason)
+
+
 def _parse_all(
-    replies: Mapping[str, SecureReply], parse: Callable[[bytes], Any], failures: dict[str, str]
+    replies: Mapping[str, SecureReply], parse: Callable[[bytes], Any], drops: _Drops
 ) -> list[Any]:
     parsed = []
     for site, reply in sorted(replies.items()):
         try:
             message = parse(reply.payload)
         except (CryptoError, ProtocolError) as exc:
-            failures[site] = f"rejected {reply.phase} message: {exc}"
+            drops.reject(site, f"rejected {reply.phase} message: {exc}")
             continue
         if getattr(message, "site", site) != site:
-            failures[site] = f"sent a {reply.phase} message in the name of {message.site!r}"
+            drops.reject(site, f"sent a {reply.phase} message in the name of {message.site!r}")
             continue
         parsed.append(message)
     return parsed
@@ -308,11 +338,11 @@ def _parsed(
     tasks: Mapping[str, Task],
     replies: Mapping[str, SecureReply | Refusal | Failure | Any],
     parse: Callable[[bytes], Any],
-    failures: dict[str, str],
+    drops: _Drops,
 ) -> list[Any]:
     """The parsed messages of the valid replies; every other site is recorded as dropped."""
-    results, refusals, dropped = sort_replies(tasks, replies)
-    failures |= dropped
-    failures |= {site: f"refused: {refusal.reason}" for site, refusal in refusals.items()}
+    results, refusals, dropped = sort_replies(tasks, replies, drops.on_rejected)
+    drops.reasons.update(dropped)
+    drops.reasons.update({site: f"refused: {r.reason}" for site, r in refusals.items()})
     valid = {site: r for site, r in results.items() if isinstance(r, SecureReply)}
-    return _parse_all(valid, parse, failures)
+    return _parse_all(valid, parse, drops)

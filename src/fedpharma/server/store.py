@@ -1,8 +1,8 @@
 """The run store: one SQLite database per run directory.
 
-It records the run's config, per-round timings and per-site metrics, refusals and failures, the
-latest model checkpoint with its sha256, the audit heads sent to each site with its tasks, and
-the final comparison of models. It is a
+It records the run's config, per-round timings and per-site metrics, refusals and failures
+(those of a failed and retried attempt too), the latest model checkpoint with its sha256, the
+audit heads sent to each site with its tasks, and the final comparison of models. It is a
 :class:`~fedpharma.server.round.RoundObserver`, so the round loop writes to it as rounds complete
 and a crash loses at most the round in flight. Only aggregate metrics are stored, never records.
 """
@@ -13,7 +13,7 @@ import hashlib
 import json
 import math
 import sqlite3
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -138,6 +138,18 @@ class RunStore:
         """An incident outside a round's record, e.g. a site refused at join (round 0)."""
         with self._db:
             self._db.execute("INSERT INTO incidents VALUES (?, ?, ?, ?)", (rnd, site, kind, reason))
+
+    def record_attempt(self, rnd: int, attempt: int, reasons: Mapping[str, str]) -> None:
+        """Why attempt ``attempt`` of round ``rnd`` failed, per site (``""``: the round as a
+        whole), as ``attempt_failed`` incidents: a retried round keeps every reason."""
+        with self._db:
+            self._db.executemany(
+                "INSERT INTO incidents VALUES (?, ?, ?, ?)",
+                [
+                    (rnd, site, "attempt_failed", f"attempt {attempt}: {why}")
+                    for site, why in sorted(reasons.items())
+                ],
+            )
 
     def record_heads_sent(self, rows: Sequence[tuple[str, int, int, str]]) -> None:
         """The audit heads that went out with tasks: (site, round, seq, hash) rows."""
