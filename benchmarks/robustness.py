@@ -30,6 +30,7 @@ import argparse
 import dataclasses
 import functools
 import multiprocessing
+import subprocess
 import sys
 import tempfile
 import time
@@ -248,11 +249,12 @@ def verdicts(table: dict[str, dict[str, float]]) -> list[dict[str, Any]]:
     return out
 
 
-def run_flood() -> None:
-    import flood
-
+def run_flood() -> int:
+    """``benchmarks/flood.py`` in a process of its own: its coordinator's peak RSS is then that
+    of a coordinator, not of one spawned from this script's imports (torch, RDKit)."""
     print("\nFlood table (benchmarks/flood.py):", flush=True)
-    flood.main([])
+    flood = Path(__file__).resolve().parent / "flood.py"
+    return subprocess.run([sys.executable, str(flood)], check=False).returncode
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -338,9 +340,7 @@ def main(argv: list[str] | None = None) -> int:
         },
     )
     print(f"wrote {out}")
-    if args.flood:
-        run_flood()
-    return 0
+    return run_flood() if args.flood else 0
 
 
 if __name__ == "__main__":
