@@ -18,7 +18,8 @@ test sets this small. It does not include training randomness, and it does not c
 Then it prints the flood table of ``benchmarks/flood.py`` (one hostile site flooding a deployed
 coordinator; about a minute; ``--no-flood`` skips it, ``benchmarks/flood.py`` runs it alone).
 
-    .venv/bin/python benchmarks/robustness.py                 # 3 seeds
+    .venv/bin/python benchmarks/robustness.py                 # 3 seeds, one after the other
+    OMP_NUM_THREADS=1 .venv/bin/python benchmarks/robustness.py --jobs 3   # 3 seeds at once
     .venv/bin/python benchmarks/robustness.py --seeds 1 --rounds 5   # a quick look
 
 Writes ``benchmarks/results/robustness.json``.
