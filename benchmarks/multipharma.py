@@ -52,6 +52,8 @@ import argparse
 import csv
 import dataclasses
 import gzip
+import hashlib
+import json
 import sys
 import tempfile
 import time
@@ -79,12 +81,16 @@ from fedpharma.data.molecules import featurize, parse_smiles, scaffold_groups
 from fedpharma.data.partition import scaffold_split
 from fedpharma.evaluation.bootstrap import percentile_interval
 from fedpharma.evaluation.conformal import IntervalRegressor, MondrianClassifier, efficiency
-from fedpharma.evaluation.metrics import per_task_metrics
+from fedpharma.evaluation.metrics import PRIMARY_METRIC, compute_metrics, per_task_metrics
+from fedpharma.evaluation.selection import BestCheckpoint
 from fedpharma.models.factory import build_trainer
 from fedpharma.models.output import calibrate_output_layer
+from fedpharma.models.private_head import PrivateHeadTrainer
 from fedpharma.server.plan import build_federation
+from fedpharma.server.round import RoundRecord
+from fedpharma.server.selection import BestRound
 from fedpharma.sim.engine import Simulation, build_site_runtimes, concatenate, site_trainers
-from fedpharma.sim.selection import HeadsOfBestRound, fit_reference, round_selection
+from fedpharma.sim.selection import HeadsOfBestRound, fit_reference
 from fedpharma.transport.inprocess import InProcessChannel
 
 DATA_FILE = "chembl_5thresh.csv.gz"
@@ -103,6 +109,49 @@ class Partner:
     train_labels: np.ndarray  # per task: labelled training compounds
 
 
+class PartnerRounds:
+    """Round observer: each partner's own choice of round and its test predictions per round.
+
+    A partner picks the round whose trunk, with the head it trained that round, scores best on
+    its *own* validation fold — the rule its single-partner model is selected by; nothing leaves
+    the partner. ``curve[name][r]`` holds round r's test predictions, for the report only.
+    """
+
+    def __init__(
+        self, partners: dict[str, Partner], trainers: dict[str, PrivateHeadTrainer]
+    ) -> None:
+        self.partners, self.trainers = partners, trainers
+        metric, higher = PRIMARY_METRIC[next(iter(partners.values())).site.train.task]
+        self.metric = metric
+        self.rules = {n: BestCheckpoint[Any](higher) for n in partners}
+        self.curve: dict[str, list[np.ndarray]] = {n: [] for n in partners}
+
+    def on_round(self, record: RoundRecord) -> None:
+        for name, p in self.partners.items():
+            trainer, fold = self.trainers[name], p.site.validation
+            assert fold is not None
+            found = compute_metrics(
+                fold.task, fold.dense_labels(), trainer.predict(record.parameters, fold)
+            )
+            self.rules[name].offer(
+                record.round, found[self.metric], (record.parameters, trainer.head)
+            )
+            self.curve[name].append(trainer.predict(record.parameters, p.site.test))
+
+    def predict(self, name: str, data: Dataset) -> np.ndarray:
+        """Partner ``name``'s predictions from its chosen round's trunk and head."""
+        best = self.rules[name].best
+        assert best is not None
+        trunk, head = best.model
+        trainer = self.trainers[name]
+        kept = trainer.head
+        trainer.restore_head(head)
+        try:
+            return trainer.predict(trunk, data)
+        finally:
+            trainer.restore_head(kept)
+
+
 def load_matrix(path: Path) -> tuple[list[str], list[str], np.ndarray]:
     """SMILES, target ids and the molecules × targets pChEMBL matrix (NaN = not measured)."""
     with gzip.open(path, "rt", encoding="utf-8", newline="") as handle:
@@ -115,6 +164,24 @@ def load_matrix(path: Path) -> tuple[list[str], list[str], np.ndarray]:
             smiles.append(row[smiles_at])
             rows.append([float(v) if v else np.nan for i, v in enumerate(row) if i != smiles_at])
     return smiles, targets, np.asarray(rows, dtype=np.float32)
+
+
+def load_featurized(path: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Fingerprints, scaffold groups and labels of the valid molecules; cached in RESULTS_DIR
+    under the data file's SHA-256 (plain arrays, read without pickle)."""
+    digest = hashlib.sha256(path.read_bytes()).hexdigest()[:16]
+    cache = RESULTS_DIR / f"multipharma_features_{digest}.npz"
+    if cache.exists():
+        stored = np.load(cache, allow_pickle=False)
+        return stored["features"], stored["groups"], stored["labels"]
+    smiles, _targets, labels = load_matrix(path)
+    parsed = parse_smiles(smiles)
+    features = featurize(parsed.mols, FeaturesConfig(radius=2, n_bits=2048))
+    labels = labels[np.asarray(parsed.rows)]
+    groups = scaffold_groups(parsed.mols)
+    cache.parent.mkdir(parents=True, exist_ok=True)
+    np.savez_compressed(cache, features=features, groups=groups, labels=labels)
+    return features, groups, labels
 
 
 def deal(groups: np.ndarray, rng: np.random.Generator) -> np.ndarray:
@@ -184,7 +251,9 @@ def config(args: Any, seed: int) -> RunConfig:
             local_epochs=args.local_epochs, batch_size=args.batch_size, learning_rate=args.lr
         ),
         strategy=StrategyConfig(name="fedavg"),
-        evaluation=EvaluationConfig(validation_fraction=FOLDS["validation"], patience=0),
+        evaluation=EvaluationConfig(
+            validation_fraction=FOLDS["validation"], patience=args.patience
+        ),
         rounds=args.rounds,
         seed=seed,
         privacy_audit=False,
@@ -195,8 +264,12 @@ Outputs = dict[str, dict[str, dict[str, np.ndarray]]]
 """``outputs[partner][model][fold]``: predictions on the partner's test and calibration folds."""
 
 
-def train_all(partners: dict[str, Partner], cfg: RunConfig) -> tuple[Outputs, dict[str, Any]]:
-    """The three model kinds, each selected on validation; their predictions per partner."""
+def train_all(
+    partners: dict[str, Partner], cfg: RunConfig, per_partner: bool
+) -> tuple[Outputs, dict[str, Any]]:
+    """The three model kinds, each selected on validation; their predictions per partner.
+    ``per_partner``: each partner picks its federated round on its own fold (else one round
+    for all, on the pooled validation metric)."""
     sites = {name: p.site for name, p in partners.items()}
     sim = Simulation(sites, next(iter(sites.values())).train, 0)
     shared = build_trainer(cfg, sim.dataset)
@@ -210,25 +283,35 @@ def train_all(partners: dict[str, Partner], cfg: RunConfig) -> tuple[Outputs, di
 
     started = time.perf_counter()
     trainers = site_trainers(cfg, sim, shared)
-    selection = round_selection(cfg, sim.dataset.task)
-    assert selection is not None
+    metric, higher = PRIMARY_METRIC[sim.dataset.task]
+    selection = BestRound(metric, higher)  # every round is run: patience only for references
     heads = HeadsOfBestRound(selection, trainers)
+    private = {n: t for n, t in trainers.items() if isinstance(t, PrivateHeadTrainer)}
+    rounds = PartnerRounds(partners, private)
     with tempfile.TemporaryDirectory() as run_dir:
         channel = InProcessChannel(build_site_runtimes(cfg, sim, trainers, Path(run_dir)))
         federation = build_federation(
             cfg,
             planned_sites=len(sites),
             noise_rng=np.random.default_rng(cfg.seed),
-            observers=[heads],
+            observers=[heads, rounds],
             selection=selection,
         )
         federation.run(channel, initial, cfg.rounds, run_id="multipharma")
     assert selection.chosen is not None
-    heads.restore()
-    trunk = selection.chosen.model
     chosen["federated_round"] = selection.chosen.step
-    for name in partners:
-        keep("federated", name, lambda d, n=name: trainers[n].predict(trunk, d))
+    chosen["federated_partner_rounds"] = {
+        n: rule.best.step for n, rule in rounds.rules.items() if rule.best is not None
+    }
+    chosen["curve"] = rounds.curve
+    if per_partner:
+        for name in partners:
+            keep("federated", name, lambda d, n=name: rounds.predict(n, d))
+    else:
+        heads.restore()
+        trunk = selection.chosen.model
+        for name in partners:
+            keep("federated", name, lambda d, n=name: trainers[n].predict(trunk, d))
     chosen["federated_seconds"] = time.perf_counter() - started
 
     started = time.perf_counter()
@@ -278,6 +361,40 @@ def train_all(partners: dict[str, Partner], cfg: RunConfig) -> tuple[Outputs, di
     return outputs, chosen
 
 
+def scored_tasks(test: Dataset, args: Any) -> list[int]:
+    """The test tasks scored: ≥ ``min_test_labels`` labels (classification: ≥ ``min_per_class``
+    of each class)."""
+    keep = []
+    for t, y in enumerate(test.dense_labels().T):
+        seen = np.isfinite(y)
+        positives = y[seen].sum()
+        if seen.sum() < args.min_test_labels or (
+            test.task == "classification"
+            and min(positives, seen.sum() - positives) < args.min_per_class
+        ):
+            continue
+        keep.append(t)
+    return keep
+
+
+def round_curve(
+    partners: dict[str, Partner], outputs: Outputs, curve: dict[str, list[np.ndarray]], args: Any
+) -> list[float]:
+    """Median relative gain over single (all scored tasks) of the federated model at each round."""
+    key = "pr_auc" if next(iter(partners.values())).site.test.task == "classification" else "rmse"
+    per_round: list[list[float]] = [[] for _ in next(iter(curve.values()))]
+    for name, p in partners.items():
+        test = p.site.test
+        tasks = scored_tasks(test, args)
+        single = per_task_metrics(test.task, test.dense_labels(), outputs[name]["single"]["test"])
+        for r, predicted in enumerate(curve[name]):
+            fed = per_task_metrics(test.task, test.dense_labels(), predicted)
+            for t in tasks:
+                a, b = single[t][key], fed[t][key]
+                per_round[r].append((b - a) / a if key == "pr_auc" else (a - b) / a)
+    return [float(np.median(g)) for g in per_round]
+
+
 def score_tasks(partners: dict[str, Partner], outputs: Outputs, args: Any) -> list[dict[str, Any]]:
     """One row per scored task: its partner, training labels, and each model's metrics."""
     rows = []
@@ -287,17 +404,8 @@ def score_tasks(partners: dict[str, Partner], outputs: Outputs, args: Any) -> li
         per_model = {
             m: per_task_metrics(kind, test.dense_labels(), outputs[name][m]["test"]) for m in MODELS
         }
-        for t in range(test.n_tasks):
-            y = test.dense_labels()[:, t]
-            seen = np.isfinite(y)
-            if seen.sum() < args.min_test_labels:
-                continue
-            positives = y[seen].sum()
-            if (
-                kind == "classification"
-                and min(positives, seen.sum() - positives) < args.min_per_class
-            ):
-                continue
+        for t in scored_tasks(test, args):
+            seen = np.isfinite(test.dense_labels()[:, t])
             row: dict[str, Any] = {"partner": name, "train_labels": int(p.train_labels[t])}
             for m in MODELS:
                 metrics = per_model[m][t]
@@ -440,9 +548,44 @@ def print_summary(summary: dict[str, Any], kind: str, sizes: dict[str, int], lab
     )  # fmt: skip
 
 
+def report_seeds(per_seed: list[dict[str, Any]], kind: str) -> dict[str, Any]:
+    """Print the mean over seeds and the target verdicts; return them with the seeds' results."""
+    mean = mean_over_seeds(per_seed, kind)
+    verdicts = targets(mean, kind)
+    seeds = ", ".join(str(s["seed"]) for s in per_seed)
+    print_summary(mean, kind, {}, f"mean over seeds {seeds}")
+    for text, ok, value in verdicts:
+        print(f"  [{'PASS' if ok else 'FAIL'}] {text}: {value}", flush=True)
+    return {
+        "per_seed": per_seed,
+        "mean_over_seeds": mean,
+        "targets": [{"target": t, "passed": ok, "value": v} for t, ok, v in verdicts],
+    }
+
+
+RUN_ONLY = {"seeds", "first_seed", "out", "combine", "threads"}
+"""Arguments that may differ between runs whose seeds ``--combine`` puts together."""
+
+
+def combine(paths: list[Path]) -> int:
+    """The mean-over-seeds table of earlier runs' seeds (same settings otherwise), no training."""
+    runs = [json.loads(path.read_text(encoding="utf-8")) for path in paths]
+    settings = [{k: v for k, v in r["args"].items() if k not in RUN_ONLY} for r in runs]
+    if any(s != settings[0] for s in settings):
+        sys.exit("--combine: the runs differ in more than their seeds; not combined")
+    for kind in runs[0]["results"]:
+        per_seed = [s for r in runs for s in r["results"][kind]["per_seed"]]
+        report_seeds(sorted(per_seed, key=lambda s: s["seed"]), kind)
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--seeds", type=int, default=1)
+    parser.add_argument("--first-seed", type=int, default=0)
+    parser.add_argument(
+        "--combine", type=Path, nargs="+", help="print the mean over these runs' JSON seeds"
+    )
     parser.add_argument("--kinds", nargs="+", default=["classification", "regression"])
     parser.add_argument("--thresholds", type=float, nargs="+", default=[6.5])
     parser.add_argument("--rounds", type=int, default=15)
@@ -460,11 +603,23 @@ def main(argv: list[str] | None = None) -> int:
         help="classification: test actives and inactives a scored task needs (fewer: ties at "
         "AUC-PR 1 make the median gain 0)",
     )
+    parser.add_argument(
+        "--selection",
+        choices=("partner", "pooled"),
+        default="partner",
+        help="federated: each partner picks its round on its own validation fold (as single "
+        "does), or one round for all on the pooled validation metric",
+    )
+    parser.add_argument(
+        "--patience", type=int, default=0, help="single and pooled: early stopping (0: never)"
+    )
     parser.add_argument("--error-rate", type=float, default=0.2)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--quick", action="store_true", help="3 rounds: a smoke run")
     parser.add_argument("--out", type=Path, default=RESULTS_DIR / "multipharma.json")
     args = parser.parse_args(argv)
+    if args.combine:
+        return combine(args.combine)
     if args.quick:
         args.rounds = 3
 
@@ -472,16 +627,12 @@ def main(argv: list[str] | None = None) -> int:
 
     torch.set_num_threads(args.threads)
     started = time.perf_counter()
-    smiles, _targets, labels = load_matrix(require_shared_file(DATA_FILE))
-    parsed = parse_smiles(smiles)
-    features = featurize(parsed.mols, FeaturesConfig(radius=2, n_bits=2048))
-    labels = labels[np.asarray(parsed.rows)]
-    groups = scaffold_groups(parsed.mols)
+    features, groups, labels = load_featurized(require_shared_file(DATA_FILE))
     print(f"{len(features)} molecules featurized in {time.perf_counter() - started:.0f} s")
     results: dict[str, Any] = {}
     for kind in args.kinds:
         per_seed = []
-        for seed in range(args.seeds):
+        for seed in range(args.first_seed, args.first_seed + args.seeds):
             partners = build_partners(features, groups, labels, kind, args, seed)
             sizes = {n: len(p.site.train) for n, p in partners.items()}
             print(
@@ -490,7 +641,8 @@ def main(argv: list[str] | None = None) -> int:
                             for n, p in partners.items()),
                 flush=True,
             )  # fmt: skip
-            outputs, chosen = train_all(partners, config(args, seed))
+            outputs, chosen = train_all(partners, config(args, seed), args.selection == "partner")
+            chosen["gain_by_round"] = round_curve(partners, outputs, chosen.pop("curve"), args)
             rows = score_tasks(partners, outputs, args)
             summary = summarise(rows, kind, np.random.default_rng([seed, 0xB007]))
             summary |= {"seed": seed, "selection": chosen, "train_compounds": sizes}
@@ -505,21 +657,18 @@ def main(argv: list[str] | None = None) -> int:
                 + "; ".join(f"{b}: {v['tasks']} tasks fed {v['median_gain_federated']:+.2%} "
                             f"pooled {v['median_gain_pooled']:+.2%}"
                             for b, v in summary["by_train_labels"].items())
-                + f"; selected: federated round {chosen['federated_round']}, pooled "
+                + f"; selected: federated round {chosen['federated_round']} (pooled "
+                f"validation), per partner {chosen['federated_partner_rounds']}, pooled "
                 f"{chosen['pooled_epochs']} epochs, single {chosen['single_epochs']}",
                 flush=True,
             )  # fmt: skip
+            print(
+                "  federated median gain by round: "
+                + " ".join(f"{g:+.2%}" for g in chosen["gain_by_round"]),
+                flush=True,
+            )
             per_seed.append(summary)
-        mean = mean_over_seeds(per_seed, kind)
-        verdicts = targets(mean, kind)
-        print_summary(mean, kind, {}, f"mean over seeds 0..{args.seeds - 1}")
-        for text, ok, value in verdicts:
-            print(f"  [{'PASS' if ok else 'FAIL'}] {text}: {value}", flush=True)
-        results[kind] = {
-            "per_seed": per_seed,
-            "mean_over_seeds": mean,
-            "targets": [{"target": t, "passed": ok, "value": v} for t, ok, v in verdicts],
-        }
+        results[kind] = report_seeds(per_seed, kind)
     payload = {
         "benchmark": "multipharma",
         "args": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
