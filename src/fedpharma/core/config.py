@@ -201,6 +201,10 @@ class PrivacyConfig:
     target_epsilon: float | None = bounded(None, 1e-6, None)
     delta: float = bounded(1e-5, 1e-15, 0.1)
     accountant: str = choice("rdp", "pld", default="rdp")
+    # σ of the Gaussian mechanism on the tabular feature sums (fedpharma.data.bounded_statistics),
+    # charged to each site's record-level budget; unset: plain sums, which a site requiring DP
+    # refuses (the preprocessing then uses the schema's declared ranges).
+    statistics_noise_multiplier: float | None = bounded(None, 1e-3, None)
     # "dp-sgd": record-level DP-SGD's usual training settings replace [training]'s
     # (DP_SGD_PRESET; applied when the recipe is read, so every party sees the same values).
     preset: str = choice("none", "dp-sgd", default="none")

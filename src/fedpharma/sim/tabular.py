@@ -16,6 +16,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import cast
 
+import numpy as np
+
 from fedpharma.core.config import RunConfig
 from fedpharma.core.dataset import Dataset, SiteData, dense
 from fedpharma.core.errors import ConfigError, DataError
@@ -68,8 +70,9 @@ def preprocess_sites(
             cast(Trainer, None),
             policy=site_policy(config, run_dir / "sites" / name),
             schema=schema,
+            noise_source=_statistics_noise(config.seed, index),
         )
-        for name, data in sites.items()
+        for index, (name, data) in enumerate(sites.items())
     }
     checks = gather_data_checks(
         InProcessChannel(runtimes), run_id, schema, dataset.task, config.data_checks
@@ -80,7 +83,12 @@ def preprocess_sites(
     if not sites:
         raise DataError("every site failed a data check the run refuses for; see the lines above")
     runtimes = {name: runtimes[name] for name in sites}
-    fitted, how = fit_preprocessing(InProcessChannel(runtimes), run_id, schema)
+    fitted, how = fit_preprocessing(
+        InProcessChannel(runtimes),
+        run_id,
+        schema,
+        noise_multiplier=config.privacy.statistics_noise_multiplier,
+    )
     say(how)
     (run_dir / PREPROCESSING_FILE).write_text(
         json.dumps({"digest": fitted.digest(), **dataclasses.asdict(fitted)}, indent=1),
@@ -99,3 +107,8 @@ def preprocess_sites(
         for name, d in sites.items()
     }
     return transformed, apply(dataset), fitted
+
+
+def _statistics_noise(seed: int, index: int) -> Callable[[int], np.random.Generator]:
+    """A simulated site's generator for its DP feature sums: reproducible from the run seed."""
+    return lambda rnd: np.random.default_rng([seed, index, rnd, 0x57A7])

@@ -47,7 +47,6 @@ from fedpharma.core.protocol import (
 )
 from fedpharma.core.protocol.codec import EncodedMessage, decode_message, encode_message_parts
 from fedpharma.data.checks import check_data
-from fedpharma.data.federated_preprocessing import column_sums
 from fedpharma.data.preprocessing import SiteDescription
 from fedpharma.data.tabular import TabularSchema
 from fedpharma.evaluation.label_statistics import label_sums
@@ -61,6 +60,7 @@ from fedpharma.site.dp import DPParticipation, NoiseSource
 from fedpharma.site.policy import SitePolicy
 from fedpharma.site.scaffold import ControlVariates, check_scaffold, scaffold_fit
 from fedpharma.site.secure import SecureParticipation
+from fedpharma.site.statistics import release_feature_sums
 
 if TYPE_CHECKING:
     from fedpharma.models.dpsgd import DPSGDTrainer
@@ -268,17 +268,27 @@ class SiteRuntime:
         )
 
     def _feature_statistics(self, task: FeatureStatisticsTask) -> FeatureStatisticsResult:
-        """Per-column count, sum and sum of squares of the raw training features."""
-        self._refuse_unaccounted("feature statistics")
-        sums = column_sums(dense(self.data.train.features))
+        """Per-column count, sum and sum of squares of the raw training features (and median
+        histograms), plain or under DP as the task and this site's policy say
+        (:mod:`fedpharma.site.statistics`)."""
+        sums = release_feature_sums(
+            dense(self.data.train.features),
+            self.schema,
+            self.policy,
+            task.noise_multiplier,
+            self.dp.noise_source(task.round),
+            task.run_id,
+            task.round,
+        )
         return FeatureStatisticsResult(
             task.run_id,
             task.round,
             self.name,
-            sums.rows,
+            max(0, round(sums.rows)),
             sums.count,
             sums.total,
             sums.sum_of_squares,
+            sums.histogram,
         )
 
     def _check_data(self, task: DataCheckTask) -> DataCheckReply:

@@ -178,16 +178,20 @@ class LabelStatisticsResult:
 @dataclass(frozen=True)
 class FeatureStatisticsTask:
     """Send your raw training features' per-column sums, to fit the consortium's imputation and
-    standardization (:mod:`fedpharma.data.federated_preprocessing`)."""
+    standardization (:mod:`fedpharma.data.federated_preprocessing`); with ``noise_multiplier``
+    σ, as the Gaussian mechanism on clipped per-record contributions
+    (:mod:`fedpharma.data.bounded_statistics`), charged to the site's record-level budget."""
 
     run_id: str
     round: int
+    noise_multiplier: float | None = None
 
 
 @dataclass(frozen=True)
 class FeatureStatisticsResult:
     """Per encoded feature column: the count of recorded values, their sum and their sum of
-    squares; and the number of training rows (n_k) — aggregates, nothing of any single record."""
+    squares; the number of training rows (n_k); and the histogram counts of each median-imputed
+    column — aggregates, nothing of any single record (noised, if the task asked for DP)."""
 
     run_id: str
     round: int
@@ -196,6 +200,7 @@ class FeatureStatisticsResult:
     count: tuple[float, ...]
     total: tuple[float, ...]
     sum_of_squares: tuple[float, ...]
+    histogram: tuple[float, ...] = ()
 
 
 @dataclass(frozen=True)
