@@ -15,8 +15,8 @@ from fedpharma.core.config import (
     RunConfig,
     TrainingConfig,
 )
+from fedpharma.server.feature_statistics import PREPROCESSING_FILE
 from fedpharma.sim.engine import simulate
-from fedpharma.sim.tabular import PREPROCESSING_FILE
 
 
 def _write_trial(folder: Path) -> Path:

@@ -25,6 +25,7 @@ from dataclasses import dataclass
 import numpy as np
 import numpy.typing as npt
 
+from fedpharma.core import serde
 from fedpharma.core.errors import DataError
 from fedpharma.data.tabular import Column, TabularSchema
 
@@ -136,14 +137,20 @@ class FittedPreprocessing:
 
     @classmethod
     def fit(
-        cls, schema: TabularSchema, sums: ColumnSums, *, noised: bool = False
+        cls,
+        schema: TabularSchema,
+        sums: ColumnSums,
+        *,
+        noised: bool = False,
+        indicate_all: bool = False,
     ) -> FittedPreprocessing:
         """The pooled imputer and scaler, from the consortium's summed :class:`ColumnSums`.
 
         ``noised``: the sums carry DP noise, so a count is read as at least 1, a mean is kept
         in the declared range, a spread at most its half-width (the declared half-width where
         noise leaves no positive variance), and every imputing column gets its indicator (where
-        values were missing cannot be read off noised counts)."""
+        values were missing cannot be read off noised counts). ``indicate_all``: so does a fit
+        whose width must be known before any data (:func:`fitted_width`)."""
         blocks = _blocks(schema)
         if len(sums.count) != sum(width for _, width in blocks):
             raise DataError(
@@ -180,7 +187,7 @@ class FittedPreprocessing:
                 fill.append(medians.get(start, mean))
                 center.append(mean)
                 scale.append(spread)
-            if column.impute != "none" and (noised or n[0] < sums.rows):
+            if column.impute != "none" and (noised or indicate_all or n[0] < sums.rows):
                 indicators.append(start)
                 names.append(f"missing({column.name})")
             start += width
@@ -248,11 +255,60 @@ class FittedPreprocessing:
         flags = missing[:, list(self.indicators)].astype(np.float64)
         return np.concatenate([scaled, flags], axis=1).astype(np.float32)
 
+    def to_json(self) -> str:
+        """Canonical JSON (with its format version): what the digest covers, and what the
+        coordinator sends a deployed site (:class:`~fedpharma.core.protocol.PreprocessingTask`)."""
+        document = {"version": FIT_VERSION, **serde.to_dict(self)}
+        return json.dumps(document, sort_keys=True, separators=(",", ":"), allow_nan=False)
+
+    @classmethod
+    def from_json(cls, text: str, schema: TabularSchema) -> FittedPreprocessing:
+        """A fit received from the network, checked against this site's ``schema``; raises
+        :class:`DataError` naming what does not fit."""
+        try:
+            raw = json.loads(text, parse_constant=_refuse_constant)
+        except ValueError as exc:
+            raise DataError("the fitted preprocessing received is not valid JSON") from exc
+        if not isinstance(raw, dict) or raw.pop("version", None) != FIT_VERSION:
+            raise DataError(f"the fitted preprocessing received is not of version {FIT_VERSION}")
+        fitted, problems = serde.from_dict(cls, raw, "fitted preprocessing")
+        if fitted is not None:
+            problems += fitted._problems(schema)
+        if problems or fitted is None:
+            why = "; ".join(problems)
+            raise DataError(f"the fitted preprocessing received does not fit: {why}")
+        return fitted
+
+    def _problems(self, schema: TabularSchema) -> list[str]:
+        width = len(self.feature_names)
+        problems = []
+        if self.feature_names != schema.feature_names:
+            problems.append("its feature columns differ from this site's declared schema")
+        if not len(self.fill) == len(self.center) == len(self.scale) == width:
+            problems.append("its fill, center and scale do not cover every feature column")
+        if any(not np.isfinite(v) for v in (*self.fill, *self.center, *self.scale)):
+            problems.append("it holds a non-finite number")
+        if any(v <= 0 for v in self.scale):
+            problems.append("a scale is not positive")
+        if len(self.indicators) != len(self.indicator_names) or any(
+            not 0 <= i < width for i in self.indicators
+        ):
+            problems.append("its missingness indicators do not name feature columns")
+        return problems
+
     def digest(self) -> str:
         """SHA-256 (hex) of the fit's canonical JSON, for the run's recipe and audit trail."""
-        document = {"version": FIT_VERSION, **{k: v for k, v in vars(self).items()}}
-        text = json.dumps(document, sort_keys=True, separators=(",", ":"), allow_nan=False)
-        return hashlib.sha256(text.encode("utf-8")).hexdigest()
+        return hashlib.sha256(self.to_json().encode("utf-8")).hexdigest()
+
+
+def fitted_width(schema: TabularSchema) -> int:
+    """The model's input width under a fit that indicates every imputing column (a deployed
+    run's, :meth:`FittedPreprocessing.fit` with ``indicate_all``): known from the schema."""
+    return len(schema.feature_names) + sum(c.impute != "none" for c in schema.feature_columns)
+
+
+def _refuse_constant(name: str) -> float:
+    raise ValueError(f"{name} is not a finite number")
 
 
 def _mean_and_spread(

@@ -10,6 +10,10 @@ then the fit falls back to the schema's declared ranges, which are public.
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
+from fedpharma.core.errors import DataError
 from fedpharma.core.protocol import Channel, FeatureStatisticsResult, FeatureStatisticsTask, Task
 from fedpharma.data.federated_preprocessing import (
     MEDIAN_BINS,
@@ -19,6 +23,8 @@ from fedpharma.data.federated_preprocessing import (
 )
 from fedpharma.data.tabular import TabularSchema
 from fedpharma.server.round import sort_replies
+
+PREPROCESSING_FILE = "preprocessing.json"
 
 
 def gather_feature_sums(
@@ -62,11 +68,14 @@ def fit_preprocessing(
     timeout: float | None = None,
     *,
     noise_multiplier: float | None = None,
+    indicate_all: bool = False,
 ) -> tuple[FittedPreprocessing, str]:
     """The consortium's fit and a line saying how it was made.
 
     Every site must contribute: a fit that left a site out would be the pooled fit of the others
-    only, so with any site absent the fit comes from the declared ranges instead."""
+    only, so with any site absent the fit comes from the declared ranges instead.
+    ``indicate_all``: a missingness indicator for every imputing column, so that the model's
+    width is known from the schema before the fit (a deployed run)."""
     sums, contributors, absent = gather_feature_sums(
         channel,
         run_id,
@@ -81,9 +90,28 @@ def fit_preprocessing(
         return fitted, (
             f"features scaled by the schema's declared ranges: {who} sent no feature statistics"
         )
-    fitted = FittedPreprocessing.fit(schema, sums, noised=noise_multiplier is not None)
+    fitted = FittedPreprocessing.fit(
+        schema, sums, noised=noise_multiplier is not None, indicate_all=indicate_all
+    )
     dp = "" if noise_multiplier is None else f" under DP (σ = {noise_multiplier:g}, charged)"
     return fitted, (
         f"features imputed and standardized from {len(contributors)} sites' summed statistics"
         f"{dp} (fit {fitted.digest()[:12]}, {len(fitted.indicators)} missingness indicators)"
     )
+
+
+def write_fit(run_dir: Path, fitted: FittedPreprocessing) -> None:
+    """``preprocessing.json`` in the run directory: the fit and its digest (the recipe's part
+    that the data made)."""
+    document = {"digest": fitted.digest(), **json.loads(fitted.to_json())}
+    (run_dir / PREPROCESSING_FILE).write_text(json.dumps(document, indent=1), encoding="utf-8")
+
+
+def read_fit(run_dir: Path, schema: TabularSchema) -> FittedPreprocessing:
+    """The fit :func:`write_fit` wrote (a resumed deployed run hands it out again)."""
+    document = json.loads((run_dir / PREPROCESSING_FILE).read_text(encoding="utf-8"))
+    digest = document.pop("digest", None)
+    fitted = FittedPreprocessing.from_json(json.dumps(document), schema)
+    if fitted.digest() != digest:
+        raise DataError(f"{run_dir / PREPROCESSING_FILE} does not match its digest")
+    return fitted

@@ -11,7 +11,6 @@ own train and test rows. The fit is written to the run directory with its digest
 from __future__ import annotations
 
 import dataclasses
-import json
 from collections.abc import Callable
 from pathlib import Path
 from typing import cast
@@ -26,12 +25,10 @@ from fedpharma.data.federated_preprocessing import FittedPreprocessing
 from fedpharma.data.schema import schema_toml
 from fedpharma.models.base import Trainer
 from fedpharma.server.data_checks import gather_data_checks
-from fedpharma.server.feature_statistics import fit_preprocessing
+from fedpharma.server.feature_statistics import fit_preprocessing, write_fit
 from fedpharma.sim.privacy import site_policy
 from fedpharma.site.runtime import SiteRuntime
 from fedpharma.transport.inprocess import InProcessChannel
-
-PREPROCESSING_FILE = "preprocessing.json"
 
 
 def is_tabular_file(config: RunConfig) -> bool:
@@ -90,10 +87,7 @@ def preprocess_sites(
         noise_multiplier=config.privacy.statistics_noise_multiplier,
     )
     say(how)
-    (run_dir / PREPROCESSING_FILE).write_text(
-        json.dumps({"digest": fitted.digest(), **dataclasses.asdict(fitted)}, indent=1),
-        encoding="utf-8",
-    )
+    write_fit(run_dir, fitted)
 
     def apply(data: Dataset) -> Dataset:
         return dataclasses.replace(

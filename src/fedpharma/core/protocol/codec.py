@@ -35,6 +35,8 @@ from fedpharma.core.protocol.messages import (
     FeatureStatisticsTask,
     LabelStatisticsResult,
     LabelStatisticsTask,
+    PreprocessingApplied,
+    PreprocessingTask,
     Refusal,
     Reply,
     SecureReply,
@@ -71,6 +73,8 @@ _TYPES: dict[str, type[Any]] = {
         FeatureStatisticsResult,
         DataCheckTask,
         DataCheckReply,
+        PreprocessingTask,
+        PreprocessingApplied,
     )
 }
 _PARAMETER_FIELDS = ("parameters", "update")
@@ -83,6 +87,8 @@ _SCALAR_TYPES = {
     "reason": str,
     "phase": str,
     "description": str,
+    "fit": str,
+    "digest": str,
 }
 _INT_FIELDS = ("round", "n_examples")
 _NUMBER_LIST_FIELDS = ("count", "total", "sum_of_squares", "histogram")

@@ -223,6 +223,26 @@ class DataCheckReply:
     failed: tuple[str, ...]
 
 
+@dataclass(frozen=True)
+class PreprocessingTask:
+    """Apply the consortium's fitted tabular preprocessing (its canonical JSON,
+    :meth:`fedpharma.data.federated_preprocessing.FittedPreprocessing.to_json`) to your rows."""
+
+    run_id: str
+    round: int
+    fit: str
+
+
+@dataclass(frozen=True)
+class PreprocessingApplied:
+    """The digest of the fit the site applied, as the site computed it."""
+
+    run_id: str
+    round: int
+    site: str
+    digest: str
+
+
 Task = (
     TrainTask
     | EvaluateTask
@@ -231,6 +251,7 @@ Task = (
     | LabelStatisticsTask
     | FeatureStatisticsTask
     | DataCheckTask
+    | PreprocessingTask
 )
 Reply = (
     TrainResult
@@ -241,6 +262,7 @@ Reply = (
     | LabelStatisticsResult
     | FeatureStatisticsResult
     | DataCheckReply
+    | PreprocessingApplied
 )
 
 
@@ -274,6 +296,8 @@ def validate_reply(task: Task, site: str, reply: Reply) -> Reply:
         expected = (FeatureStatisticsResult, Refusal)
     elif isinstance(task, DataCheckTask):
         expected = (DataCheckReply, Refusal)
+    elif isinstance(task, PreprocessingTask):
+        expected = (PreprocessingApplied, Refusal)
     else:
         expected = (EvaluateResult, Refusal)
     if not isinstance(reply, expected):
