@@ -59,6 +59,7 @@ from fedpharma.server.store import RunStore
 from fedpharma.sim.audit import audit_privacy
 from fedpharma.sim.backends import open_sites
 from fedpharma.sim.cross_evaluation import cross_evaluate
+from fedpharma.sim.intervals import headline_intervals
 from fedpharma.sim.privacy import PrivacyRecorder
 from fedpharma.sim.selection import (
     HeadsOfBestRound,
@@ -232,6 +233,7 @@ def simulate(
         tasks=pooled_task_results(predictions["federated"], sim.sites),
         label_distributions=label_distributions(sim.sites),
         selection=selection_summary(config, sim.dataset.task, chosen_round, chosen_epochs),
+        intervals=headline_intervals(predictions, sim.sites, config.seed),
     )
     write_summary(summary, run_dir)
     return SimulationResult(run_dir, summary, final, predictions)
