@@ -86,7 +86,7 @@ def load_site_data(
     dataset, report = load_dataset(dataset_config, recipe.features, permutation)
     if report is not None and report.n_kept < report.n_input:
         source = data.path or data.name
-        on_status(f"{source}: {report.n_kept} of {report.n_input} rows used; {report.summary()}")
+        on_status(f"{source}: {report.summary()}")
     molecules = featurizes_molecules(data.name, data.kind)
     rng = np.random.default_rng(recipe.seed)
     if data.partition_index is None:
