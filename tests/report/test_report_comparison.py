@@ -117,3 +117,17 @@ def test_a_simulation_gets_an_interval_for_every_comparison_it_ran() -> None:
     intervals = headline_intervals(predictions, sites, seed=0)
     assert set(intervals) == {"federated-local"}  # no centralized model was run
     assert 0 < intervals["federated-local"].low < intervals["federated-local"].high
+
+
+def test_the_report_shows_the_overlap_as_counts() -> None:
+    data = make_regression_summary()
+    data["chemical_overlap"] = {
+        "site-1": {"scaffolds": 120, "scaffolds_shared": 30, "bits": 900, "bits_shared": 850},
+        "site-2": {"scaffolds": 0, "scaffolds_shared": 0, "bits": 0, "bits_shared": 0},
+    }
+    page = build_report_html(parse_summary(data))
+    assert "Chemical-space overlap" in page and "120 (25% shared)" in page
+    assert "900 (94% shared)" in page
+    assert "Chemical-space overlap" not in build_report_html(
+        parse_summary(make_regression_summary())
+    )

@@ -1,5 +1,5 @@
-"""The report's words on the headline comparisons, following their bootstrap intervals, and its
-small-sample caveats.
+"""The report's words on the headline comparisons, following their bootstrap intervals, its
+small-sample caveats, and the sites' chemical-space overlap as a table of counts.
 
 A model is called better or worse than another only when the 95 % paired bootstrap interval of
 the difference excludes zero (:class:`~fedpharma.report.summary.Interval`); inside the noise the
@@ -95,3 +95,15 @@ def chance_auc_std(members: int, nonmembers: int) -> float:
     if members <= 0 or nonmembers <= 0:
         return math.inf
     return math.sqrt((members + nonmembers + 1) / (12 * members * nonmembers))
+
+
+def overlap_rows(summary: RunSummary) -> list[tuple[str, str, str]]:
+    """Per site: its scaffolds and fingerprint bits, each with the share another site holds."""
+    return [
+        (site, _shared(o.scaffolds, o.scaffolds_shared), _shared(o.bits, o.bits_shared))
+        for site, o in summary.chemical_overlap.items()
+    ]
+
+
+def _shared(total: int, shared: int) -> str:
+    return f"{total:,} ({shared / total:.0%} shared)" if total else "0"

@@ -173,6 +173,18 @@ class Interval:
 
 
 @dataclass(frozen=True)
+class SiteOverlap:
+    """A site's scaffolds (keyed-hash buckets) and fingerprint bits, and how many of each another
+    site also holds — counts computed from hashed sets, never molecules
+    (:mod:`fedpharma.data.overlap`)."""
+
+    scaffolds: int = field(metadata={"min": 0})
+    scaffolds_shared: int = field(metadata={"min": 0})
+    bits: int = field(metadata={"min": 0})
+    bits_shared: int = field(metadata={"min": 0})
+
+
+@dataclass(frozen=True)
 class Timings:
     """Wall-clock seconds spent on the whole run and its parts."""
 
@@ -338,6 +350,7 @@ class RunSummary:
     # "federated-local", "federated-centralized", "centralized-local": each difference's
     # interval, so the report's words follow the noise of these test sets.
     intervals: Mapping[str, Interval] = field(default_factory=dict)
+    chemical_overlap: Mapping[str, SiteOverlap] = field(default_factory=dict)
 
     def partners(self) -> tuple[tuple[str, Partner], ...]:
         """Every test set by name: the sites', then the pooled one."""

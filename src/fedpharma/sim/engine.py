@@ -60,6 +60,7 @@ from fedpharma.sim.audit import audit_privacy
 from fedpharma.sim.backends import open_sites
 from fedpharma.sim.cross_evaluation import cross_evaluate
 from fedpharma.sim.intervals import headline_intervals
+from fedpharma.sim.overlap import chemical_overlap
 from fedpharma.sim.privacy import PrivacyRecorder
 from fedpharma.sim.selection import (
     HeadsOfBestRound,
@@ -234,6 +235,9 @@ def simulate(
         label_distributions=label_distributions(sim.sites),
         selection=selection_summary(config, sim.dataset.task, chosen_round, chosen_epochs),
         intervals=headline_intervals(predictions, sim.sites, config.seed),
+        chemical_overlap=chemical_overlap(sim.sites)
+        if featurizes_molecules(config.dataset.name, config.dataset.kind)
+        else {},
     )
     write_summary(summary, run_dir)
     return SimulationResult(run_dir, summary, final, predictions)
