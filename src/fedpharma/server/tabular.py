@@ -36,21 +36,17 @@ Dismiss = Callable[[str, str], None]
 
 
 def declared_schema(recipe: RunConfig) -> TabularSchema | None:
-    """The consortium's declared schema for a tabular file recipe (``None`` for other data);
-    the coordinator holds no data, so it cannot infer one."""
+    """The consortium's declared schema for a tabular file recipe: ``[dataset] schema``, else
+    the file beside the recipe's data path if there is one; ``None`` for other data, or for
+    tabular data without a schema (then no fit is made, and ``[server] n_features`` gives the
+    width). The coordinator holds no data, so it never infers one."""
     ds = recipe.dataset
     if ds.kind != "tabular" or ds.path is None:
         return None
     path = Path(ds.schema) if ds.schema is not None else schema_beside(Path(ds.path))
-    if not path.exists():
-        raise ConfigError(
-            [
-                "a deployed tabular run needs the declared schema at the coordinator: set "
-                "[dataset] schema (write one with `fedpharma schema infer`)"
-            ],
-            "run config",
-        )
-    return load_schema(path)
+    if ds.schema is not None and not path.exists():
+        raise ConfigError([f"[dataset] schema {ds.schema!r} does not exist"], "run config")
+    return load_schema(path) if path.exists() else None
 
 
 class _Excluding:

@@ -135,13 +135,24 @@ def build_site(
     )
     schema = None
     if config.data.kind == "tabular" and config.data.path is not None:
-        schema, _ = resolve_schema(
+        found, declared = resolve_schema(
             DatasetConfig(
                 path=config.data.path,
                 kind="tabular",
                 label_columns=config.data.label_columns,
                 schema=recipe.dataset.schema,
             )
+        )
+        schema = found if declared is not None else None
+    missing = any(
+        isinstance(part.features, np.ndarray) and np.isnan(part.features).any()
+        for part in (data.train, data.test)
+    )
+    if schema is None and missing:
+        raise DataError(
+            "the data has missing feature values and no declared schema says how to impute "
+            "them; declare one ([dataset] schema in the run recipe, `fedpharma schema infer` "
+            "writes a start) so the consortium fits the imputation"
         )
     runtime = SiteRuntime(
         name,
