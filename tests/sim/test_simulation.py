@@ -80,6 +80,10 @@ def test_the_summary_holds_the_overlap_counts_and_the_headline_intervals(result)
     # the sites hold disjoint scaffolds (a scaffold partition), so none is shared
     assert all(o.scaffolds > 0 and o.scaffolds_shared == 0 for o in overlap.values())
     assert all(0 < o.bits_shared <= o.bits for o in overlap.values())
+    # the config dump shows what applies: no feature-sum noise, no class weights here
+    shown = result.summary.config
+    assert "statistics_noise_multiplier" not in shown["privacy"]
+    assert "class_weight" not in shown["training"]
     assert set(result.summary.intervals) == {
         "federated-local",
         "federated-centralized",

@@ -66,6 +66,9 @@ def test_a_clinical_csv_keeps_its_site_names_and_is_fitted_federatedly(tmp_path:
     assert len(fit["digest"]) == 64
     # the report's config shows what applies: no chemistry settings for a tabular run
     assert "features" not in result.summary.config and "data_checks" in result.summary.config
+    shown = result.summary.config
+    assert "statistics_noise_multiplier" in shown["privacy"]  # type: ignore[index]
+    assert "class_weight" in shown["training"]  # type: ignore[index]
     # the tiny site (20 rows) still holds out a test set
     assert result.summary.sites["tiny"].n_test >= 2
 

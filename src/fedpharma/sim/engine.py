@@ -467,7 +467,8 @@ def build_summary(
 
 def _applicable(config: RunConfig) -> dict[str, Any]:
     """The config as the report shows it: only the tables that apply to this run's data
-    (no chemistry settings for a tabular run, no tabular data checks for molecules)."""
+    (no chemistry settings for a tabular run, no tabular data checks or feature-sum noise for
+    molecules, no class weights for regression)."""
     shown = config.to_dict()
     if featurizes_molecules(config.dataset.name, config.dataset.kind):
         shown.pop("data_checks")
@@ -475,6 +476,10 @@ def _applicable(config: RunConfig) -> dict[str, Any]:
         shown.pop("features")
         if not is_tabular_file(config):
             shown.pop("data_checks")
+    if not is_tabular_file(config):
+        shown["privacy"].pop("statistics_noise_multiplier", None)
+    if config.dataset.task == "regression":
+        shown["training"].pop("class_weight", None)
     return shown
 
 
