@@ -2,11 +2,12 @@
 
 Each site turns what it holds into a bitmap: its scaffolds, each hashed with a keyed BLAKE2b
 (the key the sites share, never the coordinator, so a bit cannot be looked up in a dictionary
-of public scaffolds) into one of :data:`OVERLAP_BITS` buckets, and its fingerprint bits set by
-any of its molecules. From the bitmaps come per site four counts: its scaffold buckets and how
-many of them another site also occupies; its fingerprint bits and how many another site also
-sets. Only these counts enter the run summary. A collision (two scaffolds in one bucket) can
-only add apparent overlap; at a few thousand scaffolds over 65,536 buckets it stays rare.
+of public scaffolds) into one of :data:`OVERLAP_BITS` (about a million) buckets, and its
+fingerprint bits set by any of its molecules. From the bitmaps come per site four counts: its
+scaffold buckets and how many of them another site also occupies; its fingerprint bits and how
+many another site also sets. Only these counts enter the run summary. A collision (two scaffolds
+in one bucket) can only add apparent overlap: a site of s scaffolds beside others holding S
+expects about s·S/2²⁰ of them, under one at a few hundred and a few thousand.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from dataclasses import dataclass
 import numpy as np
 import numpy.typing as npt
 
-OVERLAP_BITS = 1 << 16
+OVERLAP_BITS = 1 << 20
 
 Bitmap = npt.NDArray[np.bool_]
 

@@ -461,11 +461,11 @@ def build_summary(
         sites=sites,
         pooled=pooled,
         curves=curves,
-        config=_applicable(config),
+        config=_applicable(config, task),
     )
 
 
-def _applicable(config: RunConfig) -> dict[str, Any]:
+def _applicable(config: RunConfig, task: Objective) -> dict[str, Any]:
     """The config as the report shows it: only the tables that apply to this run's data
     (no chemistry settings for a tabular run, no tabular data checks or feature-sum noise for
     molecules, no class weights for regression)."""
@@ -478,7 +478,7 @@ def _applicable(config: RunConfig) -> dict[str, Any]:
             shown.pop("data_checks")
     if not is_tabular_file(config):
         shown["privacy"].pop("statistics_noise_multiplier", None)
-    if config.dataset.task == "regression":
+    if task == "regression":
         shown["training"].pop("class_weight", None)
     return shown
 
