@@ -50,7 +50,9 @@ from fedpharma.data.schema import schema_beside, schema_toml
 from fedpharma.data.tabular import infer_schema
 from fedpharma.evaluation.bootstrap import paired_bootstrap, percentile_interval
 from fedpharma.evaluation.metrics import PRIMARY_METRIC, compute_metrics
-from fedpharma.sim.engine import prepare_sites, simulate
+from fedpharma.report.html import verdict_sentence
+from fedpharma.sim.engine import simulate
+from fedpharma.sim.sites import prepare_sites
 
 HOSPITALS = ("general", "university", "district", "cottage")
 SHARES = (0.5, 0.3, 0.15, 0.05)  # cottage: the tiny site
@@ -183,6 +185,8 @@ def run(name: str, rounds: int, seed: int, resamples: int) -> dict[str, Any]:
         "sites": per_site,
         "sites_pass": not any(s["worse_beyond_interval"] for s in per_site),
         "federated_seconds": seconds,
+        # the run report's headline words, following its bootstrap intervals
+        "verdict": verdict_sentence(result.summary),
     }
 
 
@@ -204,10 +208,11 @@ def report(outcome: dict[str, Any]) -> None:
     )
     verdict = "PASS" if outcome["ratio_pass"] else "FAIL"
     print(
-        f"pooled test rows: federated {outcome['federated_pooled']:.3f}, scikit-learn pooled "
-        f"reference {outcome['reference_pooled']:.3f}, ratio {outcome['ratio']:.3f} "
-        f"(target ≥ 0.98) {verdict}"
+        f"all hospitals' test rows together: federated {outcome['federated_pooled']:.3f}, "
+        f"scikit-learn on the pooled training rows {outcome['reference_pooled']:.3f}, ratio "
+        f"{outcome['ratio']:.3f} (target ≥ 0.98) {verdict}"
     )
+    print(f"report's verdict: {outcome['verdict']}")
     verdict = "PASS" if outcome["sites_pass"] else "FAIL"
     print(f"no hospital worse than alone beyond its bootstrap interval: {verdict}", flush=True)
 

@@ -111,7 +111,7 @@ def test_classification_report_uses_its_metrics(classification_page: str) -> Non
 
 
 def test_best_value_per_row_is_highlighted(classification_page: str) -> None:
-    pooled_table = classification_page.split("<h3>All sites (pooled)</h3>")[1]
+    pooled_table = classification_page.split("<h3>All sites (weighted mean)</h3>")[1]
     pooled_table = pooled_table.split("</table>")[0]
 
     def best_cells(metric: str) -> list[str]:
@@ -147,8 +147,8 @@ def test_headline_compares_federated_with_both_baselines() -> None:
     summary = parse_summary(make_regression_summary())
 
     assert headline_sentence(summary) == (
-        "Federated model: RMSE 0.670 on the pooled test set vs 0.830 for local-only models "
-        "(mean) and 0.630 centralized."
+        "Federated model: RMSE 0.670 on the sites' test sets (weighted mean) vs 0.830 for "
+        "local-only models (mean) and 0.630 centralized (training rows pooled)."
     )
     assert verdict_sentence(summary) == (
         "Federation recovers 80% of the gain that pooling all data centrally brings over "

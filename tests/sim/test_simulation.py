@@ -72,3 +72,20 @@ def test_same_seed_gives_the_same_federated_model(prepared, result, tmp_path):
     config = dataclasses.replace(CONFIG, baselines=False)
     again = simulate(config, tmp_path, prepared=prepared)
     np.testing.assert_array_equal(again.parameters.flatten(), result.parameters.flatten())
+
+
+def test_the_summary_holds_the_overlap_counts_and_the_headline_intervals(result):
+    overlap = result.summary.chemical_overlap
+    assert set(overlap) == set(result.summary.sites)
+    # the sites hold disjoint scaffolds (a scaffold partition): only a hash collision shares one
+    assert all(o.scaffolds > 0 and o.scaffolds_shared <= 2 for o in overlap.values())
+    assert all(0 < o.bits_shared <= o.bits for o in overlap.values())
+    # the config dump shows what applies: no feature-sum noise, no class weights here
+    shown = result.summary.config
+    assert "statistics_noise_multiplier" not in shown["privacy"]
+    assert "class_weight" not in shown["training"]
+    assert set(result.summary.intervals) == {
+        "federated-local",
+        "federated-centralized",
+        "centralized-local",
+    }

@@ -12,11 +12,14 @@ from fedpharma.core.config import (
     DatasetConfig,
     ModelConfig,
     PartitionConfig,
+    PrivacyConfig,
     RunConfig,
+    SitePolicyConfig,
     TrainingConfig,
 )
+from fedpharma.privacy import Budget, PrivacyLedger, make_accountant
+from fedpharma.server.feature_statistics import PREPROCESSING_FILE
 from fedpharma.sim.engine import simulate
-from fedpharma.sim.tabular import PREPROCESSING_FILE
 
 
 def _write_trial(folder: Path) -> Path:
@@ -63,5 +66,51 @@ def test_a_clinical_csv_keeps_its_site_names_and_is_fitted_federatedly(tmp_path:
     assert len(fit["digest"]) == 64
     # the report's config shows what applies: no chemistry settings for a tabular run
     assert "features" not in result.summary.config and "data_checks" in result.summary.config
+    shown = result.summary.config
+    assert "statistics_noise_multiplier" in shown["privacy"]  # type: ignore[index]
+    assert "class_weight" in shown["training"]  # type: ignore[index]
     # the tiny site (20 rows) still holds out a test set
     assert result.summary.sites["tiny"].n_test >= 2
+
+
+def test_under_a_dp_policy_the_feature_sums_are_noised_and_charged_to_each_site(
+    tmp_path: Path,
+) -> None:
+    data = _write_trial(tmp_path)
+    schema = tmp_path / "trial.schema.toml"
+    schema.write_text(
+        schema.read_text()
+        .replace('units = "mmol/L"\n', 'units = "mmol/L"\nmin = 0.1\nmax = 20.0\n')
+        .replace(
+            'name = "age"\ntype = "int"\n', 'name = "age"\ntype = "int"\nmin = 18\nmax = 100\n'
+        ),
+        encoding="utf-8",
+    )
+    config = RunConfig(
+        dataset=DatasetConfig(
+            path=str(data), kind="tabular", label_columns=("died",), task="classification"
+        ),
+        partition=PartitionConfig(method="natural"),
+        model=ModelConfig(kind="linear"),
+        training=TrainingConfig(learning_rate=0.05),
+        privacy=PrivacyConfig(
+            record_level=True, noise_multiplier=1.0, statistics_noise_multiplier=3.0
+        ),
+        site_policy=SitePolicyConfig(require_dp=True, record_epsilon=20.0),
+        rounds=1,
+        baselines=False,
+        privacy_audit=False,
+    )
+    messages: list[str] = []
+    simulate(config, tmp_path / "run", on_status=messages.append)
+    assert any("3 sites' summed statistics under DP (σ = 3, charged)" in m for m in messages)
+    fit = json.loads((tmp_path / "run" / PREPROCESSING_FILE).read_text())
+    assert fit["source"] == "federated DP sums"
+    for site in ("royal", "st-mary", "tiny"):
+        ledger = PrivacyLedger(
+            tmp_path / "run" / "sites" / site / "privacy.sqlite",
+            {"record": Budget(20.0, 1e-5)},
+            make_accountant("rdp"),
+        )
+        events = [type(e.event).__name__ for e in ledger.entries("record")]
+        assert events[0] == "GaussianEvent" and len(events) >= 2  # the sums, then training

@@ -126,6 +126,10 @@ class TrainingConfig:
     device: str = choice("auto", "cpu", "cuda", default="cpu")
     # "bf16": autocast matmuls to bfloat16 (weights, optimizer and updates stay float32).
     precision: str = choice("fp32", "bf16", default="fp32")
+    # Classification: "balanced" weighs each class by n / (2 n_class) of the site's own training
+    # labels, so a rare outcome counts as much as a common one; "none" (default) keeps predicted
+    # probabilities calibrated (the Brier score and calibration plot read them as risks).
+    class_weight: str = choice("none", "balanced", default="none")
 
 
 @dataclass(frozen=True)
@@ -201,6 +205,10 @@ class PrivacyConfig:
     target_epsilon: float | None = bounded(None, 1e-6, None)
     delta: float = bounded(1e-5, 1e-15, 0.1)
     accountant: str = choice("rdp", "pld", default="rdp")
+    # σ of the Gaussian mechanism on the tabular feature sums (fedpharma.data.bounded_statistics),
+    # charged to each site's record-level budget; unset: plain sums, which a site requiring DP
+    # refuses (the preprocessing then uses the schema's declared ranges).
+    statistics_noise_multiplier: float | None = bounded(None, 1e-3, None)
     # "dp-sgd": record-level DP-SGD's usual training settings replace [training]'s
     # (DP_SGD_PRESET; applied when the recipe is read, so every party sees the same values).
     preset: str = choice("none", "dp-sgd", default="none")
@@ -522,6 +530,11 @@ def cross_check(cfg: RunConfig) -> list[str]:
     if cfg.model.label_std and len(cfg.model.label_std) != len(cfg.model.label_mean):
         problems.append("[model] `label_std` needs one value per `label_mean` value")
     dp = cfg.privacy
+    if dp.record_level and cfg.training.class_weight != "none":
+        problems.append(
+            '[training] class_weight = "balanced" under record-level DP: the weights are '
+            'counts of the site\'s labels that DP-SGD would not account for; use "none"'
+        )
     if dp.record_level and dp.noise_multiplier is None and dp.target_epsilon is None:
         problems.append("[privacy] record_level needs `noise_multiplier` or `target_epsilon`")
     if dp.site_level and dp.site_noise_multiplier is None and dp.target_epsilon is None:

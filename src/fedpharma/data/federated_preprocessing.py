@@ -9,7 +9,11 @@ z-scoring for numeric columns (population standard deviation, as scikit-learn's
 value, and a missingness indicator per column that imputes and was missing somewhere. Category
 vocabularies come from the declared schema, never from another site's values. Without the
 sites' sums (a site whose policy requires DP refuses them), :meth:`FittedPreprocessing.public`
-scales by the schema's declared plausible ranges, which cost no privacy.
+scales by the schema's declared plausible ranges, which cost no privacy. A column imputed by
+its ``median`` also sends a histogram of its recorded values over the declared range
+(:data:`MEDIAN_BINS` bins); the median is read off the summed histogram. Sums released under
+differential privacy (:mod:`fedpharma.data.bounded_statistics`) are fitted with ``noised=True``:
+counts, means and spreads are kept inside what the schema makes possible.
 """
 
 from __future__ import annotations
@@ -21,43 +25,101 @@ from dataclasses import dataclass
 import numpy as np
 import numpy.typing as npt
 
+from fedpharma.core import serde
 from fedpharma.core.errors import DataError
 from fedpharma.data.tabular import Column, TabularSchema
 
-FIT_VERSION = 1
+FIT_VERSION = 2
 """Format version of :class:`FittedPreprocessing`; part of its digest."""
+
+MEDIAN_BINS = 100
+"""Equal-width bins over a column's declared range whose counts give its federated median."""
 
 
 @dataclass(frozen=True)
 class ColumnSums:
-    """Per encoded column: recorded values (not NaN), their sum, their sum of squares; and rows."""
+    """Per encoded column: recorded values (not NaN), their sum, their sum of squares; rows;
+    and, per column imputed by its median, :data:`MEDIAN_BINS` histogram counts."""
 
-    rows: int
+    rows: float
     count: tuple[float, ...]
     total: tuple[float, ...]
     sum_of_squares: tuple[float, ...]
+    histogram: tuple[float, ...] = ()
 
     def __add__(self, other: ColumnSums) -> ColumnSums:
-        if len(self.count) != len(other.count):
+        if len(self.count) != len(other.count) or len(self.histogram) != len(other.histogram):
             raise DataError("column sums of different widths cannot be added")
         return ColumnSums(
             self.rows + other.rows,
-            tuple(a + b for a, b in zip(self.count, other.count, strict=True)),
-            tuple(a + b for a, b in zip(self.total, other.total, strict=True)),
-            tuple(a + b for a, b in zip(self.sum_of_squares, other.sum_of_squares, strict=True)),
+            *(
+                tuple(a + b for a, b in zip(mine, theirs, strict=True))
+                for mine, theirs in (
+                    (self.count, other.count),
+                    (self.total, other.total),
+                    (self.sum_of_squares, other.sum_of_squares),
+                    (self.histogram, other.histogram),
+                )
+            ),
         )
 
 
-def column_sums(features: npt.NDArray[np.floating]) -> ColumnSums:
-    """A site's contribution, over its recorded values only (a missing value is NaN)."""
+def column_sums(
+    features: npt.NDArray[np.floating], schema: TabularSchema | None = None
+) -> ColumnSums:
+    """A site's contribution, over its recorded values only (a missing value is NaN); with the
+    ``schema``, the histograms of its median-imputed columns too."""
     recorded = ~np.isnan(features)
     values = np.where(recorded, features, 0.0).astype(np.float64)
+    histogram: list[float] = []
+    if schema is not None:
+        for column, start in median_columns(schema):
+            histogram += [float(c) for c in median_histogram(column, features[:, start])]
     return ColumnSums(
         int(features.shape[0]),
         tuple(float(c) for c in recorded.sum(axis=0)),
         tuple(float(t) for t in values.sum(axis=0)),
         tuple(float(q) for q in (values**2).sum(axis=0)),
+        tuple(histogram),
     )
+
+
+def median_columns(schema: TabularSchema) -> list[tuple[Column, int]]:
+    """Each column imputed by its median, with its index among the encoded columns."""
+    found, start = [], 0
+    for column, width in _blocks(schema):
+        if column.impute == "median":
+            found.append((column, start))
+        start += width
+    return found
+
+
+def median_histogram(column: Column, values: npt.NDArray[np.floating]) -> npt.NDArray[np.int64]:
+    """Counts of the recorded ``values`` in :data:`MEDIAN_BINS` equal bins over the declared
+    range (a value outside it counts in the nearest end bin)."""
+    assert column.minimum is not None and column.maximum is not None
+    lo, hi = column.minimum, column.maximum
+    recorded = np.clip(values[~np.isnan(values)].astype(np.float64), lo, hi)
+    width = (hi - lo) / MEDIAN_BINS if hi > lo else 1.0
+    index = np.minimum(((recorded - lo) / width).astype(np.int64), MEDIAN_BINS - 1)
+    return np.bincount(index, minlength=MEDIAN_BINS)
+
+
+def histogram_median(column: Column, counts: npt.NDArray[np.floating]) -> float:
+    """The median of a summed :func:`median_histogram`, linearly interpolated within its bin
+    (negative noised counts read as 0)."""
+    assert column.minimum is not None and column.maximum is not None
+    lo, hi = column.minimum, column.maximum
+    counts = np.maximum(np.asarray(counts, dtype=np.float64), 0.0)
+    total = float(counts.sum())
+    if total <= 0.0:
+        return (lo + hi) / 2.0
+    cumulative = np.cumsum(counts)
+    k = int(np.searchsorted(cumulative, total / 2.0))
+    below = float(cumulative[k - 1]) if k > 0 else 0.0
+    inside = (total / 2.0 - below) / float(counts[k]) if counts[k] > 0 else 0.5
+    width = (hi - lo) / MEDIAN_BINS
+    return lo + (k + inside) * width
 
 
 @dataclass(frozen=True)
@@ -74,8 +136,21 @@ class FittedPreprocessing:
     source: str  # "federated sums" or "declared ranges"
 
     @classmethod
-    def fit(cls, schema: TabularSchema, sums: ColumnSums) -> FittedPreprocessing:
-        """The pooled imputer and scaler, from the consortium's summed :class:`ColumnSums`."""
+    def fit(
+        cls,
+        schema: TabularSchema,
+        sums: ColumnSums,
+        *,
+        noised: bool = False,
+        indicate_all: bool = False,
+    ) -> FittedPreprocessing:
+        """The pooled imputer and scaler, from the consortium's summed :class:`ColumnSums`.
+
+        ``noised``: the sums carry DP noise, so a count is read as at least 1, a mean is kept
+        in the declared range, a spread at most its half-width (the declared half-width where
+        noise leaves no positive variance), and every imputing column gets its indicator (where
+        values were missing cannot be read off noised counts). ``indicate_all``: so does a fit
+        whose width must be known before any data (:func:`fitted_width`)."""
         blocks = _blocks(schema)
         if len(sums.count) != sum(width for _, width in blocks):
             raise DataError(
@@ -85,6 +160,9 @@ class FittedPreprocessing:
         count, total, squares = (
             np.asarray(a, dtype=np.float64) for a in (sums.count, sums.total, sums.sum_of_squares)
         )
+        if noised:
+            count = np.maximum(count, 1.0)
+        medians = _medians(schema, sums)
         fill: list[float] = []
         center: list[float] = []
         scale: list[float] = []
@@ -105,12 +183,11 @@ class FittedPreprocessing:
                 center.append(0.0)
                 scale.append(1.0)
             else:
-                mean = s[0] / n[0]
-                variance = max(q[0] / n[0] - mean**2, 0.0)
-                fill.append(mean)
+                mean, spread = _mean_and_spread(column, n[0], s[0], q[0], noised)
+                fill.append(medians.get(start, mean))
                 center.append(mean)
-                scale.append(float(np.sqrt(variance)) if variance > 0.0 else 1.0)
-            if column.impute != "none" and n[0] < sums.rows:
+                scale.append(spread)
+            if column.impute != "none" and (noised or indicate_all or n[0] < sums.rows):
                 indicators.append(start)
                 names.append(f"missing({column.name})")
             start += width
@@ -121,7 +198,7 @@ class FittedPreprocessing:
             tuple(float(v) for v in scale),
             tuple(indicators),
             tuple(names),
-            "federated sums",
+            "federated DP sums" if noised else "federated sums",
         )
 
     @classmethod
@@ -178,11 +255,91 @@ class FittedPreprocessing:
         flags = missing[:, list(self.indicators)].astype(np.float64)
         return np.concatenate([scaled, flags], axis=1).astype(np.float32)
 
+    def to_json(self) -> str:
+        """Canonical JSON (with its format version): what the digest covers, and what the
+        coordinator sends a deployed site (:class:`~fedpharma.core.protocol.PreprocessingTask`)."""
+        document = {"version": FIT_VERSION, **serde.to_dict(self)}
+        return json.dumps(document, sort_keys=True, separators=(",", ":"), allow_nan=False)
+
+    @classmethod
+    def from_json(cls, text: str, schema: TabularSchema) -> FittedPreprocessing:
+        """A fit received from the network, checked against this site's ``schema``; raises
+        :class:`DataError` naming what does not fit."""
+        try:
+            raw = json.loads(text, parse_constant=_refuse_constant)
+        except ValueError as exc:
+            raise DataError("the fitted preprocessing received is not valid JSON") from exc
+        if not isinstance(raw, dict) or raw.pop("version", None) != FIT_VERSION:
+            raise DataError(f"the fitted preprocessing received is not of version {FIT_VERSION}")
+        fitted, problems = serde.from_dict(cls, raw, "fitted preprocessing")
+        if fitted is not None:
+            problems += fitted._problems(schema)
+        if problems or fitted is None:
+            why = "; ".join(problems)
+            raise DataError(f"the fitted preprocessing received does not fit: {why}")
+        return fitted
+
+    def _problems(self, schema: TabularSchema) -> list[str]:
+        width = len(self.feature_names)
+        problems = []
+        if self.feature_names != schema.feature_names:
+            problems.append("its feature columns differ from this site's declared schema")
+        if not len(self.fill) == len(self.center) == len(self.scale) == width:
+            problems.append("its fill, center and scale do not cover every feature column")
+        if any(not np.isfinite(v) for v in (*self.fill, *self.center, *self.scale)):
+            problems.append("it holds a non-finite number")
+        if any(v <= 0 for v in self.scale):
+            problems.append("a scale is not positive")
+        if len(self.indicators) != len(self.indicator_names) or any(
+            not 0 <= i < width for i in self.indicators
+        ):
+            problems.append("its missingness indicators do not name feature columns")
+        return problems
+
     def digest(self) -> str:
         """SHA-256 (hex) of the fit's canonical JSON, for the run's recipe and audit trail."""
-        document = {"version": FIT_VERSION, **{k: v for k, v in vars(self).items()}}
-        text = json.dumps(document, sort_keys=True, separators=(",", ":"), allow_nan=False)
-        return hashlib.sha256(text.encode("utf-8")).hexdigest()
+        return hashlib.sha256(self.to_json().encode("utf-8")).hexdigest()
+
+
+def fitted_width(schema: TabularSchema) -> int:
+    """The model's input width under a fit that indicates every imputing column (a deployed
+    run's, :meth:`FittedPreprocessing.fit` with ``indicate_all``): known from the schema."""
+    return len(schema.feature_names) + sum(c.impute != "none" for c in schema.feature_columns)
+
+
+def _refuse_constant(name: str) -> float:
+    raise ValueError(f"{name} is not a finite number")
+
+
+def _mean_and_spread(
+    column: Column, n: float, total: float, squares: float, noised: bool
+) -> tuple[float, float]:
+    """Mean and population standard deviation (1 where there is no spread)."""
+    mean = total / n
+    variance = squares / n - mean**2
+    lo, hi = column.minimum, column.maximum
+    if noised and lo is not None and hi is not None:
+        mean = min(max(mean, lo), hi)
+        half = (hi - lo) / 2.0
+        variance = min(squares / n - mean**2, half**2)
+        if variance <= 0.0:
+            return mean, half if half > 0.0 else 1.0
+    return mean, float(np.sqrt(variance)) if variance > 0.0 else 1.0
+
+
+def _medians(schema: TabularSchema, sums: ColumnSums) -> dict[int, float]:
+    """Each median-imputed column's median (by encoded index), from the summed histograms."""
+    found = median_columns(schema)
+    if len(sums.histogram) != MEDIAN_BINS * len(found):
+        raise DataError(
+            f"the sites' statistics hold {len(sums.histogram)} histogram counts; the schema's "
+            f"{len(found)} median-imputed column(s) need {MEDIAN_BINS * len(found)}"
+        )
+    histogram = np.asarray(sums.histogram, dtype=np.float64).reshape(len(found), MEDIAN_BINS)
+    return {
+        start: histogram_median(column, counts)
+        for (column, start), counts in zip(found, histogram, strict=True)
+    }
 
 
 def _blocks(schema: TabularSchema) -> list[tuple[Column, int]]:

@@ -10,7 +10,7 @@ One ``[[columns]]`` table per CSV column, in file order::
     min = 0.1                 # plausible range, checked at join, never clipped
     max = 20.0
     missing = ["0", "?"]      # cell texts that mean "not recorded"
-    impute = "mean"           # none | mean | most_frequent
+    impute = "mean"           # none | mean | median | most_frequent
 
 A run reads ``[dataset] schema``, else ``NAME.schema.toml`` beside the data file ``NAME.csv``;
 without either it infers one (:func:`fedpharma.data.tabular.infer_schema`) and says so, and

@@ -33,7 +33,7 @@ from fedpharma.core.errors import DataError
 
 ColumnType = Literal["float", "int", "category", "bool"]
 COLUMN_TYPES: tuple[str, ...] = get_args(ColumnType)
-Imputation = Literal["none", "mean", "most_frequent"]
+Imputation = Literal["none", "mean", "median", "most_frequent"]
 IMPUTATIONS: tuple[str, ...] = get_args(Imputation)
 
 MISSING_TOKENS = frozenset({"?", "NA", "N/A", "NaN", "nan", "null", "NULL", "None", ".", "-"})
@@ -54,9 +54,9 @@ class Column:
     category whose categories are its codes' text), ``bool`` binary. ``units`` is for people;
     ``minimum`` / ``maximum`` bound the plausible values (checked, never clipped); ``missing``
     lists cell texts that mean "not recorded" (an empty cell always does); ``impute`` says how a
-    missing feature is filled: ``none`` refuses missing cells, ``mean`` (numeric) or
-    ``most_frequent`` (categorical, binary) fills from the federated fit and adds a missingness
-    indicator.
+    missing feature is filled: ``none`` refuses missing cells, ``mean`` or ``median`` (numeric;
+    the median from a histogram over the declared range, so it needs one) or ``most_frequent``
+    (categorical, binary) fills from the federated fit and adds a missingness indicator.
     """
 
     name: str
@@ -85,15 +85,20 @@ class Column:
                 f"{', '.join(IMPUTATIONS)}"
             )
         numeric = self.type in ("float", "int")
-        if self.impute == "mean" and not numeric:
+        if self.impute in ("mean", "median") and not numeric:
             raise DataError(
-                f'column {self.name!r} ({self.type}): impute = "mean" needs a numeric column; '
-                'use "most_frequent"'
+                f'column {self.name!r} ({self.type}): impute = "{self.impute}" needs a numeric '
+                'column; use "most_frequent"'
+            )
+        if self.impute == "median" and (self.minimum is None or self.maximum is None):
+            raise DataError(
+                f'column {self.name!r}: impute = "median" is read off a histogram over the '
+                "declared plausible range; declare min and max for the column"
             )
         if self.impute == "most_frequent" and numeric:
             raise DataError(
                 f'column {self.name!r} ({self.type}): impute = "most_frequent" is for '
-                'categorical and binary columns; use "mean"'
+                'categorical and binary columns; use "mean" or "median"'
             )
         if (self.minimum is not None or self.maximum is not None) and not numeric:
             raise DataError(f"column {self.name!r}: only a numeric column has a plausible range")

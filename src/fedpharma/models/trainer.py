@@ -30,7 +30,7 @@ from fedpharma.core.params import Parameters
 from fedpharma.models.base import FitOutput
 from fedpharma.models.batches import TensorData
 from fedpharma.models.device import autocast, resolve_device
-from fedpharma.models.loss import masked_multitask_loss
+from fedpharma.models.loss import balanced_class_weights, masked_multitask_loss
 from fedpharma.models.networks import build_model, trainable_weights
 from fedpharma.models.parameters import get_parameters, set_parameters
 from fedpharma.models.pretrained import apply_pretrained, load_weights
@@ -105,6 +105,7 @@ class TorchTrainer:
         n_examples = len(data)
         if n_examples == 0:
             raise DataError(f"cannot train on {data.name!r}: it has no rows")
+        class_weights = self._class_weights(data, tensors.device)
 
         network = self._network
         set_parameters(network, params)
@@ -130,7 +131,9 @@ class TorchTrainer:
                     optimizer.zero_grad()
                     with autocast(device, precision):
                         outputs = network(tensors.features(rows))
-                    loss = masked_multitask_loss(outputs.float(), tensors.labels(rows), self.task)
+                    loss = masked_multitask_loss(
+                        outputs.float(), tensors.labels(rows), self.task, class_weights
+                    )
                     torch.autograd.backward(loss)
                     if global_weights:
                         # Gradient of (μ/2)‖w − wᵗ‖² is μ(w − wᵗ); adding it directly is the same
@@ -161,11 +164,12 @@ class TorchTrainer:
         weights = [w for w in network.parameters() if w.requires_grad]
         network.zero_grad()
         total = max(int(tensors.observed_per_row.sum()), 1)
+        class_weights = self._class_weights(data, tensors.device)
         everything = torch.arange(len(data), device=tensors.device)
         for rows in torch.split(everything, self.training_config.batch_size * 16):
             observed = int(tensors.observed_per_row[rows].sum())
             outputs = network(tensors.features(rows)).float()
-            loss = masked_multitask_loss(outputs, tensors.labels(rows), self.task)
+            loss = masked_multitask_loss(outputs, tensors.labels(rows), self.task, class_weights)
             torch.autograd.backward(loss * (observed / total))
         grads = [torch.zeros_like(w) if w.grad is None else w.grad for w in weights]
         names = get_parameters(network).names
@@ -188,6 +192,13 @@ class TorchTrainer:
             if self.task == "classification":
                 outputs = torch.sigmoid(outputs)
             return outputs.cpu().numpy().astype(np.float32, copy=False)
+
+    def _class_weights(self, data: Dataset, device: torch.device) -> torch.Tensor | None:
+        """``[training] class_weight = "balanced"``: this site's balanced weights per task,
+        from its own training labels (nothing leaves the site); None otherwise."""
+        if self.training_config.class_weight != "balanced" or self.task != "classification":
+            return None
+        return torch.from_numpy(balanced_class_weights(data.dense_labels())).to(device)
 
     def _optimizer(self, weights: list[torch.nn.Parameter]) -> torch.optim.Optimizer:
         cfg = self.training_config

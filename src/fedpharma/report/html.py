@@ -21,6 +21,7 @@ from typing import Any
 
 from fedpharma import __version__
 from fedpharma.report import plots
+from fedpharma.report.comparison import interval_verdict, overlap_rows, small_test_caveat
 from fedpharma.report.cross_site import cross_site_html
 from fedpharma.report.formatting import (
     direction_text,
@@ -36,6 +37,7 @@ from fedpharma.report.formatting import (
 from fedpharma.report.membership import NO_DP_SENTENCE, privacy_audit_html
 from fedpharma.report.summary import (
     MODELS,
+    POOLED_IS,
     POOLED_NAME,
     SUMMARY_FILE,
     Model,
@@ -85,6 +87,7 @@ def build_report_html(summary: RunSummary) -> str:
         partners=[_partner_table(name, p, models, summary) for name, p in partners],
         cross_site=cross_site_html(summary),
         tasks=_task_table(summary),
+        overlap=overlap_rows(summary),
         config=None if config is None else json.dumps(config, indent=2, ensure_ascii=False),
         version=__version__,
         source=SUMMARY_FILE,
@@ -97,22 +100,31 @@ def headline_sentence(summary: RunSummary) -> str:
     label = metric_label(summary.metric.name)
     federated = scores["federated"]
     if federated is None:
-        return f"No federated {label} was recorded on the pooled test set."
+        return f"No federated {label} was recorded on the sites' test sets."
     comparisons = []
     if scores["local"] is not None:
         comparisons.append(f"{format_score(scores['local'])} for local-only models (mean)")
     if scores["centralized"] is not None:
-        comparisons.append(f"{format_score(scores['centralized'])} centralized")
+        comparisons.append(
+            f"{format_score(scores['centralized'])} centralized (training rows pooled)"
+        )
     against = (
         " vs " + " and ".join(comparisons)
         if comparisons
         else " (no local-only or centralized baseline was run)"
     )
-    return f"Federated model: {label} {format_score(federated)} on the pooled test set{against}."
+    return (
+        f"Federated model: {label} {format_score(federated)} on the sites' test sets "
+        f"(weighted mean){against}."
+    )
 
 
 def verdict_sentence(summary: RunSummary) -> str | None:
-    """How federation compares with the baselines, in words; None without a local baseline."""
+    """How federation compares with the baselines, in words; None without a local baseline.
+    With bootstrap intervals the words follow them (:mod:`fedpharma.report.comparison`)."""
+    worded = interval_verdict(summary)
+    if worded is not None:
+        return worded
     scores = summary.pooled.headline()
     federated, local, centralized = scores["federated"], scores["local"], scores["centralized"]
     if federated is None or local is None:
@@ -172,7 +184,7 @@ def _facts(summary: RunSummary) -> list[tuple[str, str]]:
 def _headline_hint(summary: RunSummary) -> str:
     size = summary.pooled.n_test
     return (
-        f"{metric_label(summary.metric.name)} on the pooled test set"
+        f"{metric_label(summary.metric.name)}: the {POOLED_IS} on their own test sets"
         + (f" (n = {format_count(size)})" if size is not None else "")
         + f", {direction_text(summary.metric.higher_is_better)}."
     )
@@ -200,9 +212,9 @@ def _plots(summary: RunSummary) -> list[_Card]:
                 "Learning curves",
                 plots.learning_curves_png(curves, metric, summary.pooled),
                 alt=f"{label} per round for the federated model",
-                caption=f"Federated {label} per round on the pooled test set (thick) and on each "
+                caption=f"Federated {label} per round, the {POOLED_IS} (thick), and on each "
                 "site's own test set (thin). Dashed lines: local-only and centralized "
-                "baselines on the pooled test set.",
+                "(training rows pooled) models, the same weighted mean.",
             )
         )
     else:
@@ -417,6 +429,9 @@ def _partner_table(
         sizes.append(f"{format_count(partner.n_train)} train")
     if partner.n_test is not None:
         sizes.append(f"{format_count(partner.n_test)} test")
+    caveat = small_test_caveat(partner.n_test) if partner.n_train is not None else None
+    if caveat is not None:
+        sizes.append(caveat)
     rows = []
     for metric in _metric_names(partner, summary):
         values = [_metric_value(partner, model, metric, summary) for model in models]

@@ -9,6 +9,7 @@ The markup is ``templates/audit.html.j2``.
 
 from __future__ import annotations
 
+from fedpharma.report.comparison import audit_caveats
 from fedpharma.report.formatting import format_epsilon, format_score
 from fedpharma.report.summary import AuditTarget, PrivacyAudit, RunSummary
 from fedpharma.report.templating import render
@@ -66,6 +67,7 @@ def privacy_audit_html(summary: RunSummary) -> str:
             "the site did not train on, so the attack also sees that shift: read those AUCs as "
             "upper bounds on the leakage."
         )
+    notes += audit_caveats(audit)
     if summary.privacy is not None:
         notes.append(
             "ε: the site's cumulative final ε, the formal bound on all it released, the final "

@@ -61,8 +61,8 @@ _MAX_LABELLED_BARS = 30
 
 
 def learning_curves_png(curves: Curves, metric: Metric, pooled: Partner) -> bytes:
-    """Federated metric per round on the pooled test set, one thin line per site, and dashed
-    horizontal references for the pooled local-only and centralized scores.
+    """Federated metric per round (the test-size-weighted mean over sites), one thin line per
+    site, and dashed horizontal references for the local-only and centralized scores.
 
     Shows whether training converged and where it ended relative to the two baselines.
     """
@@ -85,7 +85,7 @@ def learning_curves_png(curves: Curves, metric: Metric, pooled: Partner) -> byte
                 linewidth=2.4,
                 marker="o" if len(rounds) <= 30 else None,
                 markersize=3.5,
-                label="federated, pooled test set",
+                label="federated, weighted mean over sites",
             )
         for model in ("local", "centralized"):
             value = pooled.score(model)
@@ -95,7 +95,7 @@ def learning_curves_png(curves: Curves, metric: Metric, pooled: Partner) -> byte
                     color=MODEL_COLOURS[model],
                     linestyle="--",
                     linewidth=1.6,
-                    label=f"{MODEL_LABELS[model].lower()}, pooled ({format_score(value)})",
+                    label=f"{MODEL_LABELS[model].lower()}, weighted mean ({format_score(value)})",
                 )
         references = [pooled.score("local"), pooled.score("centralized")]
         _fit_y_limits(ax, [*curves.pooled, *chain(*curves.sites.values()), *references])

@@ -25,7 +25,7 @@ from fedpharma.core.errors import DataError
 
 SUMMARY_FILE = "summary.json"
 SUMMARY_FORMAT = 1
-POOLED_NAME = "All sites (pooled)"
+POOLED_NAME = "All sites (weighted mean)"
 POOLED_IS = "test-size-weighted mean of the sites' metrics"
 
 Model = Literal["local", "federated", "centralized"]
@@ -159,6 +159,29 @@ class RoundActivity:
     seconds: tuple[float, ...] = ()
     participants: tuple[int, ...] = ()
     planned_sites: int | None = None
+
+
+@dataclass(frozen=True)
+class Interval:
+    """A 95 % paired bootstrap interval of a headline difference (first model minus second, in
+    the metric's units), resampling each site's test rows
+    (:func:`fedpharma.evaluation.bootstrap.site_weighted_differences`)."""
+
+    low: float
+    high: float
+    resamples: int = field(default=0, metadata={"min": 0})
+
+
+@dataclass(frozen=True)
+class SiteOverlap:
+    """A site's scaffolds (keyed-hash buckets) and fingerprint bits, and how many of each another
+    site also holds — counts computed from hashed sets, never molecules
+    (:mod:`fedpharma.data.overlap`)."""
+
+    scaffolds: int = field(metadata={"min": 0})
+    scaffolds_shared: int = field(metadata={"min": 0})
+    bits: int = field(metadata={"min": 0})
+    bits_shared: int = field(metadata={"min": 0})
 
 
 @dataclass(frozen=True)
@@ -324,6 +347,10 @@ class RunSummary:
     tasks: Mapping[str, TaskResult] = field(default_factory=dict)
     label_distributions: Mapping[str, LabelDistribution] = field(default_factory=dict)
     selection: Selection | None = None
+    # "federated-local", "federated-centralized", "centralized-local": each difference's
+    # interval, so the report's words follow the noise of these test sets.
+    intervals: Mapping[str, Interval] = field(default_factory=dict)
+    chemical_overlap: Mapping[str, SiteOverlap] = field(default_factory=dict)
 
     def partners(self) -> tuple[tuple[str, Partner], ...]:
         """Every test set by name: the sites', then the pooled one."""

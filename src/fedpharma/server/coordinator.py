@@ -25,14 +25,17 @@ from fedpharma.core.dataset import Objective
 from fedpharma.core.deploy_config import ServerConfig
 from fedpharma.core.errors import ConfigError, DataError, RoundFailed
 from fedpharma.core.params import Parameters
+from fedpharma.data.federated_preprocessing import fitted_width
 from fedpharma.privacy import production_rng
 from fedpharma.secure.ckks import PublicContext, load_public_context
 from fedpharma.server.audit import AuditHead, AuditLog, verify
+from fedpharma.server.feature_statistics import read_fit
 from fedpharma.server.join import JoinGate, JoinLog, expected_preprocessing
 from fedpharma.server.label_statistics import calibrated_start
 from fedpharma.server.plan import build_federation
 from fedpharma.server.run_observers import AnnouncingChannel, AuditRejections, AuditRounds, Progress
 from fedpharma.server.store import RunStore
+from fedpharma.server.tabular import declared_schema, hand_out_fit, prepare_tabular_sites
 from fedpharma.transport.pki import CKKS_PUBLIC_FILE
 
 MANIFEST_FILE, STORE_FILE, AUDIT_FILE, HEAD_FILE = (
@@ -223,7 +226,19 @@ def run_coordinator(
     from fedpharma.transport.grpc.admission import AdmissionSettings
 
     say = on_status
-    shape = model_shape(recipe, config.server.n_features)
+    schema = declared_schema(recipe)
+    n_features = config.server.n_features
+    if schema is not None:
+        if n_features is not None and n_features != fitted_width(schema):
+            raise ConfigError(
+                [
+                    f"[server] n_features = {n_features}, but the declared schema makes "
+                    f"{fitted_width(schema)} model inputs; leave n_features unset"
+                ],
+                "server config",
+            )
+        n_features = fitted_width(schema)
+    shape = model_shape(recipe, n_features)
     # What every site's preprocessing must match, computed once from the recipe (no key).
     join_check = expected_preprocessing(recipe)
     initial = build_trainer(recipe, shape).initial_parameters(recipe.seed)
@@ -288,7 +303,19 @@ def run_coordinator(
         )
 
         def calibrate(parameters: Parameters) -> Parameters:
-            """Start the output layer at the labels, exactly as a simulation does."""
+            """Prepare tabular rows, then start the output layer at the labels, exactly as a
+            simulation does."""
+            if schema is not None:
+                prepare_tabular_sites(
+                    gate,
+                    run_id,
+                    recipe,
+                    schema,
+                    run_dir,
+                    say,
+                    server.channel.dismiss,
+                    control.round_timeout,
+                )
             calibrated, how = calibrated_start(
                 recipe, gate, run_id, parameters, shape.task, shape.n_tasks, control.round_timeout
             )
@@ -327,6 +354,10 @@ def run_coordinator(
         say(f"run directory {run_dir}")
         if progress.completed == 0:
             _wait_for_planned_sites(gate, recipe.partition.n_sites, control.join_deadline, say)
+        elif schema is not None:  # resumed: the sites get the run's fit again
+            gate.wait_for_sites(recipe.strategy.min_sites, control.wait_for_sites)
+            fitted = read_fit(run_dir, schema)
+            hand_out_fit(gate, run_id, fitted, say, server.channel.dismiss, control.round_timeout)
         try:
             federation.run(
                 AnnouncingChannel(gate, recipe.rounds, say),

@@ -59,6 +59,8 @@ from fedpharma.server.store import RunStore
 from fedpharma.sim.audit import audit_privacy
 from fedpharma.sim.backends import open_sites
 from fedpharma.sim.cross_evaluation import cross_evaluate
+from fedpharma.sim.intervals import headline_intervals
+from fedpharma.sim.overlap import chemical_overlap
 from fedpharma.sim.privacy import PrivacyRecorder
 from fedpharma.sim.selection import (
     HeadsOfBestRound,
@@ -232,6 +234,10 @@ def simulate(
         tasks=pooled_task_results(predictions["federated"], sim.sites),
         label_distributions=label_distributions(sim.sites),
         selection=selection_summary(config, sim.dataset.task, chosen_round, chosen_epochs),
+        intervals=headline_intervals(predictions, sim.sites, config.seed),
+        chemical_overlap=chemical_overlap(sim.sites)
+        if featurizes_molecules(config.dataset.name, config.dataset.kind)
+        else {},
     )
     write_summary(summary, run_dir)
     return SimulationResult(run_dir, summary, final, predictions)
@@ -455,13 +461,14 @@ def build_summary(
         sites=sites,
         pooled=pooled,
         curves=curves,
-        config=_applicable(config),
+        config=_applicable(config, task),
     )
 
 
-def _applicable(config: RunConfig) -> dict[str, Any]:
+def _applicable(config: RunConfig, task: Objective) -> dict[str, Any]:
     """The config as the report shows it: only the tables that apply to this run's data
-    (no chemistry settings for a tabular run, no tabular data checks for molecules)."""
+    (no chemistry settings for a tabular run, no tabular data checks or feature-sum noise for
+    molecules, no class weights for regression)."""
     shown = config.to_dict()
     if featurizes_molecules(config.dataset.name, config.dataset.kind):
         shown.pop("data_checks")
@@ -469,6 +476,10 @@ def _applicable(config: RunConfig) -> dict[str, Any]:
         shown.pop("features")
         if not is_tabular_file(config):
             shown.pop("data_checks")
+    if not is_tabular_file(config):
+        shown["privacy"].pop("statistics_noise_multiplier", None)
+    if task == "regression":
+        shown["training"].pop("class_weight", None)
     return shown
 
 

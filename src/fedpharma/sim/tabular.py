@@ -11,10 +11,11 @@ own train and test rows. The fit is written to the run directory with its digest
 from __future__ import annotations
 
 import dataclasses
-import json
 from collections.abc import Callable
 from pathlib import Path
 from typing import cast
+
+import numpy as np
 
 from fedpharma.core.config import RunConfig
 from fedpharma.core.dataset import Dataset, SiteData, dense
@@ -24,12 +25,10 @@ from fedpharma.data.federated_preprocessing import FittedPreprocessing
 from fedpharma.data.schema import schema_toml
 from fedpharma.models.base import Trainer
 from fedpharma.server.data_checks import gather_data_checks
-from fedpharma.server.feature_statistics import fit_preprocessing
+from fedpharma.server.feature_statistics import fit_preprocessing, write_fit
 from fedpharma.sim.privacy import site_policy
 from fedpharma.site.runtime import SiteRuntime
 from fedpharma.transport.inprocess import InProcessChannel
-
-PREPROCESSING_FILE = "preprocessing.json"
 
 
 def is_tabular_file(config: RunConfig) -> bool:
@@ -68,8 +67,9 @@ def preprocess_sites(
             cast(Trainer, None),
             policy=site_policy(config, run_dir / "sites" / name),
             schema=schema,
+            noise_source=_statistics_noise(config.seed, index),
         )
-        for name, data in sites.items()
+        for index, (name, data) in enumerate(sites.items())
     }
     checks = gather_data_checks(
         InProcessChannel(runtimes), run_id, schema, dataset.task, config.data_checks
@@ -80,12 +80,14 @@ def preprocess_sites(
     if not sites:
         raise DataError("every site failed a data check the run refuses for; see the lines above")
     runtimes = {name: runtimes[name] for name in sites}
-    fitted, how = fit_preprocessing(InProcessChannel(runtimes), run_id, schema)
-    say(how)
-    (run_dir / PREPROCESSING_FILE).write_text(
-        json.dumps({"digest": fitted.digest(), **dataclasses.asdict(fitted)}, indent=1),
-        encoding="utf-8",
+    fitted, how = fit_preprocessing(
+        InProcessChannel(runtimes),
+        run_id,
+        schema,
+        noise_multiplier=config.privacy.statistics_noise_multiplier,
     )
+    say(how)
+    write_fit(run_dir, fitted)
 
     def apply(data: Dataset) -> Dataset:
         return dataclasses.replace(
@@ -99,3 +101,8 @@ def preprocess_sites(
         for name, d in sites.items()
     }
     return transformed, apply(dataset), fitted
+
+
+def _statistics_noise(seed: int, index: int) -> Callable[[int], np.random.Generator]:
+    """A simulated site's generator for its DP feature sums: reproducible from the run seed."""
+    return lambda rnd: np.random.default_rng([seed, index, rnd, 0x57A7])

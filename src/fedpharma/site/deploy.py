@@ -33,7 +33,7 @@ from fedpharma.core.config import DatasetConfig, RunConfig, load_site_policy, si
 from fedpharma.core.dataset import SiteData
 from fedpharma.core.deploy_config import SiteConfig, SiteDataConfig
 from fedpharma.core.errors import ConfigError, DataError
-from fedpharma.data.datasets import featurizes_molecules, load_dataset
+from fedpharma.data.datasets import featurizes_molecules, load_dataset, resolve_schema
 from fedpharma.data.partition import holdout_split, partition
 from fedpharma.data.permutation import FingerprintPermutation, site_permutation
 from fedpharma.data.preprocessing import SiteDescription
@@ -45,6 +45,7 @@ from fedpharma.site.policy import SitePolicy
 from fedpharma.site.runtime import SiteRuntime
 from fedpharma.site.scaffold import ControlVariates
 from fedpharma.site.secure import SecureParticipation
+from fedpharma.site.tabular import TabularPreparation
 from fedpharma.site.witness import HeadWitness
 from fedpharma.transport.pki import CA_FILE, CERT_FILE, CKKS_SECRET_FILE, KEY_FILE
 
@@ -77,6 +78,7 @@ def load_site_data(
         duplicates=recipe.dataset.duplicates,
         # a "natural" demo partition needs the recipe's site column
         site_column=recipe.dataset.site_column if data.partition_index is not None else None,
+        schema=recipe.dataset.schema,  # tabular: the consortium's declared schema
     )
     test_fraction = (
         recipe.dataset.test_fraction if data.test_fraction is None else data.test_fraction
@@ -85,11 +87,6 @@ def load_site_data(
     if report is not None and report.n_kept < report.n_input:
         source = data.path or data.name
         on_status(f"{source}: {report.summary()}")
-    if isinstance(dataset.features, np.ndarray) and np.isnan(dataset.features).any():
-        raise DataError(
-            "the data has missing feature values to impute; a deployed site does not run the "
-            "federated imputation yet (simulation does): impute them before federating"
-        )
     molecules = featurizes_molecules(data.name, data.kind)
     rng = np.random.default_rng(recipe.seed)
     if data.partition_index is None:
@@ -136,7 +133,28 @@ def build_site(
         recipe.to_dict(),
         "" if preprocessing is None else preprocessing.to_json(),
     )
-    return SiteRuntime(
+    schema = None
+    if config.data.kind == "tabular" and config.data.path is not None:
+        found, declared = resolve_schema(
+            DatasetConfig(
+                path=config.data.path,
+                kind="tabular",
+                label_columns=config.data.label_columns,
+                schema=recipe.dataset.schema,
+            )
+        )
+        schema = found if declared is not None else None
+    missing = any(
+        isinstance(part.features, np.ndarray) and np.isnan(part.features).any()
+        for part in (data.train, data.test)
+    )
+    if schema is None and missing:
+        raise DataError(
+            "the data has missing feature values and no declared schema says how to impute "
+            "them; declare one ([dataset] schema in the run recipe, `fedpharma schema infer` "
+            "writes a start) so the consortium fits the imputation"
+        )
+    runtime = SiteRuntime(
         name,
         data,
         build_trainer(recipe, data.train),
@@ -144,9 +162,26 @@ def build_site(
         private_trainer=build_private_trainer(recipe, data.train) if policy is not None else None,
         secure=_secure(name, config, recipe) if recipe.secure.enabled else None,
         preprocessing=preprocessing,
+        schema=schema,
         keeper=keeper,
         variates=ControlVariates(Path(config.state_dir)),
     )
+    if schema is not None:
+        runtime.tabular = TabularPreparation(data, schema, _rebuild(runtime, recipe))
+    return runtime
+
+
+def _rebuild(runtime: SiteRuntime, recipe: RunConfig) -> Callable[[SiteData], None]:
+    """Give ``runtime`` its prepared rows and trainers of their width."""
+
+    def rebuild(data: SiteData) -> None:
+        runtime.data = data
+        runtime.trainer = build_trainer(recipe, data.train)
+        if runtime.policy is not None:
+            private = build_private_trainer(recipe, data.train)
+            runtime.private_trainer = runtime.dp.private_trainer = private
+
+    return rebuild
 
 
 def _secure(name: str, config: SiteConfig, recipe: RunConfig) -> SecureParticipation:

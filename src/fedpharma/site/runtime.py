@@ -36,6 +36,8 @@ from fedpharma.core.protocol import (
     FeatureStatisticsTask,
     LabelStatisticsResult,
     LabelStatisticsTask,
+    PreprocessingApplied,
+    PreprocessingTask,
     Refusal,
     Reply,
     SecAggSettings,
@@ -47,7 +49,6 @@ from fedpharma.core.protocol import (
 )
 from fedpharma.core.protocol.codec import EncodedMessage, decode_message, encode_message_parts
 from fedpharma.data.checks import check_data
-from fedpharma.data.federated_preprocessing import column_sums
 from fedpharma.data.preprocessing import SiteDescription
 from fedpharma.data.tabular import TabularSchema
 from fedpharma.evaluation.label_statistics import label_sums
@@ -61,6 +62,8 @@ from fedpharma.site.dp import DPParticipation, NoiseSource
 from fedpharma.site.policy import SitePolicy
 from fedpharma.site.scaffold import ControlVariates, check_scaffold, scaffold_fit
 from fedpharma.site.secure import SecureParticipation
+from fedpharma.site.statistics import release_feature_sums
+from fedpharma.site.tabular import TabularPreparation
 
 if TYPE_CHECKING:
     from fedpharma.models.dpsgd import DPSGDTrainer
@@ -84,7 +87,8 @@ class SiteRuntime:
     (:mod:`fedpharma.data.checks`). ``keeper``, if any, keeps the site's model (the global model
     a task carries, with this site's private head) in its state_dir.
     ``variates`` keeps the site's SCAFFOLD control variate (in memory by default; in its
-    ``state_dir`` when deployed).
+    ``state_dir`` when deployed). ``tabular``: a deployed tabular site's raw rows, which wait
+    for the consortium's fitted preprocessing before any training (:mod:`fedpharma.site.tabular`).
     """
 
     def __init__(
@@ -101,6 +105,7 @@ class SiteRuntime:
         schema: TabularSchema | None = None,
         keeper: SiteModelKeeper | None = None,
         variates: ControlVariates | None = None,
+        tabular: TabularPreparation | None = None,
     ) -> None:
         self.name = name
         self.data = data
@@ -119,6 +124,7 @@ class SiteRuntime:
         self._last_release: tuple[bytes, TrainResult] | None = None
         self.keeper = keeper
         self.variates = variates or ControlVariates()
+        self.tabular = tabular
 
     def handle_encoded(self, request: bytes | memoryview) -> EncodedMessage:
         """Answer an encoded task with an encoded reply; a malformed task gets a Refusal."""
@@ -138,13 +144,19 @@ class SiteRuntime:
             if isinstance(task, SecureTask):
                 return self._secure().answer(task)
             if isinstance(task, TrainTask):
+                if self.tabular is not None:
+                    self.tabular.require_applied()
                 return self._train(task)
-            if isinstance(task, LabelStatisticsTask):
-                return self._label_statistics(task)
             if isinstance(task, FeatureStatisticsTask):
                 return self._feature_statistics(task)
             if isinstance(task, DataCheckTask):
                 return self._check_data(task)
+            if isinstance(task, PreprocessingTask):
+                return self._apply_preprocessing(task)
+            if self.tabular is not None:
+                self.tabular.require_applied()
+            if isinstance(task, LabelStatisticsTask):
+                return self._label_statistics(task)
             return self._evaluate(task)
         except PrivacyBudgetExceeded as exc:
             return Refusal(task.run_id, task.round, self.name, "privacy-budget", str(exc))
@@ -268,24 +280,34 @@ class SiteRuntime:
         )
 
     def _feature_statistics(self, task: FeatureStatisticsTask) -> FeatureStatisticsResult:
-        """Per-column count, sum and sum of squares of the raw training features."""
-        self._refuse_unaccounted("feature statistics")
-        sums = column_sums(dense(self.data.train.features))
+        """Per-column count, sum and sum of squares of the raw training features (and median
+        histograms), plain or under DP as the task and this site's policy say
+        (:mod:`fedpharma.site.statistics`)."""
+        sums = release_feature_sums(
+            dense(self._raw().train.features),
+            self.schema,
+            self.policy,
+            task.noise_multiplier,
+            self.dp.noise_source(task.round),
+            task.run_id,
+            task.round,
+        )
         return FeatureStatisticsResult(
             task.run_id,
             task.round,
             self.name,
-            sums.rows,
+            max(0, round(sums.rows)),
             sums.count,
             sums.total,
             sums.sum_of_squares,
+            sums.histogram,
         )
 
     def _check_data(self, task: DataCheckTask) -> DataCheckReply:
         """Each data rule's pass/fail on this site's train and test rows (no value leaves)."""
         if self.schema is None:
             raise DataError("this site holds no tabular data with a declared schema to check")
-        train, test = self.data.train, self.data.test
+        train, test = self._raw().train, self._raw().test
         rows = dataclasses.replace(
             train,
             features=concatenate_rows([train.features, test.features]),
@@ -300,6 +322,17 @@ class SiteRuntime:
             tuple(o.key for o in outcomes if o.passed),
             tuple(o.key for o in outcomes if not o.passed),
         )
+
+    def _raw(self) -> SiteData:
+        """The rows as read (a deployed tabular site's, before the consortium's fit)."""
+        return self.data if self.tabular is None else self.tabular.raw
+
+    def _apply_preprocessing(self, task: PreprocessingTask) -> PreprocessingApplied:
+        """Apply the consortium's fit to this site's rows; answer with its digest."""
+        if self.tabular is None:
+            raise DataError("this site holds no raw tabular rows to apply a fitted preprocessing")
+        fitted = self.tabular.apply(task.fit)
+        return PreprocessingApplied(task.run_id, task.round, self.name, fitted.digest())
 
     def _refuse_unaccounted(self, release: str) -> None:
         """Refuse a release no DP mechanism covers where the policy requires DP."""

@@ -35,6 +35,8 @@ from fedpharma.core.protocol.messages import (
     FeatureStatisticsTask,
     LabelStatisticsResult,
     LabelStatisticsTask,
+    PreprocessingApplied,
+    PreprocessingTask,
     Refusal,
     Reply,
     SecureReply,
@@ -71,6 +73,8 @@ _TYPES: dict[str, type[Any]] = {
         FeatureStatisticsResult,
         DataCheckTask,
         DataCheckReply,
+        PreprocessingTask,
+        PreprocessingApplied,
     )
 }
 _PARAMETER_FIELDS = ("parameters", "update")
@@ -83,9 +87,11 @@ _SCALAR_TYPES = {
     "reason": str,
     "phase": str,
     "description": str,
+    "fit": str,
+    "digest": str,
 }
 _INT_FIELDS = ("round", "n_examples")
-_NUMBER_LIST_FIELDS = ("count", "total", "sum_of_squares")
+_NUMBER_LIST_FIELDS = ("count", "total", "sum_of_squares", "histogram")
 _TEXT_LIST_FIELDS = ("passed", "failed")
 MAX_TEXT_LIST = 10_000
 MAX_TEXT_ITEM = 512
@@ -205,6 +211,10 @@ def _check_field(type_name: str, name: str, value: Any) -> Any:
                 f"{MAX_TEXT_ITEM} characters"
             )
         return tuple(value)
+    if name == "noise_multiplier":
+        if value is not None and not (_is_number(value) and value > 0):
+            raise ProtocolError(f"{where} must be a number > 0, or null")
+        return None if value is None else float(value)
     if name in _NUMBER_LIST_FIELDS:
         if not isinstance(value, list) or not all(_is_number(v) for v in value):
             raise ProtocolError(f"{where} must be a list of finite numbers")

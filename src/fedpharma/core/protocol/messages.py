@@ -178,16 +178,20 @@ class LabelStatisticsResult:
 @dataclass(frozen=True)
 class FeatureStatisticsTask:
     """Send your raw training features' per-column sums, to fit the consortium's imputation and
-    standardization (:mod:`fedpharma.data.federated_preprocessing`)."""
+    standardization (:mod:`fedpharma.data.federated_preprocessing`); with ``noise_multiplier``
+    σ, as the Gaussian mechanism on clipped per-record contributions
+    (:mod:`fedpharma.data.bounded_statistics`), charged to the site's record-level budget."""
 
     run_id: str
     round: int
+    noise_multiplier: float | None = None
 
 
 @dataclass(frozen=True)
 class FeatureStatisticsResult:
     """Per encoded feature column: the count of recorded values, their sum and their sum of
-    squares; and the number of training rows (n_k) — aggregates, nothing of any single record."""
+    squares; the number of training rows (n_k); and the histogram counts of each median-imputed
+    column — aggregates, nothing of any single record (noised, if the task asked for DP)."""
 
     run_id: str
     round: int
@@ -196,6 +200,7 @@ class FeatureStatisticsResult:
     count: tuple[float, ...]
     total: tuple[float, ...]
     sum_of_squares: tuple[float, ...]
+    histogram: tuple[float, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -218,6 +223,26 @@ class DataCheckReply:
     failed: tuple[str, ...]
 
 
+@dataclass(frozen=True)
+class PreprocessingTask:
+    """Apply the consortium's fitted tabular preprocessing (its canonical JSON,
+    :meth:`fedpharma.data.federated_preprocessing.FittedPreprocessing.to_json`) to your rows."""
+
+    run_id: str
+    round: int
+    fit: str
+
+
+@dataclass(frozen=True)
+class PreprocessingApplied:
+    """The digest of the fit the site applied, as the site computed it."""
+
+    run_id: str
+    round: int
+    site: str
+    digest: str
+
+
 Task = (
     TrainTask
     | EvaluateTask
@@ -226,6 +251,7 @@ Task = (
     | LabelStatisticsTask
     | FeatureStatisticsTask
     | DataCheckTask
+    | PreprocessingTask
 )
 Reply = (
     TrainResult
@@ -236,6 +262,7 @@ Reply = (
     | LabelStatisticsResult
     | FeatureStatisticsResult
     | DataCheckReply
+    | PreprocessingApplied
 )
 
 
@@ -269,6 +296,8 @@ def validate_reply(task: Task, site: str, reply: Reply) -> Reply:
         expected = (FeatureStatisticsResult, Refusal)
     elif isinstance(task, DataCheckTask):
         expected = (DataCheckReply, Refusal)
+    elif isinstance(task, PreprocessingTask):
+        expected = (PreprocessingApplied, Refusal)
     else:
         expected = (EvaluateResult, Refusal)
     if not isinstance(reply, expected):

@@ -404,6 +404,9 @@ TASK_WORDS = {
     "EvaluateTask": "evaluate",
     "DescribeTask": "preprocessing check",
     "LabelStatisticsTask": "label statistics",
+    "FeatureStatisticsTask": "feature statistics",
+    "DataCheckTask": "data checks",
+    "PreprocessingTask": "fitted preprocessing",
     "SecureTask": "secure aggregation",
 }
 
