@@ -220,3 +220,25 @@ def test_a_permutation_moves_sparse_columns_as_it_moves_dense_ones(molecules_csv
     permuted = permute_columns(dataset.features, permutation)
     assert isinstance(permuted, SparseMatrix)
     np.testing.assert_array_equal(permuted.dense(), permutation.apply(dataset.features.dense()))
+
+
+def test_a_child_still_importing_its_parents_script_takes_no_cache_lock(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A script without a ``__main__`` guard re-runs its loading in each spawned child while the
+    parent holds the lock and waits for the child: the child must not wait for that lock."""
+    import multiprocessing
+    import threading
+
+    entered = threading.Event()
+
+    def child() -> None:
+        with feature_cache.exclusive(tmp_path, "key"):
+            entered.set()
+
+    with feature_cache.exclusive(tmp_path, "key"):  # the parent's lock
+        monkeypatch.setattr(multiprocessing.current_process(), "_inheriting", True, raising=False)
+        thread = threading.Thread(target=child, daemon=True)
+        thread.start()
+        assert entered.wait(timeout=10)
+        monkeypatch.undo()

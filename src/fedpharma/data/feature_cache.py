@@ -19,6 +19,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
+import multiprocessing
 import os
 import zipfile
 from collections.abc import Iterator
@@ -69,7 +70,14 @@ def cache_key(path: Path, features: FeaturesConfig, reader: dict[str, Any]) -> s
 @contextlib.contextmanager
 def exclusive(folder: Path, key: str) -> Iterator[None]:
     """Hold entry ``key``'s lock (an advisory ``flock`` on ``KEY.lock``) for the block; best
-    effort: where the folder cannot be written or locks are unsupported, no lock is taken."""
+    effort: where the folder cannot be written or locks are unsupported, no lock is taken.
+
+    Nor in a spawned child still importing its parent's main module (a script without a
+    ``__main__`` guard): that child must reach multiprocessing's own error, not wait for a lock
+    its parent holds while waiting for it."""
+    if getattr(multiprocessing.current_process(), "_inheriting", False):
+        yield
+        return
     try:
         import fcntl
 
