@@ -242,3 +242,14 @@ def test_a_child_still_importing_its_parents_script_takes_no_cache_lock(
         thread.start()
         assert entered.wait(timeout=10)
         monkeypatch.undo()
+
+
+def test_a_daemonic_process_featurizes_in_itself(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A simulation backend's worker is daemonic and may not start featurization workers."""
+    import types
+
+    assert loading.worker_count(8) in (0, *range(2, 9))
+    monkeypatch.setattr(
+        loading.multiprocessing, "current_process", lambda: types.SimpleNamespace(daemon=True)
+    )
+    assert loading.worker_count(8) == 0

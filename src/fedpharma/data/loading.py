@@ -64,7 +64,10 @@ class Featurized:
 
 def worker_count(n_chunks: int) -> int:
     """Worker processes for ``n_chunks`` jobs: one per available core, at most one per chunk;
-    none (work in this process) when there is a single chunk or a single core."""
+    none (work in this process) when there is a single chunk or a single core, or when this
+    process is daemonic (a simulation backend's worker), which may not start children."""
+    if multiprocessing.current_process().daemon:
+        return 0
     try:
         cores = len(os.sched_getaffinity(0))
     except AttributeError:  # not on Linux
