@@ -244,12 +244,9 @@ def test_a_child_still_importing_its_parents_script_takes_no_cache_lock(
         monkeypatch.undo()
 
 
-def test_a_daemonic_process_featurizes_in_itself(monkeypatch: pytest.MonkeyPatch) -> None:
-    """A simulation backend's worker is daemonic and may not start featurization workers."""
-    import types
-
-    assert loading.worker_count(8) in (0, *range(2, 9))
-    monkeypatch.setattr(
-        loading.multiprocessing, "current_process", lambda: types.SimpleNamespace(daemon=True)
-    )
-    assert loading.worker_count(8) == 0
+def test_few_chunks_and_daemonic_processes_featurize_in_this_process(monkeypatch):
+    assert loading.worker_count(loading.MIN_PARALLEL_CHUNKS - 1) == 0
+    monkeypatch.setattr(loading.os, "sched_getaffinity", lambda _pid: {0, 1}, raising=False)
+    assert loading.worker_count(loading.MIN_PARALLEL_CHUNKS) == 2
+    monkeypatch.setattr(loading.multiprocessing.current_process(), "daemon", True)
+    assert loading.worker_count(loading.MIN_PARALLEL_CHUNKS) == 0
