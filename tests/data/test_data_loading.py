@@ -100,6 +100,42 @@ def test_a_second_load_reads_the_feature_cache(
         _load(molecules_csv, FeaturesConfig(n_bits=512, counts=True), cache_dir=str(tmp_path))
 
 
+@pytest.mark.parametrize("locked", [True, False], ids=["locked", "weakened-no-lock"])
+def test_loads_that_start_together_featurize_once(
+    molecules_csv: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, locked: bool
+) -> None:
+    """A simulation's workers start at once: the first featurizes under the entry's lock and
+    the others read its entry (without the lock, each featurizes: the weakened twin)."""
+    import contextlib
+    import threading
+    import time
+
+    featurize_file = loading.read_csv_molecules
+    calls = []
+
+    def slow(*args: object) -> loading.Featurized:
+        calls.append(1)
+        time.sleep(0.3)  # both loads are inside the miss at once
+        return featurize_file(*args)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(loading, "read_csv_molecules", slow)
+    if not locked:
+        monkeypatch.setattr(feature_cache, "exclusive", lambda *_: contextlib.nullcontext())
+    results: list[int] = []
+    threads = [
+        threading.Thread(
+            target=lambda: results.append(len(_load(molecules_csv, cache_dir=str(tmp_path))[0]))
+        )
+        for _ in range(2)
+    ]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert results == [150, 150]
+    assert len(calls) == (1 if locked else 2)
+
+
 def test_a_damaged_cache_entry_is_ignored_and_rewritten(
     molecules_csv: Path, tmp_path: Path
 ) -> None:
@@ -184,6 +220,28 @@ def test_a_permutation_moves_sparse_columns_as_it_moves_dense_ones(molecules_csv
     permuted = permute_columns(dataset.features, permutation)
     assert isinstance(permuted, SparseMatrix)
     np.testing.assert_array_equal(permuted.dense(), permutation.apply(dataset.features.dense()))
+
+
+def test_a_child_still_importing_its_parents_script_takes_no_cache_lock(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A script without a ``__main__`` guard re-runs its loading in each spawned child while the
+    parent holds the lock and waits for the child: the child must not wait for that lock."""
+    import multiprocessing
+    import threading
+
+    entered = threading.Event()
+
+    def child() -> None:
+        with feature_cache.exclusive(tmp_path, "key"):
+            entered.set()
+
+    with feature_cache.exclusive(tmp_path, "key"):  # the parent's lock
+        monkeypatch.setattr(multiprocessing.current_process(), "_inheriting", True, raising=False)
+        thread = threading.Thread(target=child, daemon=True)
+        thread.start()
+        assert entered.wait(timeout=10)
+        monkeypatch.undo()
 
 
 def test_few_chunks_and_daemonic_processes_featurize_in_this_process(monkeypatch):

@@ -23,7 +23,15 @@ from fedpharma.core.protocol import (
 from fedpharma.models.factory import build_trainer
 from fedpharma.sim.backends import open_sites
 from fedpharma.sim.engine import prepare_sites, simulate
-from fedpharma.sim.hosting import answer, deal, decode_answer, frame, unframe
+from fedpharma.sim.hosting import (
+    RUN_FEATURE_CACHE,
+    answer,
+    deal,
+    decode_answer,
+    frame,
+    through_cache,
+    unframe,
+)
 
 SMALL = dataclasses.replace(DEMO_CONFIG, rounds=2, baselines=False, privacy_audit=False)
 
@@ -86,3 +94,18 @@ def test_workers_answer_only_their_sites_and_report_failures_as_failures(prepare
         assert channel.available_sites() == ()
     failed = decode_answer("s", answer({}, frame("s", b"")))
     assert isinstance(failed, Failure) and "not hosted" in failed.reason
+
+
+def test_workers_read_molecules_through_a_cache_even_where_the_run_has_none(tmp_path):
+    """Workers featurize a molecule file once between them: through the user's cache, or a
+    run-private one where ``[dataset] cache = false``; bundled and tabular data are unchanged."""
+    molecules = dataclasses.replace(
+        SMALL, dataset=dataclasses.replace(SMALL.dataset, name=None, path="m.csv")
+    )
+    assert through_cache(molecules, tmp_path) is molecules
+    uncached = dataclasses.replace(
+        molecules, dataset=dataclasses.replace(molecules.dataset, cache=False)
+    )
+    private = through_cache(uncached, tmp_path).dataset
+    assert private.cache and private.cache_dir == str(tmp_path / RUN_FEATURE_CACHE)
+    assert through_cache(SMALL, tmp_path) is SMALL

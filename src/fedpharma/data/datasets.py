@@ -299,15 +299,21 @@ def _featurized_file(
         "smiles_column": None if sdf else cfg.smiles_column,
         "label_columns": list(cfg.label_columns),
     }
+    if not cfg.cache:
+        if sdf:
+            return read_sdf_molecules(path, cfg.label_columns, features)
+        return read_csv_molecules(path, cfg.smiles_column, cfg.label_columns, features)
     folder = Path(cfg.cache_dir) if cfg.cache_dir else feature_cache.default_cache_dir()
-    key = feature_cache.cache_key(path, features, reader) if cfg.cache else ""
-    if cfg.cache and (cached := feature_cache.load(folder, key)) is not None:
+    key = feature_cache.cache_key(path, features, reader)
+    if (cached := feature_cache.load(folder, key)) is not None:
         return cached
-    if sdf:
-        featurized = read_sdf_molecules(path, cfg.label_columns, features)
-    else:
-        featurized = read_csv_molecules(path, cfg.smiles_column, cfg.label_columns, features)
-    if cfg.cache:
+    with feature_cache.exclusive(folder, key):  # one process featurizes, the others wait
+        if (cached := feature_cache.load(folder, key)) is not None:
+            return cached
+        if sdf:
+            featurized = read_sdf_molecules(path, cfg.label_columns, features)
+        else:
+            featurized = read_csv_molecules(path, cfg.smiles_column, cfg.label_columns, features)
         feature_cache.save(folder, key, featurized)
     return featurized
 

@@ -5,7 +5,9 @@ cache file can execute code), named by a key that covers everything its content 
 file's SHA-256, the reader's settings (SMILES and label columns) and the digest of the
 preprocessing recipe (:class:`~fedpharma.data.preprocessing.PreprocessingRecipe`: fingerprint
 settings, standardization, RDKit version). Any change to one of them is a different key, so a
-stale entry is never read. An unreadable entry is ignored and rewritten.
+stale entry is never read. An unreadable entry is ignored and rewritten. Processes that need
+the same entry at once (a simulation's workers starting together) take its lock in turn
+(:func:`exclusive`): the first featurizes and writes it, the others then read it.
 
 The cache holds a site's features, which are as confidential as its data: it lives in the
 user's cache folder (``$FEDPHARMA_CACHE_DIR``, else ``$XDG_CACHE_HOME/fedpharma/features``, else
@@ -14,10 +16,13 @@ user's cache folder (``$FEDPHARMA_CACHE_DIR``, else ``$XDG_CACHE_HOME/fedpharma/
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
+import multiprocessing
 import os
 import zipfile
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -60,6 +65,31 @@ def cache_key(path: Path, features: FeaturesConfig, reader: dict[str, Any]) -> s
     }
     hasher.update(json.dumps(settings, sort_keys=True).encode())
     return hasher.hexdigest()
+
+
+@contextlib.contextmanager
+def exclusive(folder: Path, key: str) -> Iterator[None]:
+    """Hold entry ``key``'s lock (an advisory ``flock`` on ``KEY.lock``) for the block; best
+    effort: where the folder cannot be written or locks are unsupported, no lock is taken.
+
+    Nor in a spawned child still importing its parent's main module (a script without a
+    ``__main__`` guard): that child must reach multiprocessing's own error, not wait for a lock
+    its parent holds while waiting for it."""
+    if getattr(multiprocessing.current_process(), "_inheriting", False):
+        yield
+        return
+    try:
+        import fcntl
+
+        folder.mkdir(parents=True, exist_ok=True, mode=0o700)
+        handle = (folder / f"{key}.lock").open("a")
+    except (ImportError, OSError):
+        yield
+        return
+    with handle:
+        with contextlib.suppress(OSError):
+            fcntl.flock(handle, fcntl.LOCK_EX)
+        yield  # closing the file releases the lock
 
 
 def load(folder: Path, key: str) -> Featurized | None:

@@ -3,7 +3,8 @@
 - ``"sequential"``: the sites' runtimes in this process, trained one after another over the
   in-process channel (the default; no extra dependency).
 - ``"processes"``: a pool of local worker processes (one per core by default). Each worker
-  loads the dataset itself, keeps only the sites it hosts (their data never reaches the
+  loads the dataset itself (through the feature cache, so a molecule file is featurized once,
+  not once per worker), keeps only the sites it hosts (their data never reaches the
   driver) and answers their tasks; sites are dealt to workers in name order.
 - ``"ray"``: the same workers as Ray actors (:mod:`fedpharma.sim.ray_backend`).
 
@@ -17,6 +18,7 @@ from __future__ import annotations
 
 import contextlib
 import multiprocessing
+import shutil
 import time
 from collections.abc import Iterator, Mapping, Sequence
 from multiprocessing.connection import Connection, wait
@@ -31,11 +33,13 @@ from fedpharma.core.protocol.messages import Failure, Reply, Task
 from fedpharma.sim.hosting import (
     ERROR,
     OK,
+    RUN_FEATURE_CACHE,
     answer,
     deal,
     decode_answer,
     frame,
     host_sites,
+    through_cache,
     worker_count,
 )
 from fedpharma.transport.inprocess import InProcessChannel, MessageHandler
@@ -182,14 +186,19 @@ def open_sites(
     if backend == "sequential":
         yield InProcessChannel(local if local is not None else host_sites(config, names, run_dir))
         return
-    channel: Any
-    if backend == "processes":
-        channel = ProcessChannel(config, names, run_dir)
-    else:
-        from fedpharma.sim.ray_backend import RayChannel
-
-        channel = RayChannel(config, names, run_dir)
+    workers = through_cache(config, run_dir)
     try:
-        yield channel
+        channel: Any
+        if backend == "processes":
+            channel = ProcessChannel(workers, names, run_dir)
+        else:
+            from fedpharma.sim.ray_backend import RayChannel
+
+            channel = RayChannel(workers, names, run_dir)
+        try:
+            yield channel
+        finally:
+            channel.close()
     finally:
-        channel.close()
+        if workers is not config:  # the run-private cache holds the sites' features: removed
+            shutil.rmtree(run_dir / RUN_FEATURE_CACHE, ignore_errors=True)

@@ -1,5 +1,6 @@
-"""What the simulation's worker processes and Ray actors share: the sites a worker hosts and
-the framing of their tasks and replies (codec bytes behind the site's name and a status byte).
+"""What the simulation's worker processes and Ray actors share: the sites a worker hosts, the
+feature cache they read them through, and the framing of their tasks and replies (codec bytes
+behind the site's name and a status byte).
 """
 
 from __future__ import annotations
@@ -21,12 +22,26 @@ from fedpharma.sim.sites import build_site_runtimes, prepare_sites, site_trainer
 from fedpharma.transport.inprocess import MessageHandler
 
 OK, ERROR = b"\x00", b"\x01"
+RUN_FEATURE_CACHE = "feature-cache"  # under the run folder, where [dataset] cache = false
 
 
 def worker_count(config: RunConfig, n_sites: int) -> int:
     """``[simulation] workers``, or one per core; never more than there are sites."""
     wanted = config.simulation.workers or (os.cpu_count() or 1)
     return max(1, min(wanted, n_sites))
+
+
+def through_cache(config: RunConfig, run_dir: Path) -> RunConfig:
+    """``config`` for the workers: molecule files are read through the feature cache, so only
+    the first worker to start featurizes (under the entry's lock) and the others read its
+    arrays. Where ``[dataset] cache = false`` the workers share a run-private cache under
+    ``run_dir`` instead, which :func:`fedpharma.sim.backends.open_sites` removes afterwards."""
+    if config.dataset.cache or config.dataset.path is None or config.dataset.kind != "molecules":
+        return config
+    private = dataclasses.replace(
+        config.dataset, cache=True, cache_dir=str(run_dir / RUN_FEATURE_CACHE)
+    )
+    return dataclasses.replace(config, dataset=private)
 
 
 def deal(names: Sequence[str], workers: int) -> list[list[str]]:
