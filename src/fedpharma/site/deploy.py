@@ -32,15 +32,17 @@ import numpy as np
 from fedpharma.core.config import DatasetConfig, RunConfig, load_site_policy, site_policy_toml
 from fedpharma.core.dataset import SiteData
 from fedpharma.core.deploy_config import SiteConfig, SiteDataConfig
-from fedpharma.core.errors import ConfigError, DataError
+from fedpharma.core.errors import ConfigError, DataError, PolicyRefused
 from fedpharma.data.datasets import featurizes_molecules, load_dataset
 from fedpharma.data.partition import holdout_split, partition
 from fedpharma.data.permutation import FingerprintPermutation, site_permutation
 from fedpharma.data.preprocessing import SiteDescription
 from fedpharma.models.factory import build_private_trainer, build_trainer
+from fedpharma.models.plugin_identity import plugin_identity
 from fedpharma.secure.ckks import load_secret_context
 from fedpharma.secure.identity import load_identity
 from fedpharma.site.checkpoint import SiteModelKeeper
+from fedpharma.site.plugin_approval import PluginApproval, RefusingSite
 from fedpharma.site.policy import SitePolicy
 from fedpharma.site.runtime import SiteRuntime
 from fedpharma.site.scaffold import ControlVariates
@@ -116,7 +118,13 @@ def build_site(
     name: str, config: SiteConfig, recipe: RunConfig, on_status: Status = _quiet
 ) -> SiteRuntime:
     """The site runtime: its data, the recipe's trainers, the owner's policy and ledger, and
-    the description of its preprocessing for the join check."""
+    the description of its preprocessing for the join check. Raises :class:`PolicyRefused`,
+    before reading any record or importing any plugin code, if the owner's policy does not
+    approve the recipe's model plugin."""
+    approval = plugin_approval(config, recipe)
+    refusal = approval.refusal()
+    if refusal is not None:
+        raise PolicyRefused(refusal)
     permutation = site_permutation(recipe.features, config.permutation_key)
     data = load_site_data(config.data, recipe, permutation, on_status)
     molecules = featurizes_molecules(config.data.name, config.data.kind)
@@ -146,7 +154,15 @@ def build_site(
         preprocessing=preprocessing,
         keeper=keeper,
         variates=ControlVariates(Path(config.state_dir)),
+        approval=approval,
     )
+
+
+def plugin_approval(config: SiteConfig, recipe: RunConfig) -> PluginApproval:
+    """The recipe's model plugin as installed here, and the digests the owner's policy
+    approves (none without a policy file)."""
+    approved = () if config.policy is None else load_site_policy(config.policy).approved_plugins
+    return PluginApproval(plugin_identity(recipe.model.plugin), approved)
 
 
 def _secure(name: str, config: SiteConfig, recipe: RunConfig) -> SecureParticipation:
@@ -202,11 +218,17 @@ def serve(
     from fedpharma.transport.grpc import SiteSettings, SiteTls, run_site
 
     name = site_name(config)
-    runtime = build_site(name, config, recipe, on_status)
-    on_status(
-        f"site {name}: {len(runtime.data.train)} training and {len(runtime.data.test)} test "
-        "records loaded (they stay here)"
-    )
+    runtime: SiteRuntime | RefusingSite
+    try:
+        runtime = build_site(name, config, recipe, on_status)
+        on_status(
+            f"site {name}: {len(runtime.data.train)} training and {len(runtime.data.test)} test "
+            "records loaded (they stay here)"
+        )
+    except PolicyRefused as exc:
+        # Said to the coordinator too (every task is refused with it), which audits it.
+        on_status(f"site {name}: refusing every task: {exc}")
+        runtime = RefusingSite(name, str(exc))
     tls = None if config.site.tls is None else SiteTls.from_folder(Path(config.site.tls))
     settings = SiteSettings(
         pull_wait=config.site.pull_wait,

@@ -25,6 +25,7 @@ from fedpharma.core.protocol.messages import (
 from fedpharma.core.protocol.settings import (
     CKKSSettings,
     LocalTraining,
+    PluginIdentity,
     RecordDP,
     SecAggSettings,
     SecureSettings,
@@ -48,6 +49,7 @@ __all__ = [
     "LabelStatisticsResult",
     "LabelStatisticsTask",
     "LocalTraining",
+    "PluginIdentity",
     "RecordDP",
     "Refusal",
     "Reply",
