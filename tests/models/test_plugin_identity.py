@@ -80,6 +80,8 @@ def test_the_builtin_names_are_the_ones_the_config_accepts():
 
 def test_a_mistyped_plugin_gets_a_did_you_mean():
     with pytest.raises(ConfigError, match="did you mean 'dmpnn'"):
+        plugin_identity("dmpn")
+    with pytest.raises(ConfigError, match="did you mean 'dmpnn'"):
         config_from_dict({"model": {"plugin": "dmpn"}})
     with pytest.raises(ConfigError, match=r"package\.module:Class"):
         config_from_dict({"model": {"plugin": "acme qsar"}})
@@ -102,3 +104,18 @@ class _Shape:
     task = "regression"
     n_features = 8
     n_tasks = 2
+
+
+def test_the_cli_prints_the_digest_to_approve(acme_plugin):
+    from typer.testing import CliRunner
+
+    from fedpharma.cli.main import app
+
+    identity = plugin_identity(TARGET)
+    assert identity is not None
+    printed = CliRunner().invoke(app, ["plugin-digest", TARGET])
+    assert printed.exit_code == 0
+    assert f'approved_plugins = ["{identity.digest}"]' in printed.output
+    assert "acme-qsar 1.0" in printed.output
+    own = CliRunner().invoke(app, ["plugin-digest", "emr-signal"])
+    assert own.exit_code == 0 and "approved without a digest" in own.output

@@ -18,6 +18,7 @@ import json
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
+from fedpharma.core.config import plugin_problems
 from fedpharma.core.errors import ConfigError
 from fedpharma.core.protocol import PluginIdentity
 
@@ -51,8 +52,11 @@ def plugin_identity(name: str | None) -> PluginIdentity | None:
     or installed in a form whose files do not hold its code (an editable install)."""
     if name is None:
         return None
-    if ":" not in name:
-        required = BUILTINS[name].requires if name in BUILTINS else None
+    problems = plugin_problems(name)
+    if problems:
+        raise ConfigError(problems, source="model plugin")
+    if name in BUILTINS:
+        required = BUILTINS[name].requires
         return None if required is None else _identity(name, required)
     top_level = name.partition(":")[0].split(".")[0]
     if top_level == _OWN_DISTRIBUTION:
