@@ -45,6 +45,12 @@ BUILTINS: dict[str, Builtin] = {
 """The built-in plugins by name (``core.config.BUILTIN_PLUGINS`` lists the same names)."""
 
 
+def reads_smiles(name: str | None) -> bool:
+    """Whether the plugin may build its own inputs from the molecules' SMILES (so a molecule
+    file's SMILES are loaded with it): not fedpharma's fingerprint or tabular networks."""
+    return name not in (None, "mlp", "linear", "emr-signal")
+
+
 def plugin_identity(name: str | None) -> PluginIdentity | None:
     """The identity of the plugin ``[model] plugin`` names, as installed here; ``None`` for
     code that is fedpharma's own (``kind``, ``"mlp"``, ``"linear"``, ``"emr-signal"``, or a

@@ -21,6 +21,7 @@ the backward and the step.
 from __future__ import annotations
 
 import time
+import weakref
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -43,7 +44,6 @@ if TYPE_CHECKING:
     from fedpharma.core.dataset import Dataset, Objective
 
 PREDICT_BATCH_ROWS = 8192  # large: inference keeps no activations for backward
-_KEPT_INPUTS = 4  # a site's train, test and validation sets, each prepared once
 
 
 class TorchTrainer:
@@ -51,8 +51,9 @@ class TorchTrainer:
     :func:`~fedpharma.models.networks.build_model`'s) on a site's data.
 
     Holds one network instance that every call overwrites with the parameters it is given, so a
-    trainer is cheap to call repeatedly but must not be shared between threads. The plugin's
-    inputs of the last few datasets are kept (a graph plugin featurizes each molecule once).
+    trainer is cheap to call repeatedly but must not be shared between threads. Inputs a plugin
+    builds itself are kept while their dataset lives (a graph plugin featurizes each molecule
+    once); the feature tensors are made afresh per call (they share the arrays' memory).
     """
 
     def __init__(
@@ -74,7 +75,7 @@ class TorchTrainer:
         self.plugin: ModelPlugin = FeedForwardPlugin() if plugin is None else plugin
         self._network = self.build_network()
         self._device: torch.device | None = None  # resolved when the site first trains
-        self._inputs: dict[int, tuple[Dataset, TensorData, PluginInputs]] = {}
+        self._inputs: dict[int, tuple[weakref.ref[Dataset], PluginInputs]] = {}
 
     def build_network(self, seed: int = 0) -> torch.nn.Module:
         """A fresh network of this trainer's architecture, initialised from ``seed``."""
@@ -240,14 +241,14 @@ class TorchTrainer:
 
     def _prepared(self, data: Dataset) -> tuple[TensorData, PluginInputs]:
         """``data`` as tensors and as the plugin's inputs, kept for the next calls."""
-        kept = self._inputs.get(id(data))
-        if kept is not None and kept[0] is data:
-            return kept[1], kept[2]
         tensors = self._tensors(data)
+        kept = self._inputs.get(id(data))
+        if kept is not None and kept[0]() is data:
+            return tensors, kept[1]
         inputs = self.plugin.inputs(data, tensors)
-        if len(self._inputs) >= _KEPT_INPUTS:
-            self._inputs.pop(next(iter(self._inputs)))
-        self._inputs[id(data)] = (data, tensors, inputs)
+        if inputs is not tensors:
+            self._inputs[id(data)] = (weakref.ref(data), inputs)
+            weakref.finalize(data, self._inputs.pop, id(data), None)
         return tensors, inputs
 
 

@@ -21,7 +21,7 @@ from fedpharma.data.permutation import site_permutation
 from fedpharma.data.preprocessing import SiteDescription
 from fedpharma.models.base import Trainer
 from fedpharma.models.factory import build_private_trainer, build_trainer
-from fedpharma.models.plugin_identity import plugin_identity
+from fedpharma.models.plugin_identity import plugin_identity, reads_smiles
 from fedpharma.secure.ckks import SecretContext
 from fedpharma.secure.identity import ephemeral_consortium
 from fedpharma.sim.checks import check_test_sizes
@@ -43,7 +43,9 @@ class Simulation:
 
 def prepare_sites(config: RunConfig) -> Simulation:
     """Load, partition and split the data, reproducibly from ``config.seed``."""
-    dataset, report = load_dataset(config.dataset, config.features)
+    dataset, report = load_dataset(
+        config.dataset, config.features, smiles=reads_smiles(config.model.plugin)
+    )
     rng = np.random.default_rng(config.seed)
     parts = partition(dataset, config.partition, rng)
     sites = {}

@@ -38,7 +38,7 @@ from fedpharma.data.partition import holdout_split, partition
 from fedpharma.data.permutation import FingerprintPermutation, site_permutation
 from fedpharma.data.preprocessing import SiteDescription
 from fedpharma.models.factory import build_private_trainer, build_trainer
-from fedpharma.models.plugin_identity import plugin_identity
+from fedpharma.models.plugin_identity import plugin_identity, reads_smiles
 from fedpharma.secure.ckks import load_secret_context
 from fedpharma.secure.identity import load_identity
 from fedpharma.site.checkpoint import SiteModelKeeper
@@ -83,7 +83,9 @@ def load_site_data(
     test_fraction = (
         recipe.dataset.test_fraction if data.test_fraction is None else data.test_fraction
     )
-    dataset, report = load_dataset(dataset_config, recipe.features, permutation)
+    dataset, report = load_dataset(
+        dataset_config, recipe.features, permutation, smiles=reads_smiles(recipe.model.plugin)
+    )
     if report is not None and report.n_kept < report.n_input:
         source = data.path or data.name
         on_status(f"{source}: {report.n_kept} of {report.n_input} rows used; {report.summary()}")
