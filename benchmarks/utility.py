@@ -77,7 +77,8 @@ from fedpharma.core.config import (
 from fedpharma.core.dataset import SiteData, dense
 from fedpharma.data.partition import partition, scaffold_split
 from fedpharma.evaluation.bootstrap import paired_bootstrap, percentile_interval
-from fedpharma.sim.engine import Simulation, prepare_sites, simulate, split_validation
+from fedpharma.sim.engine import Simulation, prepare_sites, simulate
+from fedpharma.sim.sites import split_validation
 
 FEDERATED_RATIO = 0.97
 N_SITES = 4

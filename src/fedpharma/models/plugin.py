@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import dataclasses
 import importlib
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 import torch
@@ -24,7 +25,7 @@ from fedpharma.core.config import ModelConfig, plugin_problems
 from fedpharma.core.errors import ConfigError
 from fedpharma.models.batches import TensorData
 from fedpharma.models.networks import build_model
-from fedpharma.models.plugin_identity import BUILTINS
+from fedpharma.models.plugin_identity import BUILTINS, reads_smiles
 
 if TYPE_CHECKING:
     from fedpharma.core.dataset import Dataset, Objective
@@ -71,6 +72,24 @@ class ModelPlugin(Protocol):
     def inputs(self, data: Dataset, tensors: TensorData) -> PluginInputs: ...
 
     def dp_sgd_problems(self, network: nn.Module) -> list[str]: ...
+
+
+@runtime_checkable
+class DescribesInputs(Protocol):
+    """A plugin that builds its own inputs from molecules says how, for the join check: a few
+    settings and a digest of its inputs for the public ``reference`` SMILES
+    (``data.preprocessing.reference_smiles``)."""
+
+    def featurization(self, reference: Sequence[str]) -> dict[str, str | int]: ...
+
+
+def plugin_inputs(name: str | None, reference: Callable[[], Sequence[str]]) -> dict[str, str | int]:
+    """How the plugin ``name`` builds its own inputs, for the join check (empty if it reads the
+    feature rows). Imports the plugin: at a site, only after its approval."""
+    if not reads_smiles(name):
+        return {}
+    plugin = load_plugin(name)
+    return plugin.featurization(reference()) if isinstance(plugin, DescribesInputs) else {}
 
 
 class FeedForwardPlugin:

@@ -18,7 +18,7 @@ from fedpharma.core.dataset import Dataset, SiteData
 from fedpharma.data.datasets import featurizes_molecules, load_dataset
 from fedpharma.data.partition import holdout_split, partition
 from fedpharma.data.permutation import site_permutation
-from fedpharma.data.preprocessing import SiteDescription
+from fedpharma.data.preprocessing import SiteDescription, reference_smiles
 from fedpharma.models.base import Trainer
 from fedpharma.models.factory import build_private_trainer, build_trainer
 from fedpharma.models.plugin_identity import plugin_identity, reads_smiles
@@ -113,7 +113,12 @@ def build_site_runtimes(
     )
     site_permutation(config.features, None)  # a simulation holds no permutation key: refuse
     molecules = featurizes_molecules(config.dataset.name, config.dataset.kind)
-    preprocessing = SiteDescription.of_site(config.features) if molecules else None
+    from fedpharma.models.plugin import plugin_inputs  # torch: only when used
+
+    inputs = plugin_inputs(config.model.plugin, reference_smiles) if molecules else {}
+    preprocessing = (
+        SiteDescription.of_site(config.features, model_inputs=inputs) if molecules else None
+    )
     approval = PluginApproval(
         plugin_identity(config.model.plugin), config.site_policy.approved_plugins
     )

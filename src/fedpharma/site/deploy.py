@@ -36,7 +36,7 @@ from fedpharma.core.errors import ConfigError, DataError, PolicyRefused
 from fedpharma.data.datasets import featurizes_molecules, load_dataset
 from fedpharma.data.partition import holdout_split, partition
 from fedpharma.data.permutation import FingerprintPermutation, site_permutation
-from fedpharma.data.preprocessing import SiteDescription
+from fedpharma.data.preprocessing import SiteDescription, reference_smiles
 from fedpharma.models.factory import build_private_trainer, build_trainer
 from fedpharma.models.plugin_identity import plugin_identity, reads_smiles
 from fedpharma.secure.ckks import load_secret_context
@@ -139,7 +139,18 @@ def build_site(
         in_force = state_dir / POLICY_FILE
         if in_force.resolve() != Path(config.policy).resolve():
             in_force.write_text(site_policy_toml(policy_config), encoding="utf-8")
-    preprocessing = SiteDescription.of_site(recipe.features, permutation) if molecules else None
+    from fedpharma.models.plugin import plugin_inputs  # torch: only when used
+
+    trainer = build_trainer(recipe, data.train)  # approved above: may run the plugin's code
+    preprocessing = (
+        SiteDescription.of_site(
+            recipe.features,
+            permutation,
+            model_inputs=plugin_inputs(recipe.model.plugin, reference_smiles),
+        )
+        if molecules
+        else None
+    )
     keeper = SiteModelKeeper(
         Path(config.state_dir),
         name,
@@ -149,7 +160,7 @@ def build_site(
     return SiteRuntime(
         name,
         data,
-        build_trainer(recipe, data.train),
+        trainer,
         policy=policy,
         private_trainer=build_private_trainer(recipe, data.train) if policy is not None else None,
         secure=_secure(name, config, recipe) if recipe.secure.enabled else None,
