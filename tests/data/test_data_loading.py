@@ -184,3 +184,11 @@ def test_a_permutation_moves_sparse_columns_as_it_moves_dense_ones(molecules_csv
     permuted = permute_columns(dataset.features, permutation)
     assert isinstance(permuted, SparseMatrix)
     np.testing.assert_array_equal(permuted.dense(), permutation.apply(dataset.features.dense()))
+
+
+def test_few_chunks_and_daemonic_processes_featurize_in_this_process(monkeypatch):
+    assert loading.worker_count(loading.MIN_PARALLEL_CHUNKS - 1) == 0
+    monkeypatch.setattr(loading.os, "sched_getaffinity", lambda _pid: {0, 1}, raising=False)
+    assert loading.worker_count(loading.MIN_PARALLEL_CHUNKS) == 2
+    monkeypatch.setattr(loading.multiprocessing.current_process(), "daemon", True)
+    assert loading.worker_count(loading.MIN_PARALLEL_CHUNKS) == 0

@@ -27,9 +27,6 @@ def deployed(molecules_csv, pki_root, tmp_path_factory):
     """A finished 2-round deployment over mutual TLS; each site with its own state_dir."""
     folder = tmp_path_factory.mktemp("deploy")
     files = write_deployment(folder, pki_root, recipe_toml(molecules_csv), port=0)
-    for site in SITES:
-        text = files[site].read_text()
-        files[site].write_text(text.replace("[site]", f'state_dir = "state-{site}"\n[site]', 1))
     config = load_server_config(files["server"])
     stop = threading.Event()
     ended: dict[str, str] = {}

@@ -74,7 +74,7 @@ def test_fedpharma_privacy_reads_a_deployed_sites_state_dir(tmp_path):
     build_site("hospital-a", config, load_config(config.run_config))
     result = CliRunner().invoke(app, ["privacy", str(tmp_path / "state")])
     assert result.exit_code == 0, result.output
-    assert "record-level budget ε = 8 at δ = 1.0e-05" in result.output  # site-a's policy
+    assert "budgets: record-level ε = 8" in result.output  # site-a's policy
 
 
 def test_a_deployed_site_reports_its_unusable_molecules_by_reason_never_the_smiles(
@@ -96,7 +96,8 @@ def test_a_deployed_site_reports_its_unusable_molecules_by_reason_never_the_smil
     loaded = load_site_data(data, recipe, on_status=lines.append)
     assert len(loaded.train) + len(loaded.test) == 40
     (line,) = lines
-    assert "40 of 42 rows used" in line and "2 invalid" in line and "rows 40, 41" in line
+    assert "42 rows read" in line and "40 rows used" in line and "2 invalid" in line
+    assert "rows 41, 42" in line  # 1-based data rows
     assert not any(smiles in line for smiles in bad)
 
 

@@ -59,7 +59,7 @@ def test_the_process_pool_ends_with_exactly_the_sequential_model(prepared, seque
 
 @pytest.mark.skipif(
     importlib.util.find_spec("ray") is None,
-    reason="Ray is not installed (the optional fedpharma[ray] extra); CI runs without it",
+    reason="Ray is not installed (the fedpharma[ray] extra; the dev extra brings it)",
 )
 def test_ray_actors_end_with_exactly_the_sequential_model(prepared, sequential, tmp_path):
     on_ray = simulate(_on("ray"), tmp_path, prepared=prepared).parameters

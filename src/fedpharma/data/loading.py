@@ -20,6 +20,7 @@ import os
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
@@ -29,12 +30,13 @@ import numpy.typing as npt
 
 from fedpharma.core.config import FeaturesConfig
 from fedpharma.core.dataset import SparseMatrix
-from fedpharma.core.errors import DataError
+from fedpharma.core.errors import DataError, FedPharmaError
 
 if TYPE_CHECKING:
     from fedpharma.data.chunk_features import ChunkFeatures, FeatureSpec
 
 CHUNK_ROWS = 1000
+MIN_PARALLEL_CHUNKS = 8
 """Molecules per worker job: large enough to amortize the hand-off, small enough to bound the
 RDKit molecules alive at once (a few chunks per worker)."""
 
@@ -64,7 +66,11 @@ class Featurized:
 
 def worker_count(n_chunks: int) -> int:
     """Worker processes for ``n_chunks`` jobs: one per available core, at most one per chunk;
-    none (work in this process) when there is a single chunk or a single core."""
+    none (work in this process) below :data:`MIN_PARALLEL_CHUNKS` chunks (spawning a worker
+    costs more than featurizing a few thousand molecules), on a single core, or inside a
+    daemonic process (a simulation backend's worker, which may not have children)."""
+    if n_chunks < MIN_PARALLEL_CHUNKS or multiprocessing.current_process().daemon:
+        return 0
     try:
         cores = len(os.sched_getaffinity(0))
     except AttributeError:  # not on Linux
@@ -104,14 +110,21 @@ def run_jobs(jobs: Iterator[Job], estimated_chunks: int) -> Iterator[ChunkFeatur
             yield function(*args)
         return
     context = multiprocessing.get_context("spawn")
-    with ProcessPoolExecutor(workers, mp_context=context) as pool:
-        pending: deque[Future[ChunkFeatures]] = deque()
-        for function, args in jobs:
-            pending.append(pool.submit(function, *args))
-            if len(pending) >= workers * _IN_FLIGHT_PER_WORKER:
+    try:
+        with ProcessPoolExecutor(workers, mp_context=context) as pool:
+            pending: deque[Future[ChunkFeatures]] = deque()
+            for function, args in jobs:
+                pending.append(pool.submit(function, *args))
+                if len(pending) >= workers * _IN_FLIGHT_PER_WORKER:
+                    yield pending.popleft().result()
+            while pending:
                 yield pending.popleft().result()
-        while pending:
-            yield pending.popleft().result()
+    except BrokenProcessPool as exc:
+        raise FedPharmaError(
+            "a featurization worker process ended abruptly. Large files are featurized in "
+            "spawned worker processes, which import the calling script: guard a script's entry "
+            'point with `if __name__ == "__main__":`'
+        ) from exc
 
 
 def open_text(path: Path) -> IO[str]:

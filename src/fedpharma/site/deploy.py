@@ -88,7 +88,7 @@ def load_site_data(
     )
     if report is not None and report.n_kept < report.n_input:
         source = data.path or data.name
-        on_status(f"{source}: {report.n_kept} of {report.n_input} rows used; {report.summary()}")
+        on_status(f"{source}: {report.summary()}")
     if isinstance(dataset.features, np.ndarray) and np.isnan(dataset.features).any():
         raise DataError(
             "the data has missing feature values to impute; a deployed site does not run the "
