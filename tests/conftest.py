@@ -41,3 +41,15 @@ def _feature_cache_in_a_temporary_folder(tmp_path_factory):
     patch.setenv("FEDPHARMA_CACHE_DIR", str(tmp_path_factory.mktemp("feature-cache")))
     yield
     patch.undo()
+
+
+@pytest.fixture
+def acme_plugin(tmp_path, monkeypatch):
+    """An installed third-party model plugin (tests/models/plugin_samples.py) on sys.path."""
+    from tests.models.plugin_samples import forget_plugin, install_plugin
+
+    folder = install_plugin(tmp_path / "site-packages")
+    monkeypatch.syspath_prepend(str(folder))
+    forget_plugin()
+    yield folder
+    forget_plugin()

@@ -137,6 +137,25 @@ def report(
     typer.echo(f"report written to {render_report(run_dir, summary)}")
 
 
+@app.command("plugin-digest")
+@friendly_errors
+def plugin_digest(
+    plugin: Annotated[
+        str, typer.Argument(help='[model] plugin: a built-in name or "package.module:Class".')
+    ],
+) -> None:
+    """Print the identity of a model plugin as installed here: the digest a site's owner adds
+    to approved_plugins after reviewing that code (its plugin code is not imported)."""
+    from fedpharma.models.plugin_identity import plugin_identity
+
+    identity = plugin_identity(plugin)
+    if identity is None:
+        typer.echo(f"{plugin}: fedpharma's own code; approved without a digest")
+        return
+    typer.echo(f"{identity.name}: {identity.distribution} {identity.version}")
+    typer.echo(f'approved_plugins = ["{identity.digest}"]')
+
+
 @app.command()
 @friendly_errors
 def privacy(

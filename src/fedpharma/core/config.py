@@ -27,6 +27,9 @@ T = typing.TypeVar("T")
 
 STRATEGIES = ("fedavg", "fedprox", "fedadam", "fedyogi", "fedadagrad", "scaffold")
 ROBUST_RULES = ("mean", "median", "trimmed_mean", "multi_krum")
+BUILTIN_PLUGINS = ("mlp", "linear", "dmpnn", "emr-signal")
+"""Model plugins named without an import path (``fedpharma.models.plugin.BUILTINS``)."""
+_PLUGIN_IMPORT = re.compile(r"[A-Za-z_]\w*(\.[A-Za-z_]\w*)*:[A-Za-z_]\w*")
 
 
 def choice(*values: str, default: str) -> Any:
@@ -107,6 +110,10 @@ class ModelConfig:
     # Train only the output layer (the trunk stays as initialised, e.g. pretrained): under DP-SGD
     # fewer parameters carry the noise.
     freeze_trunk: bool = False
+    # The model plugin (fedpharma.models.plugin): a built-in name (BUILTIN_PLUGINS) or
+    # "package.module:Class" installed at every site; unset: the built-in network `kind`.
+    # Sites run a plugin's code only if their policy approves its digest (approved_plugins).
+    plugin: str | None = None
 
 
 @dataclass(frozen=True)
@@ -270,6 +277,9 @@ class SitePolicyConfig:
     allow_cross_evaluation: bool = False
     accountant: str = choice("rdp", "pld", default="rdp")
     conversion: str = choice("improved", "classic", default="improved")
+    # Model plugin code this site runs: "sha256:<64 hex>" digests of installed plugins
+    # (`fedpharma plugin-digest NAME` prints one). fedpharma's own networks need no approval.
+    approved_plugins: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -385,7 +395,8 @@ def site_policy_toml(policy: SitePolicyConfig) -> str:
     for f in dataclasses.fields(policy):
         value = getattr(policy, f.name)
         if value is not None:
-            text = "true" if value is True else "false" if value is False else repr(value)
+            shown = list(value) if isinstance(value, tuple) else value
+            text = "true" if value is True else "false" if value is False else repr(shown)
             lines.append(f"{f.name} = {text}".replace("'", '"'))
     return "\n".join(lines) + "\n"
 
@@ -461,6 +472,22 @@ def _scaffold_problems(cfg: RunConfig) -> list[str]:
     return problems
 
 
+def plugin_problems(plugin: str | None) -> list[str]:
+    """Why ``[model] plugin`` names no plugin: neither a built-in nor ``package.module:Class``."""
+    if plugin is None or plugin in BUILTIN_PLUGINS or _PLUGIN_IMPORT.fullmatch(plugin):
+        return []
+    return [
+        f"[model] plugin = {plugin!r}: use a built-in ({', '.join(BUILTIN_PLUGINS)}) or "
+        '"package.module:Class" of a plugin installed at every site'
+        + serde.did_you_mean(plugin, BUILTIN_PLUGINS)
+    ]
+
+
+def _network(model: ModelConfig) -> str:
+    """The built-in network a recipe trains: ``plugin = "mlp"`` / ``"linear"``, else ``kind``."""
+    return model.plugin if model.plugin in ("mlp", "linear") else model.kind
+
+
 def cross_check(cfg: RunConfig) -> list[str]:
     """Problems that involve more than one field."""
     problems = []
@@ -490,7 +517,12 @@ def cross_check(cfg: RunConfig) -> list[str]:
             f"[strategy] min_sites = {cfg.strategy.min_sites} exceeds "
             f"[partition] n_sites = {cfg.partition.n_sites}; no round could start"
         )
-    if cfg.model.private_heads and (cfg.model.kind != "mlp" or not cfg.model.hidden):
+    problems += plugin_problems(cfg.model.plugin)
+    if (
+        cfg.model.private_heads
+        and cfg.model.plugin in (None, "mlp", "linear")
+        and (_network(cfg.model) != "mlp" or not cfg.model.hidden)
+    ):
         problems.append(
             '[model] private_heads needs a shared trunk: kind = "mlp" with at least one hidden '
             "layer"

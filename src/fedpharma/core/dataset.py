@@ -139,6 +139,9 @@ class Dataset:
     feature_names: tuple[str, ...] = field(default=(), repr=False)
     # What each group id stands for, where the data names it (a tabular site column's values).
     group_names: tuple[str, ...] = field(default=(), repr=False)
+    # Each row's SMILES, for a model plugin that builds its own inputs from the structures
+    # (a molecular graph network); empty otherwise. Never logged, never sent.
+    smiles: tuple[str, ...] = field(default=(), repr=False)
 
     def __post_init__(self) -> None:
         n = self.features.shape[0]
@@ -152,6 +155,8 @@ class Dataset:
             raise ValueError("sparse labels must fill with NaN (a missing label)")
         if self.groups.shape != (n,):
             raise ValueError(f"groups have shape {self.groups.shape}, expected ({n},)")
+        if self.smiles and len(self.smiles) != n:
+            raise ValueError(f"{len(self.smiles)} SMILES for {n} rows")
 
     def __len__(self) -> int:
         return int(self.features.shape[0])
@@ -178,6 +183,7 @@ class Dataset:
             name=name or self.name,
             feature_names=self.feature_names,
             group_names=self.group_names,
+            smiles=tuple(self.smiles[int(i)] for i in rows) if self.smiles else (),
         )
 
 

@@ -153,7 +153,7 @@ class _Reader:
             choices = ", ".join(repr(c) for c in meta["choices"])
             self.problems.append(
                 f"{where} = {_shown(value)}: must be one of {choices}"
-                + _did_you_mean(converted, meta["choices"])
+                + did_you_mean(converted, meta["choices"])
             )
             return _INVALID
         lo, hi = meta.get("min"), meta.get("max")
@@ -233,7 +233,7 @@ class _Reader:
                 given = _shown(value.get(tag))
                 self.problems.append(
                     f"{table.child(key).key(tag)} = {given}: must be one of {tags}"
-                    + _did_you_mean(value.get(tag), values)
+                    + did_you_mean(value.get(tag), values)
                 )
                 return _INVALID
         return self.dataclass(chosen[0], value, table.child(key))
@@ -380,7 +380,7 @@ def _union(hints: tuple[Any, ...]) -> Any:
     return functools.reduce(operator.or_, hints)
 
 
-def _did_you_mean(given: object, choices: Sequence[object]) -> str:
+def did_you_mean(given: object, choices: Sequence[object]) -> str:
     """``; did you mean 'x'?`` for a string close to one of the string ``choices``, else ``""``."""
     if not isinstance(given, str):
         return ""

@@ -61,12 +61,15 @@ def load_dataset(
     cfg: DatasetConfig,
     features: FeaturesConfig,
     permutation: FingerprintPermutation | None = None,
+    *,
+    smiles: bool = False,
 ) -> tuple[Dataset, MoleculeReport | None]:
     """Load the dataset ``cfg`` names; the report is ``None`` for tabular data.
 
     Molecule features are permuted by ``permutation`` (the partners' secret fingerprint-bit
     order, :mod:`fedpharma.data.permutation`) right after featurization, so every site trains on
-    identically permuted inputs.
+    identically permuted inputs. With ``smiles`` a molecule CSV's rows also keep their
+    standardized SMILES (``Dataset.smiles``), for a model plugin that builds its own inputs.
     """
     if (cfg.name is None) == (cfg.path is None):
         raise DataError("give exactly one of a bundled dataset name or a file path")
@@ -88,6 +91,8 @@ def load_dataset(
         schema, _declared = resolve_schema(cfg)
         return read_tabular(path, schema, task, name=_stem(path)), None
     sdf = path.name.lower().endswith((".sdf", ".sdf.gz"))
+    if smiles and sdf:
+        raise DataError(f"{path}: a model plugin that reads SMILES needs a CSV file, not an SDF")
     return _molecule_dataset(
         _featurized_file(cfg, path, features, sdf),
         task,
@@ -96,7 +101,25 @@ def load_dataset(
         _stem(path),
         permutation,
         cfg.duplicates,
+        _input_smiles(path, cfg.smiles_column) if smiles else None,
     )
+
+
+def _input_smiles(path: Path, column: str) -> list[str]:
+    """The SMILES cell of every input row of a molecule CSV, in order."""
+    from fedpharma.data.loading import open_text
+
+    with open_text(path) as handle:
+        return [row.get(column) or "" for row in csv.DictReader(handle)]
+
+
+def _standardized_smiles(smiles: Sequence[str]) -> tuple[str, ...]:
+    """Canonical SMILES of each (valid) molecule after the fingerprints' standardization."""
+    from rdkit import Chem
+
+    from fedpharma.data.molecules import canonical_smiles, standardize
+
+    return tuple(canonical_smiles(standardize(Chem.MolFromSmiles(s))) for s in smiles)
 
 
 def resolve_schema(cfg: DatasetConfig) -> tuple[TabularSchema, Path | None]:
@@ -129,6 +152,7 @@ def _molecule_dataset(
     name: str,
     permutation: FingerprintPermutation | None,
     duplicates: str = "keep",
+    input_smiles: Sequence[str] | None = None,
 ) -> tuple[Dataset, MoleculeReport]:
     """Keep valid molecules with at least one label, check the labels for ``task``, merge
     duplicates by policy, assemble the (sparse) features, permute them; scaffold groups; report."""
@@ -180,6 +204,11 @@ def _molecule_dataset(
         groups=_first_appearance_ids(featurized.scaffold_keys[keep]),
         name=name,
         feature_names=feature_names(features),
+        smiles=(
+            ()
+            if input_smiles is None
+            else _standardized_smiles([input_smiles[int(row)] for row in featurized.valid[keep]])
+        ),
     )
     return dataset, report
 

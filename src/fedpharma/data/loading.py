@@ -127,7 +127,7 @@ def run_jobs(jobs: Iterator[Job], estimated_chunks: int) -> Iterator[ChunkFeatur
         ) from exc
 
 
-def _open_text(path: Path) -> IO[str]:
+def open_text(path: Path) -> IO[str]:
     if path.name.endswith(".gz"):
         return gzip.open(path, "rt", encoding="utf-8", newline="")
     return open(path, encoding="utf-8", newline="")
@@ -193,7 +193,7 @@ def read_csv_molecules(
     short: list[int] = []
     counter = [0]
     try:
-        handle = _open_text(path)
+        handle = open_text(path)
     except OSError as exc:
         raise DataError(f"cannot read CSV file {path}: {exc.strerror or exc}") from exc
 

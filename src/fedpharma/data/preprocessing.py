@@ -212,6 +212,13 @@ def feature_digest(matrix: npt.NDArray[np.floating[Any]]) -> str:
     return hasher.hexdigest()
 
 
+def reference_smiles(n_molecules: int = REFERENCE_MOLECULES) -> tuple[str, ...]:
+    """The public reference molecules as canonical SMILES (for a plugin's own inputs)."""
+    from rdkit import Chem
+
+    return tuple(Chem.MolToSmiles(m) for m in reference_molecules(n_molecules))
+
+
 def reference_molecules(n_molecules: int = REFERENCE_MOLECULES) -> tuple[Chem.Mol, ...]:
     """The first ``n_molecules`` parsable public reference molecules, standardized."""
     return _reference_molecules(n_molecules)
@@ -279,11 +286,15 @@ class SiteDescription:
         features: FeaturesConfig,
         permutation: FingerprintPermutation | None = None,
         n_molecules: int = REFERENCE_MOLECULES,
+        *,
+        model_inputs: Mapping[str, Scalar] | None = None,
     ) -> SiteDescription:
-        """What a site sends: computed from its own settings and, if any, its permutation."""
+        """What a site sends: computed from its own settings and, if any, its permutation.
+        ``model_inputs``: how a model plugin that builds its own inputs (molecular graphs)
+        makes them, checked like the fingerprint settings."""
         recipe = PreprocessingRecipe.from_features(features, permutation)
         return cls(
-            recipe=recipe.to_dict(),
+            recipe={**recipe.to_dict(), **(model_inputs or {})},
             reference_digest=reference_digest(features, None, n_molecules),
             permuted_reference_digest=(
                 None
@@ -300,6 +311,8 @@ class SiteDescription:
         permutation_key_id: str | None = None,
         permuted_reference_digest: str | None = None,
         n_molecules: int = REFERENCE_MOLECULES,
+        *,
+        model_inputs: Mapping[str, Scalar] | None = None,
     ) -> SiteDescription:
         """The coordinator's expectation from the run recipe's ``[features]`` and, if the
         consortium permutes bits, the key's public id (and optionally the permuted digest a key
@@ -311,7 +324,7 @@ class SiteDescription:
             )
         recipe = PreprocessingRecipe.from_features(features, permutation_key_id=permutation_key_id)
         return cls(
-            recipe=recipe.to_dict(),
+            recipe={**recipe.to_dict(), **(model_inputs or {})},
             reference_digest=reference_digest(features, None, n_molecules),
             permuted_reference_digest=permuted_reference_digest,
             reference_molecules=n_molecules,

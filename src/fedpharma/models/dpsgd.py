@@ -16,7 +16,7 @@ import math
 import secrets
 import time
 import warnings
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -35,8 +35,9 @@ from fedpharma.core.params import Parameters
 from fedpharma.models.base import FitOutput
 from fedpharma.models.device import autocast
 from fedpharma.models.loss import masked_multitask_loss
-from fedpharma.models.networks import build_model, trainable_weights
+from fedpharma.models.networks import trainable_weights
 from fedpharma.models.parameters import get_parameters, set_parameters
+from fedpharma.models.plugin import ModelPlugin
 from fedpharma.models.trainer import TorchTrainer
 
 if TYPE_CHECKING:
@@ -85,12 +86,16 @@ def poisson_schedule(n_examples: int, batch_size: int, epochs: int) -> tuple[flo
     return 1 / batches_per_epoch, epochs * batches_per_epoch
 
 
-def check_dp_compatible(network: nn.Module) -> None:
+def check_dp_compatible(network: nn.Module, plugin_problems: Sequence[str] = ()) -> None:
     """Raise :class:`ConfigError` listing every reason Opacus cannot train ``network`` privately
-    (``opacus.validators.ModuleValidator.validate``), and how to fix the model."""
+    (``opacus.validators.ModuleValidator.validate``) and those its model plugin gives, and how
+    to fix the model."""
     problems = [
         _first_sentence(str(error)) for error in ModuleValidator.validate(network, strict=False)
     ]
+    if plugin_problems and not problems:
+        raise ConfigError(list(plugin_problems), source="DP-SGD model")
+    problems += plugin_problems
     if not problems:
         return
     batch_norms = [
@@ -130,9 +135,12 @@ class DPSGDTrainer:
         noise_multiplier: float,
         max_grad_norm: float,
         secure_mode: bool = True,
+        plugin: ModelPlugin | None = None,
     ) -> None:
         _check_dp_settings(noise_multiplier, max_grad_norm)
-        check_dp_compatible(build_model(model_config, n_features, n_tasks))
+        self._plain = TorchTrainer(model_config, training_config, task, n_features, n_tasks, plugin)
+        network = self._plain.build_network()
+        check_dp_compatible(network, self._plain.plugin.dp_sgd_problems(network))
         self.model_config = model_config
         self.training_config = training_config
         self.task: Objective = task
@@ -141,7 +149,6 @@ class DPSGDTrainer:
         self.noise_multiplier = noise_multiplier
         self.max_grad_norm = max_grad_norm
         self.secure_mode = secure_mode
-        self._plain = TorchTrainer(model_config, training_config, task, n_features, n_tasks)
 
     def initial_parameters(self, seed: int) -> Parameters:
         """Freshly initialised parameters; the same ``seed`` always gives the same values."""
@@ -200,7 +207,7 @@ class DPSGDTrainer:
         device, precision = tensors.device, self.training_config.precision
 
         # A fresh network per call: Opacus hooks it, and the hooks must not outlive this fit.
-        network = build_model(self.model_config, self.n_features, self.n_tasks).to(device)
+        network = self._plain.build_network().to(device)
         set_parameters(network, params)
         weights = trainable_weights(network, self.model_config)
         # Frozen weights get no per-record gradient and no noise: Opacus skips them.

@@ -16,6 +16,7 @@ from fedpharma.models.private_head import PrivateHeadTrainer
 if TYPE_CHECKING:
     from fedpharma.core.dataset import Objective
     from fedpharma.models.dpsgd import DPSGDTrainer
+    from fedpharma.models.plugin import ModelPlugin
 
 
 class ModelInputs(Protocol):
@@ -31,13 +32,23 @@ class ModelInputs(Protocol):
     def n_tasks(self) -> int: ...
 
 
-def build_trainer(config: RunConfig, inputs: ModelInputs) -> Trainer:
+def build_trainer(
+    config: RunConfig, inputs: ModelInputs, plugin: ModelPlugin | None = None
+) -> Trainer:
     """The recipe's model and local training, for ``inputs``' task and shape; with
-    ``[model] private_heads`` a trainer of the trunk whose head stays at the site."""
+    ``[model] private_heads`` a trainer of the trunk whose head stays at the site.
+
+    ``plugin``: the recipe's ``[model] plugin``, loaded (:func:`load_recipe_plugin`); by
+    default it is loaded here."""
     from fedpharma.models.trainer import TorchTrainer  # torch loads only when training
 
     network = TorchTrainer(
-        config.model, config.training, inputs.task, inputs.n_features, inputs.n_tasks
+        config.model,
+        config.training,
+        inputs.task,
+        inputs.n_features,
+        inputs.n_tasks,
+        load_recipe_plugin(config) if plugin is None else plugin,
     )
     if config.model.private_heads:
         return PrivateHeadTrainer(
@@ -65,4 +76,12 @@ def build_private_trainer(
         noise_multiplier=1.0 if dp.noise_multiplier is None else dp.noise_multiplier,
         max_grad_norm=dp.max_grad_norm,
         secure_mode=not reproducible,
+        plugin=load_recipe_plugin(config),
     )
+
+
+def load_recipe_plugin(config: RunConfig) -> ModelPlugin:
+    """The recipe's ``[model] plugin`` (imports its code: approve it first)."""
+    from fedpharma.models.plugin import load_plugin
+
+    return load_plugin(config.model.plugin)

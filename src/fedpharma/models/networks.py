@@ -96,9 +96,9 @@ def build_model(
     return network
 
 
-def trainable_weights(network: FeedForwardNetwork, config: ModelConfig) -> list[nn.Parameter]:
+def trainable_weights(network: nn.Module, config: ModelConfig) -> list[nn.Parameter]:
     """The weights local training updates: all, or the head's alone with ``freeze_trunk``."""
-    module = network.head if config.freeze_trunk else network
+    module = network.get_submodule("head") if config.freeze_trunk else network
     return [w for w in module.parameters() if w.requires_grad]
 
 

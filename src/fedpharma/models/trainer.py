@@ -9,6 +9,9 @@ F_k(w) + (μ/2)‖w − wᵗ‖², keeping a heterogeneous site's update near th
 Centralised and local-only baselines are the same :meth:`~TorchTrainer.fit` on pooled or local
 data, so there is no separate API for them.
 
+The network and its minibatch inputs come from a model plugin (:mod:`fedpharma.models.plugin`):
+fedpharma's own feed-forward networks by default, or any network the recipe names.
+
 Speed matters (the overhead benchmark compares a federated run with a bare PyTorch loop): the
 Dataset becomes tensors once per call without copying, minibatches are index gathers over those
 tensors (no DataLoader), the optimizer step is fused, and the per-step Python work is the forward,
@@ -18,6 +21,7 @@ the backward and the step.
 from __future__ import annotations
 
 import time
+import weakref
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -31,8 +35,9 @@ from fedpharma.models.base import FitOutput
 from fedpharma.models.batches import TensorData
 from fedpharma.models.device import autocast, resolve_device
 from fedpharma.models.loss import balanced_class_weights, masked_multitask_loss
-from fedpharma.models.networks import build_model, trainable_weights
+from fedpharma.models.networks import trainable_weights
 from fedpharma.models.parameters import get_parameters, set_parameters
+from fedpharma.models.plugin import FeedForwardPlugin, ModelPlugin, PluginInputs
 from fedpharma.models.pretrained import apply_pretrained, load_weights
 
 if TYPE_CHECKING:
@@ -42,10 +47,13 @@ PREDICT_BATCH_ROWS = 8192  # large: inference keeps no activations for backward
 
 
 class TorchTrainer:
-    """Trains and applies one network architecture (see :func:`build_model`) on a site's data.
+    """Trains and applies one network architecture (``plugin``'s; by default
+    :func:`~fedpharma.models.networks.build_model`'s) on a site's data.
 
     Holds one network instance that every call overwrites with the parameters it is given, so a
-    trainer is cheap to call repeatedly but must not be shared between threads.
+    trainer is cheap to call repeatedly but must not be shared between threads. Inputs a plugin
+    builds itself are kept while their dataset lives (a graph plugin featurizes each molecule
+    once); the feature tensors are made afresh per call (they share the arrays' memory).
     """
 
     def __init__(
@@ -55,6 +63,7 @@ class TorchTrainer:
         task: Objective,
         n_features: int,
         n_tasks: int,
+        plugin: ModelPlugin | None = None,
     ) -> None:
         if training_config.optimizer not in ("adam", "sgd"):
             raise ValueError(f"unknown optimizer {training_config.optimizer!r}")
@@ -63,14 +72,18 @@ class TorchTrainer:
         self.task: Objective = task
         self.n_features = n_features
         self.n_tasks = n_tasks
-        self._network = build_model(model_config, n_features, n_tasks)
+        self.plugin: ModelPlugin = FeedForwardPlugin() if plugin is None else plugin
+        self._network = self.build_network()
         self._device: torch.device | None = None  # resolved when the site first trains
+        self._inputs: dict[int, tuple[weakref.ref[Dataset], PluginInputs]] = {}
+
+    def build_network(self, seed: int = 0) -> torch.nn.Module:
+        """A fresh network of this trainer's architecture, initialised from ``seed``."""
+        return self.plugin.build(self.model_config, self, seed)
 
     def initial_parameters(self, seed: int) -> Parameters:
         """Freshly initialised parameters; the same ``seed`` always gives the same values."""
-        params = get_parameters(
-            build_model(self.model_config, self.n_features, self.n_tasks, seed=seed)
-        )
+        params = get_parameters(self.build_network(seed))
         if self.model_config.init is None:
             return params
         return apply_pretrained(
@@ -101,7 +114,7 @@ class TorchTrainer:
             raise ValueError(f"epochs must be ≥ 1, got {epochs}")
         if proximal_mu < 0:
             raise ValueError(f"proximal_mu must be ≥ 0, got {proximal_mu}")
-        tensors = self._tensors(data)
+        tensors, inputs = self._prepared(data)
         n_examples = len(data)
         if n_examples == 0:
             raise DataError(f"cannot train on {data.name!r}: it has no rows")
@@ -132,7 +145,7 @@ class TorchTrainer:
                     for w in weights:
                         w.grad = None
                     with autocast(device, precision):
-                        outputs = network(tensors.features(rows))
+                        outputs = network(inputs.features(rows))
                     loss = masked_multitask_loss(
                         outputs.float(), tensors.labels(rows), self.task, class_weights
                     )
@@ -162,7 +175,7 @@ class TorchTrainer:
     def gradient(self, params: Parameters, data: Dataset) -> Parameters:
         """∇f(params): the gradient of the mean loss over all observed labels of ``data``, the
         network in evaluation mode (SCAFFOLD's Option I variate, Karimireddy et al. 2020)."""
-        tensors = self._tensors(data)
+        tensors, inputs = self._prepared(data)
         network = self._network
         set_parameters(network, params)
         network.eval()
@@ -173,7 +186,7 @@ class TorchTrainer:
         everything = torch.arange(len(data), device=tensors.device)
         for rows in torch.split(everything, self.training_config.batch_size * 16):
             observed = int(tensors.observed_per_row[rows].sum())
-            outputs = network(tensors.features(rows)).float()
+            outputs = network(inputs.features(rows)).float()
             loss = masked_multitask_loss(outputs, tensors.labels(rows), self.task, class_weights)
             torch.autograd.backward(loss * (observed / total))
         grads = [torch.zeros_like(w) if w.grad is None else w.grad for w in weights]
@@ -183,14 +196,14 @@ class TorchTrainer:
 
     def predict(self, params: Parameters, data: Dataset) -> npt.NDArray[np.float32]:
         """n×t predictions for ``data``: regression values, or class-1 probabilities (sigmoid)."""
-        tensors = self._tensors(data)
+        tensors, inputs = self._prepared(data)
         network = self._network
         set_parameters(network, params)
         network.eval()
         rows = torch.arange(len(data), device=tensors.device)
         with torch.inference_mode(), autocast(tensors.device, self.training_config.precision):
             chunks = [
-                network(tensors.features(chunk)).float()
+                network(inputs.features(chunk)).float()
                 for chunk in torch.split(rows, PREDICT_BATCH_ROWS)
             ]
             outputs = torch.cat(chunks) if chunks else torch.zeros((0, self.n_tasks))
@@ -241,6 +254,18 @@ class TorchTrainer:
             self._device = resolve_device(self.training_config.device)
             self._network.to(self._device)
         return TensorData(data.features, data.labels, self._device)
+
+    def _prepared(self, data: Dataset) -> tuple[TensorData, PluginInputs]:
+        """``data`` as tensors and as the plugin's inputs, kept for the next calls."""
+        tensors = self._tensors(data)
+        kept = self._inputs.get(id(data))
+        if kept is not None and kept[0]() is data:
+            return tensors, kept[1]
+        inputs = self.plugin.inputs(data, tensors)
+        if inputs is not tensors:
+            self._inputs[id(data)] = (weakref.ref(data), inputs)
+            weakref.finalize(data, self._inputs.pop, id(data), None)
+        return tensors, inputs
 
 
 def _row_major(weight: torch.nn.Parameter) -> torch.nn.Parameter:

@@ -36,6 +36,7 @@ from fedpharma.core.protocol import (
     EvaluateResult,
     EvaluateTask,
     LocalTraining,
+    PluginIdentity,
     RecordDP,
     Refusal,
     SecureReply,
@@ -138,6 +139,7 @@ class FederationSettings:
     timeout: float | None = None  # seconds each exchange waits for the sites' answers
     seed: int = 0
     record_dp: RecordDP | None = None  # DP-SGD at every site
+    plugin: PluginIdentity | None = None  # the model plugin code every site must run
     wait_for_sites: float | None = None  # seconds to wait for min_sites before a round
     retries: int = 0  # how often a failed round is tried again before the run stops
     max_site_examples: int = 1_000_000  # the largest example count (weight) a site may declare
@@ -427,6 +429,7 @@ class Federation:
             local=self.strategy.configure_train(rnd, local),
             record_dp=self.settings.record_dp,
             site_dp=self.aggregator.task_settings(rnd),
+            plugin=self.settings.plugin,
         )
 
 

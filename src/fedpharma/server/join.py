@@ -35,7 +35,7 @@ from fedpharma.core.protocol import (
 from fedpharma.core.protocol.messages import validate_reply
 from fedpharma.data.datasets import featurizes_molecules
 from fedpharma.data.permutation import quote
-from fedpharma.data.preprocessing import Scalar, SiteDescription
+from fedpharma.data.preprocessing import Scalar, SiteDescription, reference_smiles
 from fedpharma.server.audit import AuditLog
 from fedpharma.server.store import RunStore
 
@@ -266,9 +266,15 @@ def expected_preprocessing(recipe: RunConfig) -> JoinCheck | None:
     molecules and there is no preprocessing recipe to compare."""
     if not featurizes_molecules(recipe.dataset.name, recipe.dataset.kind):
         return None
+    from fedpharma.models.plugin import plugin_inputs  # torch: only when used
+
     features = recipe.features
     return JoinCheck(
-        SiteDescription.expected(features, permutation_key_id=features.permutation_key_id)
+        SiteDescription.expected(
+            features,
+            permutation_key_id=features.permutation_key_id,
+            model_inputs=plugin_inputs(recipe.model.plugin, reference_smiles),
+        )
     )
 
 

@@ -10,6 +10,7 @@ import numpy as np
 from fedpharma.core.config import RunConfig, SecureConfig
 from fedpharma.core.errors import ConfigError
 from fedpharma.core.params import Parameters
+from fedpharma.models.plugin_identity import plugin_identity
 from fedpharma.privacy import noised_share_bound
 from fedpharma.secure.ckks import PublicContext
 from fedpharma.server.dp import SiteLevelDP, record_level_settings, site_level_aggregator
@@ -55,6 +56,7 @@ def build_federation(
         timeout=timeout,
         seed=recipe.seed,
         record_dp=record_level_settings(recipe),
+        plugin=plugin_identity(recipe.model.plugin),
         wait_for_sites=wait_for_sites,
         retries=retries,
         max_site_examples=recipe.robust.max_site_examples,

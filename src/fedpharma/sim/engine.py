@@ -363,6 +363,7 @@ def concatenate(parts: list[Dataset], name: str) -> Dataset:
         groups=np.concatenate([p.groups for p in parts]),
         name=name,
         feature_names=first.feature_names,
+        smiles=sum((p.smiles for p in parts), ()) if all(p.smiles for p in parts) else (),
     )
 
 

@@ -18,13 +18,15 @@ from fedpharma.core.dataset import Dataset, SiteData
 from fedpharma.data.datasets import featurizes_molecules, load_dataset
 from fedpharma.data.partition import holdout_split, partition
 from fedpharma.data.permutation import site_permutation
-from fedpharma.data.preprocessing import SiteDescription
+from fedpharma.data.preprocessing import SiteDescription, reference_smiles
 from fedpharma.models.base import Trainer
 from fedpharma.models.factory import build_private_trainer, build_trainer
+from fedpharma.models.plugin_identity import plugin_identity, reads_smiles
 from fedpharma.secure.ckks import SecretContext
 from fedpharma.secure.identity import ephemeral_consortium
 from fedpharma.sim.checks import check_test_sizes
 from fedpharma.sim.privacy import site_policy
+from fedpharma.site.plugin_approval import PluginApproval
 from fedpharma.site.runtime import SiteRuntime
 from fedpharma.site.secure import SecureParticipation
 
@@ -41,7 +43,9 @@ class Simulation:
 
 def prepare_sites(config: RunConfig) -> Simulation:
     """Load, partition and split the data, reproducibly from ``config.seed``."""
-    dataset, report = load_dataset(config.dataset, config.features)
+    dataset, report = load_dataset(
+        config.dataset, config.features, smiles=reads_smiles(config.model.plugin)
+    )
     rng = np.random.default_rng(config.seed)
     parts = partition(dataset, config.partition, rng)
     sites = {}
@@ -99,7 +103,8 @@ def build_site_runtimes(
     """One runtime per simulated site, each with its own policy and ledger under
     ``run_dir/sites/NAME``, for record-level DP a DP-SGD trainer, and under secure aggregation
     an identity from a throwaway consortium CA (the sites of one process share it; deployment
-    uses the provisioned PKI) and the CKKS key if any."""
+    uses the provisioned PKI) and the CKKS key if any. Every site checks the recipe's model
+    plugin against ``[site_policy] approved_plugins``."""
     private_trainer = (
         # Simulation is reproducible from the seed: its DP-SGD noise is seeded (not a deployment).
         build_private_trainer(config, sim.dataset, reproducible=True)
@@ -108,7 +113,15 @@ def build_site_runtimes(
     )
     site_permutation(config.features, None)  # a simulation holds no permutation key: refuse
     molecules = featurizes_molecules(config.dataset.name, config.dataset.kind)
-    preprocessing = SiteDescription.of_site(config.features) if molecules else None
+    from fedpharma.models.plugin import plugin_inputs  # torch: only when used
+
+    inputs = plugin_inputs(config.model.plugin, reference_smiles) if molecules else {}
+    preprocessing = (
+        SiteDescription.of_site(config.features, model_inputs=inputs) if molecules else None
+    )
+    approval = PluginApproval(
+        plugin_identity(config.model.plugin), config.site_policy.approved_plugins
+    )
     secure: dict[str, SecureParticipation] = {}
     if config.secure.enabled:
         consortium, identities = ephemeral_consortium(sorted(sim.sites))
@@ -129,6 +142,7 @@ def build_site_runtimes(
             noise_source=lambda seed: np.random.default_rng(seed),
             secure=secure.get(name),
             preprocessing=preprocessing,
+            approval=approval,
         )
         for name, data in sim.sites.items()
     }

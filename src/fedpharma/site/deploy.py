@@ -32,15 +32,17 @@ import numpy as np
 from fedpharma.core.config import DatasetConfig, RunConfig, load_site_policy, site_policy_toml
 from fedpharma.core.dataset import SiteData
 from fedpharma.core.deploy_config import SiteConfig, SiteDataConfig
-from fedpharma.core.errors import ConfigError, DataError
+from fedpharma.core.errors import ConfigError, DataError, PolicyRefused
 from fedpharma.data.datasets import featurizes_molecules, load_dataset, resolve_schema
 from fedpharma.data.partition import holdout_split, partition
 from fedpharma.data.permutation import FingerprintPermutation, site_permutation
-from fedpharma.data.preprocessing import SiteDescription
+from fedpharma.data.preprocessing import SiteDescription, reference_smiles
 from fedpharma.models.factory import build_private_trainer, build_trainer
+from fedpharma.models.plugin_identity import plugin_identity, reads_smiles
 from fedpharma.secure.ckks import load_secret_context
 from fedpharma.secure.identity import load_identity
 from fedpharma.site.checkpoint import SiteModelKeeper
+from fedpharma.site.plugin_approval import PluginApproval, RefusingSite
 from fedpharma.site.policy import SitePolicy
 from fedpharma.site.runtime import SiteRuntime
 from fedpharma.site.scaffold import ControlVariates
@@ -83,7 +85,9 @@ def load_site_data(
     test_fraction = (
         recipe.dataset.test_fraction if data.test_fraction is None else data.test_fraction
     )
-    dataset, report = load_dataset(dataset_config, recipe.features, permutation)
+    dataset, report = load_dataset(
+        dataset_config, recipe.features, permutation, smiles=reads_smiles(recipe.model.plugin)
+    )
     if report is not None and report.n_kept < report.n_input:
         source = data.path or data.name
         on_status(f"{source}: {report.summary()}")
@@ -113,7 +117,13 @@ def build_site(
     name: str, config: SiteConfig, recipe: RunConfig, on_status: Status = _quiet
 ) -> SiteRuntime:
     """The site runtime: its data, the recipe's trainers, the owner's policy and ledger, and
-    the description of its preprocessing for the join check."""
+    the description of its preprocessing for the join check. Raises :class:`PolicyRefused`,
+    before reading any record or importing any plugin code, if the owner's policy does not
+    approve the recipe's model plugin."""
+    approval = plugin_approval(config, recipe)
+    refusal = approval.refusal()
+    if refusal is not None:
+        raise PolicyRefused(refusal)
     permutation = site_permutation(recipe.features, config.permutation_key)
     data = load_site_data(config.data, recipe, permutation, on_status)
     molecules = featurizes_molecules(config.data.name, config.data.kind)
@@ -126,7 +136,18 @@ def build_site(
         in_force = state_dir / POLICY_FILE
         if in_force.resolve() != Path(config.policy).resolve():
             in_force.write_text(site_policy_toml(policy_config), encoding="utf-8")
-    preprocessing = SiteDescription.of_site(recipe.features, permutation) if molecules else None
+    from fedpharma.models.plugin import plugin_inputs  # torch: only when used
+
+    trainer = build_trainer(recipe, data.train)  # approved above: may run the plugin's code
+    preprocessing = (
+        SiteDescription.of_site(
+            recipe.features,
+            permutation,
+            model_inputs=plugin_inputs(recipe.model.plugin, reference_smiles),
+        )
+        if molecules
+        else None
+    )
     keeper = SiteModelKeeper(
         Path(config.state_dir),
         name,
@@ -157,7 +178,7 @@ def build_site(
     runtime = SiteRuntime(
         name,
         data,
-        build_trainer(recipe, data.train),
+        trainer,
         policy=policy,
         private_trainer=build_private_trainer(recipe, data.train) if policy is not None else None,
         secure=_secure(name, config, recipe) if recipe.secure.enabled else None,
@@ -165,6 +186,7 @@ def build_site(
         schema=schema,
         keeper=keeper,
         variates=ControlVariates(Path(config.state_dir)),
+        approval=approval,
     )
     if schema is not None:
         runtime.tabular = TabularPreparation(data, schema, _rebuild(runtime, recipe))
@@ -182,6 +204,13 @@ def _rebuild(runtime: SiteRuntime, recipe: RunConfig) -> Callable[[SiteData], No
             runtime.private_trainer = runtime.dp.private_trainer = private
 
     return rebuild
+
+
+def plugin_approval(config: SiteConfig, recipe: RunConfig) -> PluginApproval:
+    """The recipe's model plugin as installed here, and the digests the owner's policy
+    approves (none without a policy file)."""
+    approved = () if config.policy is None else load_site_policy(config.policy).approved_plugins
+    return PluginApproval(plugin_identity(recipe.model.plugin), approved)
 
 
 def _secure(name: str, config: SiteConfig, recipe: RunConfig) -> SecureParticipation:
@@ -237,11 +266,17 @@ def serve(
     from fedpharma.transport.grpc import SiteSettings, SiteTls, run_site
 
     name = site_name(config)
-    runtime = build_site(name, config, recipe, on_status)
-    on_status(
-        f"site {name}: {len(runtime.data.train)} training and {len(runtime.data.test)} test "
-        "records loaded (they stay here)"
-    )
+    runtime: SiteRuntime | RefusingSite
+    try:
+        runtime = build_site(name, config, recipe, on_status)
+        on_status(
+            f"site {name}: {len(runtime.data.train)} training and {len(runtime.data.test)} test "
+            "records loaded (they stay here)"
+        )
+    except PolicyRefused as exc:
+        # Said to the coordinator too (every task is refused with it), which audits it.
+        on_status(f"site {name}: refusing every task: {exc}")
+        runtime = RefusingSite(name, str(exc))
     tls = None if config.site.tls is None else SiteTls.from_folder(Path(config.site.tls))
     settings = SiteSettings(
         pull_wait=config.site.pull_wait,

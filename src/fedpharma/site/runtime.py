@@ -59,6 +59,7 @@ from fedpharma.models.private_head import PrivateHeadTrainer, join_head
 from fedpharma.privacy import production_rng
 from fedpharma.site.checkpoint import SiteModelKeeper
 from fedpharma.site.dp import DPParticipation, NoiseSource
+from fedpharma.site.plugin_approval import PluginApproval
 from fedpharma.site.policy import SitePolicy
 from fedpharma.site.scaffold import ControlVariates, check_scaffold, scaffold_fit
 from fedpharma.site.secure import SecureParticipation
@@ -89,6 +90,9 @@ class SiteRuntime:
     ``variates`` keeps the site's SCAFFOLD control variate (in memory by default; in its
     ``state_dir`` when deployed). ``tabular``: a deployed tabular site's raw rows, which wait
     for the consortium's fitted preprocessing before any training (:mod:`fedpharma.site.tabular`).
+    ``approval`` is the model plugin code its owner approved: train, evaluate and secure tasks
+    are refused, before any record is read, unless they run that code
+    (:mod:`fedpharma.site.plugin_approval`); without one the site runs whatever its trainer is.
     """
 
     def __init__(
@@ -106,8 +110,10 @@ class SiteRuntime:
         keeper: SiteModelKeeper | None = None,
         variates: ControlVariates | None = None,
         tabular: TabularPreparation | None = None,
+        approval: PluginApproval | None = None,
     ) -> None:
         self.name = name
+        self.approval = approval
         self.data = data
         self.trainer = trainer
         self.policy = policy
@@ -139,6 +145,12 @@ class SiteRuntime:
 
     def handle(self, task: Task) -> Reply:
         try:
+            runs_model = isinstance(task, TrainTask | EvaluateTask | SecureTask)
+            if self.approval is not None and runs_model:
+                installed = self.approval.installed
+                self.approval.check(
+                    task.settings.plugin if isinstance(task, TrainTask) else installed
+                )
             if isinstance(task, DescribeTask):
                 return self._describe(task)
             if isinstance(task, SecureTask):

@@ -27,6 +27,7 @@ from fedpharma.core.protocol.messages import (
 from fedpharma.core.protocol.settings import (
     CKKSSettings,
     LocalTraining,
+    PluginIdentity,
     RecordDP,
     SecAggSettings,
     SecureSettings,
@@ -50,6 +51,7 @@ __all__ = [
     "LabelStatisticsResult",
     "LabelStatisticsTask",
     "LocalTraining",
+    "PluginIdentity",
     "PreprocessingApplied",
     "PreprocessingTask",
     "RecordDP",

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import re
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -105,6 +106,20 @@ SecureSettings = SecAggSettings | CKKSSettings
 
 
 @dataclass(frozen=True)
+class PluginIdentity:
+    """The model plugin code a task runs (:mod:`fedpharma.models.plugin_identity`): the recipe's
+    ``[model] plugin`` name, the installed distribution that holds its code, that
+    distribution's version, and ``digest``, ``"sha256:"`` + 64 hex digits over its installed
+    files. A site runs the task only if its own installed plugin has this identity and its
+    policy approves ``digest``."""
+
+    name: str
+    distribution: str
+    version: str
+    digest: str
+
+
+@dataclass(frozen=True)
 class TrainSettings:
     """Everything a train task asks of a site besides the model."""
 
@@ -112,6 +127,7 @@ class TrainSettings:
     record_dp: RecordDP | None = None
     site_dp: SiteDP | None = None
     secure: SecureSettings | None = None
+    plugin: PluginIdentity | None = None  # None: fedpharma's own network (nothing to approve)
 
 
 def settings_to_json(settings: TrainSettings) -> dict[str, Any]:
@@ -151,6 +167,8 @@ def _problems(obj: Any, where: str) -> list[str]:
             problems.append(f"{where} {f.name} = {value!r}: must be a finite number")
         elif "above" in f.metadata and value is not None and not value > f.metadata["above"]:
             problems.append(f"{where} {f.name} = {value!r}: must be > {f.metadata['above']:g}")
+    if isinstance(obj, PluginIdentity) and not re.fullmatch(r"sha256:[0-9a-f]{64}", obj.digest):
+        problems.append(f"{where} digest: must be sha256: and 64 lowercase hex digits")
     if isinstance(obj, RecordDP) and obj.noise_multiplier is None and obj.target_epsilon is None:
         problems.append(f"{where}: record-level DP needs noise_multiplier or target_epsilon")
     return problems
