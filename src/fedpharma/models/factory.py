@@ -7,33 +7,19 @@ model a deployment trains is the one a simulation trains.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING
 
 from fedpharma.core.config import RunConfig
 from fedpharma.models.base import Trainer
 from fedpharma.models.private_head import PrivateHeadTrainer
 
 if TYPE_CHECKING:
-    from fedpharma.core.dataset import Objective
     from fedpharma.models.dpsgd import DPSGDTrainer
-    from fedpharma.models.plugin import ModelPlugin
-
-
-class ModelInputs(Protocol):
-    """What a trainer needs to know about the data: a Dataset, or a bare shape."""
-
-    @property
-    def task(self) -> Objective: ...
-
-    @property
-    def n_features(self) -> int: ...
-
-    @property
-    def n_tasks(self) -> int: ...
+    from fedpharma.models.plugin import ModelPlugin, ModelShape
 
 
 def build_trainer(
-    config: RunConfig, inputs: ModelInputs, plugin: ModelPlugin | None = None
+    config: RunConfig, inputs: ModelShape, plugin: ModelPlugin | None = None
 ) -> Trainer:
     """The recipe's model and local training, for ``inputs``' task and shape; with
     ``[model] private_heads`` a trainer of the trunk whose head stays at the site.
@@ -58,7 +44,7 @@ def build_trainer(
 
 
 def build_private_trainer(
-    config: RunConfig, inputs: ModelInputs, *, reproducible: bool = False
+    config: RunConfig, inputs: ModelShape, *, reproducible: bool = False
 ) -> DPSGDTrainer:
     """The recipe's model trained with DP-SGD (record-level DP); σ and C come per task.
 
