@@ -4,7 +4,7 @@ MELLODDY (Heyndrickx et al. 2023, J. Chem. Inf. Model.): ten pharma companies, e
 compound library and assays, trained one shared trunk with private task heads; every partner's
 models improved, and the gains were reported as median task AUC-PR, ΔAUC-ROC and conformal
 efficiency. This script sets up that situation on public data and measures the same things.
-About 420 lines: one benchmark (deal, train three model kinds, score, report) kept in one file.
+One benchmark (deal, train three model kinds, score, report) kept in one file.
 
 **Data.** ``chembl_5thresh.csv.gz`` from ``../shared/data``: 23,871 molecules × 691 ChEMBL
 targets, pChEMBL values. Fingerprints: 2,048-bit Morgan (radius 2).
@@ -25,8 +25,9 @@ selection) and calibration 10 % (conformal prediction), the rest trains.
   the ceiling pooling the data would give (no consortium can train it).
 All three are selected by the same rule (:mod:`fedpharma.sim.selection`): checkpoints every round
 (or ``local_epochs`` epochs), the best on validation ROC-AUC / RMSE — a partner's own fold for
-single and federated (federated: the pooled validation metric of all partners), every fold for
-pooled.
+single and federated (``--selection partner``: each partner its own round, trunk with the head
+it trained that round; ``--selection pooled``: one round for all on the pooled validation
+metric), every fold for pooled.
 
 **Scores.** Per task with ≥ ``--min-test-labels`` test labels (for classification, ≥
 ``--min-per-class`` of each class): AUC-PR and AUC-ROC, or RMSE; and conformal efficiency
@@ -34,7 +35,8 @@ at error rate ``--error-rate`` from an inductive conformal predictor calibrated 
 calibration fold (:mod:`fedpharma.evaluation.conformal`; Mondrian for classification: share of
 single-label sets; regression: interval width). Gains per task: relative ΔAUC-PR, ΔAUC-ROC,
 relative ΔRMSE, Δefficiency, against single. Over ``--seeds``: means of the per-partner medians,
-and a paired bootstrap over tasks (95 % interval of the median relative gain). Where gains
+and a paired bootstrap over tasks (95 % interval of the median relative gain; ``--combine``
+also gives intervals for the mean over seeds, each seed's tasks resampled). Where gains
 concentrate: per partner size, and per task by training-label count.
 
 Targets (PASS / FAIL; exit code 0 either way), on the mean over seeds: every partner's median
@@ -42,7 +44,12 @@ task AUC-PR improves over single; federated recovers ≥ half of the pooled ceil
 
 Run from the project root::
 
-    .venv/bin/python benchmarks/multipharma.py --seeds 3          # the reported run
+    # the reported run (README, Benchmarks): one seed at a time, then the mean over seeds
+    .venv/bin/python benchmarks/multipharma.py --seeds 1 --first-seed 0 --rounds 25 \\
+        --kinds classification --hidden 256 --patience 5 \\
+        --out benchmarks/results/multipharma_seed0.json
+    # … likewise seeds 1 and 2, then:
+    .venv/bin/python benchmarks/multipharma.py --combine benchmarks/results/multipharma_seed*.json
     .venv/bin/python benchmarks/multipharma.py --quick            # smoke run: 3 rounds
 """
 
@@ -474,11 +481,12 @@ def summarise(rows: list[dict[str, Any]], kind: str, rng: np.random.Generator) -
 
 
 def mean_over_seeds(per_seed: list[dict[str, Any]], kind: str) -> dict[str, Any]:
-    """Per partner, each median averaged over seeds; overall gains likewise."""
+    """Per partner, each median averaged over seeds; overall gains and label-count bins likewise."""
     key = "pr_auc" if kind == "classification" else "rmse"
     first = per_seed[0]["partners"]
     fields = [f"median_{key}_{m}" for m in MODELS] + [f"median_conformal_{m}" for m in MODELS]
     fields += ["median_gain_federated", "median_gain_pooled", "tasks"]
+    fields += ["tasks_improved_federated", "tasks_improved_pooled"]
     if kind == "classification":
         fields += [f"median_roc_auc_{m}" for m in MODELS]
 
@@ -487,13 +495,63 @@ def mean_over_seeds(per_seed: list[dict[str, Any]], kind: str) -> dict[str, Any]
         return float(np.mean(defined)) if defined else None
 
     partners = {
-        n: {f: mean([s["partners"][n][f] for s in per_seed]) for f in fields} for n in first
+        n: {f: mean([s["partners"][n].get(f) for s in per_seed]) for f in fields} for n in first
     }
-    overall = {
-        f: mean([s[f] for s in per_seed])
-        for f in ("median_gain_federated", "median_gain_pooled", "tasks_improved_federated")
+    for n, entry in partners.items():
+        entry["train_compounds"] = mean([s.get("train_compounds", {}).get(n) for s in per_seed])
+    overall_fields = ["median_gain_federated", "median_gain_pooled", "tasks"]
+    overall_fields += ["tasks_improved_federated", "tasks_improved_pooled"]
+    if kind == "classification":
+        overall_fields += ["median_delta_roc_auc_federated", "median_delta_roc_auc_pooled"]
+    overall = {f: mean([s.get(f) for s in per_seed]) for f in overall_fields}
+    bins = {
+        b: {f: mean([s["by_train_labels"].get(b, {}).get(f) for s in per_seed])
+            for f in ("tasks", "median_gain_federated", "median_gain_pooled")}
+        for b in per_seed[0]["by_train_labels"]
+    }  # fmt: skip
+    out = {"partners": partners, **overall, "by_train_labels": bins}
+    if all("rows" in s for s in per_seed):
+        out["bootstrap"] = bootstrap_over_seeds(per_seed, kind)
+    return out
+
+
+def bootstrap_over_seeds(
+    per_seed: list[dict[str, Any]], kind: str, resamples: int = 1000
+) -> dict[str, Any]:
+    """95 % intervals of the mean-over-seeds figures the targets are judged on: each seed's
+    tasks resampled with replacement (paired: the same draw for every model), the seed's median
+    taken, the medians averaged over seeds. Per partner, its median task metric federated minus
+    single; overall, the median gains and the share of the ceiling federated recovers."""
+    key = "pr_auc" if kind == "classification" else "rmse"
+    names = list(per_seed[0]["partners"])
+    fed = np.zeros(resamples)
+    pooled = np.zeros(resamples)
+    partner_delta = {n: np.zeros(resamples) for n in names}
+    for s in per_seed:
+        rows = s["rows"]
+        rng = np.random.default_rng([s["seed"], 0xB00C])
+        gains = {m: np.array([gain(r, m, kind) for r in rows]) for m in ("federated", "pooled")}
+        picks = rng.integers(0, len(rows), size=(resamples, len(rows)))
+        fed += np.median(gains["federated"][picks], axis=1) / len(per_seed)
+        pooled += np.median(gains["pooled"][picks], axis=1) / len(per_seed)
+        for n in names:
+            own = [r for r in rows if r["partner"] == n]
+            single = np.array([r["single"][key] for r in own])
+            federated = np.array([r["federated"][key] for r in own])
+            draw = rng.integers(0, len(own), size=(resamples, len(own)))
+            delta = np.median(federated[draw], axis=1) - np.median(single[draw], axis=1)
+            partner_delta[n] += delta / len(per_seed)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        recovered = np.where(pooled > 0, fed / pooled, np.nan)
+    return {
+        "median_gain_federated_95": percentile_interval(fed),
+        "median_gain_pooled_95": percentile_interval(pooled),
+        "recovered_95": percentile_interval(recovered),
+        "draws_without_ceiling_gain": int(np.sum(pooled <= 0)),
+        "partner_delta_federated_single_95": {
+            n: percentile_interval(d) for n, d in partner_delta.items()
+        },
     }
-    return {"partners": partners, **overall}
 
 
 def targets(mean: dict[str, Any], kind: str) -> list[tuple[str, bool, str]]:
@@ -550,10 +608,58 @@ def print_summary(summary: dict[str, Any], kind: str, sizes: dict[str, int], lab
 
 def report_seeds(per_seed: list[dict[str, Any]], kind: str) -> dict[str, Any]:
     """Print the mean over seeds and the target verdicts; return them with the seeds' results."""
+    key = "pr_auc" if kind == "classification" else "rmse"
     mean = mean_over_seeds(per_seed, kind)
     verdicts = targets(mean, kind)
     seeds = ", ".join(str(s["seed"]) for s in per_seed)
-    print_summary(mean, kind, {}, f"mean over seeds {seeds}")
+    sizes = {n: round(p["train_compounds"]) for n, p in mean["partners"].items()
+             if p.get("train_compounds") is not None}  # fmt: skip
+    print_summary(mean, kind, sizes, f"mean over seeds {seeds}")
+    for s in per_seed:
+        lo, hi = s["median_gain_federated_95"]
+        plo, phi = s["median_gain_pooled_95"]
+        chosen = s.get("selection", {})
+        print(
+            f"  seed {s['seed']}: {s['tasks']} tasks, median gain federated "
+            f"{s['median_gain_federated']:+.2%} (95 % {lo:+.2%} … {hi:+.2%}), pooled "
+            f"{s['median_gain_pooled']:+.2%} (95 % {plo:+.2%} … {phi:+.2%}); federated rounds "
+            f"{chosen.get('federated_partner_rounds')}",
+            flush=True,
+        )
+    improved = mean["tasks_improved_federated"], mean["tasks_improved_pooled"]
+    line = f"  mean: tasks improved federated {improved[0]:.0%}, pooled {improved[1]:.0%}"
+    if kind == "classification":
+        line += (
+            f"; median ΔAUC-ROC federated {mean['median_delta_roc_auc_federated']:+.4f}, "
+            f"pooled {mean['median_delta_roc_auc_pooled']:+.4f}"
+        )
+    print(line, flush=True)
+    print(
+        "  mean by training labels: "
+        + "; ".join(f"{b}: {v['tasks']:.0f} tasks fed {v['median_gain_federated']:+.2%} "
+                    f"pooled {v['median_gain_pooled']:+.2%}"
+                    for b, v in mean["by_train_labels"].items()),
+        flush=True,
+    )  # fmt: skip
+    boot = mean.get("bootstrap")
+    if boot:
+        (flo, fhi), (plo, phi) = boot["median_gain_federated_95"], boot["median_gain_pooled_95"]
+        rlo, rhi = boot["recovered_95"]
+        delta = {
+            n: p[f"median_{key}_federated"] - p[f"median_{key}_single"]
+            for n, p in mean["partners"].items()
+        }
+        print(
+            f"  mean over seeds, bootstrap over tasks: median gain federated 95 % {flo:+.2%} … "
+            f"{fhi:+.2%}, pooled {plo:+.2%} … {phi:+.2%}, recovered {rlo:.0%} … {rhi:.0%} "
+            f"({boot['draws_without_ceiling_gain']} draws without a ceiling gain); median "
+            f"{key} federated − single per partner: "
+            + ", ".join(
+                f"{n} {delta[n]:+.3f} ({lo:+.3f} … {hi:+.3f})"
+                for n, (lo, hi) in boot["partner_delta_federated_single_95"].items()
+            ),
+            flush=True,
+        )
     for text, ok, value in verdicts:
         print(f"  [{'PASS' if ok else 'FAIL'}] {text}: {value}", flush=True)
     return {
@@ -645,7 +751,7 @@ def main(argv: list[str] | None = None) -> int:
             chosen["gain_by_round"] = round_curve(partners, outputs, chosen.pop("curve"), args)
             rows = score_tasks(partners, outputs, args)
             summary = summarise(rows, kind, np.random.default_rng([seed, 0xB007]))
-            summary |= {"seed": seed, "selection": chosen, "train_compounds": sizes}
+            summary |= {"seed": seed, "selection": chosen, "train_compounds": sizes, "rows": rows}
             print_summary(summary, kind, sizes, f"seed {seed}")
             lo, hi = summary["median_gain_federated_95"]
             plo, phi = summary["median_gain_pooled_95"]
