@@ -24,6 +24,7 @@ import importlib.util
 import json
 import os
 import resource
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -47,6 +48,8 @@ from fedpharma.core.config import (
 from fedpharma.models.factory import build_trainer
 from fedpharma.server.plan import build_federation
 from fedpharma.sim.backends import open_sites
+from fedpharma.sim.sites import prepare_sites
+from fedpharma.sim.tabular import preprocess_sites
 
 ROOT = Path(__file__).resolve().parent.parent
 PAGE = os.sysconf("SC_PAGE_SIZE")
@@ -81,6 +84,14 @@ def make_config(data: Path, sites: int, backend: str, workers: int, rounds: int)
         baselines=False,
         privacy_audit=False,
     )
+
+
+def fit_beforehand(config: RunConfig, run_dir: Path) -> None:
+    """The consortium's tabular fit in ``run_dir``, made in this process as ``simulate``'s
+    driver makes it before it opens the sites, so the measured interpreter loads no row."""
+    run_dir.mkdir(parents=True)
+    sim = prepare_sites(config)
+    preprocess_sites(config, sim.sites, sim.dataset, run_dir, "scale", lambda _line: None)
 
 
 def tree_rss(root: int) -> int:
@@ -122,17 +133,16 @@ def one(args: argparse.Namespace) -> dict[str, Any]:
     names = [f"site-{i}" for i in range(1, sites + 1)]
     sampler = PeakSampler()
     sampler.start()
-    with tempfile.TemporaryDirectory(prefix="fedpharma-scale-") as run_dir:
-        started = time.perf_counter()
-        with open_sites(config, names, Path(run_dir)) as channel:
-            setup = time.perf_counter() - started
-            trainer = build_trainer(config, Shape("regression", args.features, 1))  # type: ignore[arg-type]
-            federation = build_federation(
-                config, planned_sites=sites, noise_rng=np.random.default_rng(0)
-            )
-            looped = time.perf_counter()
-            federation.run(channel, trainer.initial_parameters(0), args.rounds, run_id="scale")
-            loop = time.perf_counter() - looped
+    started = time.perf_counter()
+    with open_sites(config, names, args.run_dir) as channel:
+        setup = time.perf_counter() - started
+        trainer = build_trainer(config, Shape("regression", args.features, 1))  # type: ignore[arg-type]
+        federation = build_federation(
+            config, planned_sites=sites, noise_rng=np.random.default_rng(0)
+        )
+        looped = time.perf_counter()
+        federation.run(channel, trainer.initial_parameters(0), args.rounds, run_id="scale")
+        loop = time.perf_counter() - looped
     sampler.done.set()
     sampler.join()
     return {
@@ -156,6 +166,7 @@ def main() -> int:
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--data", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--one", nargs=2, help=argparse.SUPPRESS)
+    parser.add_argument("--run-dir", type=Path, help=argparse.SUPPRESS)
     parser.add_argument(
         "--out", type=Path, default=ROOT / "benchmarks" / "results" / "scale_sites.json"
     )
@@ -179,10 +190,13 @@ def main() -> int:
     rows = []
     for backend in backends:
         for sites in (int(s) for s in args.sites.split(",")):
+            run_dir = work / f"{backend}-{sites}"
+            fit_beforehand(make_config(data, sites, backend, args.workers, args.rounds), run_dir)
             command = [sys.executable, __file__, "--one", backend, str(sites), "--data", str(data),
                        "--rounds", str(args.rounds), "--workers", str(args.workers),
-                       "--features", str(args.features)]  # fmt: skip
+                       "--features", str(args.features), "--run-dir", str(run_dir)]  # fmt: skip
             proc = subprocess.run(command, capture_output=True, text=True)
+            shutil.rmtree(run_dir)
             if proc.returncode != 0:
                 print(f"{backend:<11} {sites:>6} failed: {proc.stderr.strip().splitlines()[-1:]}")
                 continue

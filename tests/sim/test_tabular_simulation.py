@@ -3,6 +3,7 @@ the federated fit written with its digest, no n_sites needed."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -14,6 +15,7 @@ from fedpharma.core.config import (
     PartitionConfig,
     PrivacyConfig,
     RunConfig,
+    SimulationConfig,
     SitePolicyConfig,
     TrainingConfig,
 )
@@ -114,3 +116,32 @@ def test_under_a_dp_policy_the_feature_sums_are_noised_and_charged_to_each_site(
         )
         events = [type(e.event).__name__ for e in ledger.entries("record")]
         assert events[0] == "GaussianEvent" and len(events) >= 2  # the sums, then training
+
+
+def test_worker_processes_train_the_tabular_sites_on_the_drivers_fit(tmp_path: Path) -> None:
+    """On the process pool each worker loads its own rows and applies the fit the driver made
+    (weakened: a worker that used its raw rows would train another model, or fail on width)."""
+    import torch
+
+    data = _write_trial(tmp_path)
+    config = RunConfig(
+        dataset=DatasetConfig(
+            path=str(data), kind="tabular", label_columns=("died",), task="classification"
+        ),
+        partition=PartitionConfig(method="natural"),
+        model=ModelConfig(kind="linear"),
+        rounds=2,
+        baselines=False,
+        privacy_audit=False,
+    )
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # as each worker trains: the same float sums
+    try:
+        sequential = simulate(config, tmp_path / "seq").parameters
+    finally:
+        torch.set_num_threads(threads)
+    pooled_config = dataclasses.replace(
+        config, simulation=SimulationConfig(backend="processes", workers=2)
+    )
+    pooled = simulate(pooled_config, tmp_path / "pool").parameters
+    np.testing.assert_array_equal(pooled.flatten(), sequential.flatten())

@@ -553,11 +553,10 @@ def cross_check(cfg: RunConfig) -> list[str]:
             "processes, which would not share the simulation's throwaway consortium keys; "
             'use backend = "sequential" with [secure]'
         )
-    if cfg.simulation.backend != "sequential" and (cfg.model.private_heads or ds.kind == "tabular"):
+    if cfg.simulation.backend != "sequential" and cfg.model.private_heads:
         problems.append(
             f'[simulation] backend = "{cfg.simulation.backend}" does not support private heads '
-            "or tabular data yet (the driver keeps each site's head and fits the tabular "
-            'preprocessing in its own process); use backend = "sequential"'
+            'yet (the driver keeps each site\'s head); use backend = "sequential"'
         )
     if cfg.model.label_std and len(cfg.model.label_std) != len(cfg.model.label_mean):
         problems.append("[model] `label_std` needs one value per `label_mean` value")

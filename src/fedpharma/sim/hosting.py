@@ -19,6 +19,7 @@ from fedpharma.core.protocol.codec import decode_message
 from fedpharma.core.protocol.messages import Failure, Reply, Task
 from fedpharma.models.factory import build_trainer
 from fedpharma.sim.sites import build_site_runtimes, prepare_sites, site_trainers
+from fedpharma.sim.tabular import apply_fit, hosted_fit, is_tabular_file, transformed
 from fedpharma.transport.inprocess import MessageHandler
 
 OK, ERROR = b"\x00", b"\x01"
@@ -52,12 +53,20 @@ def deal(names: Sequence[str], workers: int) -> list[list[str]]:
 
 def host_sites(config: RunConfig, names: Sequence[str], run_dir: Path) -> dict[str, MessageHandler]:
     """The runtimes of sites ``names``, built in this process from the data it loads itself:
-    the dataset is partitioned as the driver would, and only these sites' rows are kept."""
+    the dataset is partitioned as the driver would, and only these sites' rows are kept (a
+    tabular file's through the fit the driver wrote to ``run_dir``)."""
     full = prepare_sites(config)
     mine = {name: full.sites[name] for name in names}
     # The whole dataset is dropped; a zero-row view keeps its task, shape and names.
     sim = dataclasses.replace(full, sites=mine, dataset=full.dataset.subset(np.arange(0)))
     del full
+    if is_tabular_file(config):
+        fitted = hosted_fit(config, run_dir)
+        sim = dataclasses.replace(
+            sim,
+            sites=apply_fit(fitted, sim.sites),
+            dataset=transformed(fitted, sim.dataset),
+        )
     trainer = build_trainer(config, sim.dataset)
     runtimes = build_site_runtimes(config, sim, site_trainers(config, sim, trainer), run_dir)
     return dict(runtimes)

@@ -11,7 +11,7 @@ own train and test rows. The fit is written to the run directory with its digest
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import cast
 
@@ -25,7 +25,12 @@ from fedpharma.data.federated_preprocessing import FittedPreprocessing
 from fedpharma.data.schema import schema_toml
 from fedpharma.models.base import Trainer
 from fedpharma.server.data_checks import gather_data_checks
-from fedpharma.server.feature_statistics import fit_preprocessing, write_fit
+from fedpharma.server.feature_statistics import (
+    PREPROCESSING_FILE,
+    fit_preprocessing,
+    read_fit,
+    write_fit,
+)
 from fedpharma.sim.privacy import site_policy
 from fedpharma.site.runtime import SiteRuntime
 from fedpharma.transport.inprocess import InProcessChannel
@@ -88,19 +93,41 @@ def preprocess_sites(
     )
     say(how)
     write_fit(run_dir, fitted)
+    return apply_fit(fitted, sites), transformed(fitted, dataset), fitted
 
-    def apply(data: Dataset) -> Dataset:
-        return dataclasses.replace(
-            data, features=fitted.transform(dense(data.features)), feature_names=fitted.output_names
-        )
 
-    transformed = {
+def apply_fit(fitted: FittedPreprocessing, sites: Mapping[str, SiteData]) -> dict[str, SiteData]:
+    """Each site's rows through the consortium's fit."""
+    return {
         name: SiteData(
-            apply(d.train), apply(d.test), None if d.validation is None else apply(d.validation)
+            transformed(fitted, d.train),
+            transformed(fitted, d.test),
+            None if d.validation is None else transformed(fitted, d.validation),
         )
         for name, d in sites.items()
     }
-    return transformed, apply(dataset), fitted
+
+
+def hosted_fit(config: RunConfig, run_dir: Path) -> FittedPreprocessing:
+    """The fit the driver made and wrote to ``run_dir``, for sites hosted in a worker process
+    or a Ray actor (the driver fits before it opens them)."""
+    schema, _declared = resolve_schema(config.dataset)
+    if not (run_dir / PREPROCESSING_FILE).exists():
+        raise ConfigError(
+            [
+                f"a worker's tabular sites need the consortium's fit in {run_dir}; it is made "
+                "by `simulate` before the workers start (see fedpharma.sim.tabular)"
+            ],
+            "[simulation]",
+        )
+    return read_fit(run_dir, schema)
+
+
+def transformed(fitted: FittedPreprocessing, data: Dataset) -> Dataset:
+    """``data``'s features through the fit."""
+    return dataclasses.replace(
+        data, features=fitted.transform(dense(data.features)), feature_names=fitted.output_names
+    )
 
 
 def _statistics_noise(seed: int, index: int) -> Callable[[int], np.random.Generator]:
