@@ -13,15 +13,21 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from fedpharma.core import serde
+from fedpharma.core.config import RunConfig
+from fedpharma.core.dataset import Objective, TargetScaling
 from fedpharma.core.errors import DataError
 from fedpharma.core.protocol import Channel, FeatureStatisticsResult, FeatureStatisticsTask, Task
 from fedpharma.data.federated_preprocessing import (
     MEDIAN_BINS,
     ColumnSums,
     FittedPreprocessing,
+    declared_target_scaling,
     median_columns,
+    pooled_target_scaling,
 )
 from fedpharma.data.tabular import TabularSchema
+from fedpharma.server.label_statistics import gather_label_statistics
 from fedpharma.server.round import sort_replies
 
 PREPROCESSING_FILE = "preprocessing.json"
@@ -61,6 +67,12 @@ def gather_feature_sums(
     return total, tuple(contributors), absent
 
 
+def standardizes_targets(config: RunConfig, task: Objective) -> bool:
+    """A tabular regression run trains on standardized targets (not with private heads, which
+    each fit their own output layer at the site's labels)."""
+    return task == "regression" and not config.model.private_heads
+
+
 def fit_preprocessing(
     channel: Channel,
     run_id: str,
@@ -69,13 +81,16 @@ def fit_preprocessing(
     *,
     noise_multiplier: float | None = None,
     indicate_all: bool = False,
+    standardize_targets: bool = False,
+    label_prior: TargetScaling | None = None,
 ) -> tuple[FittedPreprocessing, str]:
     """The consortium's fit and a line saying how it was made.
 
     Every site must contribute: a fit that left a site out would be the pooled fit of the others
     only, so with any site absent the fit comes from the declared ranges instead.
     ``indicate_all``: a missingness indicator for every imputing column, so that the model's
-    width is known from the schema before the fit (a deployed run)."""
+    width is known from the schema before the fit (a deployed run). ``standardize_targets``
+    (regression): the fit also holds the targets' scaling (:func:`fit_target_scaling`)."""
     sums, contributors, absent = gather_feature_sums(
         channel,
         run_id,
@@ -87,16 +102,64 @@ def fit_preprocessing(
     if sums is None or absent:
         fitted = FittedPreprocessing.public(schema)
         who = ", ".join(absent) if absent else "every site"
-        return fitted, (
-            f"features scaled by the schema's declared ranges: {who} sent no feature statistics"
+        how = f"features scaled by the schema's declared ranges: {who} sent no feature statistics"
+    else:
+        fitted = FittedPreprocessing.fit(
+            schema, sums, noised=noise_multiplier is not None, indicate_all=indicate_all
         )
-    fitted = FittedPreprocessing.fit(
-        schema, sums, noised=noise_multiplier is not None, indicate_all=indicate_all
-    )
-    dp = "" if noise_multiplier is None else f" under DP (σ = {noise_multiplier:g}, charged)"
-    return fitted, (
-        f"features imputed and standardized from {len(contributors)} sites' summed statistics"
-        f"{dp} (fit {fitted.digest()[:12]}, {len(fitted.indicators)} missingness indicators)"
+        dp = "" if noise_multiplier is None else f" under DP (σ = {noise_multiplier:g}, charged)"
+        how = (
+            f"features imputed and standardized from {len(contributors)} sites' summed "
+            f"statistics{dp} ({len(fitted.indicators)} missingness indicators)"
+        )
+    if standardize_targets:
+        # Plain label sums only where the feature sums were plain and complete: under DP they
+        # would be an unaccounted release, and a partial sum is not the pooled one.
+        plain = noise_multiplier is None and sums is not None and not absent
+        targets, said = fit_target_scaling(
+            channel, run_id, schema, timeout, ask_sites=plain, prior=label_prior
+        )
+        fitted = fitted.with_targets(targets)
+        how += f"; {said}"
+    return fitted, f"{how} (fit {fitted.digest()[:12]})"
+
+
+def fit_target_scaling(
+    channel: Channel,
+    run_id: str,
+    schema: TabularSchema,
+    timeout: float | None = None,
+    *,
+    ask_sites: bool = True,
+    prior: TargetScaling | None = None,
+) -> tuple[TargetScaling | None, str]:
+    """How the regression targets are standardized, and a line saying so: by a public prior
+    (``[model] label_mean`` / ``label_std``) if given; else by the pooled mean and standard
+    deviation from every site's label count, sum and sum of squares (the label statistics the
+    molecule path calibrates its output layer with, :mod:`fedpharma.server.label_statistics`);
+    else (under DP, or a site missing or refusing) by the label columns' declared ranges; else
+    not at all."""
+    if prior is not None:
+        return prior, "regression targets standardized by the public label prior"
+    if ask_sites:
+        n_tasks = len(schema.label_columns)
+        sites = channel.available_sites()
+        statistics = gather_label_statistics(channel, run_id, n_tasks, timeout)
+        if statistics is not None and set(statistics.sites) == set(sites):
+            pooled = pooled_target_scaling(
+                statistics.count, statistics.total, statistics.sum_of_squares
+            )
+            if pooled is not None:
+                return pooled, (
+                    f"regression targets standardized by {len(sites)} sites' summed label "
+                    "statistics (predictions and metrics in label units)"
+                )
+    declared = declared_target_scaling(schema)
+    if declared is not None:
+        return declared, "regression targets scaled by the label's declared range"
+    return None, (
+        "regression targets not standardized (no pooled label statistics, and no declared "
+        "min and max for the label): the output layer starts as initialised"
     )
 
 
@@ -115,3 +178,19 @@ def read_fit(run_dir: Path, schema: TabularSchema) -> FittedPreprocessing:
     if fitted.digest() != digest:
         raise DataError(f"{run_dir / PREPROCESSING_FILE} does not match its digest")
     return fitted
+
+
+def read_target_scaling(run_dir: Path) -> TargetScaling | None:
+    """The regression targets' scaling in the fit :func:`write_fit` wrote (``None`` if the run
+    has no fit or the fit scales no targets); what an exported model folds into its output
+    layer. The fit's digest is checked."""
+    path = run_dir / PREPROCESSING_FILE
+    if not path.is_file():
+        return None
+    document = json.loads(path.read_text(encoding="utf-8"))
+    digest = document.pop("digest", None)
+    document.pop("version", None)
+    fitted, problems = serde.from_dict(FittedPreprocessing, document, str(path))
+    if fitted is None or problems or fitted.digest() != digest:
+        raise DataError(f"{path} does not match its digest")
+    return fitted.target_scaling

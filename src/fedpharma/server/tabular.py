@@ -30,7 +30,12 @@ from fedpharma.data.federated_preprocessing import FittedPreprocessing
 from fedpharma.data.schema import load_schema, schema_beside
 from fedpharma.data.tabular import TabularSchema
 from fedpharma.server.data_checks import gather_data_checks
-from fedpharma.server.feature_statistics import fit_preprocessing, write_fit
+from fedpharma.server.feature_statistics import (
+    fit_preprocessing,
+    standardizes_targets,
+    write_fit,
+)
+from fedpharma.server.label_statistics import label_prior
 
 Dismiss = Callable[[str, str], None]
 
@@ -91,6 +96,8 @@ def prepare_tabular_sites(
         timeout,
         noise_multiplier=recipe.privacy.statistics_noise_multiplier,
         indicate_all=True,
+        standardize_targets=standardizes_targets(recipe, task),
+        label_prior=label_prior(recipe, len(schema.label_columns)),
     )
     say(how)
     write_fit(run_dir, fitted)

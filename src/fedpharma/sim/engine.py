@@ -120,11 +120,11 @@ def simulate(
         say(f"import: {sim.import_summary}")
     say(_describe_sites(sim))
     if is_tabular_file(config):
-        site_data, dataset, _fitted = preprocess_sites(
+        site_data, dataset, fitted = preprocess_sites(
             config, sim.sites, sim.dataset, run_dir, run_id, say
         )
-        sim = Simulation(site_data, dataset, sim.invalid_molecules)
-    trainer = build_trainer(config, sim.dataset)
+        sim = Simulation(site_data, dataset, sim.invalid_molecules, targets=fitted.target_scaling)
+    trainer = build_trainer(config, sim.dataset, targets=sim.targets)
     initial = trainer.initial_parameters(config.seed)
 
     store = RunStore.create(run_dir / "run.sqlite", run_id, config.to_dict(), durable=False)
@@ -170,7 +170,13 @@ def simulate(
     # the references, which all start from the same model.
     with backend:
         initial, how = calibrated_start(
-            config, channel, run_id, initial, sim.dataset.task, sim.dataset.n_tasks
+            config,
+            channel,
+            run_id,
+            initial,
+            sim.dataset.task,
+            sim.dataset.n_tasks,
+            targets=sim.targets,
         )
         say(how)
         fed_started = time.perf_counter()

@@ -25,7 +25,8 @@ from fedpharma.data.federated_preprocessing import FittedPreprocessing
 from fedpharma.data.schema import schema_toml
 from fedpharma.models.base import Trainer
 from fedpharma.server.data_checks import gather_data_checks
-from fedpharma.server.feature_statistics import fit_preprocessing, write_fit
+from fedpharma.server.feature_statistics import fit_preprocessing, standardizes_targets, write_fit
+from fedpharma.server.label_statistics import label_prior
 from fedpharma.sim.privacy import site_policy
 from fedpharma.site.runtime import SiteRuntime
 from fedpharma.transport.inprocess import InProcessChannel
@@ -85,6 +86,8 @@ def preprocess_sites(
         run_id,
         schema,
         noise_multiplier=config.privacy.statistics_noise_multiplier,
+        standardize_targets=standardizes_targets(config, dataset.task),
+        label_prior=label_prior(config, dataset.n_tasks),
     )
     say(how)
     write_fit(run_dir, fitted)

@@ -165,10 +165,10 @@ class SiteRuntime:
                 return self._check_data(task)
             if isinstance(task, PreprocessingTask):
                 return self._apply_preprocessing(task)
+            if isinstance(task, LabelStatisticsTask):  # raw labels: a tabular fit scales them
+                return self._label_statistics(task)
             if self.tabular is not None:
                 self.tabular.require_applied()
-            if isinstance(task, LabelStatisticsTask):
-                return self._label_statistics(task)
             return self._evaluate(task)
         except PrivacyBudgetExceeded as exc:
             return Refusal(task.run_id, task.round, self.name, "privacy-budget", str(exc))
@@ -286,7 +286,7 @@ class SiteRuntime:
     def _label_statistics(self, task: LabelStatisticsTask) -> LabelStatisticsResult:
         """Per-task count, sum and sum of squares of the training labels (no record leaves)."""
         self._refuse_unaccounted("label statistics")
-        sums = label_sums(self.data.train.labels)
+        sums = label_sums(self._raw().train.labels)
         return LabelStatisticsResult(
             task.run_id, task.round, self.name, sums.count, sums.total, sums.sum_of_squares
         )
