@@ -17,6 +17,7 @@ from fedpharma.core.config import (
     PartitionConfig,
     PrivacyConfig,
     RunConfig,
+    SecureConfig,
     SitePolicyConfig,
     TrainingConfig,
 )
@@ -204,3 +205,43 @@ def test_regression_targets_are_standardized_federatedly_and_reported_in_label_u
         np.testing.assert_allclose(
             plain.predict(weights, test), result.predictions["federated"][name], rtol=1e-4
         )
+
+
+def test_under_secure_aggregation_the_statistics_are_a_secure_sum(tmp_path: Path) -> None:
+    data = _write_progression(tmp_path)
+    schema_file = tmp_path / "progression.schema.toml"
+    schema_file.write_text(
+        schema_file.read_text()
+        .replace('units = "kg/m2"\n', 'units = "kg/m2"\nmin = 10.0\nmax = 60.0\n')
+        .replace(
+            'name = "age"\ntype = "int"\n', 'name = "age"\ntype = "int"\nmin = 18\nmax = 100\n'
+        )
+        .replace('role = "label"\n', 'role = "label"\nmin = -200.0\nmax = 800.0\n'),
+        encoding="utf-8",
+    )
+    config = RunConfig(
+        dataset=DatasetConfig(
+            path=str(data), kind="tabular", label_columns=("progression",), task="regression"
+        ),
+        partition=PartitionConfig(method="natural"),
+        model=ModelConfig(kind="linear"),
+        training=TrainingConfig(learning_rate=0.05),
+        secure=SecureConfig(mode="secagg"),
+        rounds=2,
+        baselines=False,
+        privacy_audit=False,
+    )
+    messages: list[str] = []
+    simulate(config, tmp_path / "run", on_status=messages.append)
+    text = "\n".join(messages)
+    assert "secure sum (secagg, 64-bit ring)" in text, text
+    assert "securely summed label statistics" in text
+    sites = prepare_sites(config).sites
+    train = [d.train for d in sites.values()]
+    pooled_x = np.concatenate([dense(t.features) for t in train]).astype(np.float64)
+    pooled_y = np.concatenate([t.dense_labels() for t in train]).astype(np.float64)
+    fit = json.loads((tmp_path / "run" / PREPROCESSING_FILE).read_text())
+    np.testing.assert_allclose(fit["center"], pooled_x.mean(axis=0), rtol=1e-9)
+    np.testing.assert_allclose(fit["scale"], pooled_x.std(axis=0), rtol=1e-9)
+    np.testing.assert_allclose(fit["label_center"], pooled_y.mean(axis=0), rtol=1e-9)
+    np.testing.assert_allclose(fit["label_scale"], pooled_y.std(axis=0), rtol=1e-9)

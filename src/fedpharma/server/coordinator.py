@@ -316,6 +316,7 @@ def run_coordinator(
                     say,
                     server.channel.dismiss,
                     control.round_timeout,
+                    _ckks_context(config) if recipe.secure.mode == "ckks" else None,
                 )
                 targets = fitted.target_scaling
             calibrated, how = calibrated_start(

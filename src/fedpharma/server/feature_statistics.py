@@ -5,7 +5,10 @@ counts, sums and sums of squares of its raw training features (and its median hi
 coordinator adds them and fits :class:`~fedpharma.data.federated_preprocessing.FittedPreprocessing`.
 With a noise multiplier the sites release them under differential privacy, each charging its own
 ledger (:mod:`fedpharma.site.statistics`). A site whose policy requires DP refuses plain sums;
-then the fit falls back to the schema's declared ranges, which are public.
+then the fit falls back to the schema's declared ranges, which are public. Under ``[secure]``
+the sums are a secure sum among the sites (:mod:`fedpharma.server.secure_statistics`). A
+regression's targets are standardized by the pooled label mean and spread
+(:func:`fit_target_scaling`), part of the same fit.
 """
 
 from __future__ import annotations
@@ -27,8 +30,10 @@ from fedpharma.data.federated_preprocessing import (
     pooled_target_scaling,
 )
 from fedpharma.data.tabular import TabularSchema
+from fedpharma.secure.ckks import PublicContext
 from fedpharma.server.label_statistics import gather_label_statistics
 from fedpharma.server.round import sort_replies
+from fedpharma.server.secure_statistics import SecureStatistics, SecureSums, gather_secure_sums
 
 PREPROCESSING_FILE = "preprocessing.json"
 
@@ -73,6 +78,15 @@ def standardizes_targets(config: RunConfig, task: Objective) -> bool:
     return task == "regression" and not config.model.private_heads
 
 
+def secure_statistics(
+    config: RunConfig, ckks_context: PublicContext | None
+) -> SecureStatistics | None:
+    """How a recipe with ``[secure]`` sums the statistics (``None`` without it)."""
+    if not config.secure.enabled:
+        return None
+    return SecureStatistics(config.secure, config.strategy.min_sites, ckks_context)
+
+
 def fit_preprocessing(
     channel: Channel,
     run_id: str,
@@ -83,6 +97,7 @@ def fit_preprocessing(
     indicate_all: bool = False,
     standardize_targets: bool = False,
     label_prior: TargetScaling | None = None,
+    secure: SecureStatistics | None = None,
 ) -> tuple[FittedPreprocessing, str]:
     """The consortium's fit and a line saying how it was made.
 
@@ -90,19 +105,40 @@ def fit_preprocessing(
     only, so with any site absent the fit comes from the declared ranges instead.
     ``indicate_all``: a missingness indicator for every imputing column, so that the model's
     width is known from the schema before the fit (a deployed run). ``standardize_targets``
-    (regression): the fit also holds the targets' scaling (:func:`fit_target_scaling`)."""
-    sums, contributors, absent = gather_feature_sums(
-        channel,
-        run_id,
-        len(schema.feature_names),
-        timeout,
-        noise_multiplier=noise_multiplier,
-        histogram=MEDIAN_BINS * len(median_columns(schema)),
-    )
+    (regression): the fit also holds the targets' scaling (:func:`fit_target_scaling`).
+    ``secure``: the statistics (and the labels' sums, for the targets) are a secure sum
+    (:mod:`fedpharma.server.secure_statistics`); no site's own sums reach the coordinator."""
+    secured: SecureSums | None = None
+    if secure is not None:
+        secured, absent, why = gather_secure_sums(
+            channel,
+            run_id,
+            schema,
+            secure,
+            timeout,
+            noise_multiplier=noise_multiplier,
+            labels=standardize_targets and label_prior is None,
+        )
+        sums = None if secured is None else secured.features
+        contributors = () if secured is None else secured.contributors
+        if secured is None:
+            absent = absent or ("every site",)
+    else:
+        why = ""
+        sums, contributors, absent = gather_feature_sums(
+            channel,
+            run_id,
+            len(schema.feature_names),
+            timeout,
+            noise_multiplier=noise_multiplier,
+            histogram=MEDIAN_BINS * len(median_columns(schema)),
+        )
     if sums is None or absent:
         fitted = FittedPreprocessing.public(schema)
         who = ", ".join(absent) if absent else "every site"
         how = f"features scaled by the schema's declared ranges: {who} sent no feature statistics"
+        if why:
+            how += f" (secure sum failed: {why})"
     else:
         fitted = FittedPreprocessing.fit(
             schema, sums, noised=noise_multiplier is not None, indicate_all=indicate_all
@@ -112,13 +148,27 @@ def fit_preprocessing(
             f"features imputed and standardized from {len(contributors)} sites' summed "
             f"statistics{dp} ({len(fitted.indicators)} missingness indicators)"
         )
+        if secured is not None:
+            how += f"; {secured.resolution}"
     if standardize_targets:
-        # Plain label sums only where the feature sums were plain and complete: under DP they
-        # would be an unaccounted release, and a partial sum is not the pooled one.
-        plain = noise_multiplier is None and sums is not None and not absent
-        targets, said = fit_target_scaling(
-            channel, run_id, schema, timeout, ask_sites=plain, prior=label_prior
-        )
+        if secured is not None and secured.labels is not None and not absent:
+            targets = pooled_target_scaling(*secured.labels)
+            said = (
+                f"regression targets standardized by {len(contributors)} sites' securely "
+                "summed label statistics"
+            )
+            if targets is None:
+                targets, said = fit_target_scaling(
+                    channel, run_id, schema, timeout, ask_sites=False
+                )
+        else:
+            # Plain label sums only where the feature sums were plain and complete: under DP
+            # they would be an unaccounted release, under secure aggregation not secure, and a
+            # partial sum is not the pooled one.
+            plain = noise_multiplier is None and secure is None and sums is not None and not absent
+            targets, said = fit_target_scaling(
+                channel, run_id, schema, timeout, ask_sites=plain, prior=label_prior
+            )
         fitted = fitted.with_targets(targets)
         how += f"; {said}"
     return fitted, f"{how} (fit {fitted.digest()[:12]})"

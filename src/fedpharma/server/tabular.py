@@ -29,9 +29,11 @@ from fedpharma.core.protocol import (
 from fedpharma.data.federated_preprocessing import FittedPreprocessing
 from fedpharma.data.schema import load_schema, schema_beside
 from fedpharma.data.tabular import TabularSchema
+from fedpharma.secure.ckks import PublicContext
 from fedpharma.server.data_checks import gather_data_checks
 from fedpharma.server.feature_statistics import (
     fit_preprocessing,
+    secure_statistics,
     standardizes_targets,
     write_fit,
 )
@@ -78,8 +80,10 @@ def prepare_tabular_sites(
     say: Callable[[str], None],
     dismiss: Dismiss,
     timeout: float | None = None,
+    ckks_context: PublicContext | None = None,
 ) -> FittedPreprocessing:
-    """Check, fit and hand out the preprocessing; return the fit."""
+    """Check, fit and hand out the preprocessing; return the fit. Under ``[secure]`` the
+    statistics are a secure sum (CKKS: with the coordinator's public ``ckks_context``)."""
     task: Objective = "classification" if recipe.dataset.task == "classification" else "regression"
     checks = gather_data_checks(channel, run_id, schema, task, recipe.data_checks, timeout)
     for line in checks.lines():
@@ -98,6 +102,7 @@ def prepare_tabular_sites(
         indicate_all=True,
         standardize_targets=standardizes_targets(recipe, task),
         label_prior=label_prior(recipe, len(schema.label_columns)),
+        secure=secure_statistics(recipe, ckks_context),
     )
     say(how)
     write_fit(run_dir, fitted)

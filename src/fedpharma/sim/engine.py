@@ -119,9 +119,11 @@ def simulate(
     if sim.import_summary:
         say(f"import: {sim.import_summary}")
     say(_describe_sites(sim))
+    # CKKS in simulation: a fresh consortium key; the coordinator gets only its public context.
+    ckks_key = create_secret_context() if config.secure.mode == "ckks" else None
     if is_tabular_file(config):
         site_data, dataset, fitted = preprocess_sites(
-            config, sim.sites, sim.dataset, run_dir, run_id, say
+            config, sim.sites, sim.dataset, run_dir, run_id, say, ckks_key
         )
         sim = Simulation(site_data, dataset, sim.invalid_molecules, targets=fitted.target_scaling)
     trainer = build_trainer(config, sim.dataset, targets=sim.targets)
@@ -133,8 +135,6 @@ def simulate(
     observers: list[Any] = [privacy, curves]
     if on_round is not None:
         observers.append(_Callback(on_round, config.rounds))
-    # CKKS in simulation: a fresh consortium key; the coordinator gets only its public context.
-    ckks_key = create_secret_context() if config.secure.mode == "ckks" else None
     trainers = site_trainers(config, sim, trainer)
     # [simulation] backend: here, in worker processes or on Ray actors (those load their own).
     local = config.simulation.backend == "sequential"

@@ -63,7 +63,11 @@ from fedpharma.site.plugin_approval import PluginApproval
 from fedpharma.site.policy import SitePolicy
 from fedpharma.site.scaffold import ControlVariates, check_scaffold, scaffold_fit
 from fedpharma.site.secure import SecureParticipation
-from fedpharma.site.statistics import release_feature_sums
+from fedpharma.site.statistics import (
+    SECURE_STATISTICS,
+    release_feature_sums,
+    secure_statistics_vector,
+)
 from fedpharma.site.tabular import TabularPreparation
 
 if TYPE_CHECKING:
@@ -291,10 +295,41 @@ class SiteRuntime:
             task.run_id, task.round, self.name, sums.count, sums.total, sums.sum_of_squares
         )
 
-    def _feature_statistics(self, task: FeatureStatisticsTask) -> FeatureStatisticsResult:
+    def _feature_statistics(
+        self, task: FeatureStatisticsTask
+    ) -> FeatureStatisticsResult | SecureReply:
         """Per-column count, sum and sum of squares of the raw training features (and median
         histograms), plain or under DP as the task and this site's policy say
-        (:mod:`fedpharma.site.statistics`)."""
+        (:mod:`fedpharma.site.statistics`); under secure aggregation only as this site's input
+        to the secure sum (weight 1: the coordinator learns the sum and the number of sites)."""
+        if task.secure is not None:
+            self._secure().check(task.secure)  # before any record is read
+            raw = self._raw().train
+            vector = secure_statistics_vector(
+                dense(raw.features),
+                raw.dense_labels(),
+                self.schema,
+                self.policy,
+                task.noise_multiplier,
+                self.dp.noise_source(task.round),
+                task.run_id,
+                task.round,
+                with_labels=task.labels,
+            )
+            if isinstance(task.secure, SecAggSettings) and len(raw) > task.secure.clip:
+                raise DataError(
+                    f"this site holds {len(raw)} training rows, more than the secure sum's range "
+                    f"({task.secure.clip:g}) holds; raise [secure] max_examples"
+                )
+            statistics = Parameters((SECURE_STATISTICS,), (vector,))
+            return self._secure().contribute(task, task.secure, statistics, 1)
+        policy = self.policy
+        if policy is not None and policy.config.require_secure:
+            raise PolicyRefused(
+                "this site's policy requires secure aggregation and the task would send its "
+                'feature sums in the clear; set [secure] mode = "secagg" or "ckks" in the run '
+                "config"
+            )
         sums = release_feature_sums(
             dense(self._raw().train.features),
             self.schema,
