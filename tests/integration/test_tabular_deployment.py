@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 from deploy_helpers import SITES
 
+from fedpharma.bundle.export import site_model
 from fedpharma.core.config import load_config
 from fedpharma.core.dataset import dense
 from fedpharma.core.deploy_config import load_server_config, load_site_config
@@ -23,6 +24,7 @@ from fedpharma.data.federated_preprocessing import (
     fitted_width,
 )
 from fedpharma.data.schema import load_schema
+from fedpharma.models.bundle import LABEL_SCALING_FOLDED
 from fedpharma.models.output import fold_target_scaling
 from fedpharma.models.trainer import TorchTrainer
 from fedpharma.server.coordinator import STORE_FILE, run_coordinator
@@ -273,3 +275,9 @@ def test_a_deployed_regression_trains_on_standardized_targets_and_reports_label_
         )
         assert reported[site] == pytest.approx(rmse, rel=1e-4)
         assert rmse > 10.0  # label units (the labels spread about 75), not standardized ones
+        # what the hospital keeps of its model, and exports, answers in label units too
+        manifest, kept = site_model(Path(load_site_config(files[site]).state_dir))
+        assert manifest.label_scaling == LABEL_SCALING_FOLDED
+        np.testing.assert_allclose(
+            plain.predict(kept, test), plain.predict(folded, test), rtol=1e-5, atol=1e-3
+        )

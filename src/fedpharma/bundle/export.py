@@ -120,6 +120,8 @@ def site_model(state_dir: Path) -> tuple[ModelManifest, Parameters]:
     manifest = build_manifest(
         config, task, checkpoint.task_names, params, provenance, preprocessing
     )
+    if checkpoint.label_scaling:  # the site kept its model with the target mapping folded in
+        manifest = dataclasses.replace(manifest, label_scaling=checkpoint.label_scaling)
     return manifest, params
 
 

@@ -55,6 +55,8 @@ from fedpharma.evaluation.label_statistics import label_sums
 from fedpharma.evaluation.metrics import compute_metrics
 from fedpharma.evaluation.selection import VALIDATION_PREFIX
 from fedpharma.models.base import FitOutput, Trainer
+from fedpharma.models.bundle import LABEL_SCALING_FOLDED
+from fedpharma.models.output import fold_target_scaling
 from fedpharma.models.private_head import PrivateHeadTrainer, join_head
 from fedpharma.privacy import production_rng
 from fedpharma.site.checkpoint import SiteModelKeeper
@@ -261,7 +263,14 @@ class SiteRuntime:
             k.removeprefix("epsilon_"): v for k, v in metrics.items() if k.startswith("epsilon_")
         }
         train = self.data.train
-        self.keeper.keep(task.run_id, task.round, train.task, train.task_names, model, epsilon)
+        applied = None if self.tabular is None else self.tabular.applied
+        targets = None if applied is None else applied.target_scaling
+        if targets is not None:  # trained on standardized targets: kept in label units
+            model = fold_target_scaling(model, targets)
+        folded = LABEL_SCALING_FOLDED if targets is not None else ""
+        self.keeper.keep(
+            task.run_id, task.round, train.task, train.task_names, model, epsilon, folded
+        )
 
     def _secure(self) -> SecureParticipation:
         if self.secure is None:
