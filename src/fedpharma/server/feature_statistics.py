@@ -87,6 +87,20 @@ def secure_statistics(
     return SecureStatistics(config.secure, config.strategy.min_sites, ckks_context)
 
 
+def secure_calibration(config: RunConfig, task: Objective) -> bool:
+    """Whether a classification run's label statistics (for the output layer's start) join the
+    secure sum of the statistics: under ``[secure]`` without DP, when the output layer is
+    calibrated from the sites' labels (no public prior, no private heads)."""
+    return (
+        task == "classification"
+        and config.secure.enabled
+        and not config.privacy.enabled
+        and config.training.calibrate_output
+        and not config.model.private_heads
+        and not config.model.label_mean
+    )
+
+
 def fit_preprocessing(
     channel: Channel,
     run_id: str,
@@ -98,6 +112,7 @@ def fit_preprocessing(
     standardize_targets: bool = False,
     label_prior: TargetScaling | None = None,
     secure: SecureStatistics | None = None,
+    calibration_labels: bool = False,
 ) -> tuple[FittedPreprocessing, str]:
     """The consortium's fit and a line saying how it was made.
 
@@ -107,7 +122,11 @@ def fit_preprocessing(
     width is known from the schema before the fit (a deployed run). ``standardize_targets``
     (regression): the fit also holds the targets' scaling (:func:`fit_target_scaling`).
     ``secure``: the statistics (and the labels' sums, for the targets) are a secure sum
-    (:mod:`fedpharma.server.secure_statistics`); no site's own sums reach the coordinator."""
+    (:mod:`fedpharma.server.secure_statistics`); no site's own sums reach the coordinator.
+    ``calibration_labels`` (a classification under ``secure``): the 0/1 outcomes' sums join
+    the secure sum, and the fit holds their pooled mean (the positive rate the output layer
+    starts at, :func:`~fedpharma.server.label_statistics.calibrated_start`), so no plain
+    label statistics are asked for later."""
     secured: SecureSums | None = None
     if secure is not None:
         secured, absent, why = gather_secure_sums(
@@ -117,7 +136,8 @@ def fit_preprocessing(
             secure,
             timeout,
             noise_multiplier=noise_multiplier,
-            labels=standardize_targets and label_prior is None,
+            labels=(standardize_targets and label_prior is None) or calibration_labels,
+            classification=calibration_labels,
         )
         sums = None if secured is None else secured.features
         contributors = () if secured is None else secured.contributors
@@ -150,6 +170,14 @@ def fit_preprocessing(
         )
         if secured is not None:
             how += f"; {secured.resolution}"
+    if calibration_labels and secured is not None and secured.labels is not None and not absent:
+        rate = pooled_target_scaling(*secured.labels)
+        fitted = fitted.with_targets(rate)
+        if rate is not None:
+            how += (
+                f"; label statistics for the output layer securely summed at "
+                f"{len(contributors)} sites"
+            )
     if standardize_targets:
         if secured is not None and secured.labels is not None and not absent:
             targets = pooled_target_scaling(*secured.labels)

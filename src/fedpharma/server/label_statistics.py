@@ -103,7 +103,9 @@ def calibrated_start(
     A public prior (``[model] label_mean``) wins; else, without DP, the sites' pooled label
     statistics; under DP nothing data-dependent is released, so the head stays as initialised.
     With regression ``targets`` standardized (a tabular fit) the labels the model learns have
-    mean 0 and spread 1, where the head starts already: nothing to calibrate.
+    mean 0 and spread 1, where the head starts already: nothing to calibrate. A classification's
+    ``targets`` (a tabular fit under secure aggregation) hold the pooled positive rate, summed
+    securely: the head starts there, and no plain label statistics are asked for.
     """
     model = config.model
     if model.private_heads:
@@ -122,6 +124,10 @@ def calibrated_start(
         ), "output layer set from the public label prior"
     if not config.training.calibrate_output:
         return parameters, "output layer as initialised"
+    if targets is not None:  # a classification's label statistics, summed securely with the fit
+        rate = np.array(targets.center, dtype=np.float64)
+        calibrated = calibrate_output_layer(parameters, task, rate, np.ones_like(rate))
+        return calibrated, "output layer calibrated to the sites' securely summed label statistics"
     if config.privacy.enabled:
         return parameters, UNCALIBRATED_UNDER_DP
     statistics = gather_label_statistics(channel, run_id, n_tasks, timeout)

@@ -89,11 +89,15 @@ def gather_secure_sums(
     *,
     noise_multiplier: float | None = None,
     labels: bool = False,
+    classification: bool = False,
 ) -> tuple[SecureSums | None, tuple[str, ...], str]:
     """The securely summed statistics (``None`` when the secure sum failed), the sites asked
-    that are not in the sum, and why it failed (``""`` when it did not)."""
+    that are not in the sum, and why it failed (``""`` when it did not). ``labels``: the label
+    columns' sums too (never under DP; bounded by their declared ranges, or as the 0/1
+    outcomes of a ``classification``)."""
     sites = channel.available_sites()
-    labels = labels and noise_multiplier is None and label_bounds(schema) is not None
+    labels = labels and noise_multiplier is None
+    labels = labels and label_bounds(schema, classification) is not None
     length = statistics_length(schema, labels)
     n = len(sites)
     collector: SecAggCollector | CKKSCollector
@@ -151,7 +155,9 @@ def gather_secure_sums(
     if noise_multiplier is None:
         total = _whole_counts(schema, total, labels)
     features_end = length - (3 * len(schema.label_columns) if labels else 0)
-    label_sums = label_sums_from_bounded(schema, total[features_end:]) if labels else None
+    label_sums = (
+        label_sums_from_bounded(schema, total[features_end:], classification) if labels else None
+    )
     sums = sums_from_bounded(schema, total[:features_end])
     absent = tuple(sorted(set(sites) - set(summed.contributors)))
     return SecureSums(sums, label_sums, tuple(summed.contributors), resolution), absent, ""

@@ -33,6 +33,7 @@ from fedpharma.secure.ckks import PublicContext
 from fedpharma.server.data_checks import gather_data_checks
 from fedpharma.server.feature_statistics import (
     fit_preprocessing,
+    secure_calibration,
     secure_statistics,
     standardizes_targets,
     write_fit,
@@ -103,6 +104,7 @@ def prepare_tabular_sites(
         standardize_targets=standardizes_targets(recipe, task),
         label_prior=label_prior(recipe, len(schema.label_columns)),
         secure=secure_statistics(recipe, ckks_context),
+        calibration_labels=secure_calibration(recipe, task),
     )
     say(how)
     write_fit(run_dir, fitted)

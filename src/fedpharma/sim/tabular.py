@@ -29,6 +29,7 @@ from fedpharma.secure.identity import ephemeral_consortium
 from fedpharma.server.data_checks import gather_data_checks
 from fedpharma.server.feature_statistics import (
     fit_preprocessing,
+    secure_calibration,
     secure_statistics,
     standardizes_targets,
     write_fit,
@@ -110,6 +111,7 @@ def preprocess_sites(
         standardize_targets=standardizes_targets(config, dataset.task),
         label_prior=label_prior(config, dataset.n_tasks),
         secure=secure_statistics(config, None if ckks_key is None else ckks_key.public_context()),
+        calibration_labels=secure_calibration(config, dataset.task),
     )
     say(how)
     write_fit(run_dir, fitted)

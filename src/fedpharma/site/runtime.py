@@ -265,6 +265,8 @@ class SiteRuntime:
         train = self.data.train
         applied = None if self.tabular is None else self.tabular.applied
         targets = None if applied is None else applied.target_scaling
+        if train.task != "regression":
+            targets = None
         if targets is not None:  # trained on standardized targets: kept in label units
             model = fold_target_scaling(model, targets)
         folded = LABEL_SCALING_FOLDED if targets is not None else ""
@@ -324,6 +326,7 @@ class SiteRuntime:
                 task.run_id,
                 task.round,
                 with_labels=task.labels,
+                classification=raw.task == "classification",
             )
             if isinstance(task.secure, SecAggSettings) and len(raw) > task.secure.clip:
                 raise DataError(

@@ -65,12 +65,14 @@ def secure_statistics_vector(
     rnd: int,
     *,
     with_labels: bool = False,
+    classification: bool = False,
 ) -> npt.NDArray[np.float64]:
     """This site's input to a secure sum of statistics: its bounded sums
     (:func:`~fedpharma.data.bounded_statistics.bounded_sums`, every record clipped into the
     declared ranges, so that each coordinate lies in [-n_k, n_k] and the secure aggregation's
     fixed-point range holds it), noised as :func:`release_feature_sums` under DP, and with
-    ``with_labels`` the label columns' bounded count, sum and sum of squares. Refuses what it
+    ``with_labels`` the label columns' bounded count, sum and sum of squares (a
+    ``classification``'s 0/1 outcomes bounded by 1). Refuses what it
     cannot account for, or bound, before any record is read."""
     if schema is None:
         _no_schema()
@@ -83,14 +85,14 @@ def secure_statistics_vector(
         return _noised_bounded_sums(features, schema, policy, noise_multiplier, rng, run_id, rnd)
     _refuse_unaccounted(policy)
     column_bounds(schema)  # an unbounded column is refused naming it
-    if with_labels and label_bounds(schema) is None:
+    if with_labels and label_bounds(schema, classification) is None:
         raise DataError(
             "label statistics in a secure sum need each label column's declared min and max"
         )
     summed = bounded_sums(schema, features)
     if not with_labels:
         return summed
-    return np.concatenate([summed, bounded_label_sums(schema, labels)])
+    return np.concatenate([summed, bounded_label_sums(schema, labels, classification)])
 
 
 def _noised_bounded_sums(
