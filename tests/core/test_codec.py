@@ -83,8 +83,18 @@ def test_tasks_round_trip(run_id, rnd, task_settings):
         EvaluateTask(run_id, rnd, PARAMS),
         LabelStatisticsTask(run_id, rnd),
         FeatureStatisticsTask(run_id, rnd),
+        FeatureStatisticsTask(run_id, rnd, 2.0, task_settings.secure, labels=True),
     ):
         _same(decode_message(encode_message(message)), message)
+
+
+def test_a_feature_statistics_task_with_malformed_secure_settings_is_refused():
+    header = {"type": "FeatureStatisticsTask", "version": PROTOCOL_VERSION, "run_id": "r"}
+    header |= {"round": 0, "noise_multiplier": None, "labels": False}
+    with pytest.raises(ProtocolError, match="kind = 'garbled'"):
+        decode_message(_forge(header | {"secure": {"kind": "garbled"}}, b""))
+    with pytest.raises(ProtocolError, match="labels must be true or false"):
+        decode_message(_forge(header | {"secure": None, "labels": "yes"}, b""))
 
 
 def _train_task(raw_settings: object) -> bytes:

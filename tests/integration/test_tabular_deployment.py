@@ -4,21 +4,32 @@ protocol messages a simulation uses, before round 1."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import threading
 import time
 from pathlib import Path
 
 import numpy as np
+import pytest
 from deploy_helpers import SITES
 
+from fedpharma.bundle.export import site_model
 from fedpharma.core.config import load_config
 from fedpharma.core.dataset import dense
 from fedpharma.core.deploy_config import load_server_config, load_site_config
-from fedpharma.data.federated_preprocessing import FittedPreprocessing, column_sums
+from fedpharma.data.federated_preprocessing import (
+    FittedPreprocessing,
+    column_sums,
+    fitted_width,
+)
 from fedpharma.data.schema import load_schema
-from fedpharma.server.coordinator import run_coordinator
+from fedpharma.models.bundle import LABEL_SCALING_FOLDED
+from fedpharma.models.output import fold_target_scaling
+from fedpharma.models.trainer import TorchTrainer
+from fedpharma.server.coordinator import STORE_FILE, run_coordinator
 from fedpharma.server.feature_statistics import PREPROCESSING_FILE
+from fedpharma.server.store import RunStore
 from fedpharma.site.deploy import load_site_data, serve
 
 SCHEMA = """
@@ -164,3 +175,109 @@ def test_a_deployed_tabular_run_checks_fits_and_hands_out_the_preprocessing(pki_
     expected = FittedPreprocessing.fit(schema, pooled, indicate_all=True)
     assert fit["digest"] == expected.digest()
     assert fit["indicator_names"] == ["missing(lactate)"]
+
+
+REGRESSION_SCHEMA = """
+[[columns]]
+name = "bmi"
+type = "float"
+units = "kg/m2"
+min = 10.0
+max = 60.0
+impute = "mean"
+
+[[columns]]
+name = "progression"
+type = "float"
+role = "label"
+min = -200.0
+max = 800.0
+"""
+
+
+@pytest.mark.parametrize("secure", ["none", "secagg", "ckks"])
+def test_a_deployed_regression_trains_on_standardized_targets_and_reports_label_units(
+    pki_root, tmp_path, secure
+):
+    files = _write(tmp_path, pki_root)
+    if secure != "none":  # the statistics become a secure sum among the three hospitals
+        run = tmp_path / "run.toml"
+        run.write_text(run.read_text() + f'[secure]\nmode = "{secure}"\n')
+    (tmp_path / "trial.schema.toml").write_text(REGRESSION_SCHEMA, encoding="utf-8")
+    for k, site in enumerate(SITES):
+        rng = np.random.default_rng(10 + k)
+        lines = ["bmi,progression"]
+        for i in range((90, 50, 40)[k]):
+            bmi = rng.normal(27 + 2 * k, 4)
+            shown = "" if i % 9 == 0 else f"{bmi:.2f}"
+            lines.append(f"{shown},{150 + 14 * (bmi - 27) + rng.normal(0, 25):.1f}")
+        (tmp_path / f"{site}.csv").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    for path in (tmp_path / "run.toml", *(files[site] for site in SITES)):
+        text = path.read_text().replace('"died"', '"progression"')
+        path.write_text(text.replace('task = "classification"', 'task = "regression"'))
+    config = load_server_config(files["server"])
+    recipe = load_config(config.run_config)
+    lines: list[str] = []
+    stop = threading.Event()
+
+    def start_sites(address: str) -> None:
+        for site in SITES:
+            files[site].write_text(files[site].read_text().replace("ADDRESS", address))
+            site_config = load_site_config(files[site])
+            threading.Thread(
+                target=lambda c=site_config: serve(c, recipe, stop=stop), daemon=True
+            ).start()
+
+    try:
+        result = run_coordinator(config, recipe, on_status=lines.append, on_listening=start_sites)
+    finally:
+        stop.set()
+    text = "\n".join(lines)
+    assert result.rounds_completed == 2, text
+    if secure == "none":
+        assert "targets standardized by 3 sites' summed label statistics" in text
+    else:
+        assert f"secure sum ({secure}" in text, text
+        assert "targets standardized by 3 sites' securely summed label statistics" in text
+
+    # the targets' scaling equals the pooled one of the three hospitals' training labels
+    fit = json.loads((result.run_dir / PREPROCESSING_FILE).read_text())
+    data = {site: load_site_data(load_site_config(files[site]).data, recipe) for site in SITES}
+    pooled = np.concatenate([d.train.dense_labels() for d in data.values()]).astype(np.float64)
+    tolerance = 1e-5 if secure == "ckks" else 1e-9  # CKKS decrypts a float32 mean
+    np.testing.assert_allclose(fit["label_center"], pooled.mean(axis=0), rtol=tolerance)
+    np.testing.assert_allclose(fit["label_scale"], pooled.std(axis=0), rtol=tolerance)
+
+    # each site's reported RMSE is in label units: the folded model on its raw test labels
+    schema = load_schema(tmp_path / "trial.schema.toml")
+    fitted = FittedPreprocessing.from_json(
+        json.dumps({k: v for k, v in fit.items() if k != "digest"}), schema
+    )
+    assert fitted.target_scaling is not None
+    folded = fold_target_scaling(result.parameters, fitted.target_scaling)
+    plain = TorchTrainer(recipe.model, recipe.training, "regression", fitted_width(schema), 1)
+    store = RunStore(result.run_dir / STORE_FILE)
+    reported = {
+        site: value
+        for rnd, site, name, value, _ in store.metric_history("evaluate")
+        if rnd == 2 and name == "rmse"
+    }
+    store.close()
+    assert set(reported) == set(SITES), text
+    for site, held in data.items():
+        test = dataclasses.replace(
+            held.test,
+            features=fitted.transform(dense(held.test.features)),
+            feature_names=fitted.output_names,
+        )
+        rmse = float(
+            np.sqrt(np.mean((plain.predict(folded, test) - held.test.dense_labels()) ** 2))
+        )
+        assert reported[site] == pytest.approx(rmse, rel=1e-4)
+        assert rmse > 10.0  # label units (the labels spread about 75), not standardized ones
+        # what the hospital keeps of its model, and exports, answers in label units too
+        manifest, kept = site_model(Path(load_site_config(files[site]).state_dir))
+        assert manifest.label_scaling == LABEL_SCALING_FOLDED
+        np.testing.assert_allclose(
+            plain.predict(kept, test), plain.predict(folded, test), rtol=1e-5, atol=1e-3
+        )

@@ -8,7 +8,7 @@ import json
 import numpy as np
 import pytest
 
-from fedpharma.core.dataset import Dataset, SiteData
+from fedpharma.core.dataset import Dataset, SiteData, TargetScaling
 from fedpharma.core.errors import ProtocolError
 from fedpharma.core.protocol import (
     EvaluateTask,
@@ -52,7 +52,7 @@ def _site() -> tuple[SiteRuntime, list[SiteData]]:
     runtime = SiteRuntime("a", raw, trainer=None, schema=SCHEMA)  # type: ignore[arg-type]
     rebuilt: list[SiteData] = []
 
-    def rebuild(prepared: SiteData) -> None:
+    def rebuild(prepared: SiteData, targets: TargetScaling | None) -> None:
         runtime.data = prepared
         rebuilt.append(prepared)
 

@@ -12,6 +12,7 @@ Three sources, one bundle format (:mod:`fedpharma.models.bundle`):
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import sqlite3
 from collections.abc import Mapping
@@ -27,6 +28,7 @@ from fedpharma.core.params import Parameters
 from fedpharma.data.datasets import featurizes_molecules
 from fedpharma.data.preprocessing import PreprocessingRecipe, SiteDescription, reference_digest
 from fedpharma.models.bundle import (
+    LABEL_SCALING_FOLDED,
     Architecture,
     ModelManifest,
     Preprocessing,
@@ -35,9 +37,11 @@ from fedpharma.models.bundle import (
     weights_digest,
     write_bundle,
 )
+from fedpharma.models.output import fold_target_scaling
 from fedpharma.models.private_head import HEAD_PREFIX
 from fedpharma.report.summary import SUMMARY_FILE, Relation, load_summary
 from fedpharma.server.coordinator import HEAD_FILE, STORE_FILE, read_head
+from fedpharma.server.feature_statistics import read_target_scaling
 from fedpharma.server.store import RunStore
 from fedpharma.site.checkpoint import read_checkpoint
 
@@ -80,7 +84,13 @@ def run_model(run: Path) -> tuple[ModelManifest, Parameters]:
         epsilon=epsilon,
     )
     preprocessing = recipe_preprocessing(config)
-    return build_manifest(config, task, task_names, params, provenance, preprocessing), params
+    targets = read_target_scaling(run_dir) if task == "regression" else None
+    if targets is not None:  # trained on standardized targets: outputs back in label units
+        params = fold_target_scaling(params, targets)
+    manifest = build_manifest(config, task, task_names, params, provenance, preprocessing)
+    if targets is not None:
+        manifest = dataclasses.replace(manifest, label_scaling=LABEL_SCALING_FOLDED)
+    return manifest, params
 
 
 def site_model(state_dir: Path) -> tuple[ModelManifest, Parameters]:
@@ -110,6 +120,8 @@ def site_model(state_dir: Path) -> tuple[ModelManifest, Parameters]:
     manifest = build_manifest(
         config, task, checkpoint.task_names, params, provenance, preprocessing
     )
+    if checkpoint.label_scaling:  # the site kept its model with the target mapping folded in
+        manifest = dataclasses.replace(manifest, label_scaling=checkpoint.label_scaling)
     return manifest, params
 
 

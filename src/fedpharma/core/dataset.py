@@ -195,3 +195,47 @@ class SiteData:
     train: Dataset
     test: Dataset
     validation: Dataset | None = None
+
+
+@dataclass(frozen=True)
+class TargetScaling:
+    """Regression targets standardized per task for training: the model learns
+    ``(y - center) / scale`` and its outputs are mapped back, ``center + scale * output``, so
+    every prediction and metric is in the labels' own units. ``center`` and ``scale`` are the
+    consortium's pooled label mean and standard deviation
+    (:class:`~fedpharma.data.federated_preprocessing.FittedPreprocessing`)."""
+
+    center: tuple[float, ...]
+    scale: tuple[float, ...]
+
+    def __post_init__(self) -> None:
+        if len(self.center) != len(self.scale) or not self.center:
+            raise ValueError("target scaling needs one center and one scale per task")
+        values = np.asarray([*self.center, *self.scale], dtype=np.float64)
+        if not np.isfinite(values).all() or min(self.scale) <= 0:
+            raise ValueError("target scaling needs finite centers and positive scales")
+
+    def standardize(self, labels: Matrix) -> Matrix:
+        """``labels`` in standardized units (missing labels stay missing)."""
+        center, scale = np.asarray(self.center), np.asarray(self.scale)
+        if labels.shape[1] != len(center):
+            raise ValueError(f"target scaling covers {len(center)} tasks, not {labels.shape[1]}")
+        if isinstance(labels, SparseMatrix):
+            values = (labels.values.astype(np.float64) - center[labels.indices]) / scale[
+                labels.indices
+            ]
+            return SparseMatrix(
+                labels.indptr,
+                labels.indices,
+                values.astype(labels.values.dtype),
+                labels.n_columns,
+                labels.fill,
+            )
+        standardized: npt.NDArray[np.float32] = ((labels - center) / scale).astype(np.float32)
+        return standardized
+
+    def restore(self, outputs: npt.NDArray[np.floating]) -> npt.NDArray[np.float32]:
+        """Model outputs in standardized units → values in label units."""
+        restored = np.asarray(self.center) + np.asarray(self.scale) * outputs.astype(np.float64)
+        mapped: npt.NDArray[np.float32] = restored.astype(np.float32)
+        return mapped

@@ -137,3 +137,65 @@ def _clip(schema: TabularSchema, values: npt.NDArray[np.float64]) -> npt.NDArray
         lows += [column.minimum if numeric and column.minimum is not None else -np.inf] * width
         highs += [column.maximum if numeric and column.maximum is not None else np.inf] * width
     return np.clip(values, np.asarray(lows), np.asarray(highs))
+
+
+def label_bounds(
+    schema: TabularSchema, classification: bool = False
+) -> npt.NDArray[np.float64] | None:
+    """B per label column (binary, or any label of a ``classification``, whose outcomes the
+    data checks hold to 0/1: 1), ``None`` unless every label column declares its range: what
+    bounds a record's label in a secure sum of label statistics."""
+    if classification:
+        return np.ones(len(schema.label_columns))
+    by_name = {c.name: c for c in schema.columns}
+    bounds: list[float] = []
+    for name in schema.label_columns:
+        column = by_name[name]
+        if column.type == "bool":
+            bounds.append(1.0)
+        elif column.minimum is None or column.maximum is None:
+            return None
+        else:
+            bounds.append(max(abs(column.minimum), abs(column.maximum), 1e-12))
+    return np.asarray(bounds)
+
+
+def bounded_label_sums(
+    schema: TabularSchema, labels: npt.NDArray[np.floating], classification: bool = False
+) -> npt.NDArray[np.float64]:
+    """Per label column: the count of recorded labels, then their sum and their sum of squares,
+    each label first clipped into its declared range (a classification's: [0, 1]) and divided
+    by B (squares by B²)."""
+    bounds = label_bounds(schema, classification)
+    if bounds is None:
+        raise DataError(
+            "label statistics in a secure sum need each label column's declared min and max"
+        )
+    values = np.asarray(labels, dtype=np.float64)
+    if values.ndim != 2 or values.shape[1] != len(bounds):
+        raise DataError(f"the schema declares {len(bounds)} label columns; the data has others")
+    columns = {c.name: c for c in schema.columns}
+    lows, highs = np.full(len(bounds), -np.inf), np.full(len(bounds), np.inf)
+    for k, name in enumerate(schema.label_columns):
+        low, high = (0.0, 1.0) if classification else (columns[name].minimum, columns[name].maximum)
+        lows[k] = -np.inf if low is None else low
+        highs[k] = np.inf if high is None else high
+    recorded = ~np.isnan(values)
+    scaled = np.where(recorded, np.clip(values, lows, highs), 0.0) / bounds
+    return np.concatenate(
+        [recorded.sum(axis=0, dtype=np.float64), scaled.sum(axis=0), (scaled**2).sum(axis=0)]
+    )
+
+
+def label_sums_from_bounded(
+    schema: TabularSchema, vector: npt.NDArray[np.floating], classification: bool = False
+) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.float64], npt.NDArray[np.float64]]:
+    """Count, sum and sum of squares per label column, in label units, from a (summed)
+    :func:`bounded_label_sums` vector."""
+    bounds = label_bounds(schema, classification)
+    if bounds is None or vector.shape != (3 * len(bounds),):
+        raise DataError("the bounded label sums do not fit the schema")
+    count, total, squares = (
+        np.asarray(vector[k * len(bounds) : (k + 1) * len(bounds)]) for k in range(3)
+    )
+    return count.astype(np.float64), total * bounds, squares * bounds**2

@@ -18,6 +18,7 @@ counts, means and spreads are kept inside what the schema makes possible.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 from dataclasses import dataclass
@@ -26,11 +27,16 @@ import numpy as np
 import numpy.typing as npt
 
 from fedpharma.core import serde
+from fedpharma.core.dataset import TargetScaling
 from fedpharma.core.errors import DataError
 from fedpharma.data.tabular import Column, TabularSchema
 
-FIT_VERSION = 2
-"""Format version of :class:`FittedPreprocessing`; part of its digest."""
+FIT_VERSION = 3
+"""Format version of :class:`FittedPreprocessing`; part of its digest. Version 3 added the
+regression targets' scaling; a fit without one is still written (and digested) as version 2,
+so earlier fits keep their digests."""
+
+_READABLE_VERSIONS = (2, 3)
 
 MEDIAN_BINS = 100
 """Equal-width bins over a column's declared range whose counts give its federated median."""
@@ -134,6 +140,10 @@ class FittedPreprocessing:
     indicators: tuple[int, ...]  # for each indicator: the input column whose NaN it marks
     indicator_names: tuple[str, ...]
     source: str  # "federated sums" or "declared ranges"
+    # Regression targets: per label column, the pooled mean and standard deviation the model's
+    # targets are standardized by (core.dataset.TargetScaling); empty: not standardized.
+    label_center: tuple[float, ...] = ()
+    label_scale: tuple[float, ...] = ()
 
     @classmethod
     def fit(
@@ -241,6 +251,22 @@ class FittedPreprocessing:
     def output_names(self) -> tuple[str, ...]:
         return (*self.feature_names, *self.indicator_names)
 
+    @property
+    def target_scaling(self) -> TargetScaling | None:
+        """How the regression targets are standardized, if they are."""
+        if not self.label_center:
+            return None
+        return TargetScaling(self.label_center, self.label_scale)
+
+    def with_targets(self, targets: TargetScaling | None) -> FittedPreprocessing:
+        """This fit with the regression targets' scaling (``None``: not standardized)."""
+        if targets is None:
+            return dataclasses.replace(self, label_center=(), label_scale=())
+        center = tuple(float(v) for v in targets.center)
+        return dataclasses.replace(
+            self, label_center=center, label_scale=tuple(float(v) for v in targets.scale)
+        )
+
     def transform(self, features: npt.NDArray[np.floating]) -> npt.NDArray[np.float32]:
         """Impute, add the indicators, standardize: the same function at every site."""
         if features.ndim != 2 or features.shape[1] != len(self.fill):
@@ -258,7 +284,11 @@ class FittedPreprocessing:
     def to_json(self) -> str:
         """Canonical JSON (with its format version): what the digest covers, and what the
         coordinator sends a deployed site (:class:`~fedpharma.core.protocol.PreprocessingTask`)."""
-        document = {"version": FIT_VERSION, **serde.to_dict(self)}
+        fields = serde.to_dict(self)
+        if not self.label_center:  # as version 2 wrote it: the same fit keeps its digest
+            fields = {k: v for k, v in fields.items() if k not in ("label_center", "label_scale")}
+        version = FIT_VERSION if self.label_center else 2
+        document = {"version": version, **fields}
         return json.dumps(document, sort_keys=True, separators=(",", ":"), allow_nan=False)
 
     @classmethod
@@ -269,8 +299,14 @@ class FittedPreprocessing:
             raw = json.loads(text, parse_constant=_refuse_constant)
         except ValueError as exc:
             raise DataError("the fitted preprocessing received is not valid JSON") from exc
-        if not isinstance(raw, dict) or raw.pop("version", None) != FIT_VERSION:
-            raise DataError(f"the fitted preprocessing received is not of version {FIT_VERSION}")
+        version = raw.pop("version", None) if isinstance(raw, dict) else None
+        if not isinstance(raw, dict) or version not in _READABLE_VERSIONS:
+            raise DataError(
+                "the fitted preprocessing received is not of version "
+                f"{' or '.join(str(v) for v in _READABLE_VERSIONS)}"
+            )
+        if version == 2 and ("label_center" in raw or "label_scale" in raw):
+            raise DataError("the fitted preprocessing received (version 2) scales no targets")
         fitted, problems = serde.from_dict(cls, raw, "fitted preprocessing")
         if fitted is not None:
             problems += fitted._problems(schema)
@@ -294,6 +330,16 @@ class FittedPreprocessing:
             not 0 <= i < width for i in self.indicators
         ):
             problems.append("its missingness indicators do not name feature columns")
+        targets = (*self.label_center, *self.label_scale)
+        if self.label_center and (
+            len(self.label_center) != len(schema.label_columns)
+            or len(self.label_scale) != len(self.label_center)
+            or not all(np.isfinite(v) for v in targets)
+            or any(v <= 0 for v in self.label_scale)
+        ):
+            problems.append(
+                "its target scaling needs a finite center and a positive scale per label column"
+            )
         return problems
 
     def digest(self) -> str:
@@ -305,6 +351,40 @@ def fitted_width(schema: TabularSchema) -> int:
     """The model's input width under a fit that indicates every imputing column (a deployed
     run's, :meth:`FittedPreprocessing.fit` with ``indicate_all``): known from the schema."""
     return len(schema.feature_names) + sum(c.impute != "none" for c in schema.feature_columns)
+
+
+def pooled_target_scaling(
+    count: npt.NDArray[np.floating],
+    total: npt.NDArray[np.floating],
+    squares: npt.NDArray[np.floating],
+) -> TargetScaling | None:
+    """The pooled label mean and population standard deviation per task from the summed label
+    counts, sums and sums of squares (:mod:`fedpharma.server.label_statistics`), as scikit-learn's
+    ``StandardScaler`` fits them on the pooled labels (a task with no spread is scaled by 1);
+    ``None`` where a task has no label anywhere."""
+    n, s, q = (np.asarray(a, dtype=np.float64) for a in (count, total, squares))
+    if n.size == 0 or np.any(n <= 0) or not np.isfinite([*s, *q]).all():
+        return None
+    mean = s / n
+    variance = q / n - mean**2
+    std = np.where(variance > 0.0, np.sqrt(np.maximum(variance, 0.0)), 1.0)
+    return TargetScaling(tuple(float(v) for v in mean), tuple(float(v) for v in std))
+
+
+def declared_target_scaling(schema: TabularSchema) -> TargetScaling | None:
+    """From the schema alone (public, costs no privacy): each label column centred on the
+    midpoint of its declared range and scaled by its half-width; ``None`` unless every label
+    column declares a range."""
+    by_name = {c.name: c for c in schema.columns}
+    center: list[float] = []
+    scale: list[float] = []
+    for name in schema.label_columns:
+        lo, hi = by_name[name].minimum, by_name[name].maximum
+        if lo is None or hi is None or hi <= lo:
+            return None
+        center.append((lo + hi) / 2.0)
+        scale.append((hi - lo) / 2.0)
+    return TargetScaling(tuple(center), tuple(scale))
 
 
 def _refuse_constant(name: str) -> float:

@@ -33,6 +33,11 @@ WEIGHTS_FILE = "weights.safetensors"
 LABEL_SCALING_NONE = (
     "none: labels are not transformed; the output layer only starts at the label statistics"
 )
+LABEL_SCALING_FOLDED = (
+    "standardized: trained on targets standardized by the consortium's pooled label mean and "
+    "standard deviation (preprocessing.json); the mapping back is folded into the output "
+    "layer, so outputs are in label units"
+)
 
 Scalar = str | int | float | bool
 

@@ -41,7 +41,7 @@ from fedpharma.models.plugin import ModelPlugin
 from fedpharma.models.trainer import TorchTrainer
 
 if TYPE_CHECKING:
-    from fedpharma.core.dataset import Dataset, Objective
+    from fedpharma.core.dataset import Dataset, Objective, TargetScaling
 
 # Opacus warnings that are expected here and say nothing actionable: the secure-RNG reminder
 # (secure_mode is an explicit constructor choice, documented above), and the full-backward-hook
@@ -136,9 +136,12 @@ class DPSGDTrainer:
         max_grad_norm: float,
         secure_mode: bool = True,
         plugin: ModelPlugin | None = None,
+        targets: TargetScaling | None = None,
     ) -> None:
         _check_dp_settings(noise_multiplier, max_grad_norm)
-        self._plain = TorchTrainer(model_config, training_config, task, n_features, n_tasks, plugin)
+        self._plain = TorchTrainer(
+            model_config, training_config, task, n_features, n_tasks, plugin, targets
+        )
         network = self._plain.build_network()
         check_dp_compatible(network, self._plain.plugin.dp_sgd_problems(network))
         self.model_config = model_config

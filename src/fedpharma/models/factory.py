@@ -14,15 +14,22 @@ from fedpharma.models.base import Trainer
 from fedpharma.models.private_head import PrivateHeadTrainer
 
 if TYPE_CHECKING:
+    from fedpharma.core.dataset import TargetScaling
     from fedpharma.models.dpsgd import DPSGDTrainer
     from fedpharma.models.plugin import ModelPlugin, ModelShape
 
 
 def build_trainer(
-    config: RunConfig, inputs: ModelShape, plugin: ModelPlugin | None = None
+    config: RunConfig,
+    inputs: ModelShape,
+    plugin: ModelPlugin | None = None,
+    *,
+    targets: TargetScaling | None = None,
 ) -> Trainer:
     """The recipe's model and local training, for ``inputs``' task and shape; with
     ``[model] private_heads`` a trainer of the trunk whose head stays at the site.
+    ``targets``: regression targets standardized for training, predictions mapped back (a
+    tabular run's fitted preprocessing; not with private heads, which fit their own head).
 
     ``plugin``: the recipe's ``[model] plugin``, loaded (:func:`load_recipe_plugin`); by
     default it is loaded here."""
@@ -35,6 +42,7 @@ def build_trainer(
         inputs.n_features,
         inputs.n_tasks,
         load_recipe_plugin(config) if plugin is None else plugin,
+        None if config.model.private_heads else targets,
     )
     if config.model.private_heads:
         return PrivateHeadTrainer(
@@ -44,7 +52,11 @@ def build_trainer(
 
 
 def build_private_trainer(
-    config: RunConfig, inputs: ModelShape, *, reproducible: bool = False
+    config: RunConfig,
+    inputs: ModelShape,
+    *,
+    reproducible: bool = False,
+    targets: TargetScaling | None = None,
 ) -> DPSGDTrainer:
     """The recipe's model trained with DP-SGD (record-level DP); σ and C come per task.
 
@@ -63,6 +75,7 @@ def build_private_trainer(
         max_grad_norm=dp.max_grad_norm,
         secure_mode=not reproducible,
         plugin=load_recipe_plugin(config),
+        targets=None if config.model.private_heads else targets,
     )
 
 

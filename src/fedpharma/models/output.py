@@ -13,6 +13,7 @@ from __future__ import annotations
 import numpy as np
 import numpy.typing as npt
 
+from fedpharma.core.dataset import TargetScaling
 from fedpharma.core.params import Parameters
 
 HEAD_WEIGHT = "head.weight"
@@ -42,4 +43,21 @@ def calibrate_output_layer(
         bias[known] = np.log(rate[known] / (1 - rate[known]))
     named[HEAD_BIAS] = bias.astype(params.arrays[params.names.index(HEAD_BIAS)].dtype)
     named[HEAD_WEIGHT] = weight.astype(params.arrays[params.names.index(HEAD_WEIGHT)].dtype)
+    return Parameters(params.names, tuple(named[name] for name in params.names))
+
+
+def fold_target_scaling(params: Parameters, targets: TargetScaling) -> Parameters:
+    """``params`` of a model trained on standardized regression targets, with the mapping back
+    (``center + scale * output``) folded into its output layer: the head's rows times ``scale``,
+    its bias ``center + scale * bias``. The folded model's outputs are in label units exactly,
+    so an exported bundle needs no separate label transform."""
+    named = params.to_dict()
+    center = np.asarray(targets.center, dtype=np.float64)
+    scale = np.asarray(targets.scale, dtype=np.float64)
+    weight = named[HEAD_WEIGHT].astype(np.float64)
+    bias = named[HEAD_BIAS].astype(np.float64)
+    if bias.shape != center.shape:
+        raise ValueError(f"the model has {bias.shape[0]} outputs; the scaling {center.shape[0]}")
+    named[HEAD_WEIGHT] = (weight * scale[:, None]).astype(np.float32)
+    named[HEAD_BIAS] = (center + scale * bias).astype(np.float32)
     return Parameters(params.names, tuple(named[name] for name in params.names))

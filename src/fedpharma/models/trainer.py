@@ -41,7 +41,7 @@ from fedpharma.models.plugin import FeedForwardPlugin, ModelPlugin, PluginInputs
 from fedpharma.models.pretrained import apply_pretrained, load_weights
 
 if TYPE_CHECKING:
-    from fedpharma.core.dataset import Dataset, Objective
+    from fedpharma.core.dataset import Dataset, Objective, TargetScaling
 
 PREDICT_BATCH_ROWS = 8192  # large: inference keeps no activations for backward
 
@@ -64,6 +64,7 @@ class TorchTrainer:
         n_features: int,
         n_tasks: int,
         plugin: ModelPlugin | None = None,
+        targets: TargetScaling | None = None,
     ) -> None:
         if training_config.optimizer not in ("adam", "sgd"):
             raise ValueError(f"unknown optimizer {training_config.optimizer!r}")
@@ -73,6 +74,8 @@ class TorchTrainer:
         self.n_features = n_features
         self.n_tasks = n_tasks
         self.plugin: ModelPlugin = FeedForwardPlugin() if plugin is None else plugin
+        # Regression targets standardized for training, outputs mapped back (core.dataset)
+        self.targets = targets if task == "regression" else None
         self._network = self.build_network()
         self._device: torch.device | None = None  # resolved when the site first trains
         self._inputs: dict[int, tuple[weakref.ref[Dataset], PluginInputs]] = {}
@@ -195,7 +198,8 @@ class TorchTrainer:
         return Parameters(names, arrays)
 
     def predict(self, params: Parameters, data: Dataset) -> npt.NDArray[np.float32]:
-        """n×t predictions for ``data``: regression values, or class-1 probabilities (sigmoid)."""
+        """n×t predictions for ``data``: regression values (in label units, with standardized
+        ``targets`` too), or class-1 probabilities (sigmoid)."""
         tensors, inputs = self._prepared(data)
         network = self._network
         set_parameters(network, params)
@@ -209,7 +213,8 @@ class TorchTrainer:
             outputs = torch.cat(chunks) if chunks else torch.zeros((0, self.n_tasks))
             if self.task == "classification":
                 outputs = torch.sigmoid(outputs)
-            return outputs.cpu().numpy().astype(np.float32, copy=False)
+            predicted = outputs.cpu().numpy().astype(np.float32, copy=False)
+        return predicted if self.targets is None else self.targets.restore(predicted)
 
     def _class_weights(self, data: Dataset, device: torch.device) -> torch.Tensor | None:
         """``[training] class_weight = "balanced"``: this site's balanced weights per task,
@@ -253,7 +258,8 @@ class TorchTrainer:
         if self._device is None:
             self._device = resolve_device(self.training_config.device)
             self._network.to(self._device)
-        return TensorData(data.features, data.labels, self._device)
+        labels = data.labels if self.targets is None else self.targets.standardize(data.labels)
+        return TensorData(data.features, labels, self._device)
 
     def _prepared(self, data: Dataset) -> tuple[TensorData, PluginInputs]:
         """``data`` as tensors and as the plugin's inputs, kept for the next calls."""

@@ -305,8 +305,9 @@ def run_coordinator(
         def calibrate(parameters: Parameters) -> Parameters:
             """Prepare tabular rows, then start the output layer at the labels, exactly as a
             simulation does."""
+            targets = None
             if schema is not None:
-                prepare_tabular_sites(
+                fitted = prepare_tabular_sites(
                     gate,
                     run_id,
                     recipe,
@@ -315,9 +316,18 @@ def run_coordinator(
                     say,
                     server.channel.dismiss,
                     control.round_timeout,
+                    _ckks_context(config) if recipe.secure.mode == "ckks" else None,
                 )
+                targets = fitted.target_scaling
             calibrated, how = calibrated_start(
-                recipe, gate, run_id, parameters, shape.task, shape.n_tasks, control.round_timeout
+                recipe,
+                gate,
+                run_id,
+                parameters,
+                shape.task,
+                shape.n_tasks,
+                control.round_timeout,
+                targets=targets,
             )
             say(how)
             return calibrated

@@ -15,7 +15,7 @@ import numpy as np
 import numpy.typing as npt
 
 from fedpharma.core.config import RunConfig
-from fedpharma.core.dataset import Objective
+from fedpharma.core.dataset import Objective, TargetScaling
 from fedpharma.core.errors import ConfigError
 from fedpharma.core.params import Parameters
 from fedpharma.core.protocol import Channel, LabelStatisticsResult, LabelStatisticsTask, Task
@@ -25,12 +25,15 @@ from fedpharma.server.round import sort_replies
 
 @dataclass(frozen=True)
 class LabelStatistics:
-    """Pooled per-task label count, mean and standard deviation (NaN where no labels)."""
+    """Pooled per-task label count, mean and standard deviation (NaN where no labels), and the
+    summed sum and sum of squares they come from."""
 
     count: npt.NDArray[np.float64]
     mean: npt.NDArray[np.float64]
     std: npt.NDArray[np.float64]
     sites: tuple[str, ...]
+    total: npt.NDArray[np.float64]
+    sum_of_squares: npt.NDArray[np.float64]
 
 
 def gather_label_statistics(
@@ -56,7 +59,8 @@ def gather_label_statistics(
     with np.errstate(invalid="ignore", divide="ignore"):
         mean = np.where(count > 0, total / count, np.nan)
         variance = np.where(count > 1, squares / count - mean**2, np.nan)
-    return LabelStatistics(count, mean, np.sqrt(np.maximum(variance, 0.0)), tuple(contributors))
+    spread = np.sqrt(np.maximum(variance, 0.0))
+    return LabelStatistics(count, mean, spread, tuple(contributors), total, squares)
 
 
 UNCALIBRATED_UNDER_DP = (
@@ -67,6 +71,22 @@ UNCALIBRATED_UNDER_DP = (
 )
 
 
+def label_prior(config: RunConfig, n_tasks: int) -> TargetScaling | None:
+    """The recipe's public label prior (``[model] label_mean`` / ``label_std``), if any."""
+    model = config.model
+    if not model.label_mean:
+        return None
+    if len(model.label_mean) != n_tasks:
+        raise ConfigError(
+            [f"[model] label_mean has {len(model.label_mean)} values; the data has {n_tasks}"]
+        )
+    std = tuple(s if s > 0 else 1.0 for s in model.label_std or (1.0,) * n_tasks)
+    try:
+        return TargetScaling(tuple(model.label_mean), std)
+    except ValueError as exc:
+        raise ConfigError([f"[model] label_mean / label_std: {exc}"]) from exc
+
+
 def calibrated_start(
     config: RunConfig,
     channel: Channel,
@@ -75,20 +95,28 @@ def calibrated_start(
     task: Objective,
     n_tasks: int,
     timeout: float | None = None,
+    *,
+    targets: TargetScaling | None = None,
 ) -> tuple[Parameters, str]:
     """The initial parameters with the output layer at the labels, and a line saying how.
 
     A public prior (``[model] label_mean``) wins; else, without DP, the sites' pooled label
     statistics; under DP nothing data-dependent is released, so the head stays as initialised.
+    With regression ``targets`` standardized (a tabular fit) the labels the model learns have
+    mean 0 and spread 1, where the head starts already: nothing to calibrate. A classification's
+    ``targets`` (a tabular fit under secure aggregation) hold the pooled positive rate, summed
+    securely: the head starts there, and no plain label statistics are asked for.
     """
     model = config.model
     if model.private_heads:
         return parameters, "output layers are private: each site starts its head at its own labels"
+    if targets is not None and task == "regression":
+        return parameters, (
+            "output layer as initialised (near 0): it learns standardized targets (pooled mean "
+            "0, spread 1)"
+        )
     if model.label_mean:
-        if len(model.label_mean) != n_tasks:
-            raise ConfigError(
-                [f"[model] label_mean has {len(model.label_mean)} values; the data has {n_tasks}"]
-            )
+        label_prior(config, n_tasks)  # checks the prior's length
         mean = np.array(model.label_mean, dtype=np.float64)
         std = np.array(model.label_std or [1.0] * n_tasks, dtype=np.float64)
         return calibrate_output_layer(
@@ -96,6 +124,10 @@ def calibrated_start(
         ), "output layer set from the public label prior"
     if not config.training.calibrate_output:
         return parameters, "output layer as initialised"
+    if targets is not None:  # a classification's label statistics, summed securely with the fit
+        rate = np.array(targets.center, dtype=np.float64)
+        calibrated = calibrate_output_layer(parameters, task, rate, np.ones_like(rate))
+        return calibrated, "output layer calibrated to the sites' securely summed label statistics"
     if config.privacy.enabled:
         return parameters, UNCALIBRATED_UNDER_DP
     statistics = gather_label_statistics(channel, run_id, n_tasks, timeout)

@@ -112,9 +112,12 @@ class SecAggCollector:
         run_id: str,
         timeout: float | None = None,
         on_rejected: Rejected | None = None,
+        codec: FixedPoint | None = None,
     ) -> SecureMean:
         """Run phases 1–4 with the sites whose advertisements arrived; return the mean update.
-        ``on_rejected`` is told each message rejected in any phase, as in a plaintext round."""
+        ``on_rejected`` is told each message rejected in any phase, as in a plaintext round.
+        ``codec``: the fixed-point encoding the sites were told, where it is not the updates'
+        (a secure sum of statistics, :mod:`fedpharma.server.secure_statistics`)."""
         if n_sites < MIN_SITES:
             raise RoundFailed(
                 f"round {rnd}: {n_sites} site(s) selected, secure aggregation needs at least "
@@ -157,7 +160,8 @@ class SecAggCollector:
                 UnmaskingShares.from_bytes,
             )
             secure_sum = server.unmask(responses)
-            mean, n_examples = self.codec(n_sites).decode_weighted_mean(secure_sum.total)
+            fixed = self.codec(n_sites) if codec is None else codec
+            mean, n_examples = fixed.decode_weighted_mean(secure_sum.total)
         except (CryptoError, ProtocolError) as exc:
             raise AttemptFailed(
                 f"round {rnd}: secure aggregation failed: {exc}", drops.reasons

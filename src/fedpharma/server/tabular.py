@@ -29,8 +29,16 @@ from fedpharma.core.protocol import (
 from fedpharma.data.federated_preprocessing import FittedPreprocessing
 from fedpharma.data.schema import load_schema, schema_beside
 from fedpharma.data.tabular import TabularSchema
+from fedpharma.secure.ckks import PublicContext
 from fedpharma.server.data_checks import gather_data_checks
-from fedpharma.server.feature_statistics import fit_preprocessing, write_fit
+from fedpharma.server.feature_statistics import (
+    fit_preprocessing,
+    secure_calibration,
+    secure_statistics,
+    standardizes_targets,
+    write_fit,
+)
+from fedpharma.server.label_statistics import label_prior
 
 Dismiss = Callable[[str, str], None]
 
@@ -73,8 +81,10 @@ def prepare_tabular_sites(
     say: Callable[[str], None],
     dismiss: Dismiss,
     timeout: float | None = None,
+    ckks_context: PublicContext | None = None,
 ) -> FittedPreprocessing:
-    """Check, fit and hand out the preprocessing; return the fit."""
+    """Check, fit and hand out the preprocessing; return the fit. Under ``[secure]`` the
+    statistics are a secure sum (CKKS: with the coordinator's public ``ckks_context``)."""
     task: Objective = "classification" if recipe.dataset.task == "classification" else "regression"
     checks = gather_data_checks(channel, run_id, schema, task, recipe.data_checks, timeout)
     for line in checks.lines():
@@ -91,6 +101,10 @@ def prepare_tabular_sites(
         timeout,
         noise_multiplier=recipe.privacy.statistics_noise_multiplier,
         indicate_all=True,
+        standardize_targets=standardizes_targets(recipe, task),
+        label_prior=label_prior(recipe, len(schema.label_columns)),
+        secure=secure_statistics(recipe, ckks_context),
+        calibration_labels=secure_calibration(recipe, task),
     )
     say(how)
     write_fit(run_dir, fitted)

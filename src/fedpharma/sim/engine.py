@@ -119,12 +119,14 @@ def simulate(
     if sim.import_summary:
         say(f"import: {sim.import_summary}")
     say(_describe_sites(sim))
+    # CKKS in simulation: a fresh consortium key; the coordinator gets only its public context.
+    ckks_key = create_secret_context() if config.secure.mode == "ckks" else None
     if is_tabular_file(config):
-        site_data, dataset, _fitted = preprocess_sites(
-            config, sim.sites, sim.dataset, run_dir, run_id, say
+        site_data, dataset, fitted = preprocess_sites(
+            config, sim.sites, sim.dataset, run_dir, run_id, say, ckks_key
         )
-        sim = Simulation(site_data, dataset, sim.invalid_molecules)
-    trainer = build_trainer(config, sim.dataset)
+        sim = Simulation(site_data, dataset, sim.invalid_molecules, targets=fitted.target_scaling)
+    trainer = build_trainer(config, sim.dataset, targets=sim.targets)
     initial = trainer.initial_parameters(config.seed)
 
     store = RunStore.create(run_dir / "run.sqlite", run_id, config.to_dict(), durable=False)
@@ -133,8 +135,6 @@ def simulate(
     observers: list[Any] = [privacy, curves]
     if on_round is not None:
         observers.append(_Callback(on_round, config.rounds))
-    # CKKS in simulation: a fresh consortium key; the coordinator gets only its public context.
-    ckks_key = create_secret_context() if config.secure.mode == "ckks" else None
     trainers = site_trainers(config, sim, trainer)
     # [simulation] backend: here, in worker processes or on Ray actors (those load their own).
     local = config.simulation.backend == "sequential"
@@ -170,7 +170,13 @@ def simulate(
     # the references, which all start from the same model.
     with backend:
         initial, how = calibrated_start(
-            config, channel, run_id, initial, sim.dataset.task, sim.dataset.n_tasks
+            config,
+            channel,
+            run_id,
+            initial,
+            sim.dataset.task,
+            sim.dataset.n_tasks,
+            targets=sim.targets,
         )
         say(how)
         fed_started = time.perf_counter()

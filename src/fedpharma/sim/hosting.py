@@ -66,8 +66,9 @@ def host_sites(config: RunConfig, names: Sequence[str], run_dir: Path) -> dict[s
             sim,
             sites=apply_fit(fitted, sim.sites),
             dataset=transformed(fitted, sim.dataset),
+            targets=fitted.target_scaling,
         )
-    trainer = build_trainer(config, sim.dataset)
+    trainer = build_trainer(config, sim.dataset, targets=sim.targets)
     runtimes = build_site_runtimes(config, sim, site_trainers(config, sim, trainer), run_dir)
     return dict(runtimes)
 

@@ -14,7 +14,7 @@ import numpy as np
 import numpy.typing as npt
 
 from fedpharma.core.config import RunConfig
-from fedpharma.core.dataset import Dataset, SiteData
+from fedpharma.core.dataset import Dataset, SiteData, TargetScaling
 from fedpharma.data.datasets import featurizes_molecules, load_dataset
 from fedpharma.data.partition import holdout_split, partition
 from fedpharma.data.permutation import site_permutation
@@ -39,6 +39,8 @@ class Simulation:
     dataset: Dataset
     invalid_molecules: int
     import_summary: str = ""  # the molecule file's import report (rows and reasons, no SMILES)
+    # Tabular regression: the fitted standardization of the targets every trainer applies
+    targets: TargetScaling | None = None
 
 
 def prepare_sites(config: RunConfig) -> Simulation:
@@ -90,7 +92,10 @@ def site_trainers(config: RunConfig, sim: Simulation, shared: Trainer) -> dict[s
     fresh trainer per site, over its own tasks, that keeps its head at the site."""
     if not config.model.private_heads:
         return dict.fromkeys(sim.sites, shared)
-    return {name: build_trainer(config, data.train) for name, data in sim.sites.items()}
+    return {
+        name: build_trainer(config, data.train, targets=sim.targets)
+        for name, data in sim.sites.items()
+    }
 
 
 def build_site_runtimes(
@@ -107,7 +112,7 @@ def build_site_runtimes(
     plugin against ``[site_policy] approved_plugins``."""
     private_trainer = (
         # Simulation is reproducible from the seed: its DP-SGD noise is seeded (not a deployment).
-        build_private_trainer(config, sim.dataset, reproducible=True)
+        build_private_trainer(config, sim.dataset, reproducible=True, targets=sim.targets)
         if config.privacy.record_level
         else None
     )

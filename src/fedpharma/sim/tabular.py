@@ -24,15 +24,22 @@ from fedpharma.data.datasets import resolve_schema
 from fedpharma.data.federated_preprocessing import FittedPreprocessing
 from fedpharma.data.schema import schema_toml
 from fedpharma.models.base import Trainer
+from fedpharma.secure.ckks import SecretContext
+from fedpharma.secure.identity import ephemeral_consortium
 from fedpharma.server.data_checks import gather_data_checks
 from fedpharma.server.feature_statistics import (
     PREPROCESSING_FILE,
     fit_preprocessing,
     read_fit,
+    secure_calibration,
+    secure_statistics,
+    standardizes_targets,
     write_fit,
 )
+from fedpharma.server.label_statistics import label_prior
 from fedpharma.sim.privacy import site_policy
 from fedpharma.site.runtime import SiteRuntime
+from fedpharma.site.secure import SecureParticipation
 from fedpharma.transport.inprocess import InProcessChannel
 
 
@@ -47,8 +54,11 @@ def preprocess_sites(
     run_dir: Path,
     run_id: str,
     say: Callable[[str], None],
+    ckks_key: SecretContext | None = None,
 ) -> tuple[dict[str, SiteData], Dataset, FittedPreprocessing]:
-    """Each site's data, and the whole dataset, through the consortium's federated fit."""
+    """Each site's data, and the whole dataset, through the consortium's federated fit; under
+    ``[secure]`` the statistics are a secure sum among the sites (each with an identity from a
+    throwaway consortium CA, and ``ckks_key`` for CKKS), as the updates will be."""
     schema, declared = resolve_schema(config.dataset)
     if config.partition.method == "natural" and schema.site_column is None:
         raise ConfigError(
@@ -65,6 +75,15 @@ def preprocess_sites(
             + schema_toml(schema)
         )
     # Checks and statistics are answered before any model exists: the runtimes hold no trainer.
+    secure: dict[str, SecureParticipation] = {}
+    if config.secure.enabled:
+        consortium, identities = ephemeral_consortium(sorted(sites))
+        secure = {
+            name: SecureParticipation(
+                identities[name], consortium, min_sites=config.strategy.min_sites, ckks_key=ckks_key
+            )
+            for name in sites
+        }
     runtimes = {
         name: SiteRuntime(
             name,
@@ -73,6 +92,7 @@ def preprocess_sites(
             policy=site_policy(config, run_dir / "sites" / name),
             schema=schema,
             noise_source=_statistics_noise(config.seed, index),
+            secure=secure.get(name),
         )
         for index, (name, data) in enumerate(sites.items())
     }
@@ -90,6 +110,10 @@ def preprocess_sites(
         run_id,
         schema,
         noise_multiplier=config.privacy.statistics_noise_multiplier,
+        standardize_targets=standardizes_targets(config, dataset.task),
+        label_prior=label_prior(config, dataset.n_tasks),
+        secure=secure_statistics(config, None if ckks_key is None else ckks_key.public_context()),
+        calibration_labels=secure_calibration(config, dataset.task),
     )
     say(how)
     write_fit(run_dir, fitted)

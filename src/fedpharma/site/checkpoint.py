@@ -40,6 +40,9 @@ class SiteCheckpoint:
     recipe: Mapping[str, object]
     preprocessing: str = ""
     epsilon: Mapping[str, float] = field(default_factory=dict)
+    # Non-empty: the model was trained on standardized regression targets and the mapping back
+    # is folded into its output layer (the bundle manifest's label_scaling, in words).
+    label_scaling: str = ""
 
 
 def write_checkpoint(state_dir: Path, checkpoint: SiteCheckpoint, params: Parameters) -> None:
@@ -97,6 +100,7 @@ class SiteModelKeeper:
         task_names: tuple[str, ...],
         params: Parameters,
         epsilon: Mapping[str, float] | None = None,
+        label_scaling: str = "",
     ) -> None:
         self.epsilon |= dict(epsilon or {})
         checkpoint = SiteCheckpoint(
@@ -110,5 +114,6 @@ class SiteModelKeeper:
             recipe=self.recipe,
             preprocessing=self.preprocessing,
             epsilon=dict(self.epsilon),
+            label_scaling=label_scaling,
         )
         write_checkpoint(self.state_dir, checkpoint, params)

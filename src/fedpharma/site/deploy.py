@@ -30,7 +30,7 @@ from pathlib import Path
 import numpy as np
 
 from fedpharma.core.config import DatasetConfig, RunConfig, load_site_policy, site_policy_toml
-from fedpharma.core.dataset import SiteData
+from fedpharma.core.dataset import SiteData, TargetScaling
 from fedpharma.core.deploy_config import SiteConfig, SiteDataConfig
 from fedpharma.core.errors import ConfigError, DataError, PolicyRefused
 from fedpharma.data.datasets import featurizes_molecules, load_dataset, resolve_schema
@@ -47,7 +47,7 @@ from fedpharma.site.policy import SitePolicy
 from fedpharma.site.runtime import SiteRuntime
 from fedpharma.site.scaffold import ControlVariates
 from fedpharma.site.secure import SecureParticipation
-from fedpharma.site.tabular import TabularPreparation
+from fedpharma.site.tabular import Rebuild, TabularPreparation
 from fedpharma.site.witness import HeadWitness
 from fedpharma.transport.pki import CA_FILE, CERT_FILE, CKKS_SECRET_FILE, KEY_FILE
 
@@ -193,14 +193,14 @@ def build_site(
     return runtime
 
 
-def _rebuild(runtime: SiteRuntime, recipe: RunConfig) -> Callable[[SiteData], None]:
-    """Give ``runtime`` its prepared rows and trainers of their width."""
+def _rebuild(runtime: SiteRuntime, recipe: RunConfig) -> Rebuild:
+    """Give ``runtime`` its prepared rows and trainers of their width and target scaling."""
 
-    def rebuild(data: SiteData) -> None:
+    def rebuild(data: SiteData, targets: TargetScaling | None) -> None:
         runtime.data = data
-        runtime.trainer = build_trainer(recipe, data.train)
+        runtime.trainer = build_trainer(recipe, data.train, targets=targets)
         if runtime.policy is not None:
-            private = build_private_trainer(recipe, data.train)
+            private = build_private_trainer(recipe, data.train, targets=targets)
             runtime.private_trainer = runtime.dp.private_trainer = private
 
     return rebuild

@@ -55,6 +55,8 @@ from fedpharma.evaluation.label_statistics import label_sums
 from fedpharma.evaluation.metrics import compute_metrics
 from fedpharma.evaluation.selection import VALIDATION_PREFIX
 from fedpharma.models.base import FitOutput, Trainer
+from fedpharma.models.bundle import LABEL_SCALING_FOLDED
+from fedpharma.models.output import fold_target_scaling
 from fedpharma.models.private_head import PrivateHeadTrainer, join_head
 from fedpharma.privacy import production_rng
 from fedpharma.site.checkpoint import SiteModelKeeper
@@ -63,7 +65,11 @@ from fedpharma.site.plugin_approval import PluginApproval
 from fedpharma.site.policy import SitePolicy
 from fedpharma.site.scaffold import ControlVariates, check_scaffold, scaffold_fit
 from fedpharma.site.secure import SecureParticipation
-from fedpharma.site.statistics import release_feature_sums
+from fedpharma.site.statistics import (
+    SECURE_STATISTICS,
+    release_feature_sums,
+    secure_statistics_vector,
+)
 from fedpharma.site.tabular import TabularPreparation
 
 if TYPE_CHECKING:
@@ -165,10 +171,10 @@ class SiteRuntime:
                 return self._check_data(task)
             if isinstance(task, PreprocessingTask):
                 return self._apply_preprocessing(task)
+            if isinstance(task, LabelStatisticsTask):  # raw labels: a tabular fit scales them
+                return self._label_statistics(task)
             if self.tabular is not None:
                 self.tabular.require_applied()
-            if isinstance(task, LabelStatisticsTask):
-                return self._label_statistics(task)
             return self._evaluate(task)
         except PrivacyBudgetExceeded as exc:
             return Refusal(task.run_id, task.round, self.name, "privacy-budget", str(exc))
@@ -257,7 +263,16 @@ class SiteRuntime:
             k.removeprefix("epsilon_"): v for k, v in metrics.items() if k.startswith("epsilon_")
         }
         train = self.data.train
-        self.keeper.keep(task.run_id, task.round, train.task, train.task_names, model, epsilon)
+        applied = None if self.tabular is None else self.tabular.applied
+        targets = None if applied is None else applied.target_scaling
+        if train.task != "regression":
+            targets = None
+        if targets is not None:  # trained on standardized targets: kept in label units
+            model = fold_target_scaling(model, targets)
+        folded = LABEL_SCALING_FOLDED if targets is not None else ""
+        self.keeper.keep(
+            task.run_id, task.round, train.task, train.task_names, model, epsilon, folded
+        )
 
     def _secure(self) -> SecureParticipation:
         if self.secure is None:
@@ -286,15 +301,47 @@ class SiteRuntime:
     def _label_statistics(self, task: LabelStatisticsTask) -> LabelStatisticsResult:
         """Per-task count, sum and sum of squares of the training labels (no record leaves)."""
         self._refuse_unaccounted("label statistics")
-        sums = label_sums(self.data.train.labels)
+        sums = label_sums(self._raw().train.labels)
         return LabelStatisticsResult(
             task.run_id, task.round, self.name, sums.count, sums.total, sums.sum_of_squares
         )
 
-    def _feature_statistics(self, task: FeatureStatisticsTask) -> FeatureStatisticsResult:
+    def _feature_statistics(
+        self, task: FeatureStatisticsTask
+    ) -> FeatureStatisticsResult | SecureReply:
         """Per-column count, sum and sum of squares of the raw training features (and median
         histograms), plain or under DP as the task and this site's policy say
-        (:mod:`fedpharma.site.statistics`)."""
+        (:mod:`fedpharma.site.statistics`); under secure aggregation only as this site's input
+        to the secure sum (weight 1: the coordinator learns the sum and the number of sites)."""
+        if task.secure is not None:
+            self._secure().check(task.secure)  # before any record is read
+            raw = self._raw().train
+            vector = secure_statistics_vector(
+                dense(raw.features),
+                raw.dense_labels(),
+                self.schema,
+                self.policy,
+                task.noise_multiplier,
+                self.dp.noise_source(task.round),
+                task.run_id,
+                task.round,
+                with_labels=task.labels,
+                classification=raw.task == "classification",
+            )
+            if isinstance(task.secure, SecAggSettings) and len(raw) > task.secure.clip:
+                raise DataError(
+                    f"this site holds {len(raw)} training rows, more than the secure sum's range "
+                    f"({task.secure.clip:g}) holds; raise [secure] max_examples"
+                )
+            statistics = Parameters((SECURE_STATISTICS,), (vector,))
+            return self._secure().contribute(task, task.secure, statistics, 1)
+        policy = self.policy
+        if policy is not None and policy.config.require_secure:
+            raise PolicyRefused(
+                "this site's policy requires secure aggregation and the task would send its "
+                'feature sums in the clear; set [secure] mode = "secagg" or "ckks" in the run '
+                "config"
+            )
         sums = release_feature_sums(
             dense(self._raw().train.features),
             self.schema,

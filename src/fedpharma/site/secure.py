@@ -19,7 +19,7 @@ from dataclasses import dataclass
 
 from fedpharma.core.errors import CryptoError, PolicyRefused, ProtocolError
 from fedpharma.core.params import Parameters
-from fedpharma.core.protocol import SecureReply, SecureTask, TrainTask
+from fedpharma.core.protocol import FeatureStatisticsTask, SecureReply, SecureTask, TrainTask
 from fedpharma.core.protocol.messages import SECURE_FIRST_PHASE
 from fedpharma.core.protocol.settings import CKKSSettings, SecAggSettings, SecureSettings
 from fedpharma.secure.ckks import SecretContext
@@ -114,10 +114,15 @@ class SecureParticipation:
         self._key(settings)
 
     def contribute(
-        self, task: TrainTask, settings: SecureSettings, update: Parameters, weight: int
+        self,
+        task: TrainTask | FeatureStatisticsTask,
+        settings: SecureSettings,
+        update: Parameters,
+        weight: int,
     ) -> SecureReply:
         """The train task's answer: a key advertisement (secagg) or the encrypted weighted
-        update (CKKS); the update itself stays here."""
+        update (CKKS); the update itself stays here. A feature-statistics task's input (its
+        bounded sums) is summed the same way."""
         flat = update.flatten()
         key = (task.run_id, task.round)
         if isinstance(settings, CKKSSettings):

@@ -4,8 +4,10 @@ A site holding a clinical CSV keeps its rows raw (missing values as NaN, origina
 the coordinator sends the fit it made from every site's sums
 (:class:`~fedpharma.core.protocol.PreprocessingTask`); the site checks it against its own
 declared schema, applies it to its train, validation and test rows and rebuilds its trainers for
-the new input width. Until then it refuses to train or evaluate: a model on raw rows would not be
-the consortium's. Feature statistics and data checks always read the raw rows.
+the new input width (and, in a regression, for the fit's target standardization: training on
+standardized labels, predictions and metrics in label units). Until then it refuses to train
+or evaluate: a model on raw rows would not be the consortium's. Feature statistics, label
+statistics and data checks always read the raw rows.
 """
 
 from __future__ import annotations
@@ -13,13 +15,14 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Callable
 
-from fedpharma.core.dataset import Dataset, SiteData, dense
+from fedpharma.core.dataset import Dataset, SiteData, TargetScaling, dense
 from fedpharma.core.errors import DataError
 from fedpharma.data.federated_preprocessing import FittedPreprocessing
 from fedpharma.data.tabular import TabularSchema
 
-Rebuild = Callable[[SiteData], None]
-"""Give the runtime its transformed data and trainers of the matching width."""
+Rebuild = Callable[[SiteData, TargetScaling | None], None]
+"""Give the runtime its transformed data and trainers of the matching width (and, for
+regression, the fit's standardization of the targets)."""
 
 
 class TabularPreparation:
@@ -45,7 +48,8 @@ class TabularPreparation:
 
         raw = self.raw
         validation = None if raw.validation is None else transform(raw.validation)
-        self.rebuild(SiteData(transform(raw.train), transform(raw.test), validation))
+        prepared = SiteData(transform(raw.train), transform(raw.test), validation)
+        self.rebuild(prepared, fitted.target_scaling)
         self.applied = fitted
         return fitted
 

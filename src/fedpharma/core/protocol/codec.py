@@ -45,7 +45,13 @@ from fedpharma.core.protocol.messages import (
     TrainResult,
     TrainTask,
 )
-from fedpharma.core.protocol.settings import TrainSettings, settings_from_json, settings_to_json
+from fedpharma.core.protocol.settings import (
+    TrainSettings,
+    secure_settings_from_json,
+    secure_settings_to_json,
+    settings_from_json,
+    settings_to_json,
+)
 
 MAGIC = b"FPM1"
 MAX_HEADER_BYTES = 1 << 20
@@ -115,6 +121,8 @@ def encode_message_parts(message: Message) -> EncodedMessage:
             payload = (bytes(value),)
         elif isinstance(value, TrainSettings):
             header[f.name] = settings_to_json(value)
+        elif f.name == "secure":
+            header[f.name] = secure_settings_to_json(value)
         else:
             header[f.name] = value
     try:
@@ -200,6 +208,10 @@ def _check_field(type_name: str, name: str, value: Any) -> Any:
         return {k: float(v) for k, v in value.items()}
     if name == "settings":
         return settings_from_json(value)
+    if name == "secure":
+        return secure_settings_from_json(value)
+    if name == "labels" and not isinstance(value, bool):
+        raise ProtocolError(f"{where} must be true or false")
     if name in _TEXT_LIST_FIELDS:
         if (
             not isinstance(value, list)

@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 
 from fedpharma.core.errors import ProtocolError
 from fedpharma.core.params import Parameters
-from fedpharma.core.protocol.settings import TrainSettings
+from fedpharma.core.protocol.settings import SecureSettings, TrainSettings
 
 PROTOCOL_VERSION = 2
 """Version 2: train tasks carry typed settings; label statistics are their own task."""
@@ -180,11 +180,18 @@ class FeatureStatisticsTask:
     """Send your raw training features' per-column sums, to fit the consortium's imputation and
     standardization (:mod:`fedpharma.data.federated_preprocessing`); with ``noise_multiplier``
     σ, as the Gaussian mechanism on clipped per-record contributions
-    (:mod:`fedpharma.data.bounded_statistics`), charged to the site's record-level budget."""
+    (:mod:`fedpharma.data.bounded_statistics`), charged to the site's record-level budget.
+
+    With ``secure`` set, the site answers with a :class:`SecureReply` (the first phase of that
+    secure aggregation, as a secure train task's) whose input is its vector of bounded sums
+    (and, with ``labels``, its label columns' bounded count, sum and sum of squares): the
+    coordinator learns only the sum over the sites (:mod:`fedpharma.server.secure_statistics`)."""
 
     run_id: str
     round: int
     noise_multiplier: float | None = None
+    secure: SecureSettings | None = None
+    labels: bool = False
 
 
 @dataclass(frozen=True)
@@ -267,7 +274,10 @@ Reply = (
 
 
 def secure_mode(task: Task) -> str | None:
-    """The secure-aggregation mode a train task runs under ("secagg", "ckks"), else None."""
+    """The secure-aggregation mode a train or feature-statistics task runs under ("secagg",
+    "ckks"), else None."""
+    if isinstance(task, FeatureStatisticsTask):
+        return None if task.secure is None else task.secure.kind
     if not isinstance(task, TrainTask) or task.settings.secure is None:
         return None
     return task.settings.secure.kind

@@ -145,6 +145,19 @@ def settings_from_json(raw: object) -> TrainSettings:
     return settings
 
 
+def secure_settings_to_json(settings: SecureSettings | None) -> dict[str, Any] | None:
+    """A task's secure-aggregation settings as JSON data (``None`` when there are none)."""
+    return None if settings is None else _without_defaults(settings)
+
+
+def secure_settings_from_json(raw: object) -> SecureSettings | None:
+    """The secure-aggregation settings in ``raw`` (``None`` for null), checked as a train
+    task's are; a :class:`ProtocolError` naming every problem otherwise."""
+    if raw is None:
+        return None
+    return settings_from_json({"secure": raw}).secure
+
+
 def _without_defaults(obj: Any) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for f in dataclasses.fields(obj):
