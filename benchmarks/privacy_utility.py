@@ -26,6 +26,9 @@ Run from the project root::
 
     .venv/bin/python benchmarks/privacy_utility.py --seeds 3 --frontier
     .venv/bin/python benchmarks/privacy_utility.py --quick     # 3 rounds, ε = 3, one seed
+    # the frontier alone, one recipe, chosen ε and partner counts (4 = the usual deal):
+    .venv/bin/python benchmarks/privacy_utility.py --frontier-only --frontier-sites 4,2,1 \
+        --epsilons 1,3,8 --seeds 3 --recipes warm
 """
 
 from __future__ import annotations
@@ -280,6 +283,17 @@ def main() -> int:
     parser.add_argument("--seeds", type=int, default=3)
     parser.add_argument("--recipes", default=",".join(RECIPES), help="the frontier uses the last")
     parser.add_argument("--frontier", action="store_true", help="Tox21 on 2 and 1 partners too")
+    parser.add_argument(
+        "--frontier-only", action="store_true", help="only the frontier (skip the 4-partner sweep)"
+    )
+    parser.add_argument(
+        "--frontier-sites",
+        default="2,1",
+        help="partner counts for the frontier (4 = the usual deal)",
+    )
+    parser.add_argument(
+        "--epsilons", default=None, help="comma-separated target ε (default 1,3,8 and no DP)"
+    )
     parser.add_argument("--timing", action="store_true", help="also time a DP-SGD epoch")
     parser.add_argument("--quick", action="store_true", help="3 rounds, ε = 3, one seed")
     parser.add_argument("--threads", type=int, default=1, help="torch threads (1 is fastest here)")
@@ -287,21 +301,25 @@ def main() -> int:
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     epsilons: tuple[float | None, ...] = (3.0,) if args.quick else EPSILONS
+    if args.epsilons:
+        epsilons = tuple(
+            None if e in ("inf", "none") else float(e) for e in args.epsilons.split(",")
+        )
     seeds, rounds = (1, 3) if args.quick else (args.seeds, None)
     recipes = tuple(args.recipes.split(","))
     machine = machine_info()
     print(f"machine: {machine}")
     started = time.perf_counter()
     out: dict[str, Any] = {"machine": machine, "delta": DELTA, "datasets": {}}
-    for key in args.datasets.split(","):
+    for key in [] if args.frontier_only else args.datasets.split(","):
         bench = BENCHMARKS[key]
         result = sweep(bench, 4, seeds, rounds, epsilons, recipes, args.timing)
         result["verdicts"] = report(bench, result)
         out["datasets"][key] = result
-    if args.frontier:
+    if args.frontier or args.frontier_only:
         bench = BENCHMARKS["tox21"]
         dp_only = tuple(e for e in epsilons if e is not None)
-        for n_sites in (2, 1):
+        for n_sites in (int(n) for n in args.frontier_sites.split(",")):
             result = sweep(bench, n_sites, seeds, rounds, dp_only, recipes[-1:])
             report(bench, result)
             out["datasets"][f"tox21-{n_sites}-partners"] = result

@@ -23,6 +23,7 @@ SHARED_DATA = ROOT.parent / "shared" / "data"
 def _bash_blocks() -> list[list[str]]:
     """Each ```bash block's command lines, comments stripped."""
     blocks = re.findall(r"^```bash\n(.*?)^```", README, flags=re.S | re.M)
+    blocks = [block.replace("\\\n", " ") for block in blocks]  # join continued lines
     return [
         [line.split("#")[0].strip() for line in block.splitlines() if line.split("#")[0].strip()]
         for block in blocks
