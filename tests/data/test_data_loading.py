@@ -80,6 +80,22 @@ def test_many_label_columns_are_read_into_their_tasks(tmp_path: Path) -> None:
     assert observed == {(0, 7): 1.5, (1, 299): 2.0, (2, 0): 3.0, (2, 150): pytest.approx(-0.4)}
 
 
+def test_label_columns_are_read_in_their_listed_order_and_blank_cells_are_missing(
+    tmp_path: Path,
+) -> None:
+    path = _csv(tmp_path / "order.csv", "a,smiles,b,c", ["1, CCO ,  ,3", " ,CCN,2,", "4,CCC,5, 6 "])
+    for columns, expected in [
+        (("c", "a"), [[3.0, 1.0], [np.nan, np.nan], [6.0, 4.0]]),
+        (("b",), [[np.nan], [2.0], [5.0]]),
+    ]:
+        config = DatasetConfig(path=str(path), label_columns=columns, task="regression")
+        dataset, report = load_dataset(config, SMALL)
+        assert report is not None and report.unlabelled == ((1,) if columns == ("c", "a") else (0,))
+        every = np.full((3, len(columns)), np.nan)
+        every[[r for r in range(3) if r not in report.unlabelled]] = dataset.dense_labels()
+        np.testing.assert_array_equal(every, expected)
+
+
 def test_a_second_load_reads_the_feature_cache(
     molecules_csv: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

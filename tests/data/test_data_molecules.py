@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import csv
+import gzip
 from pathlib import Path
 
 import numpy as np
 import pytest
 from rdkit import Chem
+from rdkit.Chem.MolStandardize import rdMolStandardize
 
 from fedpharma.core.config import FeaturesConfig
 from fedpharma.core.errors import ConfigError
@@ -79,6 +82,52 @@ def test_summary_lists_unlabelled_rows_and_truncates_long_lists() -> None:
 def test_standardization_strips_salts_and_neutralizes(raw: str, expected: str) -> None:
     (mol,) = parse_smiles([raw]).mols
     assert canonical_smiles(mol) == expected
+
+
+# Each step of the cleanup changes at least one of these (planted-bug checked): explicit
+# hydrogens (added below), metals, groups the normalizer rewrites, charges the reionizer moves,
+# stereo the final pass clears; then salts and solvents, and charges to neutralize.
+CLEANUP_CASES = [
+    "CS(C)=O",
+    "C[N+](C)(C)CCc1ccc([O-])cc1C(=O)O",
+    "F[C@@H](Cl)[Zn]Cl",
+    "CCO[Na]",
+    "Cl[Zr](Cl)(C1=CC=CC1)C1C=CC=C1",
+    "[O-][n+]1ccccc1[S-]",
+    "CC(=O)[O-].[Na+]",
+    "O=C([O-])CC[NH3+]",
+    "[2H]C([2H])([2H])c1ccccc1",
+    "C[C@H](N)C(=O)O.C[C@@H](N)C(=O)O.O",
+    "F/C=C/F",
+    "c1ccccc1.CC",
+]
+
+
+def _reference_standardize(mol: Chem.Mol) -> Chem.Mol:
+    """The standardization as RDKit's one-call helpers spell it (slower: rebuilt per call)."""
+    cleaned = rdMolStandardize.Cleanup(mol)
+    largest = rdMolStandardize.LargestFragmentChooser(preferOrganic=True).choose(cleaned)
+    return rdMolStandardize.Uncharger(canonicalOrder=True).uncharge(largest)
+
+
+def _same_standardization(mols: list[Chem.Mol]) -> None:
+    for mol in mols:
+        ours, reference = molecules.standardize(Chem.Mol(mol)), _reference_standardize(mol)
+        assert canonical_smiles(ours) == canonical_smiles(reference)
+        assert Chem.MolToMolBlock(ours) == Chem.MolToMolBlock(reference)  # atom order included
+
+
+def test_standardize_is_rdkits_cleanup_fragment_and_uncharge_steps() -> None:
+    mols = [Chem.MolFromSmiles(smiles) for smiles in CLEANUP_CASES]
+    _same_standardization([*mols, *(Chem.AddHs(mol) for mol in mols[:4])])
+
+
+def test_standardize_matches_rdkits_cleanup_on_chembl_molecules(shared_data: Path) -> None:
+    with gzip.open(shared_data / "chembl_5thresh.csv.gz", "rt", encoding="utf-8") as handle:
+        rows = csv.reader(handle)
+        next(rows)
+        smiles = [row[0] for row, _ in zip(rows, range(1500), strict=False)]
+    _same_standardization([Chem.MolFromSmiles(text) for text in smiles])
 
 
 def test_sdf_records_are_parsed_with_properties_and_empty_records_reported(

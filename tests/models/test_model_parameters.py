@@ -5,7 +5,7 @@ import pytest
 
 from fedpharma.core.config import ModelConfig
 from fedpharma.core.errors import ProtocolError
-from fedpharma.core.params import Parameters
+from fedpharma.core.params import Parameters, encode
 from fedpharma.models.networks import build_model
 from fedpharma.models.parameters import get_parameters, set_parameters
 
@@ -60,3 +60,22 @@ def test_shape_mismatch_names_the_parameter_and_writes_nothing() -> None:
     with pytest.raises(ProtocolError, match=r"'trunk.hidden1.weight' has shape \(8, 6\).*\(8, 5\)"):
         set_parameters(net, zeros)
     np.testing.assert_array_equal(get_parameters(net).flatten(), original.flatten())
+
+
+def test_the_column_major_first_layer_travels_row_major_and_keeps_its_layout() -> None:
+    net = build_model(CONFIG, 5, 2)
+    weight = net.first_layer().weight
+    name = next(n for n, p in net.named_parameters() if p is weight)
+    assert not weight.is_contiguous() and weight.t().is_contiguous()  # what build_model stores
+    params = get_parameters(net)
+    assert all(a.flags.c_contiguous for a in params.arrays)
+    np.testing.assert_array_equal(params.to_dict()[name], weight.detach().numpy())
+    storage = weight.data_ptr()
+    for dtype in (np.float32, np.float64):
+        distinct = params.unflatten(np.arange(params.size, dtype=np.float64)).to_dict()
+        set_parameters(
+            net, Parameters(tuple(distinct), tuple(a.astype(dtype) for a in distinct.values()))
+        )
+        np.testing.assert_array_equal(weight.detach().numpy(), distinct[name])
+        assert weight.data_ptr() == storage and weight.t().is_contiguous()
+    assert encode(get_parameters(net)) == encode(Parameters.from_dict(distinct))

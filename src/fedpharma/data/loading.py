@@ -14,8 +14,10 @@ from __future__ import annotations
 import csv
 import gzip
 import io
+import itertools
 import math
 import multiprocessing
+import operator
 import os
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -146,8 +148,8 @@ class LabelCollector:
 
     def add(self, row: int, cells: Sequence[str]) -> None:
         """One row's label cells (one per label column, in order)."""
-        for task, text in enumerate(cells):
-            if not text or not (text := text.strip()):
+        for task in itertools.compress(range(len(cells)), cells):  # the non-empty cells
+            if not (text := cells[task].strip()):
                 continue
             try:
                 value = float(text)
@@ -201,6 +203,7 @@ def read_csv_molecules(
         position = {name: i for i, name in enumerate(header)}
         smiles_at = position[smiles_column]
         label_at = [position[name] for name in label_columns]
+        pick = operator.itemgetter(smiles_at, *label_at)  # a tuple where there are labels
         chunk: list[str] = []
         row = 0
         for cells in reader:
@@ -209,8 +212,9 @@ def read_csv_molecules(
             if len(cells) != len(header):
                 short.append(row)
                 cells = [*cells, *[""] * len(header)][: len(header)]
-            chunk.append(cells[smiles_at])
-            labels.add(row, [cells[i] for i in label_at])
+            picked = pick(cells) if label_at else (cells[smiles_at],)
+            chunk.append(picked[0])
+            labels.add(row, picked[1:])
             row += 1
             if len(chunk) == CHUNK_ROWS:
                 yield featurize_smiles, (row - len(chunk), chunk, spec)

@@ -36,7 +36,7 @@ from fedpharma.models.batches import TensorData
 from fedpharma.models.device import autocast, resolve_device
 from fedpharma.models.loss import balanced_class_weights, masked_multitask_loss
 from fedpharma.models.networks import trainable_weights
-from fedpharma.models.parameters import get_parameters, set_parameters
+from fedpharma.models.parameters import get_parameters, host_array, set_parameters
 from fedpharma.models.plugin import FeedForwardPlugin, ModelPlugin, PluginInputs
 from fedpharma.models.pretrained import apply_pretrained, load_weights
 
@@ -194,7 +194,7 @@ class TorchTrainer:
             torch.autograd.backward(loss * (observed / total))
         grads = [torch.zeros_like(w) if w.grad is None else w.grad for w in weights]
         names = get_parameters(network).names
-        arrays = tuple(g.detach().cpu().numpy().astype(np.float32) for g in grads)
+        arrays = tuple(host_array(g) for g in grads)
         return Parameters(names, arrays)
 
     def predict(self, params: Parameters, data: Dataset) -> npt.NDArray[np.float32]:
