@@ -252,3 +252,24 @@ def test_a_dp_runs_report_says_why_it_has_no_per_task_results(tmp_path):
     assert "No per-task results: not asked: under differential privacy" in build_report_html(
         summary
     )
+
+
+def test_counts_no_honest_site_sends_are_rejected_and_the_site_named():
+    sites, _ = _sites("classification")
+
+    class Inflating(SiteRuntime):
+        """Claims 10⁶ rows more than its bins hold, to outweigh the other sites."""
+
+        def handle(self, task):
+            reply = super().handle(task)
+            if isinstance(reply, TaskSummaryResult):
+                values = list(reply.values)
+                values[0] += 1e6
+                return TaskSummaryResult(reply.run_id, reply.round, reply.site, tuple(values))
+            return reply
+
+    honest = sites["site-3"]
+    sites["site-3"] = Inflating("site-3", honest.data, honest.trainer)
+    summaries = _collect("classification", sites)
+    assert tuple(summaries.sent) == ("site-1", "site-2")
+    assert "do not add up" in summaries.declined["site-3"]
