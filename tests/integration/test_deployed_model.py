@@ -144,4 +144,5 @@ def test_a_deployed_report_has_per_task_results_equal_to_the_pooled_rows(deploye
     assert rendered.exit_code == 0, rendered.output
     page = (result.run_dir / "report.html").read_text()
     assert "Per-task metrics" in page and "Parity · pIC50" in page
+    assert "Label distribution per site · pIC50" in page
     assert f"From the counts of {', '.join(SITES)}." in page

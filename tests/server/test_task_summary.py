@@ -4,6 +4,8 @@ fixes, whatever the rows; nothing asked, and nothing sent, under differential pr
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 
@@ -78,7 +80,8 @@ def _sites(task, sizes=(30, 55, 80), policies=None):
         rows[name] = (labels.astype(np.float32).astype(np.float64), scores)
         data = _dataset(task, labels, scores)
         policy = (policies or {}).get(name)
-        sites[name] = SiteRuntime(name, SiteData(data, data), Echo(), policy=policy)
+        train = _dataset(task, *_rows(task, 2 * n, 100 + k))  # other rows than the test's
+        sites[name] = SiteRuntime(name, SiteData(train, data), Echo(), policy=policy)
     return sites, rows
 
 
@@ -186,6 +189,9 @@ def test_a_site_refuses_a_summary_shaped_other_than_its_data_and_a_longer_reply_
     padded = TaskSummaryResult("run", 3, "site-1", (*good.values, 6.1), good.metrics)
     with pytest.raises(ProtocolError, match="holds"):
         validate_reply(honest, "site-1", padded)
+    unasked = dataclasses.replace(good, labels=(6.1,))  # label counts the task did not ask for
+    with pytest.raises(ProtocolError, match="holds"):
+        validate_reply(honest, "site-1", unasked)
     assert decode_message(encode_message(honest)) == honest
 
 
@@ -265,7 +271,7 @@ def test_counts_no_honest_site_sends_are_rejected_and_the_site_named():
             if isinstance(reply, TaskSummaryResult):
                 values = list(reply.values)
                 values[0] += 1e6
-                return TaskSummaryResult(reply.run_id, reply.round, reply.site, tuple(values))
+                return dataclasses.replace(reply, values=tuple(values))
             return reply
 
     honest = sites["site-3"]
@@ -273,3 +279,26 @@ def test_counts_no_honest_site_sends_are_rejected_and_the_site_named():
     summaries = _collect("classification", sites)
     assert tuple(summaries.sent) == ("site-1", "site-2")
     assert "do not add up" in summaries.declined["site-3"]
+
+
+def test_each_sites_training_label_counts_come_with_its_summary():
+    from fedpharma.server.task_summary import label_distributions_from_summaries
+
+    sites, _ = _sites("regression")
+    summaries = summaries_from_json(summaries_to_json(_collect("regression", sites)))
+    distributions = label_distributions_from_summaries(summaries)
+    for j, name in enumerate(("t0", "t1")):
+        got = distributions[name]
+        edges = np.array(got.edges)
+        assert len(edges) == tc.LABEL_BINS + 1
+        for site, runtime in sites.items():
+            column = runtime.data.train.dense_labels()[:, j].astype(np.float64)
+            observed = column[np.isfinite(column)]
+            clipped = np.clip(observed, edges[0], edges[-1])
+            assert got.counts[site] == tuple(np.histogram(clipped, bins=edges)[0])
+            assert got.missing[site] == column.size - observed.size
+    sites, _ = _sites("classification")
+    classes = label_distributions_from_summaries(_collect("classification", sites))["t1"]
+    column = sites["site-2"].data.train.dense_labels()[:, 1]
+    assert classes.edges == ()
+    assert classes.counts["site-2"] == ((column == 0).sum(), (column == 1).sum())

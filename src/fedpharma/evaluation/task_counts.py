@@ -45,6 +45,8 @@ CALIBRATION_BINS = 10
 PARITY_SPAN = 4.0
 """A deployed parity grid spans the pooled training labels' mean ± this many standard
 deviations (:func:`parity_edges`)."""
+LABEL_BINS = 20
+"""Bins of a regression task's training-label distribution at each site."""
 SUMS: dict[Objective, tuple[str, ...]] = {
     "classification": ("squared_error",),
     "regression": ("squared_error", "absolute_error", "label", "label_squared"),
@@ -154,6 +156,31 @@ def parity_edges(mean: float, std: float) -> Array:
         mean = 0.0
     half = PARITY_SPAN * std if math.isfinite(std) and std > 0 else 1.0
     return np.linspace(mean - half, mean + half, PARITY_BINS + 1)
+
+
+def label_width(task: Objective) -> int:
+    """The length of one task's :func:`label_counts`."""
+    return (LABEL_BINS if task == "regression" else 2) + 1
+
+
+def label_edges(parity: Array) -> Array:
+    """A regression task's label-distribution grid: the parity grid's span in
+    :data:`LABEL_BINS` bins."""
+    return np.linspace(float(parity[0]), float(parity[-1]), LABEL_BINS + 1)
+
+
+def label_counts(task: Objective, labels: Array, edges: Array | None) -> list[float]:
+    """One site's training labels of one task: counts per bin of ``edges`` (regression; outside
+    values in the end bins) or of class 0 and 1 (classification), then the rows without it."""
+    labels = np.asarray(labels, dtype=np.float64)
+    observed = labels[np.isfinite(labels)]
+    missing = float(labels.size - observed.size)
+    if task == "classification":
+        return [float((observed == 0).sum()), float((observed == 1).sum()), missing]
+    if edges is None:
+        raise ValueError("a regression task's label counts need edges")
+    bins = grid_index(observed, np.asarray(edges, dtype=np.float64))
+    return [*np.bincount(bins, minlength=len(edges) - 1).astype(float).tolist(), missing]
 
 
 # ----- pooled results ---------------------------------------------------------------------------

@@ -23,7 +23,7 @@ from typing import Any
 from fedpharma.core.config import RunConfig
 from fedpharma.core.dataset import Objective
 from fedpharma.core.deploy_config import ServerConfig
-from fedpharma.core.errors import ConfigError, DataError, RoundFailed
+from fedpharma.core.errors import ConfigError, DataError, FedPharmaError, RoundFailed
 from fedpharma.core.params import Parameters
 from fedpharma.data.federated_preprocessing import fitted_width
 from fedpharma.privacy import production_rng
@@ -396,16 +396,20 @@ def run_coordinator(
             audit.record("run_finished", round=progress.completed + 1, reason=stop[:1000])
             write_head(run_dir / HEAD_FILE, audit.head)
             raise
-        summaries = collect_task_summaries(
-            recipe,
-            gate,
-            run_id,
-            progress.completed,
-            progress.parameters,
-            shape.task,
-            _task_names(recipe, shape.n_tasks),
-            control.round_timeout,
-        )
+        names = _task_names(recipe, shape.n_tasks)
+        try:  # the model is trained and stored: a failure here costs only the per-task results
+            summaries = collect_task_summaries(
+                recipe,
+                gate,
+                run_id,
+                progress.completed,
+                progress.parameters,
+                shape.task,
+                names,
+                control.round_timeout,
+            )
+        except FedPharmaError as exc:
+            summaries = TaskSummaries(shape.task, names, skipped=f"not collected: {exc}")
         store.record_task_summaries(progress.completed, summaries_to_json(summaries))
         say(_summary_line(summaries))
         say(f"run {run_id} finished after {progress.completed} rounds; telling the sites")

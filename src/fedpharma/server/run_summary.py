@@ -38,6 +38,7 @@ from fedpharma.server.coordinator import STORE_FILE
 from fedpharma.server.task_summary import (
     RESOLUTION,
     TaskSummaries,
+    label_distributions_from_summaries,
     summaries_from_json,
     task_results_from_summaries,
 )
@@ -138,6 +139,9 @@ def summary_from_store(run_dir: Path) -> RunSummary:
         activity=activity,
         deployed=True,
         tasks=task_results_from_summaries(summaries) if summaries is not None else {},
+        label_distributions=(
+            label_distributions_from_summaries(summaries) if summaries is not None else {}
+        ),
         task_summary=_task_summary_info(summaries),
     )
 

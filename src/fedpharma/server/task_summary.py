@@ -4,7 +4,8 @@ After the last round the coordinator sends every admitted site a
 :class:`~fedpharma.core.protocol.TaskSummaryTask` with the final model; each answers with, per
 task, the counts of :mod:`fedpharma.evaluation.task_counts` on its test rows (bins of predicted
 probability by class, or a (label, prediction) histogram on the grid the task fixes, and a few
-sums) and its own per-task metrics. Added over the sites, the counts give the pooled per-task
+sums), its own per-task metrics and its training labels' counts per bin or class (the report's
+label distributions). Added over the sites, the counts give the pooled per-task
 metrics, ROC / PR points, the reliability table and the parity histogram
 (:func:`task_results_from_counts`, which a simulation uses too, on its sites' counts).
 
@@ -27,7 +28,13 @@ from fedpharma.core.dataset import Objective
 from fedpharma.core.params import Parameters
 from fedpharma.core.protocol import Channel, Task, TaskSummaryResult, TaskSummaryTask
 from fedpharma.evaluation import task_counts as tc
-from fedpharma.report.summary import Calibration, CurvePoints, Parity, TaskResult
+from fedpharma.report.summary import (
+    Calibration,
+    CurvePoints,
+    LabelDistribution,
+    Parity,
+    TaskResult,
+)
 from fedpharma.server.label_statistics import gather_label_statistics
 from fedpharma.server.round import sort_replies
 
@@ -56,6 +63,7 @@ class TaskSummaries:
     names: tuple[str, ...]
     edges: tuple[float, ...] = ()
     sent: Mapping[str, tuple[tuple[float, ...], dict[str, float]]] = field(default_factory=dict)
+    labels: Mapping[str, tuple[float, ...]] = field(default_factory=dict)
     declined: Mapping[str, str] = field(default_factory=dict)
     skipped: str | None = None
 
@@ -83,22 +91,27 @@ def collect_task_summaries(
             return TaskSummaries(task, names, skipped="not asked: no site sent label statistics")
         edges = grid
     tasks: dict[str, Task] = {
-        site: TaskSummaryTask(run_id, rnd, parameters, len(names), tc.width(task), edges)
+        site: TaskSummaryTask(
+            run_id, rnd, parameters, len(names), tc.width(task), edges, tc.label_width(task)
+        )
         for site in channel.available_sites()
     }
     results, refusals, failures = sort_replies(tasks, channel.exchange(tasks, timeout))
     sent: dict[str, tuple[tuple[float, ...], dict[str, float]]] = {}
+    labels: dict[str, tuple[float, ...]] = {}
     declined = {site: f"refused: {r.reason}" for site, r in refusals.items()} | dict(failures)
     for site, reply in sorted(results.items()):
         if not isinstance(reply, TaskSummaryResult):
             continue
         try:
             _counts(task, len(names), reply.values)
+            _label_counts(task, len(names), reply.labels)
         except ValueError as exc:
             declined[site] = f"rejected: {exc}"
             continue
         sent[site] = (reply.values, dict(reply.metrics))
-    return TaskSummaries(task, names, edges, sent, declined)
+        labels[site] = reply.labels
+    return TaskSummaries(task, names, edges, sent, labels, declined)
 
 
 def _parity_grid(
@@ -122,6 +135,37 @@ def _counts(task: Objective, n_tasks: int, values: Sequence[float]) -> list[tc.T
     if len(values) != n_tasks * step:
         raise ValueError(f"expected {n_tasks} × {step} numbers")
     return [tc.from_vector(task, values[j * step : (j + 1) * step]) for j in range(n_tasks)]
+
+
+def _label_counts(task: Objective, n_tasks: int, values: Sequence[float]) -> list[list[int]]:
+    step = tc.label_width(task)
+    vector = np.asarray(values, dtype=np.float64)
+    if vector.shape != (n_tasks * step,) or np.any(vector < 0) or np.any(vector != vector.round()):
+        raise ValueError(f"the label counts are {n_tasks} × {step} whole numbers of at least 0")
+    return [[int(v) for v in vector[j * step : (j + 1) * step]] for j in range(n_tasks)]
+
+
+def label_distributions_from_summaries(summaries: TaskSummaries) -> dict[str, LabelDistribution]:
+    """Per task, each site's training labels as counts (the sites' own, not pooled)."""
+    if not summaries.labels:
+        return {}
+    per_site = {
+        site: _label_counts(summaries.task, len(summaries.names), values)
+        for site, values in summaries.labels.items()
+    }
+    grid = tc.PARITY_BINS + 1
+    out = {}
+    for j, name in enumerate(summaries.names):
+        edges: tuple[float, ...] = ()
+        if summaries.task == "regression":
+            parity = np.array(summaries.edges[j * grid : (j + 1) * grid])
+            edges = tuple(float(e) for e in tc.label_edges(parity))
+        out[name] = LabelDistribution(
+            edges,
+            {site: tuple(counts[j][:-1]) for site, counts in per_site.items()},
+            {site: counts[j][-1] for site, counts in per_site.items()},
+        )
+    return out
 
 
 def task_results_from_summaries(summaries: TaskSummaries) -> dict[str, TaskResult]:
@@ -206,6 +250,7 @@ def summaries_to_json(summaries: TaskSummaries) -> str:
             "names": list(summaries.names),
             "edges": list(summaries.edges),
             "sent": {s: [list(v), m] for s, (v, m) in summaries.sent.items()},
+            "labels": {s: list(v) for s, v in summaries.labels.items()},
             "declined": dict(summaries.declined),
             "skipped": summaries.skipped,
         }
@@ -220,6 +265,7 @@ def summaries_from_json(text: str) -> TaskSummaries:
         tuple(data["names"]),
         tuple(float(e) for e in data["edges"]),
         {s: (tuple(float(x) for x in v), dict(m)) for s, (v, m) in data["sent"].items()},
+        {s: tuple(float(x) for x in v) for s, v in data.get("labels", {}).items()},
         dict(data["declined"]),
         data["skipped"],
     )

@@ -21,11 +21,9 @@ import numpy.typing as npt
 
 from fedpharma.core.dataset import Objective, SiteData
 from fedpharma.evaluation.metrics import per_task_metrics
-from fedpharma.evaluation.task_counts import PARITY_BINS, task_counts
+from fedpharma.evaluation.task_counts import LABEL_BINS, PARITY_BINS, label_counts, task_counts
 from fedpharma.report.summary import LabelDistribution, TaskResult
 from fedpharma.server.task_summary import task_results_from_counts
-
-LABEL_BINS = 20
 
 Array = npt.NDArray[np.float64]
 
@@ -85,19 +83,18 @@ def label_distributions(sites: Mapping[str, SiteData]) -> dict[str, LabelDistrib
         columns = {
             site: data.train.dense_labels()[:, j].astype(np.float64) for site, data in sites.items()
         }
-        observed = {site: c[np.isfinite(c)] for site, c in columns.items()}
-        missing = {site: int(len(c) - len(observed[site])) for site, c in columns.items()}
-        if first.task == "classification":
-            classes = {s: (int((o == 0).sum()), int((o == 1).sum())) for s, o in observed.items()}
-            out[name] = LabelDistribution((), classes, missing)
-            continue
-        pooled = np.concatenate(list(observed.values()))
-        if pooled.size == 0:
-            continue
-        low, high = float(pooled.min()), float(pooled.max())
-        edges = np.linspace(low, high if high > low else low + 1.0, LABEL_BINS + 1)
-        counts = {
-            s: tuple(int(c) for c in np.histogram(o, bins=edges)[0]) for s, o in observed.items()
-        }
-        out[name] = LabelDistribution(tuple(float(e) for e in edges), counts, missing)
+        edges = None
+        if first.task == "regression":
+            pooled = np.concatenate([c[np.isfinite(c)] for c in columns.values()])
+            if pooled.size == 0:
+                continue
+            low, high = float(pooled.min()), float(pooled.max())
+            edges = np.linspace(low, high if high > low else low + 1.0, LABEL_BINS + 1)
+        # the counts a deployed site sends (fedpharma.evaluation.task_counts.label_counts)
+        counts = {s: label_counts(first.task, c, edges) for s, c in columns.items()}
+        out[name] = LabelDistribution(
+            () if edges is None else tuple(float(e) for e in edges),
+            {s: tuple(int(v) for v in c[:-1]) for s, c in counts.items()},
+            {s: int(c[-1]) for s, c in counts.items()},
+        )
     return out

@@ -56,7 +56,15 @@ from fedpharma.data.tabular import TabularSchema
 from fedpharma.evaluation.label_statistics import label_sums
 from fedpharma.evaluation.metrics import compute_metrics, per_task_metrics
 from fedpharma.evaluation.selection import VALIDATION_PREFIX
-from fedpharma.evaluation.task_counts import PARITY_BINS, task_counts, to_vector, width
+from fedpharma.evaluation.task_counts import (
+    PARITY_BINS,
+    label_counts,
+    label_edges,
+    label_width,
+    task_counts,
+    to_vector,
+    width,
+)
 from fedpharma.models.base import FitOutput, Trainer
 from fedpharma.models.private_head import PrivateHeadTrainer, join_head
 from fedpharma.privacy import production_rng
@@ -303,10 +311,10 @@ class SiteRuntime:
 
     def _task_summary(self, task: TaskSummaryTask) -> TaskSummaryResult:
         """Per task, the counts of :mod:`fedpharma.evaluation.task_counts` of the task's model on
-        the test rows, and this site's own per-task metrics: a size the task fixes, whatever the
-        number of rows. Refused where the policy declines it or requires DP, and in a run that
-        asked this site for DP (in this process, or charged to its ledger): the counts carry no
-        noise."""
+        the test rows, this site's own per-task metrics and (if asked) its training labels'
+        counts per bin or class: a size the task fixes, whatever the number of rows. Refused
+        where the policy declines it or requires DP, and in a run that asked this site for DP
+        (in this process, or charged to its ledger): the counts carry no noise."""
         policy = self.policy
         if policy is not None and not policy.config.allow_task_summary:
             raise PolicyRefused("this site's policy declines per-task summaries")
@@ -323,23 +331,33 @@ class SiteRuntime:
         test = self.data.test
         n_tasks, kind = len(test.task_names), test.task
         grid = PARITY_BINS + 1 if kind == "regression" else 0
-        if (task.n_tasks, task.width, len(task.edges)) != (n_tasks, width(kind), n_tasks * grid):
+        asked = (task.n_tasks, task.width, len(task.edges), task.label_width)
+        shape = (n_tasks, width(kind), n_tasks * grid, label_width(kind))
+        if asked != shape and asked != (*shape[:3], 0):
             raise DataError(
                 f"the task summary asks for {task.n_tasks} task(s) of {task.width} numbers with "
-                f"{len(task.edges)} edges; this site's {kind} data has {n_tasks} task(s) of "
-                f"{width(kind)} numbers and {n_tasks * grid} edges"
+                f"{len(task.edges)} edges and {task.label_width} label counts; this site's "
+                f"{kind} data has {n_tasks} task(s) of {width(kind)} numbers, "
+                f"{n_tasks * grid} edges and {label_width(kind)} label counts"
             )
         labels = test.dense_labels().astype(np.float64)
         predictions = np.asarray(self.trainer.predict(task.parameters, test), dtype=np.float64)
         predictions = predictions.reshape(labels.shape)
         edges = np.asarray(task.edges, dtype=np.float64)
+        train = self.data.train.dense_labels().astype(np.float64)
         values: list[float] = []
         metrics: dict[str, float] = {}
+        distribution: list[float] = []
         for j, found in enumerate(per_task_metrics(kind, labels, predictions)):
             grid_j = edges[j * grid : (j + 1) * grid] if grid else None
             values += to_vector(task_counts(kind, labels[:, j], predictions[:, j], grid_j))
             metrics |= _finite({f"{j}:{name}": value for name, value in found.items()})
-        return TaskSummaryResult(task.run_id, task.round, self.name, tuple(values), metrics)
+            if task.label_width:
+                bins = None if grid_j is None else label_edges(grid_j)
+                distribution += label_counts(kind, train[:, j], bins)
+        return TaskSummaryResult(
+            task.run_id, task.round, self.name, tuple(values), metrics, tuple(distribution)
+        )
 
     def _feature_statistics(self, task: FeatureStatisticsTask) -> FeatureStatisticsResult:
         """Per-column count, sum and sum of squares of the raw training features (and median

@@ -94,8 +94,16 @@ _SCALAR_TYPES = {
     "fit": str,
     "digest": str,
 }
-_INT_FIELDS = ("round", "n_examples", "n_tasks", "width")
-_NUMBER_LIST_FIELDS = ("count", "total", "sum_of_squares", "histogram", "edges", "values")
+_INT_FIELDS = ("round", "n_examples", "n_tasks", "width", "label_width")
+_NUMBER_LIST_FIELDS = (
+    "count",
+    "total",
+    "sum_of_squares",
+    "histogram",
+    "edges",
+    "values",
+    "labels",
+)
 _TEXT_LIST_FIELDS = ("passed", "failed")
 MAX_TEXT_LIST = 10_000
 MAX_TEXT_ITEM = 512

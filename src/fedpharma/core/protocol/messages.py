@@ -250,7 +250,8 @@ class TaskSummaryTask:
     """Summarize ``parameters`` on your test rows, per task, as counts that pool across sites
     (:mod:`fedpharma.evaluation.task_counts`): ``n_tasks`` vectors of ``width`` numbers each;
     ``edges``: each regression task's parity grid (``n_tasks`` runs of bins + 1 edges; empty
-    for classification, whose grid is fixed)."""
+    for classification, whose grid is fixed); ``label_width``: per task, the numbers of the
+    training-label distribution asked for (0: none)."""
 
     run_id: str
     round: int
@@ -258,19 +259,22 @@ class TaskSummaryTask:
     n_tasks: int
     width: int
     edges: tuple[float, ...] = ()
+    label_width: int = 0
 
 
 @dataclass(frozen=True)
 class TaskSummaryResult:
     """Per task, the site's counts (``values``: ``n_tasks`` × ``width`` numbers, a size fixed by
-    the task, whatever the number of rows) and the site's own metrics (``metrics``, keys
-    ``"<task index>:<metric>"``): counts per bin and sums, never a row's label or prediction."""
+    the task, whatever the number of rows), the site's own metrics (``metrics``, keys
+    ``"<task index>:<metric>"``) and its training labels' counts per bin or class (``labels``,
+    ``n_tasks`` × ``label_width``): counts and sums, never a row's label or prediction."""
 
     run_id: str
     round: int
     site: str
     values: tuple[float, ...]
     metrics: dict[str, float] = field(default_factory=dict)
+    labels: tuple[float, ...] = ()
 
 
 Task = (
@@ -363,11 +367,14 @@ def validate_reply(task: Task, site: str, reply: Reply) -> Reply:
     if (
         isinstance(reply, TaskSummaryResult)
         and isinstance(task, TaskSummaryTask)
-        and len(reply.values) != task.n_tasks * task.width
+        and (
+            len(reply.values) != task.n_tasks * task.width
+            or len(reply.labels) != task.n_tasks * task.label_width
+        )
     ):
         raise ProtocolError(
-            f"task summary from {site!r} holds {len(reply.values)} numbers; the task asked "
-            f"for {task.n_tasks} × {task.width}"
+            f"task summary from {site!r} holds {len(reply.values)} + {len(reply.labels)} "
+            f"numbers; the task asked for {task.n_tasks} × ({task.width} + {task.label_width})"
         )
     if isinstance(reply, EvaluateResult) and reply.n_examples < 0:
         raise ProtocolError(
