@@ -25,6 +25,8 @@ from fedpharma.core.protocol import (
     Refusal,
     SecAggSettings,
     SiteDP,
+    TaskSummaryResult,
+    TaskSummaryTask,
     TrainResult,
     TrainSettings,
     TrainTask,
@@ -154,6 +156,22 @@ def test_results_round_trip(run_id, rnd, site, n, metrics):
         TrainResult(run_id, rnd, site, PARAMS, n, metrics),
         EvaluateResult(run_id, rnd, site, n, metrics),
         Refusal(run_id, rnd, site, "policy", "not approved"),
+    ):
+        _same(decode_message(encode_message(message)), message)
+
+
+@given(
+    text,
+    st.integers(0, 10_000),
+    text,
+    st.integers(0, 50),
+    st.lists(finite, max_size=8),
+    st.dictionaries(text, finite),
+)
+def test_task_summary_messages_round_trip(run_id, rnd, site, n, values, metrics):
+    for message in (
+        TaskSummaryTask(run_id, rnd, PARAMS, n, len(values), tuple(values)),
+        TaskSummaryResult(run_id, rnd, site, tuple(values), metrics),
     ):
         _same(decode_message(encode_message(message)), message)
 

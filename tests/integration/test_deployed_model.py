@@ -108,3 +108,41 @@ def test_site_progress_lines_name_the_task_and_count_rounds_from_1(deployed):
     assert "before round 1: task received (preprocessing check" in text
     assert "round 1: task received (train" in text and "round 2: result sent (evaluate" in text
     assert "round 0" not in text
+
+
+def test_a_deployed_report_has_per_task_results_equal_to_the_pooled_rows(deployed):
+    """The sites' counts, pooled by the coordinator, give what the pooled rows give: RMSE, MAE,
+    R² exactly and the parity histogram cell by cell, on the grid the coordinator fixed."""
+    from fedpharma.evaluation.metrics import per_task_metrics
+    from fedpharma.evaluation.task_counts import task_counts
+    from fedpharma.models.factory import build_trainer
+    from fedpharma.server.coordinator import model_shape
+    from fedpharma.server.run_summary import summary_from_store
+    from fedpharma.sim.engine import prepare_sites
+
+    folder, result, _lines = deployed
+    recipe = load_config(load_server_config(folder / "server.toml").run_config)
+    summary = summary_from_store(result.run_dir)
+    assert summary.task_summary is not None and summary.task_summary.sites == SITES
+    assert not summary.task_summary.declined and summary.task_summary.skipped is None
+    trainer = build_trainer(recipe, model_shape(recipe))
+    sites = prepare_sites(recipe).sites  # the demo sites hold exactly these rows
+    labels = np.concatenate([s.test.dense_labels() for s in sites.values()]).astype(np.float64)
+    predictions = np.concatenate(
+        [trainer.predict(result.parameters, s.test) for s in sites.values()]
+    ).astype(np.float64)
+    (got,) = summary.tasks.values()
+    exact = per_task_metrics("regression", labels, predictions)[0]
+    for metric in ("rmse", "mae", "r2"):
+        assert got.metrics[metric] == pytest.approx(exact[metric], rel=1e-5)
+    assert got.n_test == np.isfinite(labels[:, 0]).sum()
+    assert got.parity is not None
+    pooled = task_counts("regression", labels[:, 0], predictions[:, 0], np.array(got.parity.edges))
+    np.testing.assert_array_equal(np.array(got.parity.counts), pooled.histogram)
+    assert set(got.sites) == set(SITES)
+    rendered = runner.invoke(app, ["report", str(result.run_dir)])
+    assert rendered.exit_code == 0, rendered.output
+    page = (result.run_dir / "report.html").read_text()
+    assert "Per-task metrics" in page and "Parity · pIC50" in page
+    assert "Label distribution per site · pIC50" in page
+    assert f"From the counts of {', '.join(SITES)}." in page

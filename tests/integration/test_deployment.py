@@ -120,8 +120,9 @@ def test_audit_verify_passes_on_the_run_and_names_an_edited_entry(deployed, tmp_
     assert "denied" not in kinds
     readmitted = kinds.count("admitted") - len(SITES)
     # 3 sites × (preprocessing description + label statistics for the output layer
-    # + (train + evaluate) × 2 rounds), and one more description per re-admission
-    assert kinds.count("result_accepted") == 18 + readmitted
+    # + (train + evaluate) × 2 rounds + label statistics for the parity grid + the final
+    # per-task summary), and one more description per re-admission
+    assert kinds.count("result_accepted") == 24 + readmitted
     result = runner.invoke(app, ["audit", "verify", str(run_dir)])
     assert result.exit_code == 0, result.output
     assert "OK" in result.output and "hash chain intact" in result.output

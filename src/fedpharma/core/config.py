@@ -275,6 +275,10 @@ class SitePolicyConfig:
     # Off by default: a local-only model is a function of this site's data alone, a release the
     # federation otherwise never makes. The federated model is evaluated at every site anyway.
     allow_cross_evaluation: bool = False
+    # Send the final model's per-task counts on this site's test rows (bins of scores or of
+    # (label, prediction), a few sums) for the run's report. Refused anyway under require_dp
+    # and in a run that trained under DP at this site: the counts carry no noise.
+    allow_task_summary: bool = True
     accountant: str = choice("rdp", "pld", default="rdp")
     conversion: str = choice("improved", "classic", default="improved")
     # Model plugin code this site runs: "sha256:<64 hex>" digests of installed plugins

@@ -321,8 +321,11 @@ NO_LOSS_UNDER_DP = (
 
 
 def _task_table(summary: RunSummary) -> dict[str, Any] | None:
-    """Per-task metrics of the federated model (rows: tasks; columns: metrics)."""
-    if not summary.tasks:
+    """Per-task metrics of the federated model (rows: tasks; columns: metrics), with where a
+    deployed run's come from (the sites that sent counts, those that declined, or why none was
+    asked) and each site's own metrics."""
+    info = summary.task_summary
+    if not summary.tasks and (info is None or info.skipped is None):
         return None
     names: list[str] = []
     for result in summary.tasks.values():
@@ -331,7 +334,30 @@ def _task_table(summary: RunSummary) -> dict[str, Any] | None:
         (task, format_count(r.n_test), [format_score(r.metrics.get(n)) for n in names])
         for task, r in summary.tasks.items()
     ]
-    return {"metrics": names, "rows": rows}
+    notes: list[str] = []
+    if info is not None:
+        if info.skipped is not None:
+            notes.append(f"No per-task results: {info.skipped}.")
+        if info.sites:
+            notes.append(f"From the counts of {', '.join(info.sites)}.")
+        notes += [f"{site} sent none ({why})." for site, why in sorted(info.declined.items())]
+        if info.resolution:
+            notes.append(f"Resolution: {info.resolution}.")
+    tolerances = [
+        f"{task} ± {r.auc_tolerance:.2g}"
+        for task, r in summary.tasks.items()
+        if r.auc_tolerance is not None
+    ]
+    if tolerances:
+        notes.append(
+            f"ROC AUC from binned scores, at most this far from the exact: {'; '.join(tolerances)}."
+        )
+    sites = [
+        (task, site, [format_score(values.get(n)) for n in names])
+        for task, r in summary.tasks.items()
+        for site, values in r.sites.items()
+    ]
+    return {"metrics": names, "rows": rows, "notes": notes, "sites": sites}
 
 
 def _figure(heading: str, png: bytes, alt: str, caption: str) -> _Card:

@@ -129,7 +129,9 @@ class Calibration:
 class TaskResult:
     """The federated model on one task, over every site's test rows together: its metrics and
     the aggregates the report draws (parity for regression; ROC, PR, calibration for
-    classification)."""
+    classification). ``sites``: each site's own metrics on the task (a deployed run's, as the
+    sites sent them); ``auc_tolerance``: where the ROC AUC comes from binned counts (a
+    deployment), how far it can be from the exact one."""
 
     n_test: int
     metrics: Mapping[str, float | None] = field(default_factory=dict)
@@ -137,6 +139,19 @@ class TaskResult:
     roc: CurvePoints | None = None
     pr: CurvePoints | None = None
     calibration: Calibration | None = None
+    sites: Mapping[str, Mapping[str, float | None]] = field(default_factory=dict)
+    auc_tolerance: float | None = None
+
+
+@dataclass(frozen=True)
+class TaskSummaryInfo:
+    """Where a deployed run's per-task results come from: the sites that sent their counts,
+    those that declined (and why), or why no site was asked; and the results' resolution."""
+
+    sites: tuple[str, ...] = ()
+    declined: Mapping[str, str] = field(default_factory=dict)
+    skipped: str | None = None
+    resolution: str | None = None
 
 
 @dataclass(frozen=True)
@@ -351,6 +366,7 @@ class RunSummary:
     # interval, so the report's words follow the noise of these test sets.
     intervals: Mapping[str, Interval] = field(default_factory=dict)
     chemical_overlap: Mapping[str, SiteOverlap] = field(default_factory=dict)
+    task_summary: TaskSummaryInfo | None = None
 
     def partners(self) -> tuple[tuple[str, Partner], ...]:
         """Every test set by name: the sites', then the pooled one."""

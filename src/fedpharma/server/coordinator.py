@@ -23,7 +23,7 @@ from typing import Any
 from fedpharma.core.config import RunConfig
 from fedpharma.core.dataset import Objective
 from fedpharma.core.deploy_config import ServerConfig
-from fedpharma.core.errors import ConfigError, DataError, RoundFailed
+from fedpharma.core.errors import ConfigError, DataError, FedPharmaError, RoundFailed
 from fedpharma.core.params import Parameters
 from fedpharma.data.federated_preprocessing import fitted_width
 from fedpharma.privacy import production_rng
@@ -36,6 +36,11 @@ from fedpharma.server.plan import build_federation
 from fedpharma.server.run_observers import AnnouncingChannel, AuditRejections, AuditRounds, Progress
 from fedpharma.server.store import RunStore
 from fedpharma.server.tabular import declared_schema, hand_out_fit, prepare_tabular_sites
+from fedpharma.server.task_summary import (
+    TaskSummaries,
+    collect_task_summaries,
+    summaries_to_json,
+)
 from fedpharma.transport.pki import CKKS_PUBLIC_FILE
 
 MANIFEST_FILE, STORE_FILE, AUDIT_FILE, HEAD_FILE = (
@@ -112,6 +117,22 @@ def _wait_for_planned_sites(gate: JoinGate, planned: int, deadline: float, say: 
 
 
 # ----- run directory ---------------------------------------------------------------------------
+
+
+def _task_names(recipe: RunConfig, n_tasks: int) -> tuple[str, ...]:
+    """The recipe's label columns, or "task 1" … where it names none (a bundled dataset)."""
+    if len(recipe.dataset.label_columns) == n_tasks:
+        return recipe.dataset.label_columns
+    return tuple(f"task {j + 1}" for j in range(n_tasks))
+
+
+def _summary_line(summaries: TaskSummaries) -> str:
+    if summaries.skipped is not None:
+        return f"per-task summary {summaries.skipped}"
+    line = f"per-task summary from {len(summaries.sent)} site(s)"
+    if summaries.declined:
+        line += f"; {len(summaries.declined)} declined: {', '.join(sorted(summaries.declined))}"
+    return line
 
 
 def write_head(path: Path, head: AuditHead) -> None:
@@ -385,6 +406,22 @@ def run_coordinator(
             audit.record("run_finished", round=progress.completed + 1, reason=stop[:1000])
             write_head(run_dir / HEAD_FILE, audit.head)
             raise
+        names = _task_names(recipe, shape.n_tasks)
+        try:  # the model is trained and stored: a failure here costs only the per-task results
+            summaries = collect_task_summaries(
+                recipe,
+                gate,
+                run_id,
+                progress.completed,
+                progress.parameters,
+                shape.task,
+                names,
+                control.round_timeout,
+            )
+        except FedPharmaError as exc:
+            summaries = TaskSummaries(shape.task, names, skipped=f"not collected: {exc}")
+        store.record_task_summaries(progress.completed, summaries_to_json(summaries))
+        say(_summary_line(summaries))
         say(f"run {run_id} finished after {progress.completed} rounds; telling the sites")
         server.finish("run finished", wait=FINISH_WAIT_SECONDS)
         server.stop()  # in-flight calls (the sites' leaves) are recorded before the end

@@ -4,8 +4,9 @@ A simulation writes ``summary.json`` itself; a deployed coordinator keeps only `
 (rounds, per-site metrics the sites chose to send, refusals). :func:`summary_from_store` turns
 that into the same :class:`~fedpharma.report.summary.RunSummary`: the federated model's final
 metrics per site and pooled (test-size-weighted, like the simulation's), learning curves, the
-time and participation of each round, and the ε the sites reported. There are no local-only or
-centralized references in a deployment: no party holds the data to train them.
+time and participation of each round, the ε the sites reported, and the final model's per-task
+results pooled from the counts the sites sent (:mod:`fedpharma.server.task_summary`). There are
+no local-only or centralized references in a deployment: no party holds the data to train them.
 """
 
 from __future__ import annotations
@@ -30,9 +31,17 @@ from fedpharma.report.summary import (
     Relation,
     RoundActivity,
     RunSummary,
+    TaskSummaryInfo,
     Timings,
 )
 from fedpharma.server.coordinator import STORE_FILE
+from fedpharma.server.task_summary import (
+    RESOLUTION,
+    TaskSummaries,
+    label_distributions_from_summaries,
+    summaries_from_json,
+    task_results_from_summaries,
+)
 from fedpharma.strategy.aggregate import weighted_mean_metrics
 
 _RELATIONS: dict[str, Relation] = {"epsilon_record": "record", "epsilon_site": "site"}
@@ -54,6 +63,7 @@ def summary_from_store(run_dir: Path) -> RunSummary:
                 "ORDER BY round, site"
             ).fetchall()
             incidents = db.execute("SELECT round, site, kind, reason FROM incidents").fetchall()
+            summaries = _task_summaries(db)
         finally:
             db.close()
     except sqlite3.Error as exc:
@@ -128,6 +138,39 @@ def summary_from_store(run_dir: Path) -> RunSummary:
         privacy=_privacy(config, train, incidents),
         activity=activity,
         deployed=True,
+        tasks=task_results_from_summaries(summaries) if summaries is not None else {},
+        label_distributions=(
+            label_distributions_from_summaries(summaries) if summaries is not None else {}
+        ),
+        task_summary=_task_summary_info(summaries),
+    )
+
+
+def _task_summaries(db: sqlite3.Connection) -> TaskSummaries | None:
+    """The final model's per-task counts the sites sent; None for a store without them (a run
+    of an earlier version, or one that did not finish)."""
+    try:
+        row = db.execute(
+            "SELECT summary FROM task_summaries ORDER BY round DESC LIMIT 1"
+        ).fetchone()
+    except sqlite3.OperationalError:
+        return None
+    if row is None:
+        return None
+    try:
+        return summaries_from_json(str(row[0]))
+    except (ValueError, KeyError, TypeError) as exc:
+        raise DataError(f"the run store's per-task summary is unreadable: {exc}") from exc
+
+
+def _task_summary_info(summaries: TaskSummaries | None) -> TaskSummaryInfo | None:
+    if summaries is None:
+        return None
+    return TaskSummaryInfo(
+        sites=tuple(sorted(summaries.sent)),
+        declined=dict(summaries.declined),
+        skipped=summaries.skipped,
+        resolution=RESOLUTION if summaries.sent else None,
     )
 
 

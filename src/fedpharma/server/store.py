@@ -2,7 +2,8 @@
 
 It records the run's config, per-round timings and per-site metrics, refusals and failures
 (those of a failed and retried attempt too), the latest model checkpoint with its sha256, the
-audit heads sent to each site with its tasks, and the final comparison of models. It is a
+audit heads sent to each site with its tasks, the final model's per-task counts the sites sent
+(:mod:`fedpharma.server.task_summary`), and the final comparison of models. It is a
 :class:`~fedpharma.server.round.RoundObserver`, so the round loop writes to it as rounds complete
 and a crash loses at most the round in flight. Only aggregate metrics are stored, never records.
 """
@@ -45,6 +46,9 @@ CREATE TABLE IF NOT EXISTS checkpoints (
 CREATE TABLE IF NOT EXISTS audit_heads_sent (
     site TEXT NOT NULL, round INTEGER NOT NULL, seq INTEGER NOT NULL, hash TEXT NOT NULL,
     sent TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS task_summaries (
+    round INTEGER PRIMARY KEY, summary TEXT NOT NULL
 );
 CREATE TABLE IF NOT EXISTS comparison (
     model TEXT NOT NULL, site TEXT NOT NULL, name TEXT NOT NULL, value REAL NOT NULL,
@@ -164,6 +168,12 @@ class RunStore:
         return self._db.execute(
             "SELECT site, round, seq, hash FROM audit_heads_sent ORDER BY rowid"
         ).fetchall()
+
+    def record_task_summaries(self, rnd: int, summary: str) -> None:
+        """The final model's per-task counts as the sites sent them (JSON text of
+        :func:`fedpharma.server.task_summary.summaries_to_json`): counts and sums, no row."""
+        with self._db:
+            self._db.execute("INSERT OR REPLACE INTO task_summaries VALUES (?, ?)", (rnd, summary))
 
     def record_comparison(self, model: str, site: str, metrics: dict[str, float]) -> None:
         """Keep a model's final metrics on a site's test set; an undefined one (NaN: e.g. R² of

@@ -44,6 +44,8 @@ from fedpharma.core.protocol import (
     SecureReply,
     SecureTask,
     Task,
+    TaskSummaryResult,
+    TaskSummaryTask,
     TrainResult,
     TrainTask,
 )
@@ -52,8 +54,17 @@ from fedpharma.data.checks import check_data
 from fedpharma.data.preprocessing import SiteDescription
 from fedpharma.data.tabular import TabularSchema
 from fedpharma.evaluation.label_statistics import label_sums
-from fedpharma.evaluation.metrics import compute_metrics
+from fedpharma.evaluation.metrics import compute_metrics, per_task_metrics
 from fedpharma.evaluation.selection import VALIDATION_PREFIX
+from fedpharma.evaluation.task_counts import (
+    PARITY_BINS,
+    label_counts,
+    label_edges,
+    label_width,
+    task_counts,
+    to_vector,
+    width,
+)
 from fedpharma.models.base import FitOutput, Trainer
 from fedpharma.models.bundle import LABEL_SCALING_FOLDED
 from fedpharma.models.output import fold_target_scaling
@@ -137,6 +148,9 @@ class SiteRuntime:
         self.keeper = keeper
         self.variates = variates or ControlVariates()
         self.tabular = tabular
+        # Runs in which this site answered a train task under DP: it sends no un-noised
+        # per-task counts in them (the ledger also remembers, across restarts).
+        self._dp_runs: set[str] = set()
 
     def handle_encoded(self, request: bytes | memoryview) -> EncodedMessage:
         """Answer an encoded task with an encoded reply; a malformed task gets a Refusal."""
@@ -151,7 +165,7 @@ class SiteRuntime:
 
     def handle(self, task: Task) -> Reply:
         try:
-            runs_model = isinstance(task, TrainTask | EvaluateTask | SecureTask)
+            runs_model = isinstance(task, TrainTask | EvaluateTask | SecureTask | TaskSummaryTask)
             if self.approval is not None and runs_model:
                 installed = self.approval.installed
                 self.approval.check(
@@ -175,6 +189,8 @@ class SiteRuntime:
                 return self._label_statistics(task)
             if self.tabular is not None:
                 self.tabular.require_applied()
+            if isinstance(task, TaskSummaryTask):
+                return self._task_summary(task)
             return self._evaluate(task)
         except PrivacyBudgetExceeded as exc:
             return Refusal(task.run_id, task.round, self.name, "privacy-budget", str(exc))
@@ -200,6 +216,8 @@ class SiteRuntime:
                 "this site's policy requires secure aggregation and the task would send its "
                 'update in the clear; set [secure] mode = "secagg" or "ckks" in the run config'
             )
+        if settings.record_dp is not None or settings.site_dp is not None:
+            self._dp_runs.add(task.run_id)
         charged = settings.secure is None and (
             settings.record_dp is not None or settings.site_dp is not None
         )
@@ -304,6 +322,56 @@ class SiteRuntime:
         sums = label_sums(self._raw().train.labels)
         return LabelStatisticsResult(
             task.run_id, task.round, self.name, sums.count, sums.total, sums.sum_of_squares
+        )
+
+    def _task_summary(self, task: TaskSummaryTask) -> TaskSummaryResult:
+        """Per task, the counts of :mod:`fedpharma.evaluation.task_counts` of the task's model on
+        the test rows, this site's own per-task metrics and (if asked) its training labels'
+        counts per bin or class: a size the task fixes, whatever the number of rows. Refused
+        where the policy declines it or requires DP, and in a run that asked this site for DP
+        (in this process, or charged to its ledger): the counts carry no noise."""
+        policy = self.policy
+        if policy is not None and not policy.config.allow_task_summary:
+            raise PolicyRefused("this site's policy declines per-task summaries")
+        self._refuse_unaccounted("per-task counts of its test labels and predictions")
+        trained_private = task.run_id in self._dp_runs or (
+            policy is not None
+            and any(entry.run_id == task.run_id for entry in policy.ledger.entries())
+        )
+        if trained_private:
+            raise PolicyRefused(
+                "this run asked this site for differential privacy; per-task counts of its test "
+                "rows would be an unaccounted release"
+            )
+        test = self.data.test
+        n_tasks, kind = len(test.task_names), test.task
+        grid = PARITY_BINS + 1 if kind == "regression" else 0
+        asked = (task.n_tasks, task.width, len(task.edges), task.label_width)
+        shape = (n_tasks, width(kind), n_tasks * grid, label_width(kind))
+        if asked != shape and asked != (*shape[:3], 0):
+            raise DataError(
+                f"the task summary asks for {task.n_tasks} task(s) of {task.width} numbers with "
+                f"{len(task.edges)} edges and {task.label_width} label counts; this site's "
+                f"{kind} data has {n_tasks} task(s) of {width(kind)} numbers, "
+                f"{n_tasks * grid} edges and {label_width(kind)} label counts"
+            )
+        labels = test.dense_labels().astype(np.float64)
+        predictions = np.asarray(self.trainer.predict(task.parameters, test), dtype=np.float64)
+        predictions = predictions.reshape(labels.shape)
+        edges = np.asarray(task.edges, dtype=np.float64)
+        train = self.data.train.dense_labels().astype(np.float64)
+        values: list[float] = []
+        metrics: dict[str, float] = {}
+        distribution: list[float] = []
+        for j, found in enumerate(per_task_metrics(kind, labels, predictions)):
+            grid_j = edges[j * grid : (j + 1) * grid] if grid else None
+            values += to_vector(task_counts(kind, labels[:, j], predictions[:, j], grid_j))
+            metrics |= _finite({f"{j}:{name}": value for name, value in found.items()})
+            if task.label_width:
+                bins = None if grid_j is None else label_edges(grid_j)
+                distribution += label_counts(kind, train[:, j], bins)
+        return TaskSummaryResult(
+            task.run_id, task.round, self.name, tuple(values), metrics, tuple(distribution)
         )
 
     def _feature_statistics(

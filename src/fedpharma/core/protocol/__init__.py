@@ -21,6 +21,8 @@ from fedpharma.core.protocol.messages import (
     SecureReply,
     SecureTask,
     Task,
+    TaskSummaryResult,
+    TaskSummaryTask,
     TrainResult,
     TrainTask,
 )
@@ -63,6 +65,8 @@ __all__ = [
     "SecureTask",
     "SiteDP",
     "Task",
+    "TaskSummaryResult",
+    "TaskSummaryTask",
     "TrainResult",
     "TrainSettings",
     "TrainTask",

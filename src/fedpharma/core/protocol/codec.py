@@ -42,6 +42,8 @@ from fedpharma.core.protocol.messages import (
     SecureReply,
     SecureTask,
     Task,
+    TaskSummaryResult,
+    TaskSummaryTask,
     TrainResult,
     TrainTask,
 )
@@ -81,6 +83,8 @@ _TYPES: dict[str, type[Any]] = {
         DataCheckReply,
         PreprocessingTask,
         PreprocessingApplied,
+        TaskSummaryTask,
+        TaskSummaryResult,
     )
 }
 _PARAMETER_FIELDS = ("parameters", "update")
@@ -96,8 +100,16 @@ _SCALAR_TYPES = {
     "fit": str,
     "digest": str,
 }
-_INT_FIELDS = ("round", "n_examples")
-_NUMBER_LIST_FIELDS = ("count", "total", "sum_of_squares", "histogram")
+_INT_FIELDS = ("round", "n_examples", "n_tasks", "width", "label_width")
+_NUMBER_LIST_FIELDS = (
+    "count",
+    "total",
+    "sum_of_squares",
+    "histogram",
+    "edges",
+    "values",
+    "labels",
+)
 _TEXT_LIST_FIELDS = ("passed", "failed")
 MAX_TEXT_LIST = 10_000
 MAX_TEXT_ITEM = 512

@@ -17,7 +17,9 @@ Before a site takes part in any round, the coordinator sends it a :class:`Descri
 site's :class:`DescriptionReply` says how it prepares its data, and a site whose preprocessing
 differs from the run's recipe is refused at join. Before the first round the coordinator may
 send a :class:`LabelStatisticsTask`, answered by the site's per-task label sums
-(:class:`LabelStatisticsResult`), to start the output layer at the labels.
+(:class:`LabelStatisticsResult`), to start the output layer at the labels. After the last round
+it may send a :class:`TaskSummaryTask`, answered by the final model's per-task counts on the
+site's test rows (:class:`TaskSummaryResult`), from which the run's report pools per-task results.
 """
 
 from __future__ import annotations
@@ -250,6 +252,38 @@ class PreprocessingApplied:
     digest: str
 
 
+@dataclass(frozen=True)
+class TaskSummaryTask:
+    """Summarize ``parameters`` on your test rows, per task, as counts that pool across sites
+    (:mod:`fedpharma.evaluation.task_counts`): ``n_tasks`` vectors of ``width`` numbers each;
+    ``edges``: each regression task's parity grid (``n_tasks`` runs of bins + 1 edges; empty
+    for classification, whose grid is fixed); ``label_width``: per task, the numbers of the
+    training-label distribution asked for (0: none)."""
+
+    run_id: str
+    round: int
+    parameters: Parameters
+    n_tasks: int
+    width: int
+    edges: tuple[float, ...] = ()
+    label_width: int = 0
+
+
+@dataclass(frozen=True)
+class TaskSummaryResult:
+    """Per task, the site's counts (``values``: ``n_tasks`` × ``width`` numbers, a size fixed by
+    the task, whatever the number of rows), the site's own metrics (``metrics``, keys
+    ``"<task index>:<metric>"``) and its training labels' counts per bin or class (``labels``,
+    ``n_tasks`` × ``label_width``): counts and sums, never a row's label or prediction."""
+
+    run_id: str
+    round: int
+    site: str
+    values: tuple[float, ...]
+    metrics: dict[str, float] = field(default_factory=dict)
+    labels: tuple[float, ...] = ()
+
+
 Task = (
     TrainTask
     | EvaluateTask
@@ -259,6 +293,7 @@ Task = (
     | FeatureStatisticsTask
     | DataCheckTask
     | PreprocessingTask
+    | TaskSummaryTask
 )
 Reply = (
     TrainResult
@@ -270,6 +305,7 @@ Reply = (
     | FeatureStatisticsResult
     | DataCheckReply
     | PreprocessingApplied
+    | TaskSummaryResult
 )
 
 
@@ -308,6 +344,8 @@ def validate_reply(task: Task, site: str, reply: Reply) -> Reply:
         expected = (DataCheckReply, Refusal)
     elif isinstance(task, PreprocessingTask):
         expected = (PreprocessingApplied, Refusal)
+    elif isinstance(task, TaskSummaryTask):
+        expected = (TaskSummaryResult, Refusal)
     else:
         expected = (EvaluateResult, Refusal)
     if not isinstance(reply, expected):
@@ -336,6 +374,18 @@ def validate_reply(task: Task, site: str, reply: Reply) -> Reply:
                 f"update from {site!r} claims {reply.n_examples} training examples; an update "
                 "weighs by its examples, so a site with no training rows must refuse the task"
             )
+    if (
+        isinstance(reply, TaskSummaryResult)
+        and isinstance(task, TaskSummaryTask)
+        and (
+            len(reply.values) != task.n_tasks * task.width
+            or len(reply.labels) != task.n_tasks * task.label_width
+        )
+    ):
+        raise ProtocolError(
+            f"task summary from {site!r} holds {len(reply.values)} + {len(reply.labels)} "
+            f"numbers; the task asked for {task.n_tasks} × ({task.width} + {task.label_width})"
+        )
     if isinstance(reply, EvaluateResult) and reply.n_examples < 0:
         raise ProtocolError(
             f"evaluation from {site!r} claims {reply.n_examples} test examples; send the "

@@ -408,6 +408,7 @@ TASK_WORDS = {
     "DataCheckTask": "data checks",
     "PreprocessingTask": "fitted preprocessing",
     "SecureTask": "secure aggregation",
+    "TaskSummaryTask": "per-task summary",
 }
 
 
