@@ -19,7 +19,7 @@ from fedpharma.core.dataset import Objective
 from fedpharma.core.errors import ConfigError
 from fedpharma.core.params import Parameters
 from fedpharma.core.protocol import Channel, LabelStatisticsResult, LabelStatisticsTask, Task
-from fedpharma.models.output import calibrate_output_layer
+from fedpharma.models.output import calibrate_output_layer, has_head
 from fedpharma.server.round import sort_replies
 
 
@@ -96,6 +96,8 @@ def calibrated_start(
         ), "output layer set from the public label prior"
     if not config.training.calibrate_output:
         return parameters, "output layer as initialised"
+    if not has_head(parameters):
+        return parameters, "output layer as initialised (the network has no layer named head)"
     if config.privacy.enabled:
         return parameters, UNCALIBRATED_UNDER_DP
     statistics = gather_label_statistics(channel, run_id, n_tasks, timeout)
