@@ -16,6 +16,7 @@ tabular-only use never loads it.
 from __future__ import annotations
 
 import csv
+import gzip
 import os
 from collections.abc import Sequence
 from dataclasses import replace
@@ -68,7 +69,7 @@ def load_dataset(
 
     Molecule features are permuted by ``permutation`` (the partners' secret fingerprint-bit
     order, :mod:`fedpharma.data.permutation`) right after featurization, so every site trains on
-    identically permuted inputs. With ``smiles`` a molecule CSV's rows also keep their
+    identically permuted inputs. With ``smiles`` a molecule file's rows (CSV or SDF) also keep their
     standardized SMILES (``Dataset.smiles``), for a model plugin that builds its own inputs.
     """
     if (cfg.name is None) == (cfg.path is None):
@@ -91,8 +92,9 @@ def load_dataset(
         schema, _declared = resolve_schema(cfg)
         return read_tabular(path, schema, task, name=_stem(path)), None
     sdf = path.name.lower().endswith((".sdf", ".sdf.gz"))
-    if smiles and sdf:
-        raise DataError(f"{path}: a model plugin that reads SMILES needs a CSV file, not an SDF")
+    input_smiles = None
+    if smiles:
+        input_smiles = _input_sdf_smiles(path) if sdf else _input_smiles(path, cfg.smiles_column)
     return _molecule_dataset(
         _featurized_file(cfg, path, features, sdf),
         task,
@@ -101,7 +103,7 @@ def load_dataset(
         _stem(path),
         permutation,
         cfg.duplicates,
-        _input_smiles(path, cfg.smiles_column) if smiles else None,
+        input_smiles,
     )
 
 
@@ -111,6 +113,22 @@ def _input_smiles(path: Path, column: str) -> list[str]:
 
     with open_text(path) as handle:
         return [row.get(column) or "" for row in csv.DictReader(handle)]
+
+
+def _input_sdf_smiles(path: Path) -> list[str]:
+    """The SMILES of every record of an SDF file, in order ("" for an unreadable record, which
+    featurization drops too)."""
+    from rdkit import Chem, rdBase
+
+    opener = gzip.open if path.name.lower().endswith(".gz") else open
+    try:
+        with opener(path, "rb") as handle, rdBase.BlockLogs():
+            return [
+                "" if mol is None else str(Chem.MolToSmiles(mol))
+                for mol in Chem.ForwardSDMolSupplier(handle)
+            ]
+    except OSError as exc:
+        raise DataError(f"cannot read SDF file {path}: {exc.strerror or exc}") from exc
 
 
 def _standardized_smiles(smiles: Sequence[str]) -> tuple[str, ...]:
