@@ -79,3 +79,28 @@ def test_an_sdf_keeps_the_same_smiles_as_a_csv_of_the_same_molecules(molecules_c
     assert len(from_sdf.smiles) == len(from_sdf) == 20
     assert from_sdf.smiles == from_csv.smiles  # salt stripped, the bad records gone, in order
     np.testing.assert_array_equal(from_sdf.dense_labels(), from_csv.dense_labels())
+
+
+def test_a_molecule_whose_standardized_smiles_rdkit_cannot_read_is_dropped_with_a_reason(
+    molecules_csv, tmp_path
+):
+    # Ferrocene standardizes to its largest fragment, a neutral c1cccc1 that RDKit cannot read
+    # back: the D-MPNN then refused the whole site (Tox21 has five such molecules).
+    rows = list(csv.DictReader(molecules_csv.open()))[:10]
+    table = tmp_path / "with-ferrocene.csv"
+    with table.open("w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["smiles", "pIC50"])
+        writer.writerows((r["smiles"], r["pIC50"]) for r in rows[:4])
+        writer.writerow(["[cH-]1cccc1.[cH-]1cccc1.[Fe+2]", "5.0"])
+        writer.writerows((r["smiles"], r["pIC50"]) for r in rows[4:])
+    config = DatasetConfig(path=str(table), label_columns=("pIC50",), task="regression")
+    graphs, report = load_dataset(config, FeaturesConfig(n_bits=128), smiles=True)
+    fingerprints, _ = load_dataset(config, FeaturesConfig(n_bits=128))
+    assert len(fingerprints) == 11  # fingerprints are computed from the molecule itself
+    assert report is not None and [(row, "graph" in why) for row, why in report.invalid] == [
+        (4, True)
+    ]
+    assert len(graphs) == len(graphs.smiles) == report.n_rows == 10
+    assert all(Chem.MolFromSmiles(s) is not None for s in graphs.smiles)
+    np.testing.assert_allclose(graphs.dense_labels()[:, 0], [float(r["pIC50"]) for r in rows])

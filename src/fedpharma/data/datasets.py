@@ -140,6 +140,24 @@ def _standardized_smiles(smiles: Sequence[str]) -> tuple[str, ...]:
     return tuple(canonical_smiles(standardize(Chem.MolFromSmiles(s))) for s in smiles)
 
 
+REASON_NO_GRAPH = "standardized SMILES unreadable (no molecular graph)"
+
+
+def _graph_smiles(
+    keep: npt.NDArray[np.int64], valid: npt.NDArray[np.int64], input_smiles: Sequence[str]
+) -> tuple[npt.NDArray[np.int64], dict[int, str], list[int]]:
+    """For a plugin that builds graphs from SMILES: the ``keep`` positions whose standardized
+    SMILES RDKit reads back, those SMILES by input row, and the input rows it cannot read."""
+    from rdkit import Chem, rdBase
+
+    rows = valid[keep]
+    standardized = _standardized_smiles([input_smiles[int(row)] for row in rows])
+    with rdBase.BlockLogs():
+        readable = np.array([Chem.MolFromSmiles(s) is not None for s in standardized], bool)
+    by_row = {int(r): s for r, s, ok in zip(rows, standardized, readable, strict=True) if ok}
+    return keep[readable], by_row, [int(r) for r in rows[~readable]]
+
+
 def resolve_schema(cfg: DatasetConfig) -> tuple[TabularSchema, Path | None]:
     """A tabular file's schema and the file it was declared in (``None``: inferred from the
     data): ``[dataset] schema``, else ``NAME.schema.toml`` beside the data, else inference."""
@@ -192,6 +210,14 @@ def _molecule_dataset(
         unlabelled=tuple(int(r) for r in featurized.valid[~has_label]),
         salts_stripped=featurized.salts_stripped,
     )
+    graph_smiles: dict[int, str] = {}
+    if input_smiles is not None:
+        keep, graph_smiles, unreadable = _graph_smiles(keep, featurized.valid, input_smiles)
+        if unreadable:  # e.g. a metallocene's ring reduced to c1cccc1: no graph can be built
+            invalid = report.invalid + tuple((row, REASON_NO_GRAPH) for row in unreadable)
+            report = replace(
+                report, n_valid=report.n_valid - len(unreadable), invalid=tuple(sorted(invalid))
+            )
     if keep.size == 0:
         raise DataError(f"{name}: no usable molecules — {report.summary()}")
     labels = labels.take(keep)
@@ -225,7 +251,7 @@ def _molecule_dataset(
         smiles=(
             ()
             if input_smiles is None
-            else _standardized_smiles([input_smiles[int(row)] for row in featurized.valid[keep]])
+            else tuple(graph_smiles[int(row)] for row in featurized.valid[keep])
         ),
     )
     return dataset, report
