@@ -236,6 +236,20 @@ def _same_sites(a: Simulation, b: Simulation) -> bool:
     return True
 
 
+def every_partner_took_part(summary: Any, label: str) -> None:
+    """Stop the benchmark if a round went on without a partner (a site that fails is left out
+    of its round, and the federation carries on: the comparison would then be unfair)."""
+    activity = summary.activity
+    short = [
+        (r, p) for r, p in zip(activity.rounds, activity.participants, strict=True) if p < N_SITES
+    ]
+    if short:
+        raise RuntimeError(
+            f"{label}: {len(short)} round(s) aggregated fewer than {N_SITES} partners "
+            f"(first: round {short[0][0]}, {short[0][1]}); see the run's summary for why"
+        )
+
+
 def run_seed(
     bench: Benchmark, config: RunConfig, sim: Simulation, workdir: Path, resamples: int = 0
 ) -> dict[str, Any]:
@@ -243,6 +257,7 @@ def run_seed(
     ``resamples``, also the test-set bootstrap of how each comparison could have come out."""
     started = time.perf_counter()
     fedavg_run = simulate(config, workdir / "fedavg", prepared=sim)
+    every_partner_took_part(fedavg_run.summary, "FedAvg")
     fedavg = serde.to_dict(fedavg_run.summary)
     fedavg_seconds = time.perf_counter() - started
     fedadam_config = replace(
@@ -254,6 +269,7 @@ def run_seed(
     )
     started = time.perf_counter()
     fedadam_run = simulate(fedadam_config, workdir / "fedadam", prepared=sim)
+    every_partner_took_part(fedadam_run.summary, "FedAdam")
     fedadam = serde.to_dict(fedadam_run.summary)
     fedadam_seconds = time.perf_counter() - started
 
