@@ -41,6 +41,9 @@ Run from the project root::
     .venv/bin/python benchmarks/utility.py --quick         # smoke run: 3 rounds
     .venv/bin/python benchmarks/utility.py --datasets esol --out /tmp/esol.json
     .venv/bin/python benchmarks/utility.py --model dmpnn   # chemprop's D-MPNN (fedpharma[chemprop])
+    # seeds as separate processes, then their mean judged as one --seeds 3 run:
+    .venv/bin/python benchmarks/utility.py --first-seed 1 --seeds 1 --out /tmp/s1.json
+    .venv/bin/python benchmarks/utility.py --combine /tmp/s0.json /tmp/s1.json /tmp/s2.json
 
 Most of the wall time of a cold run is featurization (RDKit 2D descriptors, ~10–20 ms per
 molecule), not training.
@@ -50,6 +53,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import json
 import sys
 import tempfile
 import time
@@ -232,6 +236,20 @@ def _same_sites(a: Simulation, b: Simulation) -> bool:
     return True
 
 
+def every_partner_took_part(summary: Any, label: str) -> None:
+    """Stop the benchmark if a round went on without a partner (a site that fails is left out
+    of its round, and the federation carries on: the comparison would then be unfair)."""
+    activity = summary.activity
+    short = [
+        (r, p) for r, p in zip(activity.rounds, activity.participants, strict=True) if p < N_SITES
+    ]
+    if short:
+        raise RuntimeError(
+            f"{label}: {len(short)} round(s) aggregated fewer than {N_SITES} partners "
+            f"(first: round {short[0][0]}, {short[0][1]}); see the run's summary for why"
+        )
+
+
 def run_seed(
     bench: Benchmark, config: RunConfig, sim: Simulation, workdir: Path, resamples: int = 0
 ) -> dict[str, Any]:
@@ -239,6 +257,7 @@ def run_seed(
     ``resamples``, also the test-set bootstrap of how each comparison could have come out."""
     started = time.perf_counter()
     fedavg_run = simulate(config, workdir / "fedavg", prepared=sim)
+    every_partner_took_part(fedavg_run.summary, "FedAvg")
     fedavg = serde.to_dict(fedavg_run.summary)
     fedavg_seconds = time.perf_counter() - started
     fedadam_config = replace(
@@ -250,6 +269,7 @@ def run_seed(
     )
     started = time.perf_counter()
     fedadam_run = simulate(fedadam_config, workdir / "fedadam", prepared=sim)
+    every_partner_took_part(fedadam_run.summary, "FedAdam")
     fedadam = serde.to_dict(fedadam_run.summary)
     fedadam_seconds = time.perf_counter() - started
 
@@ -484,7 +504,7 @@ def run_dataset(bench: Benchmark, args: argparse.Namespace) -> dict[str, Any]:
         raise RuntimeError("resplit() no longer mirrors fedpharma.sim.engine.prepare_sites")
     per_seed = []
     with tempfile.TemporaryDirectory(prefix=f"utility-{bench.key}-") as tmp:
-        for seed in range(args.seeds):
+        for seed in range(args.first_seed, args.first_seed + args.seeds):
             config = replace(base, seed=seed)
             sites = sim if seed == 0 else resplit(sim, config)
             print(
@@ -504,7 +524,7 @@ def run_dataset(bench: Benchmark, args: argparse.Namespace) -> dict[str, Any]:
             per_seed.append(result)
     main = per_seed[0]
     targets = evaluate_targets(bench, main)
-    print_result(bench, main, "seed 0")
+    print_result(bench, main, f"seed {main['seed']}")
     print_targets(targets)
     if main["bootstrap"] is not None:
         print_uncertainty(main["bootstrap"], main["metric"]["name"])
@@ -521,42 +541,79 @@ def run_dataset(bench: Benchmark, args: argparse.Namespace) -> dict[str, Any]:
         "all_passed": all(t["passed"] for t in targets),
     }
     if len(per_seed) > 1:
-        out["other_seeds"] = per_seed[1:]
-        summary = mean_over_seeds(per_seed)
-        out["mean_over_seeds"] = summary
-        flat = {
-            "metric": main["metric"],
-            "sites": {
-                n: {"n_train": "", "n_test": "", **{m: v[m]["mean"] for m in MODELS}}
-                for n, v in summary["sites"].items()
-            },
-            "pooled": {"n_test": "", **{m: v["mean"] for m, v in summary["pooled"].items()}},
-        }
-        rows = [[n, *(site[m] for m in MODELS)] for n, site in flat["sites"].items()] + [
-            ["pooled", *(flat["pooled"][m] for m in MODELS)]
-        ]
-        print(f"\n{bench.title}: mean over seeds {summary['seeds']} (targets judged on it)")
-        print_table(["partner", *MODELS], rows)
-        out["targets_seed0"] = targets
-        out["targets"] = evaluate_targets(bench, flat)
-        out["all_passed"] = all(t["passed"] for t in out["targets"])
-        print_targets(out["targets"])
-        wins = {
-            s: sum(
-                better(r["sites"][n][s], r["sites"][n]["local"], main["metric"]["higher_is_better"])
-                for r in per_seed
-                for n in r["sites"]
-            )
-            for s in ("fedavg", "fedadam")
-        }
-        total = sum(len(r["sites"]) for r in per_seed)
-        out["partner_wins_over_seeds"] = {s: f"{w}/{total}" for s, w in wins.items()}
-        print(
-            "  partner × seed cases where federated beats local: "
-            + ", ".join(f"{s} {w}/{total}" for s, w in wins.items()),
-            flush=True,
-        )
+        summarize_seeds(bench, per_seed, out)
     return out
+
+
+def summarize_seeds(bench: Benchmark, per_seed: list[dict[str, Any]], out: dict[str, Any]) -> None:
+    """Print the mean over ``per_seed`` and judge the targets on it, recorded in ``out``."""
+    main = per_seed[0]
+    targets = out["targets"]
+    out["other_seeds"] = per_seed[1:]
+    summary = mean_over_seeds(per_seed)
+    out["mean_over_seeds"] = summary
+    flat = {
+        "metric": main["metric"],
+        "sites": {
+            n: {"n_train": "", "n_test": "", **{m: v[m]["mean"] for m in MODELS}}
+            for n, v in summary["sites"].items()
+        },
+        "pooled": {"n_test": "", **{m: v["mean"] for m, v in summary["pooled"].items()}},
+    }
+    rows = [[n, *(site[m] for m in MODELS)] for n, site in flat["sites"].items()] + [
+        ["pooled", *(flat["pooled"][m] for m in MODELS)]
+    ]
+    print(f"\n{bench.title}: mean over seeds {summary['seeds']} (targets judged on it)")
+    print_table(["partner", *MODELS], rows)
+    out["targets_seed0"] = targets
+    out["targets"] = evaluate_targets(bench, flat)
+    out["all_passed"] = all(t["passed"] for t in out["targets"])
+    print_targets(out["targets"])
+    wins = {
+        s: sum(
+            better(r["sites"][n][s], r["sites"][n]["local"], main["metric"]["higher_is_better"])
+            for r in per_seed
+            for n in r["sites"]
+        )
+        for s in ("fedavg", "fedadam")
+    }
+    total = sum(len(r["sites"]) for r in per_seed)
+    out["partner_wins_over_seeds"] = {s: f"{w}/{total}" for s, w in wins.items()}
+    print(
+        "  partner × seed cases where federated beats local: "
+        + ", ".join(f"{s} {w}/{total}" for s, w in wins.items()),
+        flush=True,
+    )
+
+
+def combine(files: list[str]) -> dict[str, Any]:
+    """The mean over the seeds of several ``--out`` files of one model (e.g. seeds run as
+    separate processes with ``--first-seed``), printed and judged as one ``--seeds`` run."""
+    payloads = [json.loads(Path(f).read_text(encoding="utf-8")) for f in files]
+    if len({p["model"] for p in payloads}) != 1:
+        raise SystemExit("--combine: the files hold different models")
+    results: dict[str, Any] = {}
+    for key in [k for k in BENCHMARKS if any(k in p["datasets"] for p in payloads)]:
+        runs = [p["datasets"][key] for p in payloads if key in p["datasets"]]
+        per_seed = sorted(
+            (r for run in runs for r in [run["seed0"], *run.get("other_seeds", [])]),
+            key=lambda r: int(r["seed"]),
+        )
+        seeds = [int(r["seed"]) for r in per_seed]
+        if len(set(seeds)) != len(seeds):
+            raise SystemExit(f"--combine: {key} has seed(s) twice: {seeds}")
+        bench = with_model(BENCHMARKS[key], payloads[0]["model"])
+        out: dict[str, Any] = {"title": bench.title, "seed0": per_seed[0]}
+        out["targets"] = evaluate_targets(bench, per_seed[0])
+        if len(per_seed) > 1:
+            summarize_seeds(bench, per_seed, out)
+        results[key] = out
+    return {
+        "benchmark": "utility",
+        "model": payloads[0]["model"],
+        "combined": files,
+        "datasets": results,
+    }
 
 
 def thread_probe(bench: Benchmark) -> dict[str, Any]:
@@ -600,6 +657,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--out", type=Path, default=RESULTS_DIR / "utility.json", help="JSON output path"
     )
+    parser.add_argument(
+        "--first-seed", type=int, default=0, help="run seeds FIRST..FIRST+N-1 (default 0)"
+    )
+    parser.add_argument(
+        "--combine",
+        nargs="+",
+        metavar="JSON",
+        help="print and judge the mean over the seeds of these --out files; runs nothing",
+    )
     parser.add_argument("--quick", action="store_true", help=f"smoke run: {QUICK_ROUNDS} rounds")
     parser.add_argument(
         "--datasets",
@@ -635,6 +701,10 @@ def main(argv: list[str] | None = None) -> int:
         help="no validation fold: every model trained for all its rounds / epochs (the old setup)",
     )
     args = parser.parse_args(argv)
+    if args.combine:
+        combined = combine(args.combine)
+        print(f"results: {write_json(args.out, combined)}")
+        return 0
     keys = [k.strip() for k in args.datasets.split(",") if k.strip()]
     unknown = [k for k in keys if k not in BENCHMARKS]
     if unknown or not keys or args.seeds < 1:

@@ -46,6 +46,9 @@ class NotAPlugin:
     pass
 """
 
+HEADLESS_CODE = PLUGIN_CODE.replace("self.head", "self.out")
+"""The same plugin with its output layer named ``out``: it has no ``head`` to keep private."""
+
 
 def install_plugin(folder: Path, *, version: str = "1.0", code: str = PLUGIN_CODE) -> Path:
     """Write the plugin's package and dist-info under ``folder``; returns ``folder`` (put it on

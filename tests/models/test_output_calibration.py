@@ -37,3 +37,10 @@ def test_site_label_statistics_ignore_missing_labels():
 def test_label_prior_lengths_must_agree():
     with pytest.raises(ConfigError, match="one value per"):
         config_from_dict({"model": {"label_mean": [1.0, 2.0], "label_std": [1.0]}})
+
+
+def test_a_label_prior_for_a_network_without_a_head_layer_is_a_config_error():
+    # A plugin may name its output layer otherwise; this was a raw KeyError('head.bias').
+    headless = Parameters.from_dict({"trunk.w": np.ones((3, 2)), "out.weight": np.ones((2, 3))})
+    with pytest.raises(ConfigError, match="no layer named `head`"):
+        calibrate_output_layer(headless, "regression", np.zeros(2), np.ones(2))

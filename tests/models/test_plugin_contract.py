@@ -156,3 +156,36 @@ def test_dp_sgd_trains_the_plugin_or_refuses_it_with_every_reason(plugin):
     assert out.parameters.names == start.names and out.sampling.steps >= 1
     pairs = zip(out.parameters.arrays, start.arrays, strict=True)
     assert all(not np.array_equal(a, b) for a, b in pairs)  # every weight: clipped, noised
+
+
+@pytest.fixture
+def headless_plugin(tmp_path, monkeypatch):
+    """The installed third-party plugin with its output layer named ``out``, not ``head``."""
+    from tests.models.plugin_samples import HEADLESS_CODE, forget_plugin, install_plugin
+
+    monkeypatch.syspath_prepend(str(install_plugin(tmp_path / "headless", code=HEADLESS_CODE)))
+    forget_plugin()
+    yield
+    forget_plugin()
+
+
+@pytest.mark.parametrize("calibrate", [True, False])
+def test_private_heads_refuse_a_plugin_without_a_head_layer(headless_plugin, calibrate):
+    # Calibrated, this was a raw KeyError; uncalibrated, the plugin's output layer was silently
+    # federated under a recipe that promised to keep it at the site.
+    data = dataset(TARGET)
+    config = recipe(TARGET, private_heads=True)
+    config = dataclasses.replace(
+        config, training=dataclasses.replace(config.training, calibrate_output=calibrate)
+    )
+    with pytest.raises(ConfigError, match="no layer named `head`"):
+        build_trainer(config, data).initial_parameters(0)
+
+
+def test_a_plugin_without_a_head_layer_trains_as_a_shared_model(headless_plugin):
+    data = dataset(TARGET)
+    trainer = build_trainer(recipe(TARGET), data)
+    start = trainer.initial_parameters(0)
+    assert "out.weight" in start.names
+    out = trainer.fit(start, data, epochs=1, seed=0)
+    assert out.parameters.names == start.names

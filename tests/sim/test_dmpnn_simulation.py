@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 
 from fedpharma.core.config import config_from_dict
@@ -64,3 +65,44 @@ def test_the_join_check_compares_how_sites_build_their_molecular_graphs():
     other = {**graphs, "graph_reference_digest": "0" * 64}  # e.g. another atom featurizer
     with pytest.raises(PreprocessingMismatch, match="graph_reference_digest"):
         check.check("site-2", dataclasses.replace(site, recipe={**site.recipe, **other}))
+
+
+def test_the_dmpnn_federates_from_an_sdf_exactly_as_from_the_same_molecules_in_a_csv(
+    molecules_csv, tmp_path
+):
+    # An SDF was refused: only a CSV kept the SMILES the D-MPNN builds its graphs from.
+    import csv
+
+    from rdkit import Chem
+
+    from fedpharma.sim.engine import simulate
+
+    identity = plugin_identity("dmpnn")
+    assert identity is not None
+    sdf = tmp_path / "series.sdf"
+    with Chem.SDWriter(str(sdf)) as writer:
+        for row in csv.DictReader(molecules_csv.open()):
+            mol = Chem.MolFromSmiles(row["smiles"])
+            mol.SetProp("pIC50", row["pIC50"])
+            writer.write(mol)
+
+    def federate(path, run):
+        config = config_from_dict(
+            {
+                "rounds": 1,
+                "baselines": False,
+                "privacy_audit": False,
+                "dataset": {"path": str(path), "label_columns": ["pIC50"], "task": "regression"},
+                "features": {"n_bits": 64},
+                "partition": {"n_sites": 2},
+                "model": {"plugin": "dmpnn", "hidden": [16, 8]},
+                "training": {"batch_size": 32, "learning_rate": 0.003},
+                "site_policy": {"approved_plugins": [identity.digest]},
+            }
+        )
+        return simulate(config, tmp_path / run).parameters
+
+    from_sdf, from_csv = federate(sdf, "sdf"), federate(molecules_csv, "csv")
+    assert any(n.startswith("trunk.message_passing.") for n in from_sdf.names)
+    assert from_sdf.names == from_csv.names
+    assert all(np.array_equal(a, b) for a, b in zip(from_sdf.arrays, from_csv.arrays, strict=True))

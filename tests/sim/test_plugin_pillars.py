@@ -90,3 +90,37 @@ def test_the_emr_signal_plugin_federates_under(pillar, ward, tmp_path):
     names = result.parameters.names
     assert any(n.startswith("trunk.signal.") for n in names)  # the plugin's network was trained
     assert any(n.startswith("head.") for n in names) == (pillar != "private-heads")
+
+
+def test_a_plugin_without_a_head_layer_federates_with_its_output_layer_as_initialised(
+    ward, tmp_path, monkeypatch
+):
+    # Output calibration sets `head` by name; a plugin free to name its output layer otherwise
+    # used to crash the run with a raw KeyError. Now the layer starts as the plugin built it.
+    from fedpharma.models.plugin_identity import plugin_identity
+    from tests.models.plugin_samples import HEADLESS_CODE, TARGET, forget_plugin, install_plugin
+
+    monkeypatch.syspath_prepend(str(install_plugin(tmp_path / "headless", code=HEADLESS_CODE)))
+    forget_plugin()
+    try:
+        identity = plugin_identity(TARGET)
+        assert identity is not None
+        raw: dict[str, object] = {
+            "dataset": {
+                "path": str(ward),
+                "kind": "tabular",
+                "label_columns": ["deteriorated"],
+                "task": "classification",
+                "site_column": "hospital",
+            },
+            "partition": {"method": "natural"},
+            "model": {"plugin": TARGET, "hidden": [16]},
+            "training": {"learning_rate": 0.01, "batch_size": 16, "calibrate_output": True},
+            "site_policy": {"approved_plugins": [identity.digest]},
+        }
+        config = config_from_dict({"rounds": 1, "baselines": False, "privacy_audit": False, **raw})
+        result = simulate(config, tmp_path / "run")
+    finally:
+        forget_plugin()
+    assert "out.weight" in result.parameters.names
+    assert result.summary.curves.rounds == (1,)

@@ -16,6 +16,7 @@ tabular-only use never loads it.
 from __future__ import annotations
 
 import csv
+import gzip
 import os
 from collections.abc import Sequence
 from dataclasses import replace
@@ -68,7 +69,7 @@ def load_dataset(
 
     Molecule features are permuted by ``permutation`` (the partners' secret fingerprint-bit
     order, :mod:`fedpharma.data.permutation`) right after featurization, so every site trains on
-    identically permuted inputs. With ``smiles`` a molecule CSV's rows also keep their
+    identically permuted inputs. With ``smiles`` a molecule file's rows (CSV or SDF) also keep their
     standardized SMILES (``Dataset.smiles``), for a model plugin that builds its own inputs.
     """
     if (cfg.name is None) == (cfg.path is None):
@@ -91,8 +92,9 @@ def load_dataset(
         schema, _declared = resolve_schema(cfg)
         return read_tabular(path, schema, task, name=_stem(path)), None
     sdf = path.name.lower().endswith((".sdf", ".sdf.gz"))
-    if smiles and sdf:
-        raise DataError(f"{path}: a model plugin that reads SMILES needs a CSV file, not an SDF")
+    input_smiles = None
+    if smiles:
+        input_smiles = _input_sdf_smiles(path) if sdf else _input_smiles(path, cfg.smiles_column)
     return _molecule_dataset(
         _featurized_file(cfg, path, features, sdf),
         task,
@@ -101,7 +103,7 @@ def load_dataset(
         _stem(path),
         permutation,
         cfg.duplicates,
-        _input_smiles(path, cfg.smiles_column) if smiles else None,
+        input_smiles,
     )
 
 
@@ -113,6 +115,22 @@ def _input_smiles(path: Path, column: str) -> list[str]:
         return [row.get(column) or "" for row in csv.DictReader(handle)]
 
 
+def _input_sdf_smiles(path: Path) -> list[str]:
+    """The SMILES of every record of an SDF file, in order ("" for an unreadable record, which
+    featurization drops too)."""
+    from rdkit import Chem, rdBase
+
+    opener = gzip.open if path.name.lower().endswith(".gz") else open
+    try:
+        with opener(path, "rb") as handle, rdBase.BlockLogs():
+            return [
+                "" if mol is None else str(Chem.MolToSmiles(mol))
+                for mol in Chem.ForwardSDMolSupplier(handle)
+            ]
+    except OSError as exc:
+        raise DataError(f"cannot read SDF file {path}: {exc.strerror or exc}") from exc
+
+
 def _standardized_smiles(smiles: Sequence[str]) -> tuple[str, ...]:
     """Canonical SMILES of each (valid) molecule after the fingerprints' standardization."""
     from rdkit import Chem
@@ -120,6 +138,24 @@ def _standardized_smiles(smiles: Sequence[str]) -> tuple[str, ...]:
     from fedpharma.data.molecules import canonical_smiles, standardize
 
     return tuple(canonical_smiles(standardize(Chem.MolFromSmiles(s))) for s in smiles)
+
+
+REASON_NO_GRAPH = "standardized SMILES unreadable (no molecular graph)"
+
+
+def _graph_smiles(
+    keep: npt.NDArray[np.int64], valid: npt.NDArray[np.int64], input_smiles: Sequence[str]
+) -> tuple[npt.NDArray[np.int64], dict[int, str], list[int]]:
+    """For a plugin that builds graphs from SMILES: the ``keep`` positions whose standardized
+    SMILES RDKit reads back, those SMILES by input row, and the input rows it cannot read."""
+    from rdkit import Chem, rdBase
+
+    rows = valid[keep]
+    standardized = _standardized_smiles([input_smiles[int(row)] for row in rows])
+    with rdBase.BlockLogs():
+        readable = np.array([Chem.MolFromSmiles(s) is not None for s in standardized], bool)
+    by_row = {int(r): s for r, s, ok in zip(rows, standardized, readable, strict=True) if ok}
+    return keep[readable], by_row, [int(r) for r in rows[~readable]]
 
 
 def resolve_schema(cfg: DatasetConfig) -> tuple[TabularSchema, Path | None]:
@@ -174,6 +210,14 @@ def _molecule_dataset(
         unlabelled=tuple(int(r) for r in featurized.valid[~has_label]),
         salts_stripped=featurized.salts_stripped,
     )
+    graph_smiles: dict[int, str] = {}
+    if input_smiles is not None:
+        keep, graph_smiles, unreadable = _graph_smiles(keep, featurized.valid, input_smiles)
+        if unreadable:  # e.g. a metallocene's ring reduced to c1cccc1: no graph can be built
+            invalid = report.invalid + tuple((row, REASON_NO_GRAPH) for row in unreadable)
+            report = replace(
+                report, n_valid=report.n_valid - len(unreadable), invalid=tuple(sorted(invalid))
+            )
     if keep.size == 0:
         raise DataError(f"{name}: no usable molecules — {report.summary()}")
     labels = labels.take(keep)
@@ -207,7 +251,7 @@ def _molecule_dataset(
         smiles=(
             ()
             if input_smiles is None
-            else _standardized_smiles([input_smiles[int(row)] for row in featurized.valid[keep]])
+            else tuple(graph_smiles[int(row)] for row in featurized.valid[keep])
         ),
     )
     return dataset, report

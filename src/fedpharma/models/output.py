@@ -14,6 +14,7 @@ import numpy as np
 import numpy.typing as npt
 
 from fedpharma.core.dataset import TargetScaling
+from fedpharma.core.errors import ConfigError
 from fedpharma.core.params import Parameters
 
 HEAD_WEIGHT = "head.weight"
@@ -28,8 +29,17 @@ def calibrate_output_layer(
 ) -> Parameters:
     """``params`` with the head set from per-task label ``mean`` (and ``std`` for regression).
 
-    A task without labels anywhere (NaN statistics) keeps its initial head row.
+    A task without labels anywhere (NaN statistics) keeps its initial head row. A network
+    without a layer named ``head`` (a plugin's choice) is a :class:`ConfigError`.
     """
+    if not has_head(params):
+        raise ConfigError(
+            [
+                f"the output layer is set from label statistics by name: this network has no "
+                f"layer named `head` ({HEAD_WEIGHT} and {HEAD_BIAS}); name its output layer "
+                "`head`, or give no [model] label_mean"
+            ]
+        )
     named = params.to_dict()
     bias = named[HEAD_BIAS].astype(np.float64)
     weight = named[HEAD_WEIGHT].astype(np.float64)
@@ -61,3 +71,8 @@ def fold_target_scaling(params: Parameters, targets: TargetScaling) -> Parameter
     named[HEAD_WEIGHT] = (weight * scale[:, None]).astype(np.float32)
     named[HEAD_BIAS] = (center + scale * bias).astype(np.float32)
     return Parameters(params.names, tuple(named[name] for name in params.names))
+
+
+def has_head(params: Parameters) -> bool:
+    """Whether ``params`` hold an output layer named ``head`` (weight and bias)."""
+    return {HEAD_WEIGHT, HEAD_BIAS} <= set(params.names)

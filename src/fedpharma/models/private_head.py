@@ -29,7 +29,7 @@ import numpy.typing as npt
 from fedpharma.core.errors import ConfigError
 from fedpharma.core.params import Parameters
 from fedpharma.models.base import FitOutput, Trainer
-from fedpharma.models.output import calibrate_output_layer
+from fedpharma.models.output import HEAD_BIAS, HEAD_WEIGHT, calibrate_output_layer, has_head
 
 if TYPE_CHECKING:
     from fedpharma.core.dataset import Dataset
@@ -38,7 +38,10 @@ HEAD_PREFIX = "head."
 
 
 def split_head(params: Parameters) -> tuple[Parameters, Parameters]:
-    """(trunk, head) of a whole network's parameters, by name."""
+    """(trunk, head) of a whole network's parameters, by name.
+
+    A network without a ``head`` layer is refused (a :class:`ConfigError`): else its output
+    layer would be federated under a recipe that promised to keep it at the site."""
     named = params.to_dict()
     trunk = [n for n in params.names if not n.startswith(HEAD_PREFIX)]
     head = [n for n in params.names if n.startswith(HEAD_PREFIX)]
@@ -47,6 +50,14 @@ def split_head(params: Parameters) -> tuple[Parameters, Parameters]:
             [
                 '[model] private_heads needs a shared trunk; kind = "linear" has none '
                 '(use kind = "mlp" with at least one hidden layer)'
+            ]
+        )
+    if not has_head(params):
+        raise ConfigError(
+            [
+                "[model] private_heads keeps the network's per-task output layer at the site, "
+                f"found by name: this network has no layer named `head` ({HEAD_WEIGHT} and "
+                f"{HEAD_BIAS}); name its output layer `head` or set private_heads = false"
             ]
         )
     return (

@@ -19,7 +19,7 @@ from fedpharma.core.dataset import Objective, TargetScaling
 from fedpharma.core.errors import ConfigError
 from fedpharma.core.params import Parameters
 from fedpharma.core.protocol import Channel, LabelStatisticsResult, LabelStatisticsTask, Task
-from fedpharma.models.output import calibrate_output_layer
+from fedpharma.models.output import calibrate_output_layer, has_head
 from fedpharma.server.round import sort_replies
 
 
@@ -124,6 +124,8 @@ def calibrated_start(
         ), "output layer set from the public label prior"
     if not config.training.calibrate_output:
         return parameters, "output layer as initialised"
+    if not has_head(parameters):
+        return parameters, "output layer as initialised (the network has no layer named head)"
     if targets is not None:  # a classification's label statistics, summed securely with the fit
         rate = np.array(targets.center, dtype=np.float64)
         calibrated = calibrate_output_layer(parameters, task, rate, np.ones_like(rate))
