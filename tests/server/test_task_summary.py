@@ -189,7 +189,7 @@ def test_a_site_refuses_a_summary_shaped_other_than_its_data_and_a_longer_reply_
     padded = TaskSummaryResult("run", 3, "site-1", (*good.values, 6.1), good.metrics)
     with pytest.raises(ProtocolError, match="holds"):
         validate_reply(honest, "site-1", padded)
-    unasked = dataclasses.replace(good, labels=(6.1,))  # label counts the task did not ask for
+    unasked = dataclasses.replace(good, label_counts=(6.1,))  # counts the task did not ask for
     with pytest.raises(ProtocolError, match="holds"):
         validate_reply(honest, "site-1", unasked)
     assert decode_message(encode_message(honest)) == honest

@@ -105,12 +105,12 @@ def collect_task_summaries(
             continue
         try:
             _counts(task, len(names), reply.values)
-            _label_counts(task, len(names), reply.labels)
+            _label_counts(task, len(names), reply.label_counts)
         except ValueError as exc:
             declined[site] = f"rejected: {exc}"
             continue
         sent[site] = (reply.values, dict(reply.metrics))
-        labels[site] = reply.labels
+        labels[site] = reply.label_counts
     return TaskSummaries(task, names, edges, sent, labels, declined)
 
 

@@ -108,7 +108,7 @@ _NUMBER_LIST_FIELDS = (
     "histogram",
     "edges",
     "values",
-    "labels",
+    "label_counts",
 )
 _TEXT_LIST_FIELDS = ("passed", "failed")
 MAX_TEXT_LIST = 10_000

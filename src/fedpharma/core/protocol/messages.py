@@ -273,7 +273,7 @@ class TaskSummaryTask:
 class TaskSummaryResult:
     """Per task, the site's counts (``values``: ``n_tasks`` × ``width`` numbers, a size fixed by
     the task, whatever the number of rows), the site's own metrics (``metrics``, keys
-    ``"<task index>:<metric>"``) and its training labels' counts per bin or class (``labels``,
+    ``"<task index>:<metric>"``) and its training labels' counts per bin or class (``label_counts``,
     ``n_tasks`` × ``label_width``): counts and sums, never a row's label or prediction."""
 
     run_id: str
@@ -281,7 +281,7 @@ class TaskSummaryResult:
     site: str
     values: tuple[float, ...]
     metrics: dict[str, float] = field(default_factory=dict)
-    labels: tuple[float, ...] = ()
+    label_counts: tuple[float, ...] = ()
 
 
 Task = (
@@ -379,11 +379,11 @@ def validate_reply(task: Task, site: str, reply: Reply) -> Reply:
         and isinstance(task, TaskSummaryTask)
         and (
             len(reply.values) != task.n_tasks * task.width
-            or len(reply.labels) != task.n_tasks * task.label_width
+            or len(reply.label_counts) != task.n_tasks * task.label_width
         )
     ):
         raise ProtocolError(
-            f"task summary from {site!r} holds {len(reply.values)} + {len(reply.labels)} "
+            f"task summary from {site!r} holds {len(reply.values)} + {len(reply.label_counts)} "
             f"numbers; the task asked for {task.n_tasks} × ({task.width} + {task.label_width})"
         )
     if isinstance(reply, EvaluateResult) and reply.n_examples < 0:
