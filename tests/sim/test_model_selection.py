@@ -215,7 +215,9 @@ class _Network(ClockTrainer):
     """Trunk and head, both counting the epochs trained."""
 
     def initial_parameters(self, seed):
-        return Parameters.from_dict({"trunk.w": np.zeros(1), "head.b": np.zeros(1)})
+        return Parameters.from_dict(
+            {"trunk.w": np.zeros(1), "head.weight": np.zeros((1, 1)), "head.bias": np.zeros(1)}
+        )
 
     def fit(self, params, data, *, epochs, seed, proximal_mu=0.0):
         named = {k: v + epochs for k, v in params.to_dict().items()}
@@ -237,7 +239,7 @@ def test_private_heads_of_the_chosen_round_come_back_with_its_trunk():
         record = RoundRecord(rnd, trunk, {}, {}, evaluate_metrics={"validation_rmse": score})
         selection.on_round(record)
         heads.on_round(record)
-    assert float(trainer.head.to_dict()["head.b"][0]) == 4.0
+    assert float(trainer.head.to_dict()["head.bias"][0]) == 4.0
     heads.restore()
     assert selection.chosen is not None and selection.chosen.step == 2
-    assert float(trainer.head.to_dict()["head.b"][0]) == 2.0
+    assert float(trainer.head.to_dict()["head.bias"][0]) == 2.0
