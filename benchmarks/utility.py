@@ -487,7 +487,7 @@ def mean_over_seeds(results: list[dict[str, Any]]) -> dict[str, Any]:
 
 def run_dataset(bench: Benchmark, args: argparse.Namespace) -> dict[str, Any]:
     path = require_shared_file(bench.file)
-    rounds = QUICK_ROUNDS if args.quick else bench.rounds
+    rounds = QUICK_ROUNDS if args.quick else args.rounds or bench.rounds
     base = approved_by_every_site(
         bench.config(path, seed=0, rounds=rounds, selection=not args.no_selection)
     )
@@ -668,6 +668,13 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--quick", action="store_true", help=f"smoke run: {QUICK_ROUNDS} rounds")
     parser.add_argument(
+        "--rounds",
+        type=int,
+        default=0,
+        help="federated rounds (local and centralized: rounds × local epochs epochs, selected "
+        "alike); default: the dataset's (ESOL 40, Tox21 30)",
+    )
+    parser.add_argument(
         "--datasets",
         default=",".join(BENCHMARKS),
         help=f"comma-separated subset of {', '.join(BENCHMARKS)}",
@@ -707,8 +714,10 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     keys = [k.strip() for k in args.datasets.split(",") if k.strip()]
     unknown = [k for k in keys if k not in BENCHMARKS]
-    if unknown or not keys or args.seeds < 1:
-        parser.error(f"--datasets must name some of {', '.join(BENCHMARKS)}; --seeds ≥ 1")
+    if unknown or not keys or args.seeds < 1 or args.rounds < 0:
+        parser.error(
+            f"--datasets must name some of {', '.join(BENCHMARKS)}; --seeds ≥ 1, --rounds ≥ 0"
+        )
 
     import torch
 
