@@ -192,7 +192,9 @@ class Dataset:
             feature_names=self.feature_names,
             group_names=self.group_names,
             smiles=tuple(self.smiles[int(i)] for i in rows) if self.smiles else (),
-            scaffold_keys=self.scaffold_keys[rows] if self.scaffold_keys.size else self.scaffold_keys,
+            scaffold_keys=(
+                self.scaffold_keys[rows] if self.scaffold_keys.size else np.zeros(0, np.int64)
+            ),
         )
 
 

@@ -26,6 +26,8 @@ from fedpharma.core.errors import (
 )
 from fedpharma.core.params import Parameters
 from fedpharma.core.protocol import (
+    ChemicalOverlapResult,
+    ChemicalOverlapTask,
     DataCheckReply,
     DataCheckTask,
     DescribeTask,
@@ -72,6 +74,7 @@ from fedpharma.models.private_head import PrivateHeadTrainer, join_head
 from fedpharma.privacy import production_rng
 from fedpharma.site.checkpoint import SiteModelKeeper
 from fedpharma.site.dp import DPParticipation, NoiseSource
+from fedpharma.site.overlap import OverlapParticipation
 from fedpharma.site.plugin_approval import PluginApproval
 from fedpharma.site.policy import SitePolicy
 from fedpharma.site.scaffold import ControlVariates, check_scaffold, scaffold_fit
@@ -110,6 +113,8 @@ class SiteRuntime:
     ``approval`` is the model plugin code its owner approved: train, evaluate and secure tasks
     are refused, before any record is read, unless they run that code
     (:mod:`fedpharma.site.plugin_approval`); without one the site runs whatever its trainer is.
+    ``overlap`` holds the consortium's overlap key (:mod:`fedpharma.site.overlap`); a site
+    without one declines the chemical-space overlap.
     """
 
     def __init__(
@@ -128,8 +133,10 @@ class SiteRuntime:
         variates: ControlVariates | None = None,
         tabular: TabularPreparation | None = None,
         approval: PluginApproval | None = None,
+        overlap: OverlapParticipation | None = None,
     ) -> None:
         self.name = name
+        self.overlap = overlap
         self.approval = approval
         self.data = data
         self.trainer = trainer
@@ -187,6 +194,8 @@ class SiteRuntime:
                 return self._apply_preprocessing(task)
             if isinstance(task, LabelStatisticsTask):  # raw labels: a tabular fit scales them
                 return self._label_statistics(task)
+            if isinstance(task, ChemicalOverlapTask):
+                return self._chemical_overlap(task)
             if self.tabular is not None:
                 self.tabular.require_applied()
             if isinstance(task, TaskSummaryTask):
@@ -373,6 +382,26 @@ class SiteRuntime:
         return TaskSummaryResult(
             task.run_id, task.round, self.name, tuple(values), metrics, tuple(distribution)
         )
+
+    def _chemical_overlap(self, task: ChemicalOverlapTask) -> ChemicalOverlapResult | SecureReply:
+        """This site's two set sizes, or (under secure aggregation) its hashed sets as its input
+        to the secure sum (weight 1: the coordinator learns how many sites occupy each bucket);
+        refused without the overlap key and where the policy requires DP (the counts carry no
+        noise)."""
+        if self.overlap is None:
+            raise PolicyRefused(
+                "this site holds no chemical-overlap key (site.toml overlap_key, the key the "
+                "sites share and the coordinator never holds)"
+            )
+        self._refuse_unaccounted("counts of its scaffolds and fingerprint bits")
+        if task.secure is None:
+            scaffolds, bits = self.overlap.sets(self.data, task)
+            return ChemicalOverlapResult(
+                task.run_id, task.round, self.name, int(scaffolds.sum()), int(bits.sum())
+            )
+        self._secure().check(task.secure)
+        sets = self.overlap.secure_input(self.data, task)
+        return self._secure().contribute(task, task.secure, sets, 1)
 
     def _feature_statistics(
         self, task: FeatureStatisticsTask
