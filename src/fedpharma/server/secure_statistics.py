@@ -130,9 +130,7 @@ def run_secure_sum(
     """Send ``tasks`` (each asking for a first secure phase with ``plan.settings``) and run the
     secure sum of the ``length``-value inputs of the sites that answer; ``on_rejected`` is told
     each reply rejected on the way."""
-    results, refusals, failures = sort_replies(
-        tasks, channel.exchange(tasks, timeout), on_rejected
-    )
+    results, refusals, failures = sort_replies(tasks, channel.exchange(tasks, timeout), on_rejected)
     first = {site: r for site, r in results.items() if isinstance(r, SecureReply)}
     template = Parameters(("sum",), (np.zeros(length, dtype=np.float64),))
     n = len(tasks)
