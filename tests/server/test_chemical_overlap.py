@@ -147,3 +147,26 @@ def test_a_site_adds_its_sets_to_one_secure_sum_per_run():
     assert observe(sites).overlap.missing is None
     again = observe(sites).overlap
     assert again.missing is not None and "already added its hashed sets" in again.missing
+
+
+def test_a_site_asked_for_dp_in_a_run_sends_no_overlap_counts_in_it():
+    """The coordinator does not ask under DP; an active one that asks anyway is refused."""
+    from fedpharma.core.params import Parameters
+    from fedpharma.core.protocol import (
+        ChemicalOverlapTask,
+        LocalTraining,
+        RecordDP,
+        Refusal,
+        TrainSettings,
+        TrainTask,
+    )
+
+    site = build_sites(HOLDINGS)["site-a"]
+    dp = RecordDP(max_grad_norm=1.0, delta=1e-5, planned_rounds=3, noise_multiplier=1.0)
+    model = Parameters(("w",), (np.zeros(1, dtype=np.float32),))
+    train = TrainTask("run", 1, model, TrainSettings(LocalTraining(1, 0), record_dp=dp))
+    assert isinstance(site.handle(train), Refusal)  # no policy: it accounts for nothing
+    reply = site.handle(ChemicalOverlapTask("run", 2, DEPLOYED_BUCKETS, 64))
+    assert isinstance(reply, Refusal) and "differential privacy" in reply.reason
+    other = site.handle(ChemicalOverlapTask("other", 2, DEPLOYED_BUCKETS, 64))
+    assert isinstance(other, ChemicalOverlapResult)

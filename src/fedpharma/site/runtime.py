@@ -343,15 +343,7 @@ class SiteRuntime:
         if policy is not None and not policy.config.allow_task_summary:
             raise PolicyRefused("this site's policy declines per-task summaries")
         self._refuse_unaccounted("per-task counts of its test labels and predictions")
-        trained_private = task.run_id in self._dp_runs or (
-            policy is not None
-            and any(entry.run_id == task.run_id for entry in policy.ledger.entries())
-        )
-        if trained_private:
-            raise PolicyRefused(
-                "this run asked this site for differential privacy; per-task counts of its test "
-                "rows would be an unaccounted release"
-            )
+        self._refuse_in_private_run(task.run_id, "per-task counts of its test rows")
         test = self.data.test
         n_tasks, kind = len(test.task_names), test.task
         grid = PARITY_BINS + 1 if kind == "regression" else 0
@@ -386,14 +378,15 @@ class SiteRuntime:
     def _chemical_overlap(self, task: ChemicalOverlapTask) -> ChemicalOverlapResult | SecureReply:
         """This site's two set sizes, or (under secure aggregation) its hashed sets as its input
         to the secure sum (weight 1: the coordinator learns how many sites occupy each bucket);
-        refused without the overlap key and where the policy requires DP (the counts carry no
-        noise)."""
+        refused without the overlap key, where the policy requires DP and in a run that asked
+        this site for DP (the counts carry no noise)."""
         if self.overlap is None:
             raise PolicyRefused(
                 "this site holds no chemical-overlap key (site.toml overlap_key, the key the "
                 "sites share and the coordinator never holds)"
             )
         self._refuse_unaccounted("counts of its scaffolds and fingerprint bits")
+        self._refuse_in_private_run(task.run_id, "counts of its scaffolds and fingerprint bits")
         if task.secure is None:
             scaffolds, bits = self.overlap.sets(self.data, task)
             return ChemicalOverlapResult(
@@ -489,6 +482,18 @@ class SiteRuntime:
             raise DataError("this site holds no raw tabular rows to apply a fitted preprocessing")
         fitted = self.tabular.apply(task.fit)
         return PreprocessingApplied(task.run_id, task.round, self.name, fitted.digest())
+
+    def _refuse_in_private_run(self, run_id: str, release: str) -> None:
+        """Refuse an un-noised release in a run that asked this site for DP (in this process,
+        or charged to its ledger)."""
+        policy = self.policy
+        if run_id in self._dp_runs or (
+            policy is not None and any(e.run_id == run_id for e in policy.ledger.entries())
+        ):
+            raise PolicyRefused(
+                f"this run asked this site for differential privacy; {release} would be an "
+                "unaccounted release"
+            )
 
     def _refuse_unaccounted(self, release: str) -> None:
         """Refuse a release no DP mechanism covers where the policy requires DP."""
