@@ -11,6 +11,8 @@ from fedpharma.core.errors import ProtocolError
 from fedpharma.core.params import Parameters
 from fedpharma.core.protocol import (
     PROTOCOL_VERSION,
+    ChemicalOverlapResult,
+    ChemicalOverlapTask,
     CKKSSettings,
     DescribeTask,
     DescriptionReply,
@@ -174,6 +176,33 @@ def test_task_summary_messages_round_trip(run_id, rnd, site, n, values, metrics)
         TaskSummaryResult(run_id, rnd, site, tuple(values), metrics),
     ):
         _same(decode_message(encode_message(message)), message)
+
+
+@given(text, st.integers(0, 10_000), text, st.integers(0, 2**20), st.integers(0, 4096))
+def test_chemical_overlap_messages_round_trip(run_id, rnd, site, buckets, bits):
+    secure = SecAggSettings(threshold=3, ring_bits=64, clip=1.0, max_sites=3, max_examples=1)
+    for message in (
+        ChemicalOverlapTask(run_id, rnd, buckets, bits),
+        ChemicalOverlapTask(run_id, rnd, buckets, bits, secure),
+        ChemicalOverlapTask(run_id, rnd, buckets, bits, CKKSSettings(threshold=3, key_id="ab")),
+        ChemicalOverlapResult(run_id, rnd, site, buckets, bits),
+    ):
+        _same(decode_message(encode_message(message)), message)
+
+
+@pytest.mark.parametrize("count", [-1, 1.5, True, "3", None])
+def test_a_chemical_overlap_count_that_is_no_whole_number_of_at_least_0_is_refused(count):
+    header = {
+        "type": "ChemicalOverlapResult",
+        "version": PROTOCOL_VERSION,
+        "run_id": "r",
+        "round": 2,
+        "site": "s",
+        "scaffold_buckets": 5,
+        "set_bits": count,
+    }
+    with pytest.raises(ProtocolError, match="set_bits must be a non-negative integer"):
+        decode_message(_forge(header))
 
 
 @given(text, st.integers(0, 10_000), text, st.text(max_size=2000))

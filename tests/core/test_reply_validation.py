@@ -12,7 +12,14 @@ import pytest
 
 from fedpharma.core.errors import ProtocolError
 from fedpharma.core.params import Parameters
-from fedpharma.core.protocol import EvaluateResult, EvaluateTask, TrainResult, TrainTask
+from fedpharma.core.protocol import (
+    ChemicalOverlapResult,
+    ChemicalOverlapTask,
+    EvaluateResult,
+    EvaluateTask,
+    TrainResult,
+    TrainTask,
+)
 from fedpharma.core.protocol.messages import validate_reply
 
 MODEL = Parameters.from_dict({"w": np.zeros((2, 3)), "b": np.zeros(3)})
@@ -45,3 +52,12 @@ def test_an_evaluation_counts_zero_or_more_test_rows():
     assert validate_reply(EVALUATE, "site-a", empty) is empty
     with pytest.raises(ProtocolError, match="claims -3 test examples"):
         validate_reply(EVALUATE, "site-a", EvaluateResult("run-1", 4, "site-a", -3, {"r2": 1.0}))
+
+
+@pytest.mark.parametrize(("buckets", "bits"), [(1025, 10), (10, 257), (1025, 257)])
+def test_overlap_set_sizes_larger_than_the_sets_asked_for_are_refused(buckets, bits):
+    task = ChemicalOverlapTask("run-1", 4, 1024, 256)
+    with pytest.raises(ProtocolError, match="claims"):
+        validate_reply(task, "site-a", ChemicalOverlapResult("run-1", 4, "site-a", buckets, bits))
+    fits = ChemicalOverlapResult("run-1", 4, "site-a", 1024, 0)
+    assert validate_reply(task, "site-a", fits) is fits

@@ -131,3 +131,38 @@ def test_the_report_shows_the_overlap_as_counts() -> None:
     assert "Chemical-space overlap" not in build_report_html(
         parse_summary(make_regression_summary())
     )
+
+
+def test_a_deployed_reports_overlap_shows_set_sizes_and_how_many_sites_hold_each_bucket() -> None:
+    data = make_regression_summary()
+    data["consortium_overlap"] = {
+        "buckets": 65536,
+        "sites": {
+            "site-1": {"scaffolds": 1200, "bits": 250},
+            "site-2": {"scaffolds": 7, "bits": 3},
+        },
+        "contributors": ["site-1", "site-2", "site-3"],
+        "scaffolds_held_by": [1100, 50, 2],
+        "bits_held_by": [10, 20, 230],
+        "declined": {"site-4": "refused: this site holds no chemical-overlap key"},
+    }
+    summary = parse_summary(data)
+    assert summary.consortium_overlap is not None
+    assert summary.consortium_overlap.scaffolds_held_by == (1100, 50, 2)
+    page = build_report_html(summary)
+    assert (
+        "Held by exactly" in page and '<th scope="row">3 sites</th><td>2</td><td>230</td>' in page
+    )
+    assert '<th scope="row">site-1</th><td>1,200</td><td>250</td>' in page
+    assert "Summed securely over site-1, site-2, site-3, in 65,536 scaffold buckets" in page
+    assert "site-4 took no part (refused: this site holds no chemical-overlap key)." in page
+
+
+def test_a_deployed_report_says_why_the_overlap_is_missing() -> None:
+    data = make_regression_summary()
+    data["consortium_overlap"] = {"missing": "not asked: needs [secure] in the run config"}
+    page = build_report_html(parse_summary(data))
+    assert "No consortium counts: not asked: needs [secure] in the run config." in page
+    assert "Held by exactly" not in page
+    # a summary.json written before the field existed reads as having none
+    assert parse_summary(make_regression_summary()).consortium_overlap is None

@@ -5,6 +5,7 @@ fixes, whatever the rows; nothing asked, and nothing sent, under differential pr
 from __future__ import annotations
 
 import dataclasses
+import json
 
 import numpy as np
 import pytest
@@ -26,6 +27,8 @@ from fedpharma.core.protocol.codec import decode_message, encode_message
 from fedpharma.core.protocol.messages import validate_reply
 from fedpharma.evaluation import task_counts as tc
 from fedpharma.evaluation.metrics import average_precision, per_task_metrics, roc_auc
+from fedpharma.server.audit import AuditLog
+from fedpharma.server.run_observers import AuditRejections
 from fedpharma.server.task_summary import (
     SKIPPED_UNDER_DP,
     collect_task_summaries,
@@ -279,6 +282,47 @@ def test_counts_no_honest_site_sends_are_rejected_and_the_site_named():
     summaries = _collect("classification", sites)
     assert tuple(summaries.sent) == ("site-1", "site-2")
     assert "do not add up" in summaries.declined["site-3"]
+
+
+def test_rejected_summaries_are_audited_like_other_rejections(tmp_path):
+    """Counts that cannot be (inflated) and a reply of the wrong size both land in audit.jsonl
+    as ``result_rejected``, naming the site."""
+    sites, _ = _sites("classification", sizes=(30, 55, 80, 40))
+
+    class Inflating(SiteRuntime):
+        def handle(self, task):
+            reply = super().handle(task)
+            if isinstance(reply, TaskSummaryResult):
+                return dataclasses.replace(reply, values=(reply.values[0] + 1e6, *reply.values[1:]))
+            return reply
+
+    class Longer(SiteRuntime):
+        def handle(self, task):
+            reply = super().handle(task)
+            if isinstance(reply, TaskSummaryResult):
+                return dataclasses.replace(reply, values=(*reply.values, 0.0))
+            return reply
+
+    for name, kind in (("site-3", Inflating), ("site-4", Longer)):
+        sites[name] = kind(name, sites[name].data, sites[name].trainer)
+    audit = AuditLog(tmp_path / "audit.jsonl")
+    summaries = collect_task_summaries(
+        _config("classification"),
+        InProcessChannel(sites),
+        "run",
+        3,
+        MODEL,
+        "classification",
+        ("t0", "t1"),
+        on_rejected=AuditRejections(audit),
+    )
+    audit.close()
+    assert tuple(summaries.sent) == ("site-1", "site-2")
+    entries = [json.loads(line) for line in (tmp_path / "audit.jsonl").read_text().splitlines()]
+    rejected = {e["site"]: e["reason"] for e in entries if e["kind"] == "result_rejected"}
+    assert set(rejected) == {"site-3", "site-4"}
+    assert "task summary" in rejected["site-3"] and "do not add up" in rejected["site-3"]
+    assert "task summary from 'site-4' holds" in rejected["site-4"]
 
 
 def test_each_sites_training_label_counts_come_with_its_summary():

@@ -142,6 +142,12 @@ class Dataset:
     # Each row's SMILES, for a model plugin that builds its own inputs from the structures
     # (a molecular graph network); empty otherwise. Never logged, never sent.
     smiles: tuple[str, ...] = field(default=(), repr=False)
+    # Each row's scaffold key (:func:`fedpharma.data.chunk_features.key64` of its canonical
+    # Murcko scaffold SMILES, 0: acyclic), where the rows are molecules; empty otherwise. Unlike
+    # ``groups``, equal at every site for the same scaffold. Never logged, never sent.
+    scaffold_keys: npt.NDArray[np.int64] = field(
+        default_factory=lambda: np.zeros(0, np.int64), repr=False
+    )
 
     def __post_init__(self) -> None:
         n = self.features.shape[0]
@@ -157,6 +163,8 @@ class Dataset:
             raise ValueError(f"groups have shape {self.groups.shape}, expected ({n},)")
         if self.smiles and len(self.smiles) != n:
             raise ValueError(f"{len(self.smiles)} SMILES for {n} rows")
+        if self.scaffold_keys.size and self.scaffold_keys.shape != (n,):
+            raise ValueError(f"{self.scaffold_keys.size} scaffold keys for {n} rows")
 
     def __len__(self) -> int:
         return int(self.features.shape[0])
@@ -184,6 +192,9 @@ class Dataset:
             feature_names=self.feature_names,
             group_names=self.group_names,
             smiles=tuple(self.smiles[int(i)] for i in rows) if self.smiles else (),
+            scaffold_keys=(
+                self.scaffold_keys[rows] if self.scaffold_keys.size else np.zeros(0, np.int64)
+            ),
         )
 
 

@@ -118,6 +118,10 @@ class SiteConfig:
     # The partners' secret fingerprint-permutation key file (hex text), needed when the recipe
     # sets [features] permutation_key_id; never given to the coordinator.
     permutation_key: str | None = None
+    # The partners' secret chemical-overlap key file (hex text): with it the site hashes its
+    # scaffolds for the run's overlap counts; without it, it declines them. Never given to the
+    # coordinator.
+    overlap_key: str | None = None
     site: SiteSection = SiteSection()
     data: SiteDataConfig = SiteDataConfig()
 
@@ -169,6 +173,7 @@ def load_site_config(path: str | Path) -> SiteConfig:
         policy=_resolve_optional(base, cfg.policy),
         state_dir=_resolve(base, cfg.state_dir),
         permutation_key=_resolve_optional(base, cfg.permutation_key),
+        overlap_key=_resolve_optional(base, cfg.overlap_key),
         site=dataclasses.replace(site, tls=_resolve_optional(base, site.tls)),
         data=dataclasses.replace(data, path=_resolve_optional(base, data.path)),
     )

@@ -253,6 +253,7 @@ def _molecule_dataset(
             if input_smiles is None
             else tuple(graph_smiles[int(row)] for row in featurized.valid[keep])
         ),
+        scaffold_keys=featurized.scaffold_keys[keep],
     )
     return dataset, report
 

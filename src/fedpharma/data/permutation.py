@@ -14,7 +14,6 @@ import os
 import secrets
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import numpy as np
 import numpy.typing as npt
@@ -24,7 +23,7 @@ from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 from fedpharma.core.config import FeaturesConfig
 from fedpharma.core.errors import ConfigError, CryptoError, DataError
-from fedpharma.core.keyfiles import write_new_key_file
+from fedpharma.core.keyfiles import read_hex_key, write_new_key_file
 
 PERMUTATION_SCHEME = "hkdf-sha256+aes256ctr-fisher-yates/v1"
 """How :class:`FingerprintPermutation` derives its order from the key (part of the recipe)."""
@@ -134,30 +133,7 @@ def load_permutation_key(path: str | os.PathLike[str]) -> bytes:
     Make one with :func:`write_permutation_key` or ``openssl rand -hex 32``. A key shorter than
     :data:`MIN_KEY_BYTES` bytes is refused: its public id would let anyone guess it.
     """
-    try:
-        text = Path(path).read_text(encoding="ascii")
-    except FileNotFoundError as exc:
-        raise CryptoError(f"fingerprint permutation key file {path} does not exist") from exc
-    except (OSError, UnicodeDecodeError) as exc:
-        raise CryptoError(
-            f"cannot read fingerprint permutation key file {path}: it must hold the key as "
-            "hexadecimal text (e.g. made by `openssl rand -hex 32`)"
-        ) from exc
-    digits = "".join(text.split())
-    try:
-        key = bytes.fromhex(digits)
-    except ValueError as exc:
-        raise CryptoError(
-            f"fingerprint permutation key file {path} is not hexadecimal text; make one with "
-            "`openssl rand -hex 32`"
-        ) from exc
-    if len(key) < MIN_KEY_BYTES:
-        raise CryptoError(
-            f"fingerprint permutation key in {path} has {len(key)} bytes; at least "
-            f"{MIN_KEY_BYTES} ({2 * MIN_KEY_BYTES} hex digits) are required, e.g. "
-            "`openssl rand -hex 32`"
-        )
-    return key
+    return read_hex_key(path, "fingerprint permutation key", MIN_KEY_BYTES)
 
 
 def site_permutation(

@@ -1,5 +1,5 @@
 """The report's words on the headline comparisons, following their bootstrap intervals, its
-small-sample caveats, and the sites' chemical-space overlap as a table of counts.
+small-sample caveats, and the sites' chemical-space overlap as tables of counts.
 
 A model is called better or worse than another only when the 95 % paired bootstrap interval of
 the difference excludes zero (:class:`~fedpharma.report.summary.Interval`); inside the noise the
@@ -13,8 +13,9 @@ non-members an attack that learns nothing still scatters its AUC with standard d
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
-from fedpharma.report.formatting import format_score
+from fedpharma.report.formatting import format_count, format_score
 from fedpharma.report.summary import Interval, PrivacyAudit, RunSummary
 
 SMALL_TEST = 30
@@ -103,6 +104,44 @@ def overlap_rows(summary: RunSummary) -> list[tuple[str, str, str]]:
         (site, _shared(o.scaffolds, o.scaffolds_shared), _shared(o.bits, o.bits_shared))
         for site, o in summary.chemical_overlap.items()
     ]
+
+
+@dataclass(frozen=True)
+class ConsortiumOverlapTable:
+    """A deployed run's overlap as the report shows it: per site its set sizes; per k, the
+    buckets and bits exactly k sites hold; notes on who took part and what is missing."""
+
+    sites: list[tuple[str, str, str]]
+    held_by: list[tuple[int, str, str]]
+    notes: list[str]
+
+
+def consortium_overlap_table(summary: RunSummary) -> ConsortiumOverlapTable | None:
+    """The table of :attr:`RunSummary.consortium_overlap`, or ``None`` without one."""
+    overlap = summary.consortium_overlap
+    if overlap is None:
+        return None
+    sites = [
+        (site, format_count(s.scaffolds), format_count(s.bits))
+        for site, s in sorted(overlap.sites.items())
+    ]
+    held_by = [
+        (k, format_count(buckets), format_count(bits))
+        for k, (buckets, bits) in enumerate(
+            zip(overlap.scaffolds_held_by, overlap.bits_held_by, strict=True), start=1
+        )
+    ]
+    notes = []
+    if overlap.missing is not None:
+        notes.append(f"No consortium counts: {overlap.missing}.")
+    if overlap.contributors:
+        notes.append(
+            f"Summed securely over {', '.join(overlap.contributors)}, in "
+            f"{overlap.buckets:,} scaffold buckets: the coordinator saw how many sites hold "
+            "each bucket, never one site's set."
+        )
+    notes += [f"{site} took no part ({why})." for site, why in sorted(overlap.declined.items())]
+    return ConsortiumOverlapTable(sites, held_by, notes)
 
 
 def _shared(total: int, shared: int) -> str:

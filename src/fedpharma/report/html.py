@@ -21,7 +21,12 @@ from typing import Any
 
 from fedpharma import __version__
 from fedpharma.report import plots
-from fedpharma.report.comparison import interval_verdict, overlap_rows, small_test_caveat
+from fedpharma.report.comparison import (
+    consortium_overlap_table,
+    interval_verdict,
+    overlap_rows,
+    small_test_caveat,
+)
 from fedpharma.report.cross_site import cross_site_html
 from fedpharma.report.formatting import (
     direction_text,
@@ -88,6 +93,7 @@ def build_report_html(summary: RunSummary) -> str:
         cross_site=cross_site_html(summary),
         tasks=_task_table(summary),
         overlap=overlap_rows(summary),
+        consortium_overlap=consortium_overlap_table(summary),
         config=None if config is None else json.dumps(config, indent=2, ensure_ascii=False),
         version=__version__,
         source=SUMMARY_FILE,

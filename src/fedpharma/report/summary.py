@@ -200,6 +200,33 @@ class SiteOverlap:
 
 
 @dataclass(frozen=True)
+class SiteSetSizes:
+    """A deployed site's own scaffold buckets occupied and fingerprint bits set, as it sent
+    them."""
+
+    scaffolds: int = field(metadata={"min": 0})
+    bits: int = field(metadata={"min": 0})
+
+
+@dataclass(frozen=True)
+class ConsortiumOverlap:
+    """A deployed run's chemical-space overlap (:mod:`fedpharma.server.chemical_overlap`): each
+    site's set sizes and, from the secure sum of the ``contributors``' hashed sets, how many of
+    the ``buckets`` scaffold buckets and of the fingerprint bits exactly 1, 2, … of them hold
+    (``scaffolds_held_by[k - 1]``: by exactly k sites) — counts only, never one site's set.
+    ``declined``: the sites that took no part, and why; ``missing``: why the consortium counts
+    are not there."""
+
+    buckets: int = field(default=0, metadata={"min": 0})
+    sites: Mapping[str, SiteSetSizes] = field(default_factory=dict)
+    contributors: tuple[str, ...] = ()
+    scaffolds_held_by: tuple[int, ...] = ()
+    bits_held_by: tuple[int, ...] = ()
+    declined: Mapping[str, str] = field(default_factory=dict)
+    missing: str | None = None
+
+
+@dataclass(frozen=True)
 class Timings:
     """Wall-clock seconds spent on the whole run and its parts."""
 
@@ -367,6 +394,8 @@ class RunSummary:
     intervals: Mapping[str, Interval] = field(default_factory=dict)
     chemical_overlap: Mapping[str, SiteOverlap] = field(default_factory=dict)
     task_summary: TaskSummaryInfo | None = None
+    # A deployed run's overlap: the sites' set sizes and the consortium's multiplicity counts.
+    consortium_overlap: ConsortiumOverlap | None = None
 
     def partners(self) -> tuple[tuple[str, Partner], ...]:
         """Every test set by name: the sites', then the pooled one."""

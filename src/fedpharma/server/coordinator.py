@@ -27,9 +27,11 @@ from fedpharma.core.errors import ConfigError, DataError, FedPharmaError, RoundF
 from fedpharma.core.params import Parameters
 from fedpharma.data.federated_preprocessing import fitted_width
 from fedpharma.privacy import production_rng
+from fedpharma.report.summary import ConsortiumOverlap
 from fedpharma.secure.ckks import PublicContext, load_public_context
 from fedpharma.server.audit import AuditHead, AuditLog, verify
-from fedpharma.server.feature_statistics import read_fit
+from fedpharma.server.chemical_overlap import collect_chemical_overlap
+from fedpharma.server.feature_statistics import read_fit, secure_statistics
 from fedpharma.server.join import JoinGate, JoinLog, expected_preprocessing
 from fedpharma.server.label_statistics import calibrated_start
 from fedpharma.server.plan import build_federation
@@ -133,6 +135,12 @@ def _summary_line(summaries: TaskSummaries) -> str:
     if summaries.declined:
         line += f"; {len(summaries.declined)} declined: {', '.join(sorted(summaries.declined))}"
     return line
+
+
+def _overlap_line(overlap: ConsortiumOverlap) -> str:
+    if overlap.missing is not None:
+        return f"chemical-space overlap {overlap.missing}"
+    return f"chemical-space overlap summed securely over {len(overlap.contributors)} site(s)"
 
 
 def write_head(path: Path, head: AuditHead) -> None:
@@ -417,11 +425,29 @@ def run_coordinator(
                 shape.task,
                 names,
                 control.round_timeout,
+                on_rejected=AuditRejections(audit),
             )
         except FedPharmaError as exc:
             summaries = TaskSummaries(shape.task, names, skipped=f"not collected: {exc}")
         store.record_task_summaries(progress.completed, summaries_to_json(summaries))
         say(_summary_line(summaries))
+        try:  # nor here: a failure costs only the overlap counts
+            overlap = collect_chemical_overlap(
+                recipe,
+                gate,
+                run_id,
+                progress.completed + 1,  # its own secure round, after the model's last
+                shape.n_features,
+                secure_statistics(
+                    recipe, _ckks_context(config) if recipe.secure.mode == "ckks" else None
+                ),
+                control.round_timeout,
+                AuditRejections(audit),
+            )
+        except FedPharmaError as exc:
+            overlap = ConsortiumOverlap(missing=f"not collected: {exc}")
+        store.record_chemical_overlap(progress.completed, overlap)
+        say(_overlap_line(overlap))
         say(f"run {run_id} finished after {progress.completed} rounds; telling the sites")
         server.finish("run finished", wait=FINISH_WAIT_SECONDS)
         server.stop()  # in-flight calls (the sites' leaves) are recorded before the end

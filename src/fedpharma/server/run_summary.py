@@ -5,7 +5,8 @@ A simulation writes ``summary.json`` itself; a deployed coordinator keeps only `
 that into the same :class:`~fedpharma.report.summary.RunSummary`: the federated model's final
 metrics per site and pooled (test-size-weighted, like the simulation's), learning curves, the
 time and participation of each round, the ε the sites reported, and the final model's per-task
-results pooled from the counts the sites sent (:mod:`fedpharma.server.task_summary`). There are
+results pooled from the counts the sites sent (:mod:`fedpharma.server.task_summary`) and the
+chemical-space overlap's counts (:mod:`fedpharma.server.chemical_overlap`). There are
 no local-only or centralized references in a deployment: no party holds the data to train them.
 """
 
@@ -14,14 +15,17 @@ from __future__ import annotations
 import json
 import sqlite3
 from collections import defaultdict
+from collections.abc import Sequence
 from pathlib import Path
 
+from fedpharma.core import serde
 from fedpharma.core.config import RunConfig, config_from_dict
 from fedpharma.core.dataset import Objective
 from fedpharma.core.errors import DataError
 from fedpharma.evaluation.metrics import PRIMARY_METRIC
 from fedpharma.report.summary import (
     SUMMARY_FORMAT,
+    ConsortiumOverlap,
     Curves,
     DatasetInfo,
     Metric,
@@ -64,6 +68,7 @@ def summary_from_store(run_dir: Path) -> RunSummary:
             ).fetchall()
             incidents = db.execute("SELECT round, site, kind, reason FROM incidents").fetchall()
             summaries = _task_summaries(db)
+            overlap = _chemical_overlap(db, str(path))
         finally:
             db.close()
     except sqlite3.Error as exc:
@@ -143,6 +148,7 @@ def summary_from_store(run_dir: Path) -> RunSummary:
             label_distributions_from_summaries(summaries) if summaries is not None else {}
         ),
         task_summary=_task_summary_info(summaries),
+        consortium_overlap=overlap,
     )
 
 
@@ -161,6 +167,29 @@ def _task_summaries(db: sqlite3.Connection) -> TaskSummaries | None:
         return summaries_from_json(str(row[0]))
     except (ValueError, KeyError, TypeError) as exc:
         raise DataError(f"the run store's per-task summary is unreadable: {exc}") from exc
+
+
+def _chemical_overlap(db: sqlite3.Connection, source: str) -> ConsortiumOverlap | None:
+    """The chemical-space overlap the coordinator kept; None for a store without one."""
+    try:
+        row = db.execute(
+            "SELECT overlap FROM chemical_overlap ORDER BY round DESC LIMIT 1"
+        ).fetchone()
+    except sqlite3.OperationalError:
+        return None
+    if row is None:
+        return None
+    try:
+        data = json.loads(str(row[0]))
+    except ValueError as exc:
+        raise DataError(f"the run store's chemical overlap is unreadable: {exc}") from exc
+    return serde.load(
+        ConsortiumOverlap, data, source=f"{source} chemical overlap", error=_store_error
+    )
+
+
+def _store_error(problems: Sequence[str], source: str) -> DataError:
+    return DataError(f"{source}: {'; '.join(problems)}")
 
 
 def _task_summary_info(summaries: TaskSummaries | None) -> TaskSummaryInfo | None:

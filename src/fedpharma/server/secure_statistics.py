@@ -1,5 +1,9 @@
 """Secure sums of the sites' feature (and label) statistics: the coordinator learns only the sum.
 
+The secure sum itself (:func:`plan_secure_sum`, :func:`run_secure_sum`: inputs of weight 1,
+summed by the run's SecAgg or CKKS collector) also sums the sites' hashed sets of the chemical
+overlap (:mod:`fedpharma.server.chemical_overlap`).
+
 Under ``[secure]`` a tabular run's feature statistics go through the same secure aggregation as
 its updates (:mod:`fedpharma.server.secure`): the coordinator sends each site a
 :class:`~fedpharma.core.protocol.FeatureStatisticsTask` with the round's secure settings, and the
@@ -24,6 +28,7 @@ error ~6·10⁻⁸ on top of CKKS's own ~10⁻⁷ at scale 2⁴⁰).
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 import numpy as np
@@ -44,7 +49,7 @@ from fedpharma.data.federated_preprocessing import MEDIAN_BINS, ColumnSums, medi
 from fedpharma.data.tabular import TabularSchema
 from fedpharma.secure.ckks import PublicContext
 from fedpharma.secure.quantize import FixedPoint
-from fedpharma.server.round import AttemptFailed, sort_replies
+from fedpharma.server.round import AttemptFailed, Rejected, sort_replies
 from fedpharma.server.secure import CKKSCollector, SecAggCollector
 
 NOISE_HEADROOM = 8.0
@@ -71,6 +76,94 @@ class SecureSums:
     labels: tuple[npt.NDArray[np.float64], ...] | None
     contributors: tuple[str, ...]
     resolution: str
+
+
+@dataclass(frozen=True)
+class SumPlan:
+    """How a secure sum is run: the collector, the settings every site gets and, for SecAgg,
+    the fixed-point codec they imply."""
+
+    collector: SecAggCollector | CKKSCollector
+    settings: SecureSettings
+    codec: FixedPoint | None = None
+
+
+@dataclass(frozen=True)
+class SecureTotal:
+    """What a secure sum reveals: Σ_k of the sites' inputs and who is in it; when it failed
+    (``total`` None), the sites whose first-phase answer arrived and why it failed."""
+
+    total: npt.NDArray[np.float64] | None
+    contributors: tuple[str, ...]
+    why: str = ""
+
+
+def plan_secure_sum(secure: SecureStatistics, n_sites: int, clip: float) -> SumPlan | None:
+    """A secure sum of ``n_sites`` inputs, each weighing 1, of coordinates in [-``clip``,
+    ``clip``] (SecAgg's fixed-point range); ``None`` for CKKS without the public context."""
+    if secure.config.mode == "secagg":
+        collector = SecAggCollector(secure.config, min_sites=secure.min_sites)
+        settings = SecAggSettings(
+            threshold=collector.threshold(n_sites),
+            ring_bits=secure.config.ring_bits,
+            clip=clip,
+            max_sites=max(n_sites, 1),
+            max_examples=1,
+        )
+        return SumPlan(collector, settings, FixedPoint.from_settings(settings))
+    if secure.ckks_context is None:
+        return None
+    ckks = CKKSCollector(secure.config, secure.ckks_context, min_sites=secure.min_sites)
+    return SumPlan(ckks, ckks.task_settings(0, n_sites))
+
+
+def run_secure_sum(
+    plan: SumPlan,
+    channel: Channel,
+    tasks: Mapping[str, Task],
+    length: int,
+    rnd: int,
+    run_id: str,
+    timeout: float | None = None,
+    on_rejected: Rejected | None = None,
+) -> SecureTotal:
+    """Send ``tasks`` (each asking for a first secure phase with ``plan.settings``) and run the
+    secure sum of the ``length``-value inputs of the sites that answer; ``on_rejected`` is told
+    each reply rejected on the way."""
+    results, refusals, failures = sort_replies(tasks, channel.exchange(tasks, timeout), on_rejected)
+    first = {site: r for site, r in results.items() if isinstance(r, SecureReply)}
+    template = Parameters(("sum",), (np.zeros(length, dtype=np.float64),))
+    n = len(tasks)
+    try:
+        if isinstance(plan.collector, SecAggCollector):
+            summed = plan.collector.collect(
+                channel,
+                first,
+                template,
+                n_sites=n,
+                rnd=rnd,
+                run_id=run_id,
+                timeout=timeout,
+                on_rejected=on_rejected,
+                codec=plan.codec,
+            )
+        else:
+            summed = plan.collector.collect(
+                channel,
+                first,
+                template,
+                n_sites=n,
+                rnd=rnd,
+                run_id=run_id,
+                timeout=timeout,
+                on_rejected=on_rejected,
+            )
+    except (AttemptFailed, RoundFailed) as exc:
+        reasons = {**failures, **{s: r.reason for s, r in refusals.items()}}
+        why = "; ".join(f"{s}: {reasons[s][:200]}" for s in sorted(reasons)) or str(exc)
+        return SecureTotal(None, tuple(sorted(first)), why)
+    total = summed.mean.flatten() * summed.n_examples
+    return SecureTotal(total, tuple(summed.contributors))
 
 
 def statistics_length(schema: TabularSchema, labels: bool) -> int:
@@ -100,58 +193,27 @@ def gather_secure_sums(
     labels = labels and label_bounds(schema, classification) is not None
     length = statistics_length(schema, labels)
     n = len(sites)
-    collector: SecAggCollector | CKKSCollector
-    codec: FixedPoint | None = None
-    settings: SecureSettings
-    if secure.config.mode == "secagg":
-        collector = SecAggCollector(secure.config, min_sites=secure.min_sites)
-        headroom = 0.0 if noise_multiplier is None else NOISE_HEADROOM * noise_multiplier
-        settings = SecAggSettings(
-            threshold=collector.threshold(n),
-            ring_bits=secure.config.ring_bits,
-            clip=float(secure.config.max_examples) + headroom * sensitivity(schema),
-            max_sites=max(n, 1),
-            max_examples=1,
-        )
-        codec = FixedPoint.from_settings(settings)
-        step = codec.clip / codec.max_level
+    headroom = 0.0 if noise_multiplier is None else NOISE_HEADROOM * noise_multiplier
+    clip = float(secure.config.max_examples) + headroom * sensitivity(schema)
+    plan = plan_secure_sum(secure, n, clip)
+    if plan is None:
+        return None, tuple(sites), "no public CKKS context at the coordinator"
+    if plan.codec is not None:
+        step = plan.codec.clip / plan.codec.max_level
         resolution = (
-            f"secure sum (secagg, {settings.ring_bits}-bit ring): each statistic within "
+            f"secure sum (secagg, {plan.codec.bits}-bit ring): each statistic within "
             f"{n * step / 2:.1g} of exact, in range-scaled units"
         )
     else:
-        if secure.ckks_context is None:
-            return None, tuple(sites), "no public CKKS context at the coordinator"
-        collector = CKKSCollector(secure.config, secure.ckks_context, min_sites=secure.min_sites)
-        settings = collector.task_settings(0, n)
         resolution = "secure sum (ckks): statistics to float32 precision"
     tasks: dict[str, Task] = {
-        site: FeatureStatisticsTask(run_id, 0, noise_multiplier, settings, labels) for site in sites
+        site: FeatureStatisticsTask(run_id, 0, noise_multiplier, plan.settings, labels)
+        for site in sites
     }
-    results, refusals, failures = sort_replies(tasks, channel.exchange(tasks, timeout))
-    first = {site: r for site, r in results.items() if isinstance(r, SecureReply)}
-    template = Parameters(("statistics",), (np.zeros(length, dtype=np.float64),))
-    try:
-        if isinstance(collector, SecAggCollector):
-            summed = collector.collect(
-                channel,
-                first,
-                template,
-                n_sites=n,
-                rnd=0,
-                run_id=run_id,
-                timeout=timeout,
-                codec=codec,
-            )
-        else:
-            summed = collector.collect(
-                channel, first, template, n_sites=n, rnd=0, run_id=run_id, timeout=timeout
-            )
-    except (AttemptFailed, RoundFailed) as exc:
-        reasons = {**failures, **{s: r.reason for s, r in refusals.items()}}
-        why = "; ".join(f"{s}: {reasons[s][:200]}" for s in sorted(reasons)) or str(exc)
-        return None, tuple(sorted(set(sites) - set(first))), why
-    total = summed.mean.flatten() * summed.n_examples
+    summed = run_secure_sum(plan, channel, tasks, length, 0, run_id, timeout)
+    if summed.total is None:
+        return None, tuple(sorted(set(sites) - set(summed.contributors))), summed.why
+    total, contributors = summed.total, summed.contributors
     if noise_multiplier is None:
         total = _whole_counts(schema, total, labels)
     features_end = length - (3 * len(schema.label_columns) if labels else 0)
@@ -159,8 +221,8 @@ def gather_secure_sums(
         label_sums_from_bounded(schema, total[features_end:], classification) if labels else None
     )
     sums = sums_from_bounded(schema, total[:features_end])
-    absent = tuple(sorted(set(sites) - set(summed.contributors)))
-    return SecureSums(sums, label_sums, tuple(summed.contributors), resolution), absent, ""
+    absent = tuple(sorted(set(sites) - set(contributors)))
+    return SecureSums(sums, label_sums, contributors, resolution), absent, ""
 
 
 def _whole_counts(

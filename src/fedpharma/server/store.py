@@ -3,7 +3,8 @@
 It records the run's config, per-round timings and per-site metrics, refusals and failures
 (those of a failed and retried attempt too), the latest model checkpoint with its sha256, the
 audit heads sent to each site with its tasks, the final model's per-task counts the sites sent
-(:mod:`fedpharma.server.task_summary`), and the final comparison of models. It is a
+(:mod:`fedpharma.server.task_summary`), the chemical-space overlap's counts
+(:mod:`fedpharma.server.chemical_overlap`), and the final comparison of models. It is a
 :class:`~fedpharma.server.round.RoundObserver`, so the round loop writes to it as rounds complete
 and a crash loses at most the round in flight. Only aggregate metrics are stored, never records.
 """
@@ -20,8 +21,10 @@ from pathlib import Path
 from typing import Any
 
 from fedpharma.core import params as params_codec
+from fedpharma.core import serde
 from fedpharma.core.errors import DataError
 from fedpharma.core.params import Parameters
+from fedpharma.report.summary import ConsortiumOverlap
 from fedpharma.server.round import RoundRecord
 
 SCHEMA = """
@@ -49,6 +52,9 @@ CREATE TABLE IF NOT EXISTS audit_heads_sent (
 );
 CREATE TABLE IF NOT EXISTS task_summaries (
     round INTEGER PRIMARY KEY, summary TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS chemical_overlap (
+    round INTEGER PRIMARY KEY, overlap TEXT NOT NULL
 );
 CREATE TABLE IF NOT EXISTS comparison (
     model TEXT NOT NULL, site TEXT NOT NULL, name TEXT NOT NULL, value REAL NOT NULL,
@@ -174,6 +180,13 @@ class RunStore:
         :func:`fedpharma.server.task_summary.summaries_to_json`): counts and sums, no row."""
         with self._db:
             self._db.execute("INSERT OR REPLACE INTO task_summaries VALUES (?, ?)", (rnd, summary))
+
+    def record_chemical_overlap(self, rnd: int, overlap: ConsortiumOverlap) -> None:
+        """A deployed run's chemical-space overlap: set sizes and multiplicity counts (JSON of
+        :class:`~fedpharma.report.summary.ConsortiumOverlap`), never a site's set."""
+        text = json.dumps(serde.to_dict(overlap))
+        with self._db:
+            self._db.execute("INSERT OR REPLACE INTO chemical_overlap VALUES (?, ?)", (rnd, text))
 
     def record_comparison(self, model: str, site: str, metrics: dict[str, float]) -> None:
         """Keep a model's final metrics on a site's test set; an undefined one (NaN: e.g. R² of

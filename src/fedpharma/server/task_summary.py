@@ -36,7 +36,7 @@ from fedpharma.report.summary import (
     TaskResult,
 )
 from fedpharma.server.label_statistics import gather_label_statistics
-from fedpharma.server.round import sort_replies
+from fedpharma.server.round import Rejected, sort_replies
 
 MAX_CURVE_POINTS = 60
 
@@ -77,8 +77,10 @@ def collect_task_summaries(
     task: Objective,
     names: Sequence[str],
     timeout: float | None = None,
+    on_rejected: Rejected | None = None,
 ) -> TaskSummaries:
-    """Ask every available site for the per-task counts of ``parameters`` (see module doc)."""
+    """Ask every available site for the per-task counts of ``parameters`` (see module doc);
+    ``on_rejected`` is told each reply rejected (malformed, or counts that cannot be)."""
     names = tuple(names)
     if config.privacy.enabled:
         return TaskSummaries(task, names, skipped=SKIPPED_UNDER_DP)
@@ -96,7 +98,7 @@ def collect_task_summaries(
         )
         for site in channel.available_sites()
     }
-    results, refusals, failures = sort_replies(tasks, channel.exchange(tasks, timeout))
+    results, refusals, failures = sort_replies(tasks, channel.exchange(tasks, timeout), on_rejected)
     sent: dict[str, tuple[tuple[float, ...], dict[str, float]]] = {}
     labels: dict[str, tuple[float, ...]] = {}
     declined = {site: f"refused: {r.reason}" for site, r in refusals.items()} | dict(failures)
@@ -108,6 +110,8 @@ def collect_task_summaries(
             _label_counts(task, len(names), reply.label_counts)
         except ValueError as exc:
             declined[site] = f"rejected: {exc}"
+            if on_rejected is not None:
+                on_rejected(site, rnd, f"task summary: {exc}")
             continue
         sent[site] = (reply.values, dict(reply.metrics))
         labels[site] = reply.label_counts

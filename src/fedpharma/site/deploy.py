@@ -7,7 +7,8 @@
   the site describes that preprocessing (:class:`~fedpharma.data.preprocessing.SiteDescription`) and
   the coordinator refuses it if its copy of the recipe differs;
 - optionally the partners' secret fingerprint-permutation key (``permutation_key``), when the
-  recipe names one (``[features] permutation_key_id``);
+  recipe names one (``[features] permutation_key_id``), and their chemical-overlap key
+  (``overlap_key``), without which the site declines the overlap counts;
 - its data (``[data]``): a CSV/SDF file of its own, or a bundled dataset name; its held-out test
   split is a scaffold split seeded with the recipe's seed;
 - then it dials out to the coordinator (:func:`~fedpharma.transport.grpc.run_site`): it never
@@ -32,8 +33,9 @@ import numpy as np
 from fedpharma.core.config import DatasetConfig, RunConfig, load_site_policy, site_policy_toml
 from fedpharma.core.dataset import SiteData, TargetScaling
 from fedpharma.core.deploy_config import SiteConfig, SiteDataConfig
-from fedpharma.core.errors import ConfigError, DataError, PolicyRefused
+from fedpharma.core.errors import ConfigError, CryptoError, DataError, PolicyRefused
 from fedpharma.data.datasets import featurizes_molecules, load_dataset, resolve_schema
+from fedpharma.data.overlap import load_overlap_key
 from fedpharma.data.partition import holdout_split, partition
 from fedpharma.data.permutation import FingerprintPermutation, site_permutation
 from fedpharma.data.preprocessing import SiteDescription, reference_smiles
@@ -42,6 +44,7 @@ from fedpharma.models.plugin_identity import plugin_identity, reads_smiles
 from fedpharma.secure.ckks import load_secret_context
 from fedpharma.secure.identity import load_identity
 from fedpharma.site.checkpoint import SiteModelKeeper
+from fedpharma.site.overlap import OverlapParticipation
 from fedpharma.site.plugin_approval import PluginApproval, RefusingSite
 from fedpharma.site.policy import SitePolicy
 from fedpharma.site.runtime import SiteRuntime
@@ -125,6 +128,7 @@ def build_site(
     if refusal is not None:
         raise PolicyRefused(refusal)
     permutation = site_permutation(recipe.features, config.permutation_key)
+    overlap = _overlap(config)
     data = load_site_data(config.data, recipe, permutation, on_status)
     molecules = featurizes_molecules(config.data.name, config.data.kind)
     policy = None
@@ -187,10 +191,22 @@ def build_site(
         keeper=keeper,
         variates=ControlVariates(Path(config.state_dir)),
         approval=approval,
+        overlap=overlap,
     )
     if schema is not None:
         runtime.tabular = TabularPreparation(data, schema, _rebuild(runtime, recipe))
     return runtime
+
+
+def _overlap(config: SiteConfig) -> OverlapParticipation | None:
+    """The site's part in the chemical overlap, if it holds the partners' key; a key file that
+    cannot be read is a :class:`ConfigError`, before any data is read."""
+    if config.overlap_key is None:
+        return None
+    try:
+        return OverlapParticipation(load_overlap_key(config.overlap_key))
+    except CryptoError as exc:
+        raise ConfigError([f"overlap_key: {exc}"], "site config") from exc
 
 
 def _rebuild(runtime: SiteRuntime, recipe: RunConfig) -> Rebuild:

@@ -26,6 +26,8 @@ from fedpharma.core.errors import (
 )
 from fedpharma.core.params import Parameters
 from fedpharma.core.protocol import (
+    ChemicalOverlapResult,
+    ChemicalOverlapTask,
     DataCheckReply,
     DataCheckTask,
     DescribeTask,
@@ -72,6 +74,7 @@ from fedpharma.models.private_head import PrivateHeadTrainer, join_head
 from fedpharma.privacy import production_rng
 from fedpharma.site.checkpoint import SiteModelKeeper
 from fedpharma.site.dp import DPParticipation, NoiseSource
+from fedpharma.site.overlap import OverlapParticipation
 from fedpharma.site.plugin_approval import PluginApproval
 from fedpharma.site.policy import SitePolicy
 from fedpharma.site.scaffold import ControlVariates, check_scaffold, scaffold_fit
@@ -110,6 +113,8 @@ class SiteRuntime:
     ``approval`` is the model plugin code its owner approved: train, evaluate and secure tasks
     are refused, before any record is read, unless they run that code
     (:mod:`fedpharma.site.plugin_approval`); without one the site runs whatever its trainer is.
+    ``overlap`` holds the consortium's overlap key (:mod:`fedpharma.site.overlap`); a site
+    without one declines the chemical-space overlap.
     """
 
     def __init__(
@@ -128,8 +133,10 @@ class SiteRuntime:
         variates: ControlVariates | None = None,
         tabular: TabularPreparation | None = None,
         approval: PluginApproval | None = None,
+        overlap: OverlapParticipation | None = None,
     ) -> None:
         self.name = name
+        self.overlap = overlap
         self.approval = approval
         self.data = data
         self.trainer = trainer
@@ -187,6 +194,8 @@ class SiteRuntime:
                 return self._apply_preprocessing(task)
             if isinstance(task, LabelStatisticsTask):  # raw labels: a tabular fit scales them
                 return self._label_statistics(task)
+            if isinstance(task, ChemicalOverlapTask):
+                return self._chemical_overlap(task)
             if self.tabular is not None:
                 self.tabular.require_applied()
             if isinstance(task, TaskSummaryTask):
@@ -334,15 +343,7 @@ class SiteRuntime:
         if policy is not None and not policy.config.allow_task_summary:
             raise PolicyRefused("this site's policy declines per-task summaries")
         self._refuse_unaccounted("per-task counts of its test labels and predictions")
-        trained_private = task.run_id in self._dp_runs or (
-            policy is not None
-            and any(entry.run_id == task.run_id for entry in policy.ledger.entries())
-        )
-        if trained_private:
-            raise PolicyRefused(
-                "this run asked this site for differential privacy; per-task counts of its test "
-                "rows would be an unaccounted release"
-            )
+        self._refuse_in_private_run(task.run_id, "per-task counts of its test rows")
         test = self.data.test
         n_tasks, kind = len(test.task_names), test.task
         grid = PARITY_BINS + 1 if kind == "regression" else 0
@@ -373,6 +374,27 @@ class SiteRuntime:
         return TaskSummaryResult(
             task.run_id, task.round, self.name, tuple(values), metrics, tuple(distribution)
         )
+
+    def _chemical_overlap(self, task: ChemicalOverlapTask) -> ChemicalOverlapResult | SecureReply:
+        """This site's two set sizes, or (under secure aggregation) its hashed sets as its input
+        to the secure sum (weight 1: the coordinator learns how many sites occupy each bucket);
+        refused without the overlap key, where the policy requires DP and in a run that asked
+        this site for DP (the counts carry no noise)."""
+        if self.overlap is None:
+            raise PolicyRefused(
+                "this site holds no chemical-overlap key (site.toml overlap_key, the key the "
+                "sites share and the coordinator never holds)"
+            )
+        self._refuse_unaccounted("counts of its scaffolds and fingerprint bits")
+        self._refuse_in_private_run(task.run_id, "counts of its scaffolds and fingerprint bits")
+        if task.secure is None:
+            scaffolds, bits = self.overlap.sets(self.data, task)
+            return ChemicalOverlapResult(
+                task.run_id, task.round, self.name, int(scaffolds.sum()), int(bits.sum())
+            )
+        self._secure().check(task.secure)
+        sets = self.overlap.secure_input(self.data, task)
+        return self._secure().contribute(task, task.secure, sets, 1)
 
     def _feature_statistics(
         self, task: FeatureStatisticsTask
@@ -460,6 +482,18 @@ class SiteRuntime:
             raise DataError("this site holds no raw tabular rows to apply a fitted preprocessing")
         fitted = self.tabular.apply(task.fit)
         return PreprocessingApplied(task.run_id, task.round, self.name, fitted.digest())
+
+    def _refuse_in_private_run(self, run_id: str, release: str) -> None:
+        """Refuse an un-noised release in a run that asked this site for DP (in this process,
+        or charged to its ledger)."""
+        policy = self.policy
+        if run_id in self._dp_runs or (
+            policy is not None and any(e.run_id == run_id for e in policy.ledger.entries())
+        ):
+            raise PolicyRefused(
+                f"this run asked this site for differential privacy; {release} would be an "
+                "unaccounted release"
+            )
 
     def _refuse_unaccounted(self, release: str) -> None:
         """Refuse a release no DP mechanism covers where the policy requires DP."""

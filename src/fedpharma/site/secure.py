@@ -19,7 +19,13 @@ from dataclasses import dataclass
 
 from fedpharma.core.errors import CryptoError, PolicyRefused, ProtocolError
 from fedpharma.core.params import Parameters
-from fedpharma.core.protocol import FeatureStatisticsTask, SecureReply, SecureTask, TrainTask
+from fedpharma.core.protocol import (
+    ChemicalOverlapTask,
+    FeatureStatisticsTask,
+    SecureReply,
+    SecureTask,
+    TrainTask,
+)
 from fedpharma.core.protocol.messages import SECURE_FIRST_PHASE
 from fedpharma.core.protocol.settings import CKKSSettings, SecAggSettings, SecureSettings
 from fedpharma.secure.ckks import SecretContext
@@ -115,7 +121,7 @@ class SecureParticipation:
 
     def contribute(
         self,
-        task: TrainTask | FeatureStatisticsTask,
+        task: TrainTask | FeatureStatisticsTask | ChemicalOverlapTask,
         settings: SecureSettings,
         update: Parameters,
         weight: int,

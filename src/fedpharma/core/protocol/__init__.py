@@ -3,6 +3,8 @@
 from fedpharma.core.protocol.channel import Channel
 from fedpharma.core.protocol.messages import (
     PROTOCOL_VERSION,
+    ChemicalOverlapResult,
+    ChemicalOverlapTask,
     DataCheckReply,
     DataCheckTask,
     DescribeTask,
@@ -41,6 +43,8 @@ __all__ = [
     "PROTOCOL_VERSION",
     "CKKSSettings",
     "Channel",
+    "ChemicalOverlapResult",
+    "ChemicalOverlapTask",
     "DataCheckReply",
     "DataCheckTask",
     "DescribeTask",

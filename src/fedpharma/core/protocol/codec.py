@@ -25,6 +25,8 @@ from fedpharma.core.errors import ProtocolError
 from fedpharma.core.protocol.messages import (
     PROTOCOL_VERSION,
     SECURE_PHASES,
+    ChemicalOverlapResult,
+    ChemicalOverlapTask,
     DataCheckReply,
     DataCheckTask,
     DescribeTask,
@@ -85,6 +87,8 @@ _TYPES: dict[str, type[Any]] = {
         PreprocessingApplied,
         TaskSummaryTask,
         TaskSummaryResult,
+        ChemicalOverlapTask,
+        ChemicalOverlapResult,
     )
 }
 _PARAMETER_FIELDS = ("parameters", "update")
@@ -100,7 +104,17 @@ _SCALAR_TYPES = {
     "fit": str,
     "digest": str,
 }
-_INT_FIELDS = ("round", "n_examples", "n_tasks", "width", "label_width")
+_INT_FIELDS = (
+    "round",
+    "n_examples",
+    "n_tasks",
+    "width",
+    "label_width",
+    "buckets",
+    "n_bits",
+    "scaffold_buckets",
+    "set_bits",
+)
 _NUMBER_LIST_FIELDS = (
     "count",
     "total",

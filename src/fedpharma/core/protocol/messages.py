@@ -19,7 +19,9 @@ differs from the run's recipe is refused at join. Before the first round the coo
 send a :class:`LabelStatisticsTask`, answered by the site's per-task label sums
 (:class:`LabelStatisticsResult`), to start the output layer at the labels. After the last round
 it may send a :class:`TaskSummaryTask`, answered by the final model's per-task counts on the
-site's test rows (:class:`TaskSummaryResult`), from which the run's report pools per-task results.
+site's test rows (:class:`TaskSummaryResult`), from which the run's report pools per-task results,
+and a :class:`ChemicalOverlapTask`: its set sizes (:class:`ChemicalOverlapResult`), then, under
+secure aggregation, its hashed scaffold and fingerprint-bit sets as its input to a secure sum.
 """
 
 from __future__ import annotations
@@ -284,6 +286,32 @@ class TaskSummaryResult:
     label_counts: tuple[float, ...] = ()
 
 
+@dataclass(frozen=True)
+class ChemicalOverlapTask:
+    """Hash your scaffolds under the sites' overlap key into ``buckets`` buckets and read your
+    set fingerprint bits (of ``n_bits``; :mod:`fedpharma.data.overlap`). Without ``secure``,
+    send the two set sizes (:class:`ChemicalOverlapResult`); with it, answer with a
+    :class:`SecureReply` whose input is the 0/1 vector of buckets, then bits, so the coordinator
+    learns only how many sites occupy each (:mod:`fedpharma.server.chemical_overlap`)."""
+
+    run_id: str
+    round: int
+    buckets: int
+    n_bits: int
+    secure: SecureSettings | None = None
+
+
+@dataclass(frozen=True)
+class ChemicalOverlapResult:
+    """A site's scaffold buckets occupied and fingerprint bits set: two counts."""
+
+    run_id: str
+    round: int
+    site: str
+    scaffold_buckets: int
+    set_bits: int
+
+
 Task = (
     TrainTask
     | EvaluateTask
@@ -294,6 +322,7 @@ Task = (
     | DataCheckTask
     | PreprocessingTask
     | TaskSummaryTask
+    | ChemicalOverlapTask
 )
 Reply = (
     TrainResult
@@ -306,13 +335,14 @@ Reply = (
     | DataCheckReply
     | PreprocessingApplied
     | TaskSummaryResult
+    | ChemicalOverlapResult
 )
 
 
 def secure_mode(task: Task) -> str | None:
-    """The secure-aggregation mode a train or feature-statistics task runs under ("secagg",
-    "ckks"), else None."""
-    if isinstance(task, FeatureStatisticsTask):
+    """The secure-aggregation mode a train, feature-statistics or chemical-overlap task runs
+    under ("secagg", "ckks"), else None."""
+    if isinstance(task, FeatureStatisticsTask | ChemicalOverlapTask):
         return None if task.secure is None else task.secure.kind
     if not isinstance(task, TrainTask) or task.settings.secure is None:
         return None
@@ -346,6 +376,8 @@ def validate_reply(task: Task, site: str, reply: Reply) -> Reply:
         expected = (PreprocessingApplied, Refusal)
     elif isinstance(task, TaskSummaryTask):
         expected = (TaskSummaryResult, Refusal)
+    elif isinstance(task, ChemicalOverlapTask):
+        expected = (ChemicalOverlapResult, Refusal)
     else:
         expected = (EvaluateResult, Refusal)
     if not isinstance(reply, expected):
@@ -385,6 +417,15 @@ def validate_reply(task: Task, site: str, reply: Reply) -> Reply:
         raise ProtocolError(
             f"task summary from {site!r} holds {len(reply.values)} + {len(reply.label_counts)} "
             f"numbers; the task asked for {task.n_tasks} × ({task.width} + {task.label_width})"
+        )
+    if (
+        isinstance(reply, ChemicalOverlapResult)
+        and isinstance(task, ChemicalOverlapTask)
+        and (reply.scaffold_buckets > task.buckets or reply.set_bits > task.n_bits)
+    ):
+        raise ProtocolError(
+            f"chemical overlap from {site!r} claims {reply.scaffold_buckets} of {task.buckets} "
+            f"buckets and {reply.set_bits} of {task.n_bits} bits"
         )
     if isinstance(reply, EvaluateResult) and reply.n_examples < 0:
         raise ProtocolError(

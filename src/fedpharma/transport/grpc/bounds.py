@@ -5,9 +5,11 @@ or slip a wider dtype into the aggregate.
 - a plaintext :class:`~fedpharma.core.protocol.TrainTask` is answered by an update of the model's
   names, shapes and dtypes: exactly the model's encoded size plus a reply header;
 - under CKKS, by an encrypted update of ``ceil((values + 2) / SLOTS)`` ciphertexts of at most
-  the decoder's chunk limit each (:mod:`fedpharma.secure.ckks`);
-- a secure-aggregation phase, by a message of at most 8 bytes per model value (a 64-bit masked
-  vector) plus a small multiple of the phase's own payload (key rosters, share lists);
+  the decoder's chunk limit each (:mod:`fedpharma.secure.ckks`); so is a secure
+  :class:`~fedpharma.core.protocol.ChemicalOverlapTask`, of ``buckets + n_bits`` values;
+- a secure-aggregation phase, by a message of at most 8 bytes per value summed (a 64-bit masked
+  vector: the model's, or the overlap's after a secure overlap task) plus a small multiple of the
+  phase's own payload (key rosters, share lists);
 - any other task (evaluation, description), by a reply header alone.
 """
 
@@ -18,7 +20,14 @@ from dataclasses import dataclass
 
 from fedpharma.core.errors import ProtocolError
 from fedpharma.core.params import Parameters
-from fedpharma.core.protocol import Reply, SecureTask, Task, TrainResult, TrainTask
+from fedpharma.core.protocol import (
+    ChemicalOverlapTask,
+    Reply,
+    SecureTask,
+    Task,
+    TrainResult,
+    TrainTask,
+)
 from fedpharma.core.protocol.codec import MAX_HEADER_BYTES
 from fedpharma.core.protocol.messages import secure_mode
 from fedpharma.secure.ckks import MAX_CHUNK_BYTES, SLOTS
@@ -38,9 +47,23 @@ class ReplyBound:
     model: Parameters | None = None
 
 
+def summed_values(task: Task) -> int | None:
+    """How many values the secure phases after ``task`` sum: a train task's model size, a secure
+    overlap task's sets; ``None`` for any other task (the secure phases keep the last size)."""
+    if isinstance(task, TrainTask):
+        return task.parameters.size
+    if isinstance(task, ChemicalOverlapTask) and task.secure is not None:
+        return task.buckets + task.n_bits
+    return None
+
+
 def reply_bound(task: Task, model_values: int | None, limit: int) -> ReplyBound:
-    """The bound on the answer to ``task``; ``model_values`` is the size of the run's model (the
-    last train task's), ``limit`` the global payload limit (used when nothing tighter is known)."""
+    """The bound on the answer to ``task``; ``model_values`` is the size of the values summed
+    (:func:`summed_values` of the last task that set it), ``limit`` the global payload limit
+    (used when nothing tighter is known)."""
+    if isinstance(task, ChemicalOverlapTask) and secure_mode(task) == "ckks":
+        chunks = math.ceil((task.buckets + task.n_bits + 2) / SLOTS)
+        return _capped(REPLY_HEADER_BYTES + chunks * (4 + MAX_CHUNK_BYTES), limit)
     if isinstance(task, TrainTask):
         mode = secure_mode(task)
         if mode is None:

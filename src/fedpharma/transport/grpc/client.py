@@ -409,6 +409,7 @@ TASK_WORDS = {
     "PreprocessingTask": "fitted preprocessing",
     "SecureTask": "secure aggregation",
     "TaskSummaryTask": "per-task summary",
+    "ChemicalOverlapTask": "chemical-space overlap",
 }
 
 

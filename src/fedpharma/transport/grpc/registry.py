@@ -14,9 +14,9 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
-from fedpharma.core.protocol import Failure, Reply, Task, TrainTask
+from fedpharma.core.protocol import Failure, Reply, Task
 from fedpharma.transport.grpc import fedpharma_v1_pb2 as pb
-from fedpharma.transport.grpc.bounds import ReplyBound, reply_bound
+from fedpharma.transport.grpc.bounds import ReplyBound, reply_bound, summed_values
 from fedpharma.transport.grpc.settings import CoordinatorSettings
 from fedpharma.transport.grpc.wire import OutgoingPayload, ResultRejected, payload_header
 
@@ -74,7 +74,7 @@ class SiteRegistry:
         self._dismissed: dict[str, str] = {}  # site → why it takes no part (until it rejoins)
         self._joins: dict[str, int] = {}  # site → how often it joined: its connection's number
         self._quarantined: dict[str, str] = {}  # site → why it is shut out for the run
-        self._model_values: int | None = None  # size of the model in the last train task
+        self._model_values: int | None = None  # values the secure phases sum (bounds.summed_values)
         self.finished: str | None = None
         self.bytes_received = 0
         self._closing = False
@@ -251,8 +251,9 @@ class SiteRegistry:
             self._answers = {}
             limit = self.settings.limits.max_payload_bytes
             for site, (task, payload) in payloads.items():
-                if isinstance(task, TrainTask):
-                    self._model_values = task.parameters.size
+                values = summed_values(task)
+                if values is not None:
+                    self._model_values = values
                 task_id = secrets.token_hex(16)
                 header = payload_header(
                     payload,
