@@ -46,10 +46,11 @@ Run from the project root::
 
     # the reported run (README, Benchmarks): one seed at a time, then the mean over seeds
     .venv/bin/python benchmarks/multipharma.py --seeds 1 --first-seed 0 --rounds 25 \\
-        --kinds classification --hidden 256 --patience 5 \\
-        --out benchmarks/results/multipharma_seed0.json
+        --kinds classification --hidden 512 --patience 5 \\
+        --out benchmarks/results/multipharma_h512_seed0.json
     # … likewise seeds 1 and 2, then:
-    .venv/bin/python benchmarks/multipharma.py --combine benchmarks/results/multipharma_seed*.json
+    .venv/bin/python benchmarks/multipharma.py \\
+        --combine benchmarks/results/multipharma_h512_seed*.json
     .venv/bin/python benchmarks/multipharma.py --quick            # smoke run: 3 rounds
 """
 
