@@ -152,35 +152,34 @@ def summary_from_store(run_dir: Path) -> RunSummary:
     )
 
 
-def _task_summaries(db: sqlite3.Connection) -> TaskSummaries | None:
-    """The final model's per-task counts the sites sent; None for a store without them (a run
-    of an earlier version, or one that did not finish)."""
+def _latest(db: sqlite3.Connection, column: str, table: str) -> str | None:
+    """The last round's ``column`` of ``table``; None for a store without one (a run of an
+    earlier version, or one that did not finish)."""
     try:
-        row = db.execute(
-            "SELECT summary FROM task_summaries ORDER BY round DESC LIMIT 1"
-        ).fetchone()
+        row = db.execute(f"SELECT {column} FROM {table} ORDER BY round DESC LIMIT 1").fetchone()
     except sqlite3.OperationalError:
         return None
-    if row is None:
+    return None if row is None else str(row[0])
+
+
+def _task_summaries(db: sqlite3.Connection) -> TaskSummaries | None:
+    """The final model's per-task counts the sites sent; None for a store without them."""
+    text = _latest(db, "summary", "task_summaries")
+    if text is None:
         return None
     try:
-        return summaries_from_json(str(row[0]))
+        return summaries_from_json(text)
     except (ValueError, KeyError, TypeError) as exc:
         raise DataError(f"the run store's per-task summary is unreadable: {exc}") from exc
 
 
 def _chemical_overlap(db: sqlite3.Connection, source: str) -> ConsortiumOverlap | None:
     """The chemical-space overlap the coordinator kept; None for a store without one."""
-    try:
-        row = db.execute(
-            "SELECT overlap FROM chemical_overlap ORDER BY round DESC LIMIT 1"
-        ).fetchone()
-    except sqlite3.OperationalError:
-        return None
-    if row is None:
+    text = _latest(db, "overlap", "chemical_overlap")
+    if text is None:
         return None
     try:
-        data = json.loads(str(row[0]))
+        data = json.loads(text)
     except ValueError as exc:
         raise DataError(f"the run store's chemical overlap is unreadable: {exc}") from exc
     return serde.load(

@@ -30,6 +30,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
+from functools import partial
 
 import numpy as np
 import numpy.typing as npt
@@ -134,30 +135,22 @@ def run_secure_sum(
     first = {site: r for site, r in results.items() if isinstance(r, SecureReply)}
     template = Parameters(("sum",), (np.zeros(length, dtype=np.float64),))
     n = len(tasks)
+    collect = (
+        partial(plan.collector.collect, codec=plan.codec)
+        if isinstance(plan.collector, SecAggCollector)
+        else plan.collector.collect
+    )
     try:
-        if isinstance(plan.collector, SecAggCollector):
-            summed = plan.collector.collect(
-                channel,
-                first,
-                template,
-                n_sites=n,
-                rnd=rnd,
-                run_id=run_id,
-                timeout=timeout,
-                on_rejected=on_rejected,
-                codec=plan.codec,
-            )
-        else:
-            summed = plan.collector.collect(
-                channel,
-                first,
-                template,
-                n_sites=n,
-                rnd=rnd,
-                run_id=run_id,
-                timeout=timeout,
-                on_rejected=on_rejected,
-            )
+        summed = collect(
+            channel,
+            first,
+            template,
+            n_sites=n,
+            rnd=rnd,
+            run_id=run_id,
+            timeout=timeout,
+            on_rejected=on_rejected,
+        )
     except (AttemptFailed, RoundFailed) as exc:
         reasons = {**failures, **{s: r.reason for s, r in refusals.items()}}
         why = "; ".join(f"{s}: {reasons[s][:200]}" for s in sorted(reasons)) or str(exc)
