@@ -38,7 +38,7 @@ from fedpharma.models.batches import TensorData
 from fedpharma.models.device import autocast, resolve_device
 from fedpharma.models.loss import balanced_class_weights, masked_multitask_loss
 from fedpharma.models.networks import trainable_weights
-from fedpharma.models.parameters import get_parameters, host_array, set_parameters
+from fedpharma.models.parameters import HostCopies, get_parameters, host_array, set_parameters
 from fedpharma.models.plugin import FeedForwardPlugin, ModelPlugin, PluginInputs
 from fedpharma.models.pretrained import apply_pretrained, load_weights
 
@@ -83,6 +83,7 @@ class TorchTrainer:
         self._device: torch.device | None = None  # resolved when the site first trains
         self._inputs: dict[int, tuple[weakref.ref[Dataset], PluginInputs]] = {}
         self._stepper: _Stepper | None = None  # the optimizer; its state memory is reused
+        self._copies = HostCopies()  # what fit returns, in memory the last result freed
 
     def build_network(self, seed: int = 0) -> torch.nn.Module:
         """A fresh network of this trainer's architecture, initialised from ``seed``."""
@@ -173,7 +174,7 @@ class TorchTrainer:
         observed = tensors.observed_per_row[order.to(device)]
         train_loss = _mean_over_observed_labels(batch_losses, observed, batch_size)
         return FitOutput(
-            parameters=get_parameters(network),
+            parameters=self._copies.copy(network),
             n_examples=n_examples,
             train_loss=train_loss,
             seconds=time.perf_counter() - started,
