@@ -12,10 +12,19 @@ Two workloads, one per invocation so that each process's peak RSS is its own:
     the same model (``nn.EmbeddingBag`` → ReLU → Dropout → Linear) on the same CSR arrays, in
     the same process, interleaved: compounds per second for each, and peak RSS.
 
+    Each epoch is timed twice: wall clock and this process's CPU time (user + system, so the page
+    faults it causes count). On a shared machine a single-threaded run's wall clock also counts
+    the time it waits for a core, which depends on the other jobs, not on the code, and swings
+    2–3× from one epoch to the next; its CPU time counts only the work it did, so the ratio of
+    CPU-time throughputs (``fedpharma_over_bare_cpu``) is the fairer comparison there. It holds
+    with one torch thread only (``OMP_NUM_THREADS=1`` or ``--threads 1``): with more, threads
+    spinning while they wait for a busy core add CPU time that is contention, not work.
+    ``load_average`` is the 1-minute load before and after.
+
 Run from the repository root::
 
     .venv/bin/python benchmarks/scale.py chembl
-    .venv/bin/python benchmarks/scale.py synthetic --rows 100000 --batches 6
+    OMP_NUM_THREADS=1 .venv/bin/python benchmarks/scale.py synthetic --rows 100000 --batches 6
     .venv/bin/python benchmarks/scale.py synthetic --rows 1000000 --batches 3
     .venv/bin/python benchmarks/scale.py synthetic --rows 1000000 --device cuda --precision bf16
 
@@ -30,6 +39,7 @@ import argparse
 import gzip
 import json
 import math
+import os
 import resource
 import sys
 import tempfile
@@ -196,15 +206,18 @@ def synthetic(args: argparse.Namespace) -> dict[str, Any]:
             torch.cuda.synchronize()
 
     timings: dict[str, list[float]] = {"fedpharma": [], "bare": []}
+    cpu_timings: dict[str, list[float]] = {"fedpharma": [], "bare": []}
+    load_before = os.getloadavg()[0]
     fedpharma_epoch()  # warm-up: moves the model, allocates the optimizer state
     bare_epoch()
     for _ in range(args.repeats):
         for name, run in (("fedpharma", fedpharma_epoch), ("bare", bare_epoch)):
-            started = time.perf_counter()
+            started, cpu = time.perf_counter(), time.process_time()
             run()
             timings[name].append(time.perf_counter() - started)
-    best = {name: min(values) for name, values in timings.items()}
-    throughput = {name: train_rows / seconds for name, seconds in best.items()}
+            cpu_timings[name].append(time.process_time() - cpu)
+    throughput = {name: train_rows / min(values) for name, values in timings.items()}
+    cpu_throughput = {name: train_rows / min(values) for name, values in cpu_timings.items()}
     return {
         "workload": "synthetic",
         "rows": args.rows,
@@ -225,6 +238,11 @@ def synthetic(args: argparse.Namespace) -> dict[str, Any]:
         "epoch_seconds": {k: [round(v, 3) for v in vs] for k, vs in timings.items()},
         "compounds_per_s": {k: round(v, 1) for k, v in throughput.items()},
         "fedpharma_over_bare": round(throughput["fedpharma"] / throughput["bare"], 3),
+        "epoch_cpu_seconds": {k: [round(v, 3) for v in vs] for k, vs in cpu_timings.items()},
+        "compounds_per_cpu_s": {k: round(v, 1) for k, v in cpu_throughput.items()},
+        "fedpharma_over_bare_cpu": round(cpu_throughput["fedpharma"] / cpu_throughput["bare"], 3),
+        "torch_threads": torch.get_num_threads(),
+        "load_average": [round(load_before, 2), round(os.getloadavg()[0], 2)],
         "gpu_memory_peak_mb": (
             round(torch.cuda.max_memory_allocated() / 2**20, 1) if device.type == "cuda" else None
         ),

@@ -1,13 +1,14 @@
-"""get_parameters / set_parameters: round trip and mismatch errors."""
+"""get_parameters / set_parameters / HostCopies: round trip, mismatch errors, reused memory."""
 
 import numpy as np
 import pytest
+import torch
 
 from fedpharma.core.config import ModelConfig
 from fedpharma.core.errors import ProtocolError
 from fedpharma.core.params import Parameters, encode
 from fedpharma.models.networks import build_model
-from fedpharma.models.parameters import get_parameters, set_parameters
+from fedpharma.models.parameters import HostCopies, get_parameters, set_parameters
 
 CONFIG = ModelConfig(kind="mlp", hidden=(8,), dropout=0.1)
 
@@ -79,3 +80,22 @@ def test_the_column_major_first_layer_travels_row_major_and_keeps_its_layout() -
         np.testing.assert_array_equal(weight.detach().numpy(), distinct[name])
         assert weight.data_ptr() == storage and weight.t().is_contiguous()
     assert encode(get_parameters(net)) == encode(Parameters.from_dict(distinct))
+
+
+def test_repeated_copies_reuse_only_the_memory_nobody_refers_to() -> None:
+    net = build_model(CONFIG, 5, 2)
+    copies = HostCopies()
+    first = copies.copy(net)
+    view = first.arrays[0][:2]  # a caller's view of the first array
+    tensor = torch.from_numpy(first.arrays[1])  # and a tensor over the second
+    seen = view.copy(), tensor.clone()
+    addresses = [a.ctypes.data for a in first.arrays]
+    del first
+    set_parameters(net, get_parameters(net).unflatten(np.arange(get_parameters(net).size)))
+    second = copies.copy(net)
+    np.testing.assert_array_equal(second.flatten(), get_parameters(net).flatten())
+    np.testing.assert_array_equal(view, seen[0])  # what a caller still holds is never written
+    assert torch.equal(tensor, seen[1])
+    reused = [a.ctypes.data == old for a, old in zip(second.arrays, addresses, strict=True)]
+    assert reused == [False, False, True, True]
+    assert not any(a.flags.writeable for a in second.arrays)

@@ -14,14 +14,16 @@ fedpharma's own feed-forward networks by default, or any network the recipe name
 
 Speed matters (the overhead benchmark compares a federated run with a bare PyTorch loop): the
 Dataset becomes tensors once per call without copying, minibatches are index gathers over those
-tensors (no DataLoader), the optimizer step is fused, and the per-step Python work is the forward,
-the backward and the step.
+tensors (no DataLoader), the optimizer step is fused, the optimizer's state memory is reused from
+call to call (zeroed, not reallocated), each step frees the last step's gradients before making
+its own, and the per-step Python work is the forward, the backward and the step.
 """
 
 from __future__ import annotations
 
 import time
 import weakref
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -36,7 +38,7 @@ from fedpharma.models.batches import TensorData
 from fedpharma.models.device import autocast, resolve_device
 from fedpharma.models.loss import balanced_class_weights, masked_multitask_loss
 from fedpharma.models.networks import trainable_weights
-from fedpharma.models.parameters import get_parameters, host_array, set_parameters
+from fedpharma.models.parameters import HostCopies, get_parameters, host_array, set_parameters
 from fedpharma.models.plugin import FeedForwardPlugin, ModelPlugin, PluginInputs
 from fedpharma.models.pretrained import apply_pretrained, load_weights
 
@@ -50,8 +52,9 @@ class TorchTrainer:
     """Trains and applies one network architecture (``plugin``'s; by default
     :func:`~fedpharma.models.networks.build_model`'s) on a site's data.
 
-    Holds one network instance that every call overwrites with the parameters it is given, so a
-    trainer is cheap to call repeatedly but must not be shared between threads. Inputs a plugin
+    Holds one network instance that every call overwrites with the parameters it is given, and
+    the optimizer's state (with Adam, two more copies of the trainable weights), so a trainer is
+    cheap to call repeatedly but must not be shared between threads. Inputs a plugin
     builds itself are kept while their dataset lives (a graph plugin featurizes each molecule
     once); the feature tensors are made afresh per call (they share the arrays' memory).
     """
@@ -79,6 +82,8 @@ class TorchTrainer:
         self._network = self.build_network()
         self._device: torch.device | None = None  # resolved when the site first trains
         self._inputs: dict[int, tuple[weakref.ref[Dataset], PluginInputs]] = {}
+        self._stepper: _Stepper | None = None  # the optimizer; its state memory is reused
+        self._copies = HostCopies()  # what fit returns, in memory the last result freed
 
     def build_network(self, seed: int = 0) -> torch.nn.Module:
         """A fresh network of this trainer's architecture, initialised from ``seed``."""
@@ -129,8 +134,8 @@ class TorchTrainer:
         weights = trainable_weights(network, self.model_config)
         global_weights = [w.detach().clone() for w in weights] if proximal_mu > 0 else []
         corrections = [] if correction is None else self._aligned(correction, weights)
-        stepped = [_row_major(w) for w in weights]
-        optimizer = self._optimizer(stepped)
+        stepped, optimizer = self._fresh_optimizer(weights)
+        gradients = [*weights, *stepped]
         shuffle_seed, dropout_seed = np.random.SeedSequence(seed).generate_state(2, np.uint64)
         shuffler = torch.Generator().manual_seed(int(shuffle_seed))
         batch_size = self.training_config.batch_size
@@ -145,7 +150,7 @@ class TorchTrainer:
                 order = torch.randperm(n_examples, generator=shuffler)
                 batch_losses = []
                 for rows in torch.split(order.to(device), batch_size):
-                    for w in weights:
+                    for w in gradients:  # frees the last step's before this one's is made
                         w.grad = None
                     with autocast(device, precision):
                         outputs = network(inputs.features(rows))
@@ -169,7 +174,7 @@ class TorchTrainer:
         observed = tensors.observed_per_row[order.to(device)]
         train_loss = _mean_over_observed_labels(batch_losses, observed, batch_size)
         return FitOutput(
-            parameters=get_parameters(network),
+            parameters=self._copies.copy(network),
             n_examples=n_examples,
             train_loss=train_loss,
             seconds=time.perf_counter() - started,
@@ -223,6 +228,27 @@ class TorchTrainer:
             return None
         return torch.from_numpy(balanced_class_weights(data.dense_labels())).to(device)
 
+    def _fresh_optimizer(
+        self, weights: list[torch.nn.Parameter]
+    ) -> tuple[list[torch.nn.Parameter], torch.optim.Optimizer]:
+        """The weights the optimizer steps (:func:`_row_major`) and an optimizer over them in the
+        state a new one starts in (FedAvg's ClientUpdate: no moments carried across calls).
+
+        The previous call's optimizer is kept and its state zeroed in place: Adam's lazily made
+        state is its step count and two moment buffers, all zeros, so the steps are the same bit
+        for bit, without faulting in fresh memory the size of two models on every call (the
+        trainer holds that memory between calls). fedpharma's SGD has no momentum, so no state.
+        """
+        kept = self._stepper
+        if kept is None:  # the network, hence its trainable weights, is this trainer's for good
+            stepped = [_row_major(w) for w in weights]
+            kept = self._stepper = _Stepper(stepped, self._optimizer(stepped))
+        for state in kept.optimizer.state.values():
+            for value in state.values():
+                if isinstance(value, torch.Tensor):
+                    value.zero_()
+        return kept.stepped, kept.optimizer
+
     def _optimizer(self, weights: list[torch.nn.Parameter]) -> torch.optim.Optimizer:
         cfg = self.training_config
         if cfg.optimizer == "adam":
@@ -272,6 +298,14 @@ class TorchTrainer:
             self._inputs[id(data)] = (weakref.ref(data), inputs)
             weakref.finalize(data, self._inputs.pop, id(data), None)
         return tensors, inputs
+
+
+@dataclass(frozen=True)
+class _Stepper:
+    """A trainer's optimizer and the weights it steps."""
+
+    stepped: list[torch.nn.Parameter]
+    optimizer: torch.optim.Optimizer
 
 
 def _row_major(weight: torch.nn.Parameter) -> torch.nn.Parameter:
