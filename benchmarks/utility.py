@@ -41,6 +41,7 @@ Run from the project root::
     .venv/bin/python benchmarks/utility.py --quick         # smoke run: 3 rounds
     .venv/bin/python benchmarks/utility.py --datasets esol --out /tmp/esol.json
     .venv/bin/python benchmarks/utility.py --model dmpnn   # chemprop's D-MPNN (fedpharma[chemprop])
+    .venv/bin/python benchmarks/utility.py --model dmpnn --datasets esol --rounds 100
     # seeds as separate processes, then their mean judged as one --seeds 3 run:
     .venv/bin/python benchmarks/utility.py --first-seed 1 --seeds 1 --out /tmp/s1.json
     .venv/bin/python benchmarks/utility.py --combine /tmp/s0.json /tmp/s1.json /tmp/s2.json
