@@ -669,6 +669,13 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--quick", action="store_true", help=f"smoke run: {QUICK_ROUNDS} rounds")
     parser.add_argument(
+        "--local-epochs",
+        type=int,
+        default=0,
+        help="local epochs a round (every model kind gets rounds × local epochs epochs); "
+        "default: the dataset's (1)",
+    )
+    parser.add_argument(
         "--rounds",
         type=int,
         default=0,
@@ -715,7 +722,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     keys = [k.strip() for k in args.datasets.split(",") if k.strip()]
     unknown = [k for k in keys if k not in BENCHMARKS]
-    if unknown or not keys or args.seeds < 1 or args.rounds < 0:
+    if unknown or not keys or args.seeds < 1 or args.rounds < 0 or args.local_epochs < 0:
         parser.error(
             f"--datasets must name some of {', '.join(BENCHMARKS)}; --seeds ≥ 1, --rounds ≥ 0"
         )
@@ -732,6 +739,11 @@ def main(argv: list[str] | None = None) -> int:
     )
     probe = None
     benchmarks = {k: with_model(b, args.model) for k, b in BENCHMARKS.items()}
+    if args.local_epochs:
+        benchmarks = {
+            k: replace(b, training=replace(b.training, local_epochs=args.local_epochs))
+            for k, b in benchmarks.items()
+        }
     if not args.no_thread_probe and args.model == "mlp":
         probe = {k: thread_probe(benchmarks[k]) for k in keys}
         for key, p in probe.items():
