@@ -17,8 +17,11 @@ import re
 import signal
 import subprocess
 import sys
+import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 SITES = ("site-1", "site-2", "site-3")
 CLI = [sys.executable, "-c", "from fedpharma.cli.main import app; app(prog_name='fedpharma')"]
@@ -122,6 +125,44 @@ def point_sites_at(files: dict[str, Path], address: str) -> None:
     for site in SITES:
         text = files[site].read_text()
         files[site].write_text(re.sub(r'coordinator = "[^"]*"', f'coordinator = "{address}"', text))
+
+
+def run_in_threads(
+    files: dict[str, Path], on_status: Callable[[str], None] = lambda _line: None
+) -> Any:
+    """Run the deployment of ``files`` in this process: the coordinator here, each site in a
+    thread started once the coordinator listens (pointed at its address); the coordinator's
+    result, after the sites have stopped (or 30 s)."""
+    from fedpharma.core.config import load_config
+    from fedpharma.core.deploy_config import load_server_config, load_site_config
+    from fedpharma.server.coordinator import run_coordinator
+    from fedpharma.site.deploy import serve
+
+    config = load_server_config(files["server"])
+    stop = threading.Event()
+    ended: dict[str, str] = {}
+
+    def start_sites(address: str) -> None:
+        for site in SITES:
+            text = files[site].read_text().replace("127.0.0.1:0", address)
+            files[site].write_text(text)
+            site_config = load_site_config(files[site])
+            recipe = load_config(site_config.run_config)
+            threading.Thread(
+                target=lambda c=site_config, r=recipe, s=site: ended.update(
+                    {s: serve(c, r, stop=stop, on_status=on_status)}
+                ),
+                daemon=True,
+            ).start()
+
+    try:
+        result = run_coordinator(config, load_config(config.run_config), on_listening=start_sites)
+        deadline = time.monotonic() + 30
+        while len(ended) < len(SITES) and time.monotonic() < deadline:
+            time.sleep(0.05)
+    finally:
+        stop.set()
+    return result
 
 
 def serve_on(files: dict[str, Path], address: str) -> None:

@@ -4,20 +4,17 @@ site keeps its own model in its state_dir and exports it there, and both predict
 from __future__ import annotations
 
 import json
-import threading
-import time
 
 import numpy as np
 import pytest
-from deploy_helpers import SITES, recipe_toml, write_deployment
+from deploy_helpers import SITES, recipe_toml, run_in_threads, write_deployment
 from typer.testing import CliRunner
 
 import fedpharma
 from fedpharma.cli.main import app
 from fedpharma.core.config import load_config
-from fedpharma.core.deploy_config import load_server_config, load_site_config
-from fedpharma.server.coordinator import read_head, run_coordinator
-from fedpharma.site.deploy import serve
+from fedpharma.core.deploy_config import load_server_config
+from fedpharma.server.coordinator import read_head
 
 runner = CliRunner()
 
@@ -27,31 +24,8 @@ def deployed(molecules_csv, pki_root, tmp_path_factory):
     """A finished 2-round deployment over mutual TLS; each site with its own state_dir."""
     folder = tmp_path_factory.mktemp("deploy")
     files = write_deployment(folder, pki_root, recipe_toml(molecules_csv), port=0)
-    config = load_server_config(files["server"])
-    stop = threading.Event()
-    ended: dict[str, str] = {}
     lines: list[str] = []
-
-    def start_sites(address: str) -> None:
-        for site in SITES:
-            text = files[site].read_text().replace("127.0.0.1:0", address)
-            files[site].write_text(text)
-            site_config = load_site_config(files[site])
-            recipe = load_config(site_config.run_config)
-            threading.Thread(
-                target=lambda c=site_config, r=recipe, s=site: ended.update(
-                    {s: serve(c, r, stop=stop, on_status=lines.append)}
-                ),
-                daemon=True,
-            ).start()
-
-    try:
-        result = run_coordinator(config, load_config(config.run_config), on_listening=start_sites)
-        deadline = time.monotonic() + 30
-        while len(ended) < len(SITES) and time.monotonic() < deadline:
-            time.sleep(0.05)
-    finally:
-        stop.set()
+    result = run_in_threads(files, on_status=lines.append)
     assert result.rounds_completed == 2
     return folder, result, lines
 

@@ -4,21 +4,16 @@ made directly (as a simulation makes them), and `fedpharma report` shows them.""
 
 from __future__ import annotations
 
-import threading
-import time
-
 import numpy as np
 import pytest
-from deploy_helpers import SITES, recipe_toml, write_deployment
+from deploy_helpers import SITES, recipe_toml, run_in_threads, write_deployment
 from typer.testing import CliRunner
 
 from fedpharma.cli.main import app
 from fedpharma.core.config import load_config
 from fedpharma.core.deploy_config import load_server_config, load_site_config
 from fedpharma.data.overlap import DEPLOYED_BUCKETS, multiplicity_histogram, site_sets
-from fedpharma.server.coordinator import run_coordinator
 from fedpharma.server.run_summary import summary_from_store
-from fedpharma.site.deploy import serve
 
 runner = CliRunner()
 KEY = bytes(range(32, 64))
@@ -33,29 +28,7 @@ def deployed(molecules_csv, pki_root, tmp_path_factory):
     (folder / "overlap.key").write_text(KEY.hex() + "\n")
     for site in SITES:
         files[site].write_text('overlap_key = "overlap.key"\n' + files[site].read_text())
-    config = load_server_config(files["server"])
-    stop = threading.Event()
-    ended: dict[str, str] = {}
-
-    def start_sites(address: str) -> None:
-        for site in SITES:
-            text = files[site].read_text().replace("127.0.0.1:0", address)
-            files[site].write_text(text)
-            site_config = load_site_config(files[site])
-            threading.Thread(
-                target=lambda c=site_config, s=site: ended.update(
-                    {s: serve(c, load_config(c.run_config), stop=stop)}
-                ),
-                daemon=True,
-            ).start()
-
-    try:
-        result = run_coordinator(config, load_config(config.run_config), on_listening=start_sites)
-        deadline = time.monotonic() + 30
-        while len(ended) < len(SITES) and time.monotonic() < deadline:
-            time.sleep(0.05)
-    finally:
-        stop.set()
+    result = run_in_threads(files)
     return folder, result
 
 
