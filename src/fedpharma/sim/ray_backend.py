@@ -36,6 +36,30 @@ def _ray() -> Any:
     return ray
 
 
+LOCAL_START_TRIES = 2
+"""How often a local Ray cluster is started before the run gives up: Ray 2.x waits a fixed 30 s
+for its node to register and raises a bare ``Exception`` past it, which a loaded machine can
+hit once (seen on a 2-core CI runner)."""
+
+
+def start_ray(ray: Any, address: str | None) -> None:
+    """``ray.init``: joins ``address``, or starts a local cluster (tried again once when its
+    start times out); a failure is a :class:`FedPharmaError` that says what to do."""
+    tries = 1 if address else LOCAL_START_TRIES
+    for attempt in range(1, tries + 1):
+        try:
+            ray.init(address=address, include_dashboard=False, log_to_driver=False)
+            return
+        except Exception as exc:  # Ray's own startup errors are bare Exceptions
+            ray.shutdown()
+            if attempt == tries:
+                where = f"join the Ray cluster at {address}" if address else "start a local Ray"
+                raise FedPharmaError(
+                    f"could not {where} ({type(exc).__name__}: {str(exc)[:200]}); retry on a "
+                    'less loaded machine, or use [simulation] backend = "processes"'
+                ) from exc
+
+
 class _SiteHost:
     """An actor's body: the runtimes of its sites, answering framed tasks."""
 
@@ -59,8 +83,7 @@ class RayChannel:
         ray = self._ray = _ray()
         self._started = not ray.is_initialized()
         if self._started:
-            address = config.simulation.address
-            ray.init(address=address, include_dashboard=False, log_to_driver=False)
+            start_ray(ray, config.simulation.address)
         cpus = int(ray.cluster_resources().get("CPU", 1))
         workers = min(config.simulation.workers or cpus, len(names))
         host = ray.remote(num_cpus=1)(_SiteHost)
