@@ -536,6 +536,7 @@ def run_dataset(bench: Benchmark, args: argparse.Namespace) -> dict[str, Any]:
         "n_features": sim.dataset.n_features,
         "invalid_molecules": sim.invalid_molecules,
         "rounds": rounds,
+        "local_epochs": bench.training.local_epochs,
         "prepare_seconds": prepare_seconds,
         "seed0": main,
         "targets": targets,
